@@ -1,0 +1,425 @@
+//! Configuration: built-in defaults < config file < environment < command-line flags.
+//!
+//! Every key is documented with its default in `config/vtriage.example.toml`. The environment
+//! overrides any key as `VTRIAGE_<SECTION>_<KEY>` (for example `VTRIAGE_QUOTA_REQUESTS=20`),
+//! plus the short names `VTRIAGE_DB`, `VTRIAGE_API_URL` and `VT_API_KEY`. Durations are seconds
+//! and accept fractions, so tests and benchmarks can scale time down.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// The VirusTotal API key. Its `Debug` and `Display` print `[redacted]`, so it cannot leak
+/// through logs or error messages by accident.
+#[derive(Clone)]
+pub struct ApiKey(SecretString);
+
+impl ApiKey {
+    /// Wraps a key.
+    pub fn new(key: impl Into<String>) -> ApiKey {
+        ApiKey(SecretString::from(key.into()))
+    }
+
+    /// The key itself, for the `x-apikey` header and nowhere else.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// A short, non-reversible name for the key: the first 16 hex digits of its SHA-256.
+    /// The shared quota is kept per key under this name, so the key itself is never stored.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(self.expose().as_bytes());
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Whether something VirusTotal does not know may be sent to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UploadPolicy {
+    /// Never upload or submit: the default, because a submission is irreversible and makes the
+    /// content visible to VirusTotal's customers.
+    #[default]
+    Never,
+    /// Upload (or submit) what VirusTotal does not know yet.
+    Unknown,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The database: a SQLite path (default `vtriage.db`).
+    pub db: String,
+    /// How to reach VirusTotal.
+    pub virustotal: VtConfig,
+    /// The request budget of the key.
+    pub quota: QuotaConfig,
+    /// What may be sent to VirusTotal.
+    pub upload: UploadConfig,
+    /// How analyses are polled.
+    pub poll: PollConfig,
+    /// How verdicts are derived and how long they stay fresh.
+    pub verdict: VerdictConfig,
+    /// Drop-directory rules.
+    pub watch: WatchConfig,
+    /// Worker and shutdown settings.
+    pub daemon: DaemonConfig,
+    /// IOC-list parsing settings.
+    pub ingest: IngestConfig,
+}
+
+/// `[virustotal]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VtConfig {
+    /// Base URL of the v3 API.
+    pub api_url: String,
+    /// The key; prefer the `VT_API_KEY` environment variable.
+    #[serde(deserialize_with = "deserialize_key")]
+    pub api_key: Option<ApiKey>,
+    /// Timeout of one API request (uploads get more: see `vt::Client`).
+    pub timeout_secs: f64,
+}
+
+/// `[quota]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    /// At most this many API requests ...
+    pub requests: u32,
+    /// ... in any window of this many seconds.
+    pub window_secs: f64,
+    /// At most this many per UTC day.
+    pub daily: u32,
+    /// At most this many per UTC calendar month, when set.
+    pub monthly: Option<u32>,
+}
+
+/// `[upload]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadConfig {
+    /// Upload files VirusTotal does not know?
+    pub files: UploadPolicy,
+    /// Submit URLs VirusTotal does not know?
+    pub urls: UploadPolicy,
+    /// Larger files are refused locally (VirusTotal's limit is 650 MiB).
+    pub max_file_size: u64,
+}
+
+/// `[poll]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PollConfig {
+    /// Delay before the first `GET /analyses/{id}` after a submission.
+    pub first_delay_secs: f64,
+    /// The longest interval between two polls of one analysis.
+    pub max_interval_secs: f64,
+    /// After this long an analysis stays `pending` (id kept) and is picked up again later.
+    pub give_up_after_secs: f64,
+}
+
+/// `[verdict]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerdictConfig {
+    /// Engines flagging malicious for `malicious`.
+    pub malicious_min: u32,
+    /// Malicious plus suspicious engines for `suspicious`.
+    pub suspicious_min: u32,
+    /// A stored verdict younger than this is reused without a request.
+    pub max_age_days: f64,
+}
+
+/// `[watch]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchConfig {
+    /// A file is complete once its size and mtime were unchanged for this long.
+    pub settle_ms: u64,
+    /// Extra glob patterns of names to skip (temporary names are always skipped).
+    pub ignore: Vec<String>,
+    /// Follow symbolic links?
+    pub follow_symlinks: bool,
+}
+
+/// `[daemon]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// Concurrent workers (each holds at most one job).
+    pub workers: usize,
+    /// On SIGTERM, in-flight work gets this long before it is released.
+    pub shutdown_grace_secs: f64,
+    /// A claimed job is presumed abandoned after this long without its owner finishing it.
+    pub lease_secs: f64,
+    /// Attempts (not counting snoozes) before a job is marked failed.
+    pub max_attempts: u32,
+}
+
+/// `[ingest]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Skip private, loopback and reserved IP addresses.
+    pub skip_private_ips: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            db: "vtriage.db".into(),
+            virustotal: VtConfig::default(),
+            quota: QuotaConfig::default(),
+            upload: UploadConfig::default(),
+            poll: PollConfig::default(),
+            verdict: VerdictConfig::default(),
+            watch: WatchConfig::default(),
+            daemon: DaemonConfig::default(),
+            ingest: IngestConfig::default(),
+        }
+    }
+}
+
+impl Default for VtConfig {
+    fn default() -> Self {
+        VtConfig {
+            api_url: "https://www.virustotal.com/api/v3".into(),
+            api_key: None,
+            timeout_secs: 60.0,
+        }
+    }
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        QuotaConfig { requests: 4, window_secs: 60.0, daily: 500, monthly: None }
+    }
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        UploadConfig {
+            files: UploadPolicy::Never,
+            urls: UploadPolicy::Never,
+            max_file_size: 650 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for PollConfig {
+    fn default() -> Self {
+        PollConfig { first_delay_secs: 30.0, max_interval_secs: 300.0, give_up_after_secs: 3600.0 }
+    }
+}
+
+impl Default for VerdictConfig {
+    fn default() -> Self {
+        VerdictConfig { malicious_min: 3, suspicious_min: 1, max_age_days: 7.0 }
+    }
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig { settle_ms: 2000, ignore: Vec::new(), follow_symlinks: false }
+    }
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig { workers: 4, shutdown_grace_secs: 10.0, lease_secs: 300.0, max_attempts: 8 }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig { skip_private_ips: true }
+    }
+}
+
+fn deserialize_key<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ApiKey>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.filter(|k| !k.is_empty()).map(ApiKey::new))
+}
+
+/// Converts a number of seconds (fractions allowed) to a `Duration`, treating nonsense as zero.
+pub fn secs(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s).unwrap_or_default()
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then `file` (or `vtriage.toml` in the working
+    /// directory when present), then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// Like [`Config::load`], with the environment given explicitly (for tests).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Config> {
+        let default_file = PathBuf::from("vtriage.toml");
+        let path = match file {
+            Some(p) => Some(p.to_path_buf()),
+            None => default_file.exists().then_some(default_file),
+        };
+        let mut table = match &path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read config file {}", p.display()))?;
+                warn_if_key_readable_by_others(p, &text);
+                text.parse::<toml::Table>()
+                    .with_context(|| format!("config file {} is not valid TOML", p.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, value) in env {
+            apply_env(&mut table, &name, &value)?;
+        }
+        let config: Config = toml::Value::Table(table).try_into().with_context(|| match &path {
+            Some(p) => format!("invalid configuration (file {}, or a VTRIAGE_ variable)", p.display()),
+            None => "invalid configuration (a VTRIAGE_ variable)".to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.quota.requests == 0 || self.quota.window_secs <= 0.0 {
+            bail!("[quota] requests and window_secs must be positive");
+        }
+        if self.daemon.workers == 0 {
+            bail!("[daemon] workers must be at least 1");
+        }
+        if self.verdict.malicious_min == 0 {
+            bail!("[verdict] malicious_min must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Applies one environment variable to the TOML table, if it is one of ours.
+fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> anyhow::Result<()> {
+    let (section, key) = match name {
+        "VT_API_KEY" => (Some("virustotal"), "api_key".to_string()),
+        "VTRIAGE_DB" => (None, "db".to_string()),
+        "VTRIAGE_API_URL" => (Some("virustotal"), "api_url".to_string()),
+        _ => {
+            let Some(rest) = name.strip_prefix("VTRIAGE_") else { return Ok(()) };
+            let Some((section, key)) = rest.split_once('_') else { return Ok(()) };
+            let section = section.to_ascii_lowercase();
+            const SECTIONS: [&str; 8] =
+                ["virustotal", "quota", "upload", "poll", "verdict", "watch", "daemon", "ingest"];
+            let Some(section) = SECTIONS.into_iter().find(|s| *s == section) else {
+                return Ok(());
+            };
+            (Some(section), key.to_ascii_lowercase())
+        }
+    };
+    // Numbers and booleans keep their type; anything else is a string. The key is always a
+    // string, even one that happens to look like a number.
+    let parsed = match value.parse::<toml::Value>() {
+        Ok(v) if key != "api_key" && !matches!(v, toml::Value::Table(_)) => v,
+        _ if key == "ignore" => {
+            toml::Value::Array(value.split(',').map(|s| toml::Value::String(s.trim().into())).collect())
+        }
+        _ => toml::Value::String(value.to_string()),
+    };
+    let target = match section {
+        Some(s) => table
+            .entry(s)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .with_context(|| format!("config key [{s}] must be a table"))?,
+        None => table,
+    };
+    target.insert(key, parsed);
+    Ok(())
+}
+
+/// A key in a file that others can read is a key others have.
+fn warn_if_key_readable_by_others(path: &Path, text: &str) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let has_key = text.lines().any(|l| l.trim_start().starts_with("api_key"));
+        if let Ok(meta) = std::fs::metadata(path)
+            && has_key
+            && meta.permissions().mode() & 0o044 != 0
+        {
+            tracing::warn!(
+                "config file {} holds an API key and is readable by other users; chmod 600 it",
+                path.display()
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_safe() {
+        let c = Config::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(c.upload.files, UploadPolicy::Never);
+        assert_eq!(c.upload.urls, UploadPolicy::Never);
+        assert_eq!(c.quota.requests, 4);
+        assert_eq!(c.quota.daily, 500);
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[quota]\nrequests = 10\nwindow_secs = 2\n[poll]\nfirst_delay_secs = 5\n").unwrap();
+        let c = Config::load_with_env(
+            Some(&path),
+            env(&[("VTRIAGE_QUOTA_REQUESTS", "20"), ("VTRIAGE_POLL_FIRST_DELAY_SECS", "0.5")]),
+        )
+        .unwrap();
+        assert_eq!(c.quota.requests, 20);
+        assert_eq!(c.quota.window_secs, 2.0);
+        assert_eq!(c.poll.first_delay_secs, 0.5);
+    }
+
+    #[test]
+    fn key_comes_from_env_and_never_prints() {
+        let c = Config::load_with_env(None, env(&[("VT_API_KEY", "12345")])).unwrap();
+        let key = c.virustotal.api_key.clone().unwrap();
+        assert_eq!(key.expose(), "12345");
+        assert!(!format!("{c:?}").contains("12345"));
+        assert!(!key.fingerprint().contains("12345"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_the_file_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[quota]\nrequsts = 10\n").unwrap();
+        let err = Config::load_with_env(Some(&path), env(&[])).unwrap_err();
+        assert!(format!("{err:#}").contains("bad.toml"), "{err:#}");
+    }
+}

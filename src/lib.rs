@@ -1,0 +1,19 @@
+//! vtriage: triage files, hashes, URLs, domains and IP addresses against VirusTotal v3,
+//! frugally and crash-safely.
+//!
+//! The pipeline, in the order work flows through it:
+//! - [`watch`] and [`scan`] find files, [`ingest`] parses IOC lists into [`indicator`]s;
+//! - [`store`] keeps the durable job queue and the verdicts;
+//! - [`worker`] claims jobs and asks VirusTotal through [`vt`], within the [`quota`];
+//! - [`verdict`] turns VirusTotal's counts into a verdict; `report` gets them out.
+//!
+//! [`sim`] is a VirusTotal simulator, so that everything runs offline.
+
+pub mod config;
+pub mod indicator;
+pub mod ingest;
+pub mod quota;
+pub mod sim;
+pub mod store;
+pub mod vt;
+pub mod watch;

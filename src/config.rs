@@ -173,6 +173,8 @@ pub struct DaemonConfig {
     pub lease_secs: f64,
     /// Attempts (not counting snoozes) before a job is marked failed.
     pub max_attempts: u32,
+    /// The first retry after a failed attempt waits this long; each further one twice as long.
+    pub retry_delay_secs: f64,
 }
 
 /// `[ingest]`
@@ -211,7 +213,12 @@ impl Default for VtConfig {
 
 impl Default for QuotaConfig {
     fn default() -> Self {
-        QuotaConfig { requests: 4, window_secs: 60.0, daily: 500, monthly: None }
+        QuotaConfig {
+            requests: 4,
+            window_secs: 60.0,
+            daily: 500,
+            monthly: None,
+        }
     }
 }
 
@@ -227,36 +234,58 @@ impl Default for UploadConfig {
 
 impl Default for PollConfig {
     fn default() -> Self {
-        PollConfig { first_delay_secs: 30.0, max_interval_secs: 300.0, give_up_after_secs: 3600.0 }
+        PollConfig {
+            first_delay_secs: 30.0,
+            max_interval_secs: 300.0,
+            give_up_after_secs: 3600.0,
+        }
     }
 }
 
 impl Default for VerdictConfig {
     fn default() -> Self {
-        VerdictConfig { malicious_min: 3, suspicious_min: 1, max_age_days: 7.0 }
+        VerdictConfig {
+            malicious_min: 3,
+            suspicious_min: 1,
+            max_age_days: 7.0,
+        }
     }
 }
 
 impl Default for WatchConfig {
     fn default() -> Self {
-        WatchConfig { settle_ms: 2000, ignore: Vec::new(), follow_symlinks: false }
+        WatchConfig {
+            settle_ms: 2000,
+            ignore: Vec::new(),
+            follow_symlinks: false,
+        }
     }
 }
 
 impl Default for DaemonConfig {
     fn default() -> Self {
-        DaemonConfig { workers: 4, shutdown_grace_secs: 10.0, lease_secs: 300.0, max_attempts: 8 }
+        DaemonConfig {
+            workers: 4,
+            shutdown_grace_secs: 10.0,
+            lease_secs: 300.0,
+            max_attempts: 8,
+            retry_delay_secs: 5.0,
+        }
     }
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        IngestConfig { skip_private_ips: true }
+        IngestConfig {
+            skip_private_ips: true,
+        }
     }
 }
 
 fn deserialize_key<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ApiKey>, D::Error> {
-    Ok(Option::<String>::deserialize(d)?.filter(|k| !k.is_empty()).map(ApiKey::new))
+    Ok(Option::<String>::deserialize(d)?
+        .filter(|k| !k.is_empty())
+        .map(ApiKey::new))
 }
 
 /// Converts a number of seconds (fractions allowed) to a `Duration`, treating nonsense as zero.
@@ -294,10 +323,15 @@ impl Config {
         for (name, value) in env {
             apply_env(&mut table, &name, &value)?;
         }
-        let config: Config = toml::Value::Table(table).try_into().with_context(|| match &path {
-            Some(p) => format!("invalid configuration (file {}, or a VTRIAGE_ variable)", p.display()),
-            None => "invalid configuration (a VTRIAGE_ variable)".to_string(),
-        })?;
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .with_context(|| match &path {
+                Some(p) => format!(
+                    "invalid configuration (file {}, or a VTRIAGE_ variable)",
+                    p.display()
+                ),
+                None => "invalid configuration (a VTRIAGE_ variable)".to_string(),
+            })?;
         config.validate()?;
         Ok(config)
     }
@@ -323,11 +357,23 @@ fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> anyhow::Result
         "VTRIAGE_DB" => (None, "db".to_string()),
         "VTRIAGE_API_URL" => (Some("virustotal"), "api_url".to_string()),
         _ => {
-            let Some(rest) = name.strip_prefix("VTRIAGE_") else { return Ok(()) };
-            let Some((section, key)) = rest.split_once('_') else { return Ok(()) };
+            let Some(rest) = name.strip_prefix("VTRIAGE_") else {
+                return Ok(());
+            };
+            let Some((section, key)) = rest.split_once('_') else {
+                return Ok(());
+            };
             let section = section.to_ascii_lowercase();
-            const SECTIONS: [&str; 8] =
-                ["virustotal", "quota", "upload", "poll", "verdict", "watch", "daemon", "ingest"];
+            const SECTIONS: [&str; 8] = [
+                "virustotal",
+                "quota",
+                "upload",
+                "poll",
+                "verdict",
+                "watch",
+                "daemon",
+                "ingest",
+            ];
             let Some(section) = SECTIONS.into_iter().find(|s| *s == section) else {
                 return Ok(());
             };
@@ -338,9 +384,12 @@ fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> anyhow::Result
     // string, even one that happens to look like a number.
     let parsed = match value.parse::<toml::Value>() {
         Ok(v) if key != "api_key" && !matches!(v, toml::Value::Table(_)) => v,
-        _ if key == "ignore" => {
-            toml::Value::Array(value.split(',').map(|s| toml::Value::String(s.trim().into())).collect())
-        }
+        _ if key == "ignore" => toml::Value::Array(
+            value
+                .split(',')
+                .map(|s| toml::Value::String(s.trim().into()))
+                .collect(),
+        ),
         _ => toml::Value::String(value.to_string()),
     };
     let target = match section {
@@ -378,7 +427,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -394,10 +446,17 @@ mod tests {
     fn environment_overrides_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "[quota]\nrequests = 10\nwindow_secs = 2\n[poll]\nfirst_delay_secs = 5\n").unwrap();
+        std::fs::write(
+            &path,
+            "[quota]\nrequests = 10\nwindow_secs = 2\n[poll]\nfirst_delay_secs = 5\n",
+        )
+        .unwrap();
         let c = Config::load_with_env(
             Some(&path),
-            env(&[("VTRIAGE_QUOTA_REQUESTS", "20"), ("VTRIAGE_POLL_FIRST_DELAY_SECS", "0.5")]),
+            env(&[
+                ("VTRIAGE_QUOTA_REQUESTS", "20"),
+                ("VTRIAGE_POLL_FIRST_DELAY_SECS", "0.5"),
+            ]),
         )
         .unwrap();
         assert_eq!(c.quota.requests, 20);
@@ -421,5 +480,13 @@ mod tests {
         std::fs::write(&path, "[quota]\nrequsts = 10\n").unwrap();
         let err = Config::load_with_env(Some(&path), env(&[])).unwrap_err();
         assert!(format!("{err:#}").contains("bad.toml"), "{err:#}");
+    }
+
+    #[test]
+    fn the_example_file_documents_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/vtriage.example.toml");
+        let example = Config::load_with_env(Some(&path), env(&[])).unwrap();
+        let default = Config::default();
+        assert_eq!(format!("{example:?}"), format!("{default:?}"));
     }
 }

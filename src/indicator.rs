@@ -90,7 +90,8 @@ impl FileHash {
     /// Parses an MD5, SHA-1 or SHA-256 given in hex of either case.
     pub fn parse(s: &str) -> Option<FileHash> {
         let algo_ok = matches!(s.len(), 32 | 40 | 64);
-        (algo_ok && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| FileHash(s.to_ascii_lowercase()))
+        (algo_ok && s.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| FileHash(s.to_ascii_lowercase()))
     }
 
     /// The digest algorithm, from the length.
@@ -200,8 +201,14 @@ mod tests {
         let h = FileHash::parse("D41D8CD98F00B204E9800998ECF8427E").unwrap();
         assert_eq!(h.as_str(), "d41d8cd98f00b204e9800998ecf8427e");
         assert_eq!(h.algo(), HashAlgo::Md5);
-        assert_eq!(FileHash::parse(&"a".repeat(40)).unwrap().algo(), HashAlgo::Sha1);
-        assert_eq!(FileHash::parse(&"a".repeat(64)).unwrap().algo(), HashAlgo::Sha256);
+        assert_eq!(
+            FileHash::parse(&"a".repeat(40)).unwrap().algo(),
+            HashAlgo::Sha1
+        );
+        assert_eq!(
+            FileHash::parse(&"a".repeat(64)).unwrap().algo(),
+            HashAlgo::Sha256
+        );
     }
 
     #[test]
@@ -221,7 +228,10 @@ mod tests {
 
     #[test]
     fn type_names_distinguish_ip_versions() {
-        assert_eq!(Indicator::Ip("1.2.3.4".parse().unwrap()).type_name(), "ipv4");
+        assert_eq!(
+            Indicator::Ip("1.2.3.4".parse().unwrap()).type_name(),
+            "ipv4"
+        );
         assert_eq!(Indicator::Ip("::1".parse().unwrap()).type_name(), "ipv6");
     }
 }

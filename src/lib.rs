@@ -9,11 +9,20 @@
 //!
 //! [`sim`] is a VirusTotal simulator, so that everything runs offline.
 
+pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod hashing;
 pub mod indicator;
 pub mod ingest;
+pub mod pipeline;
 pub mod quota;
+pub mod scan;
 pub mod sim;
+pub mod status;
 pub mod store;
+pub mod verdict;
 pub mod vt;
 pub mod watch;
+pub mod worker;

@@ -6,7 +6,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::QuotaConfig;
+use crate::store::{Millis, QuotaDecision, QuotaLimits, Store, now_millis};
 
 /// Why a request may not be made now, beyond waiting for the sliding window.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,4 +50,106 @@ impl Gate for Unlimited {
         Box::pin(async { Ok(()) })
     }
     fn pause(&self) {}
+}
+
+/// The quota gate of one API key, kept in the database so that every worker and every process
+/// sharing the database shares one budget, and a restart does not reset the day's count.
+pub struct Limiter {
+    /// Where the request log lives.
+    store: Arc<dyn Store>,
+    /// The key's fingerprint (never the key).
+    key_id: String,
+    /// The limits, with the window widened by a safety margin (see [`Limiter::new`]).
+    limits: QuotaLimits,
+    /// The configured window, for pauses.
+    window_ms: i64,
+    /// Set after a 429, checked before touching the database.
+    paused_until: AtomicI64,
+    /// Cancelled at shutdown: waiting callers give up with `Denied::ShuttingDown`.
+    shutdown: CancellationToken,
+}
+
+impl Limiter {
+    /// A limiter for `key_id`. The window is widened by 2% (at least 10 ms, at most 1 s): the
+    /// server counts arrival times, and a request's latency varies by more than zero.
+    pub fn new(
+        store: Arc<dyn Store>,
+        key_id: String,
+        cfg: &QuotaConfig,
+        shutdown: CancellationToken,
+    ) -> Limiter {
+        let window_ms = (cfg.window_secs * 1000.0).round() as i64;
+        let margin = (window_ms / 50).clamp(10, 1000);
+        Limiter {
+            store,
+            key_id,
+            limits: QuotaLimits {
+                requests: cfg.requests,
+                window_ms: window_ms + margin,
+                daily: cfg.daily,
+                monthly: cfg.monthly,
+            },
+            window_ms,
+            paused_until: AtomicI64::new(0),
+            shutdown,
+        }
+    }
+
+    async fn sleep_until(&self, at: Millis) -> Result<(), Denied> {
+        let wait = (at - now_millis()).max(0) as u64;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => Ok(()),
+            _ = self.shutdown.cancelled() => Err(Denied::ShuttingDown),
+        }
+    }
+}
+
+impl Gate for Limiter {
+    fn acquire(&self) -> GateFuture<'_> {
+        Box::pin(async move {
+            loop {
+                if self.shutdown.is_cancelled() {
+                    return Err(Denied::ShuttingDown);
+                }
+                let paused = self.paused_until.load(Ordering::Relaxed);
+                if paused > now_millis() {
+                    self.sleep_until(paused).await?;
+                    continue;
+                }
+                match self
+                    .store
+                    .take_quota(&self.key_id, &self.limits, now_millis())
+                    .await
+                {
+                    Ok(QuotaDecision::Granted) => return Ok(()),
+                    Ok(QuotaDecision::WaitUntil(at)) => self.sleep_until(at).await?,
+                    Ok(QuotaDecision::Exhausted(at)) => {
+                        return Err(Denied::Exhausted {
+                            until: UNIX_EPOCH + Duration::from_millis(at as u64),
+                        });
+                    }
+                    Err(e) => {
+                        // The ledger is unreachable (disk full, locked): no request without it.
+                        tracing::warn!(error = %e, "quota ledger unavailable; waiting before the next request");
+                        self.sleep_until(now_millis() + 1000).await?;
+                    }
+                }
+            }
+        })
+    }
+
+    fn pause(&self) {
+        let until = now_millis() + self.window_ms;
+        self.paused_until.fetch_max(until, Ordering::Relaxed);
+        tracing::warn!(
+            "VirusTotal answered 429: pausing this key for {} ms",
+            self.window_ms
+        );
+        let (store, key_id) = (self.store.clone(), self.key_id.clone());
+        tokio::spawn(async move {
+            if let Err(e) = store.pause_quota(&key_id, until).await {
+                tracing::warn!(error = %e, "could not record the quota pause");
+            }
+        });
+    }
 }

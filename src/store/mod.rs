@@ -1,1 +1,372 @@
-//! (being written)
+//! The durable job queue, the verdicts and the shared quota ledger, behind the [`Store`] trait
+//! (one adapter per database; SQLite in [`sqlite`]).
+//!
+//! # The job state machine
+//!
+//! ```text
+//!             enqueue (new, or a stale/reopened indicator)
+//!                 |
+//!                 v            claim (one statement, commits before any HTTP call;
+//!   +------> available ------------------------------------------+  attempt + 1)
+//!   |          ^   ^                                             v
+//!   |  snooze  |   |  retry (transient error, backoff)        running --complete--> completed
+//!   |  release |   +------------------------------------------+  |  \                  |
+//!   |  (attempt|                                                 |   +--discard------> discarded
+//!   |   - 1)   +-------------------------------------------------+   (permanent error,   |
+//!   |                                                                 attempts used up)  |
+//!   +--- rescue (lease expired, or its owner process died) ----------+                   |
+//!   +--- enqueue/recheck of a stale verdict <-------------------------------------------+
+//! ```
+//!
+//! - A job is `running` only under a lease (`lease_owner`, `lease_expires_at`); every change to a
+//!   running job is fenced on `id`, `lease_owner` and `state = 'running'`, so a worker that lost its
+//!   lease cannot overwrite the work of the one that rescued it.
+//! - `step` says what the next claim does: `lookup` (ask VT about the indicator, and upload or
+//!   submit it when unknown and allowed) or `poll` (ask for the analysis `analysis_id`).
+//! - Snoozes (waiting for an analysis, for the quota, or for shutdown) give the attempt back:
+//!   only failures count towards `max_attempts`.
+//! - `submitted_at` is written (committed) before an upload or URL submission starts and
+//!   `analysis_id` once VirusTotal accepted it. A job claimed with `submitted_at` set but no
+//!   `analysis_id` was interrupted mid-submission: the worker looks it up before it would ever
+//!   submit again, so a crash never causes a second upload of content VirusTotal received.
+//! - The verdict is written in the same transaction that completes or discards the job.
+
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::indicator::Kind;
+use crate::verdict::{Verdict, VerdictRecord};
+
+/// Unix time in milliseconds, as stored.
+pub type Millis = i64;
+
+/// Errors from the database. Callers rarely branch on them: a store error stops the work and
+/// is reported, the queue itself stays consistent.
+pub type Error = sqlx::Error;
+
+/// What the next claim of a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    /// Look the indicator up (and submit it when unknown and allowed).
+    Lookup,
+    /// Poll the analysis of a submission.
+    Poll,
+}
+
+impl Step {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Lookup => "lookup",
+            Step::Poll => "poll",
+        }
+    }
+
+    /// Claim order when requests are scarce: an analysis that is due is polled before any new
+    /// lookup, so a large backlog cannot starve the verdicts already paid for.
+    pub fn priority(self) -> i64 {
+        match self {
+            Step::Poll => 2,
+            Step::Lookup => 1,
+        }
+    }
+
+    fn parse(s: &str) -> Step {
+        if s == "poll" {
+            Step::Poll
+        } else {
+            Step::Lookup
+        }
+    }
+}
+
+/// A request to triage one indicator.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// What kind of job.
+    pub kind: Kind,
+    /// The normalised indicator (a file's SHA-256).
+    pub indicator: String,
+    /// May the file be uploaded (the URL submitted) when VirusTotal does not know it?
+    pub allow_submit: bool,
+    /// For a file: where it was seen and its size.
+    pub path: Option<(String, u64)>,
+    /// Where the indicator came from: a list and its line.
+    pub source: Option<(String, u32)>,
+}
+
+/// What enqueueing did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Enqueued {
+    /// A new job.
+    New,
+    /// A finished job whose verdict is stale (or may now be improved) is queued again.
+    Reopened,
+    /// The job is already queued or running: nothing more to do.
+    Queued,
+    /// The stored verdict is fresh: no request needed.
+    Fresh,
+}
+
+/// A claimed job, as a worker sees it.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Row id.
+    pub id: i64,
+    /// What kind of job.
+    pub kind: Kind,
+    /// The normalised indicator.
+    pub indicator: String,
+    /// What this claim does.
+    pub step: Step,
+    /// This attempt (1-based).
+    pub attempt: u32,
+    /// Attempts allowed before the job is discarded.
+    pub max_attempts: u32,
+    /// May the worker upload/submit?
+    pub allow_submit: bool,
+    /// When an upload/submission was started, if one was.
+    pub submitted_at: Option<Millis>,
+    /// The analysis to poll, once a submission was accepted.
+    pub analysis_id: Option<String>,
+    /// Polls already spent on that analysis.
+    pub polls: u32,
+    /// The lease holder (the fence of every change).
+    pub owner: String,
+}
+
+/// A running job goes back to `available` without losing an attempt.
+#[derive(Debug, Clone)]
+pub struct Snooze {
+    /// Not claimed again before this time.
+    pub until: Millis,
+    /// What the next claim does.
+    pub step: Step,
+    /// The analysis to poll (kept when `None`).
+    pub analysis_id: Option<String>,
+    /// Polls spent so far on the analysis.
+    pub polls: u32,
+}
+
+/// Outcome of a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retried {
+    /// Back to `available` at the given time.
+    Later,
+    /// Attempts are used up: discarded with a `failed` verdict.
+    Discarded,
+    /// The lease was lost (another worker owns the job now): nothing was changed.
+    LeaseLost,
+}
+
+/// The state of the queue, for `status` and `scan`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct QueueCounts {
+    /// Jobs by state and kind: `counts["available"]["file"]`.
+    pub by_state: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Jobs by verdict.
+    pub by_verdict: BTreeMap<String, u64>,
+    /// Available jobs by step (what remains to be spent).
+    pub remaining_by_step: BTreeMap<String, u64>,
+    /// The oldest job not finished yet: (indicator, created_at).
+    pub oldest_pending: Option<(String, Millis)>,
+    /// Most recent errors: (indicator, error, at).
+    pub last_errors: Vec<(String, String, Millis)>,
+}
+
+/// The result of one job, for `scan` summaries.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobResult {
+    /// Row id.
+    pub id: i64,
+    /// Kind of job.
+    pub kind: Kind,
+    /// The normalised indicator.
+    pub indicator: String,
+    /// Queue state.
+    pub state: String,
+    /// The stored verdict, if any.
+    pub verdict: Option<VerdictRecord>,
+    /// Paths of a file job.
+    pub paths: Vec<String>,
+}
+
+/// The quota limits that one API key must honour.
+#[derive(Debug, Clone, Copy)]
+pub struct QuotaLimits {
+    /// Requests per window.
+    pub requests: u32,
+    /// Window length in milliseconds.
+    pub window_ms: i64,
+    /// Requests per UTC day.
+    pub daily: u32,
+    /// Requests per UTC month.
+    pub monthly: Option<u32>,
+}
+
+/// The answer to "may I send a request now?".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaDecision {
+    /// Yes; it has been recorded as spent.
+    Granted,
+    /// Not before this time (the sliding window, or a pause after a 429).
+    WaitUntil(Millis),
+    /// Not before this time: the day's (or month's) budget is spent.
+    Exhausted(Millis),
+}
+
+/// Quota use of one key at one moment, for `status`.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct QuotaUsage {
+    /// Requests in the current sliding window.
+    pub in_window: u64,
+    /// Requests today (UTC).
+    pub today: u64,
+    /// Requests this month (UTC).
+    pub this_month: u64,
+    /// Paused until (after a 429), if in the future.
+    pub paused_until: Option<Millis>,
+}
+
+/// The queue and verdict store. Every method is one short transaction; none is held across a
+/// network call.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Enqueues (or deduplicates) indicators in one transaction, recording paths and sources.
+    /// A finished job is reopened when its verdict is older than `max_age_ms`, failed, or
+    /// `unknown` and the new request allows a submission the old one did not.
+    async fn enqueue(
+        &self,
+        jobs: &[NewJob],
+        now: Millis,
+        max_age_ms: i64,
+        max_attempts: u32,
+    ) -> Result<Vec<(i64, Enqueued)>, Error>;
+
+    /// Claims up to `n` due jobs for `owner`, polls first, then in schedule order.
+    async fn claim(
+        &self,
+        owner: &str,
+        n: u32,
+        now: Millis,
+        lease_ms: i64,
+    ) -> Result<Vec<Job>, Error>;
+
+    /// Extends the lease of a running job; false when the lease was lost.
+    async fn extend_lease(&self, job: &Job, until: Millis) -> Result<bool, Error>;
+
+    /// Records that an upload/submission is about to start (committed before it starts).
+    async fn mark_submitting(&self, job: &Job, now: Millis) -> Result<bool, Error>;
+
+    /// Back to `available` without spending an attempt.
+    async fn snooze(&self, job: &Job, snooze: &Snooze, now: Millis) -> Result<bool, Error>;
+
+    /// Back to `available` after a failure, or discarded when attempts are used up.
+    async fn retry(
+        &self,
+        job: &Job,
+        until: Millis,
+        error: &str,
+        now: Millis,
+    ) -> Result<Retried, Error>;
+
+    /// Finishes the job with its verdict, in one transaction.
+    async fn complete(
+        &self,
+        job: &Job,
+        verdict: &VerdictRecord,
+        now: Millis,
+    ) -> Result<bool, Error>;
+
+    /// Finishes the job as discarded with a `failed` verdict, in one transaction.
+    async fn discard(&self, job: &Job, verdict: &VerdictRecord, now: Millis)
+    -> Result<bool, Error>;
+
+    /// Returns the job to `available` untouched (shutdown, or the key was refused).
+    async fn release(&self, job: &Job, now: Millis) -> Result<bool, Error>;
+
+    /// Returns jobs whose lease expired, or whose owner is not a live worker, to `available`
+    /// (or discards them when attempts are used up). Returns how many.
+    async fn rescue(&self, now: Millis) -> Result<u64, Error>;
+
+    /// Registers or refreshes a worker process; drops workers silent for `stale_ms` and those
+    /// named in `dead` (local processes that no longer exist).
+    async fn heartbeat(
+        &self,
+        owner: &str,
+        host: &str,
+        pid: u32,
+        now: Millis,
+        stale_ms: i64,
+        dead: &[String],
+    ) -> Result<(), Error>;
+
+    /// Registered workers: (owner, host, pid, heartbeat_at).
+    async fn workers(&self) -> Result<Vec<(String, String, u32, Millis)>, Error>;
+
+    /// Unregisters a worker (clean shutdown).
+    async fn unregister(&self, owner: &str) -> Result<(), Error>;
+
+    /// A path of a file job that can be read for an upload (most recently seen first).
+    async fn file_paths(&self, job_id: i64) -> Result<Vec<String>, Error>;
+
+    /// A fresh verdict for a file known under any of its hashes, if one is stored.
+    async fn fresh_verdict_for_hash(
+        &self,
+        hash: &str,
+        since: Millis,
+    ) -> Result<Option<VerdictRecord>, Error>;
+
+    /// Results of the given jobs.
+    async fn results(&self, ids: &[i64]) -> Result<Vec<JobResult>, Error>;
+
+    /// How many of the given jobs are not finished yet.
+    async fn unfinished(&self, ids: &[i64]) -> Result<u64, Error>;
+
+    /// The queue at a glance.
+    async fn counts(&self) -> Result<QueueCounts, Error>;
+
+    /// Reopens finished jobs whose verdict is one of `verdicts` and whose kind is one of `kinds`
+    /// (each: all when empty), checked before `older_than`. A `pending` analysis is polled
+    /// again; anything else is looked up again. Returns how many were reopened.
+    async fn recheck(
+        &self,
+        verdicts: &[Verdict],
+        kinds: &[Kind],
+        older_than: Millis,
+        now: Millis,
+    ) -> Result<u64, Error>;
+
+    /// Atomically checks the quota of `key_id` and, if a request fits, records it.
+    async fn take_quota(
+        &self,
+        key_id: &str,
+        limits: &QuotaLimits,
+        now: Millis,
+    ) -> Result<QuotaDecision, Error>;
+
+    /// Pauses `key_id` for every process until `until` (after a 429).
+    async fn pause_quota(&self, key_id: &str, until: Millis) -> Result<(), Error>;
+
+    /// Keys (fingerprints) that spent requests, most recently active first.
+    async fn quota_keys(&self) -> Result<Vec<String>, Error>;
+
+    /// Quota use of `key_id`.
+    async fn quota_usage(
+        &self,
+        key_id: &str,
+        window_ms: i64,
+        now: Millis,
+    ) -> Result<QuotaUsage, Error>;
+}
+
+/// The current time in Unix milliseconds.
+pub fn now_millis() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,0 +1,221 @@
+//! The command line: argument definitions and the dispatch to the library. Exit codes follow
+//! clamscan: 0 nothing malicious, 1 something malicious, 2 an error kept the run from finishing.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, UploadPolicy};
+use crate::pipeline::Pipeline;
+use crate::scan;
+
+/// Triage files, hashes, URLs, domains and IP addresses against VirusTotal, frugally.
+///
+/// Nothing is ever uploaded to VirusTotal unless you allow it (`--upload`, or `[upload] files =
+/// "unknown"`): an upload is irreversible and makes the file visible to VirusTotal's customers.
+/// The API key comes from VT_API_KEY. Try `vtriage demo` to see everything work offline.
+#[derive(Debug, Parser)]
+#[command(name = "vtriage", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes (before or after the command name).
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Configuration file [default: vtriage.toml in the working directory, when present]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The database [env: VTRIAGE_DB] [default: vtriage.db]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub db: Option<String>,
+    /// Log format on standard error
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More log output (-v: debug, -vv: trace); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Triage files and folders (recursively) and print a verdict for each distinct content.
+    ///
+    /// Each file is hashed (SHA-256) and looked up first; a stored fresh verdict costs no
+    /// request at all. Unknown files are uploaded only with --upload (or [upload] files =
+    /// "unknown"). Exit status: 0 nothing malicious, 1 something malicious, 2 error.
+    Scan(ScanArgs),
+    /// Run the daemon: triage every file dropped into --drop and every indicator in the IOC lists
+    /// dropped into --lists, until SIGINT/SIGTERM.
+    ///
+    /// Files are triaged once they have finished being written (size and mtime unchanged for
+    /// [watch] settle_ms). Temporary names (*.part, *.tmp, *.crdownload, ~$*, dot-files) are
+    /// skipped; symbolic links are not followed unless [watch] follow_symlinks. The drop
+    /// directory is never modified. A restart resumes exactly where the daemon stopped.
+    Run(RunArgs),
+    /// Show the queue, the quota, the workers and when the backlog will be done (read-only;
+    /// safe while a daemon runs).
+    Status {
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the built-in VirusTotal simulator (for offline use and tests).
+    Sim(crate::sim::SimArgs),
+    /// Show the whole pipeline working offline: start the simulator, scan generated samples
+    /// (the EICAR test file among them), print the verdicts.
+    Demo,
+}
+
+/// `vtriage scan`
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Files or folders
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Upload files VirusTotal does not know (irreversible: they become visible to VirusTotal's customers)
+    #[arg(long)]
+    pub upload: bool,
+    /// Print the results as JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `vtriage run`
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Drop directory: files landing here are triaged
+    #[arg(long, value_name = "DIR")]
+    pub drop: Option<PathBuf>,
+    /// Lists directory: IOC lists landing here are ingested
+    #[arg(long, value_name = "DIR")]
+    pub lists: Option<PathBuf>,
+}
+
+/// Sets up logging on standard error. The API key cannot reach a log line: it is only ever
+/// held as `ApiKey`, whose `Debug`/`Display` print `[redacted]`.
+pub fn init_logging(format: LogFormat, verbose: u8) {
+    let default = match verbose {
+        0 => "vtriage=info,warn",
+        1 => "vtriage=debug,info",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Loads the configuration for these global options.
+pub fn load_config(global: &GlobalArgs) -> anyhow::Result<Config> {
+    let mut config = Config::load(global.config.as_deref())?;
+    if let Some(db) = &global.db {
+        config.db = db.clone();
+    }
+    Ok(config)
+}
+
+/// A token cancelled on SIGINT or SIGTERM.
+pub fn shutdown_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down (signal received)");
+        cancel.cancel();
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Runs a parsed command line; returns the exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    init_logging(cli.global.log_format, cli.global.verbose);
+    match cli.command {
+        Command::Scan(args) => {
+            let mut config = load_config(&cli.global)?;
+            if args.upload {
+                config.upload.files = UploadPolicy::Unknown;
+            }
+            let pipeline = Pipeline::open(config, shutdown_signal()).await?;
+            let outcome = scan::scan(&pipeline, &args.paths, args.upload).await?;
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&outcome).context("cannot print JSON")?
+                );
+            } else {
+                print!("{}", scan::summary_table(&outcome));
+            }
+            Ok(outcome.exit_code())
+        }
+        Command::Run(args) => {
+            if args.drop.is_none() && args.lists.is_none() {
+                anyhow::bail!("nothing to watch: give --drop DIR and/or --lists DIR");
+            }
+            for dir in args.drop.iter().chain(&args.lists) {
+                if !dir.is_dir() {
+                    anyhow::bail!("{} is not a directory", dir.display());
+                }
+            }
+            let config = load_config(&cli.global)?;
+            let pipeline = Pipeline::open(config, shutdown_signal()).await?;
+            let watched = crate::daemon::Watched {
+                drop: args.drop,
+                lists: args.lists,
+            };
+            crate::daemon::run(&pipeline, &watched).await?;
+            Ok(0)
+        }
+        Command::Status { json } => {
+            let config = load_config(&cli.global)?;
+            let store = crate::pipeline::open_store(&config).await?;
+            let status = crate::status::gather(&*store, &config).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", crate::status::render(&status));
+            }
+            Ok(0)
+        }
+        Command::Sim(args) => {
+            let stop = shutdown_signal();
+            crate::sim::run(args, async move { stop.cancelled().await }).await?;
+            Ok(0)
+        }
+        Command::Demo => crate::demo::run(&cli.global).await,
+    }
+}

@@ -1,0 +1,245 @@
+//! `vtriage run`: the daemon users leave running. It watches a drop directory (files to triage)
+//! and a lists directory (IOC lists to ingest), queues what settles there, and works the queue
+//! with the workers until SIGINT/SIGTERM.
+//!
+//! Hashing runs on blocking threads, in parallel with network work; the watcher's channel is
+//! bounded, so a storm of dropped files waits for the hashers instead of filling memory.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::config::UploadPolicy;
+use crate::indicator::Kind;
+use crate::ingest;
+use crate::pipeline::Pipeline;
+use crate::store::{NewJob, Store, now_millis};
+use crate::verdict::Verdict;
+use crate::watch::{self, SettledFile};
+
+/// Files (or indicators) queued per transaction.
+const BATCH: usize = 500;
+
+/// What the daemon watches.
+#[derive(Debug, Clone, Default)]
+pub struct Watched {
+    /// Files dropped here are triaged.
+    pub drop: Option<PathBuf>,
+    /// IOC lists dropped here are ingested.
+    pub lists: Option<PathBuf>,
+}
+
+/// Runs the daemon until the pipeline's stop token is cancelled or a fatal error stops the
+/// workers. Returns the fatal error, if any.
+pub async fn run(pipeline: &Pipeline, watched: &Watched) -> anyhow::Result<()> {
+    pipeline.spawn_workers();
+    let mut tasks = JoinSet::new();
+    let stop = pipeline.stop.clone();
+    if let Some(dir) = &watched.drop {
+        let (tx, rx) = mpsc::channel(1024);
+        let (cfg, dir2, stop2) = (pipeline.config.watch.clone(), dir.clone(), stop.clone());
+        tasks.spawn(async move {
+            watch::watch(dir2, cfg, tx, async move { stop2.cancelled().await }).await
+        });
+        let allow = pipeline.config.upload.files == UploadPolicy::Unknown;
+        tasks.spawn(queue_dropped_files(
+            rx,
+            pipeline.store.clone(),
+            allow,
+            max_age_ms(pipeline),
+            pipeline.config.daemon.max_attempts,
+        ));
+        tracing::info!(dir = %dir.display(), "watching the drop directory");
+    }
+    if let Some(dir) = &watched.lists {
+        let (tx, rx) = mpsc::channel(64);
+        let (cfg, dir2, stop2) = (pipeline.config.watch.clone(), dir.clone(), stop.clone());
+        tasks.spawn(async move {
+            watch::watch(dir2, cfg, tx, async move { stop2.cancelled().await }).await
+        });
+        tasks.spawn(queue_lists(
+            rx,
+            pipeline.store.clone(),
+            ingest_options(pipeline),
+            max_age_ms(pipeline),
+            pipeline.config.daemon.max_attempts,
+            pipeline.config.upload.urls == UploadPolicy::Unknown,
+        ));
+        tracing::info!(dir = %dir.display(), "watching the lists directory");
+    }
+    // Analyses that outlived `give_up_after_secs` stay `pending`; they are polled again now
+    // and then, without ever failing.
+    let (store, every) = (
+        pipeline.store.clone(),
+        crate::config::secs(pipeline.config.poll.max_interval_secs),
+    );
+    let stop2 = stop.clone();
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop2.cancelled() => return Ok(()),
+            }
+            let older_than = now_millis() - every.as_millis() as i64;
+            if let Err(e) = store
+                .recheck(&[Verdict::Pending], &[], older_than, now_millis())
+                .await
+            {
+                tracing::warn!(error = %e, "cannot requeue pending analyses");
+            }
+        }
+    });
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = pipeline.worker.fatal.cancelled() => {}
+    }
+    pipeline.shutdown().await;
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(Err(e)) = done {
+            tracing::warn!(error = %e, "a watcher stopped with an error");
+        }
+    }
+    match pipeline.worker.fatal.is_cancelled() {
+        true => anyhow::bail!("{}", pipeline.fatal_reason()),
+        false => Ok(()),
+    }
+}
+
+fn max_age_ms(pipeline: &Pipeline) -> i64 {
+    (pipeline.config.verdict.max_age_days * 86_400_000.0) as i64
+}
+
+fn ingest_options(pipeline: &Pipeline) -> ingest::Options {
+    ingest::Options {
+        skip_private_ips: pipeline.config.ingest.skip_private_ips,
+    }
+}
+
+/// Hashes settled files (several at once, on blocking threads) and queues them in batches.
+async fn queue_dropped_files(
+    mut rx: mpsc::Receiver<SettledFile>,
+    store: Arc<dyn Store>,
+    allow_submit: bool,
+    max_age_ms: i64,
+    max_attempts: u32,
+) -> anyhow::Result<()> {
+    let parallel = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let mut hashing = JoinSet::new();
+    let mut batch = Vec::new();
+    let mut open = true;
+    while open || !hashing.is_empty() {
+        tokio::select! {
+            file = rx.recv(), if open && hashing.len() < parallel => match file {
+                Some(file) => { hashing.spawn(hash_one(file)); }
+                None => open = false,
+            },
+            Some(done) = hashing.join_next(), if !hashing.is_empty() => {
+                if let Ok(Some((file, sha256))) = done {
+                    batch.push(NewJob {
+                        kind: Kind::File,
+                        indicator: sha256,
+                        allow_submit,
+                        path: Some((file.path.display().to_string(), file.size)),
+                        source: None,
+                    });
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(100)), if !batch.is_empty() => {
+                flush(&*store, &mut batch, max_age_ms, max_attempts).await;
+            }
+        }
+        if batch.len() >= BATCH {
+            flush(&*store, &mut batch, max_age_ms, max_attempts).await;
+        }
+    }
+    flush(&*store, &mut batch, max_age_ms, max_attempts).await;
+    Ok(())
+}
+
+async fn hash_one(file: SettledFile) -> Option<(SettledFile, String)> {
+    match crate::hashing::sha256_file(&file.path).await {
+        Ok(sha256) => Some((file, sha256)),
+        // Gone before it could be hashed: nothing to triage.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            tracing::warn!(path = %file.path.display(), error = %e, "cannot read a dropped file");
+            None
+        }
+    }
+}
+
+async fn flush(store: &dyn Store, batch: &mut Vec<NewJob>, max_age_ms: i64, max_attempts: u32) {
+    if batch.is_empty() {
+        return;
+    }
+    // A database that cannot take the batch now (disk full, locked) is retried: the watcher
+    // will not send these files again.
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match store
+            .enqueue(batch, now_millis(), max_age_ms, max_attempts)
+            .await
+        {
+            Ok(_) => break,
+            Err(e) => {
+                tracing::error!(error = %e, files = batch.len(), "cannot queue files; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    batch.clear();
+}
+
+/// Ingests each settled IOC list and queues its indicators with their provenance.
+async fn queue_lists(
+    mut rx: mpsc::Receiver<SettledFile>,
+    store: Arc<dyn Store>,
+    options: ingest::Options,
+    max_age_ms: i64,
+    max_attempts: u32,
+    allow_urls: bool,
+) -> anyhow::Result<()> {
+    while let Some(file) = rx.recv().await {
+        let path = file.path.clone();
+        let options = options.clone();
+        let parsed =
+            tokio::task::spawn_blocking(move || parse_list(&path, &options, allow_urls)).await?;
+        match parsed {
+            Ok((jobs, summary)) => {
+                tracing::info!(list = %file.path.display(), indicators = jobs.len(), rejected = summary.rejected.len(), "ingested a list");
+                for chunk in jobs.chunks(BATCH) {
+                    let mut chunk = chunk.to_vec();
+                    flush(&*store, &mut chunk, max_age_ms, max_attempts).await;
+                }
+            }
+            Err(e) => tracing::warn!(list = %file.path.display(), error = %e, "cannot read a list"),
+        }
+    }
+    Ok(())
+}
+
+/// Parses one IOC list into jobs carrying their source (file and line).
+pub fn parse_list(
+    path: &Path,
+    options: &ingest::Options,
+    allow_urls: bool,
+) -> std::io::Result<(Vec<NewJob>, ingest::Summary)> {
+    let source = path.display().to_string();
+    let mut jobs = Vec::new();
+    let summary = ingest::parse_path(path, None, options, |found| {
+        jobs.push(NewJob {
+            kind: found.indicator.kind(),
+            indicator: found.indicator.value(),
+            allow_submit: allow_urls && found.indicator.kind() == Kind::Url,
+            path: None,
+            source: Some((source.clone(), found.line as u32)),
+        });
+    })?;
+    Ok((jobs, summary))
+}

@@ -1,0 +1,236 @@
+//! Assembles the pipeline from a configuration: the store, the quota gate of the key, the
+//! VirusTotal client and a pool of workers, plus the housekeeping every process does (register
+//! itself, heartbeat, rescue the jobs of dead workers).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, secs};
+use crate::quota::Limiter;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, now_millis};
+use crate::vt;
+use crate::worker::Worker;
+
+/// How often a process says it is alive and looks for abandoned jobs.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// A worker silent this long is presumed dead and its jobs are rescued.
+const STALE_MS: i64 = 30_000;
+
+/// A running pipeline.
+pub struct Pipeline {
+    /// The queue.
+    pub store: Arc<dyn Store>,
+    /// The concrete SQLite store (reports read it directly).
+    pub sqlite: Arc<SqliteStore>,
+    /// VirusTotal behind the quota gate.
+    pub client: Arc<vt::Client>,
+    /// The configuration in force.
+    pub config: Arc<Config>,
+    /// The worker template (identity, fatal-error channel).
+    pub worker: Worker,
+    /// Cancelled to stop claiming (shutdown); in-flight work gets the grace period.
+    pub stop: CancellationToken,
+    /// The key's fingerprint, under which its quota is kept.
+    pub key_id: String,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+/// Why working the queue ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum Interrupted {
+    /// A fatal error (the key was refused) stopped every worker.
+    #[error("{0}")]
+    Fatal(String),
+    /// Shutdown was requested (SIGINT/SIGTERM).
+    #[error("interrupted")]
+    Shutdown,
+}
+
+/// This process's name in leases: host, pid and start time.
+pub fn owner_name() -> (String, String, u32) {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    let pid = std::process::id();
+    (format!("{host}:{pid}:{}", now_millis()), host, pid)
+}
+
+/// Opens the database named by the configuration.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<SqliteStore>> {
+    let store = SqliteStore::open(Path::new(&config.db))
+        .await
+        .with_context(|| format!("cannot open the database {}", config.db))?;
+    Ok(Arc::new(store))
+}
+
+impl Pipeline {
+    /// Builds the pipeline; needs the API key. `stop` is the shutdown signal.
+    pub async fn open(config: Config, stop: CancellationToken) -> anyhow::Result<Pipeline> {
+        let Some(key) = config.virustotal.api_key.clone() else {
+            bail!(
+                "no VirusTotal API key: set VT_API_KEY (or [virustotal] api_key in the config file)"
+            );
+        };
+        let sqlite = open_store(&config).await?;
+        let store: Arc<dyn Store> = sqlite.clone();
+        let key_id = key.fingerprint();
+        let gate = Arc::new(Limiter::new(
+            store.clone(),
+            key_id.clone(),
+            &config.quota,
+            stop.clone(),
+        ));
+        let client = vt::Client::new(
+            &config.virustotal.api_url,
+            key,
+            gate,
+            secs(config.virustotal.timeout_secs),
+        )
+        .context("cannot set up the VirusTotal client")?;
+        let (owner, host, pid) = owner_name();
+        store
+            .heartbeat(
+                &owner,
+                &host,
+                pid,
+                now_millis(),
+                STALE_MS,
+                &dead_local_workers(&*store, &host).await,
+            )
+            .await?;
+        let rescued = store.rescue(now_millis()).await?;
+        if rescued > 0 {
+            tracing::info!(rescued, "returned jobs of stopped workers to the queue");
+        }
+        let config = Arc::new(config);
+        let worker = Worker {
+            store: store.clone(),
+            client: Arc::new(client),
+            config: config.clone(),
+            owner: owner.clone(),
+            fatal: CancellationToken::new(),
+            fatal_reason: Arc::new(Mutex::new(None)),
+        };
+        let pipeline = Pipeline {
+            store,
+            sqlite,
+            client: worker.client.clone(),
+            config,
+            worker,
+            stop,
+            key_id,
+            tasks: Mutex::new(JoinSet::new()),
+        };
+        pipeline.spawn_housekeeping(host, pid);
+        Ok(pipeline)
+    }
+
+    fn spawn_housekeeping(&self, host: String, pid: u32) {
+        let store = self.store.clone();
+        let owner = self.worker.owner.clone();
+        let stop = self.stop.clone();
+        self.tasks.lock().expect("task set").spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(HEARTBEAT) => {}
+                    _ = stop.cancelled() => return,
+                }
+                let dead = dead_local_workers(&*store, &host).await;
+                let beat = store
+                    .heartbeat(&owner, &host, pid, now_millis(), STALE_MS, &dead)
+                    .await;
+                let rescued = store.rescue(now_millis()).await;
+                if let Err(e) = beat.and(rescued.map(|_| ())) {
+                    tracing::warn!(error = %e, "housekeeping failed; will retry");
+                }
+            }
+        });
+    }
+
+    /// Starts the configured number of workers.
+    pub fn spawn_workers(&self) {
+        let idle = Duration::from_millis(200);
+        let mut tasks = self.tasks.lock().expect("task set");
+        for _ in 0..self.config.daemon.workers {
+            tasks.spawn(self.worker.clone().run(self.stop.clone(), idle));
+        }
+    }
+
+    /// Works until none of `ids` is left unfinished, calling `progress(done, total)` as it goes.
+    pub async fn drain(
+        &self,
+        ids: &[i64],
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<(), Interrupted> {
+        let total = ids.len() as u64;
+        loop {
+            match self.store.unfinished(ids).await {
+                Ok(0) => {
+                    progress(total, total);
+                    return Ok(());
+                }
+                Ok(left) => progress(total - left, total),
+                Err(e) => tracing::warn!(error = %e, "cannot read progress"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = self.worker.fatal.cancelled() => return Err(Interrupted::Fatal(self.fatal_reason())),
+                _ = self.stop.cancelled() => return Err(Interrupted::Shutdown),
+            }
+        }
+    }
+
+    /// The error that stopped the workers, if any.
+    pub fn fatal_reason(&self) -> String {
+        self.worker
+            .fatal_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_default()
+    }
+
+    /// Stops claiming, lets in-flight work finish or be released, and unregisters.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().expect("task set"));
+        let grace = secs(self.config.daemon.shutdown_grace_secs) + Duration::from_secs(5);
+        if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "workers did not stop within the grace period; their leases will expire"
+            );
+        }
+        if let Err(e) = self.store.unregister(&self.worker.owner).await {
+            tracing::warn!(error = %e, "could not unregister this worker");
+        }
+    }
+}
+
+/// Registered workers on this host whose process no longer exists (so their jobs can be
+/// rescued at once instead of after their leases expire).
+async fn dead_local_workers(store: &dyn Store, host: &str) -> Vec<String> {
+    let Ok(workers) = store.workers().await else {
+        return Vec::new();
+    };
+    workers
+        .into_iter()
+        .filter(|(_, h, pid, _)| {
+            h == host
+                && *pid != std::process::id()
+                && Path::new("/proc/self").exists()
+                && !Path::new(&format!("/proc/{pid}")).exists()
+        })
+        .map(|(owner, ..)| owner)
+        .collect()
+}

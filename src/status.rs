@@ -1,0 +1,215 @@
+//! `vtriage status`: how much is left, what the quota allows, and when the backlog will be done.
+//! Reads only; works while a daemon runs.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::store::{Millis, QueueCounts, QuotaUsage, Store, now_millis};
+
+/// Everything `status` shows.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// Jobs by state, kind, verdict and remaining step.
+    pub queue: QueueCounts,
+    /// Jobs not finished yet.
+    pub remaining: u64,
+    /// Jobs finished.
+    pub finished: u64,
+    /// Quota use of the key, when one is known.
+    pub quota: Option<QuotaUsage>,
+    /// The limits in force.
+    pub limits: Limits,
+    /// Workers: owner, host, pid, seconds since the last heartbeat.
+    pub workers: Vec<(String, String, u32, i64)>,
+    /// Lower bound of the requests the backlog needs.
+    pub requests_needed: u64,
+    /// Estimated seconds until the backlog is done at the configured quota.
+    pub eta_secs: Option<u64>,
+}
+
+/// The configured quota.
+#[derive(Debug, Serialize)]
+pub struct Limits {
+    /// Requests per window.
+    pub requests: u32,
+    /// Window in seconds.
+    pub window_secs: f64,
+    /// Requests per UTC day.
+    pub daily: u32,
+}
+
+/// Gathers the status.
+pub async fn gather(store: &dyn Store, config: &Config) -> anyhow::Result<Status> {
+    let now = now_millis();
+    let queue = store.counts().await?;
+    let total = |states: &[&str]| -> u64 {
+        states
+            .iter()
+            .filter_map(|s| queue.by_state.get(*s))
+            .flat_map(|k| k.values())
+            .sum()
+    };
+    let remaining = total(&["available", "running"]);
+    let finished = total(&["completed", "discarded"]);
+    let window_ms = (config.quota.window_secs * 1000.0) as i64;
+    let key_id = match &config.virustotal.api_key {
+        Some(key) => Some(key.fingerprint()),
+        None => store.quota_keys().await?.into_iter().next(),
+    };
+    let quota = match key_id {
+        Some(k) => Some(store.quota_usage(&k, window_ms, now).await?),
+        None => None,
+    };
+    let workers = store
+        .workers()
+        .await?
+        .into_iter()
+        .map(|(owner, host, pid, beat)| (owner, host, pid, (now - beat) / 1000))
+        .collect();
+    // Every unfinished job needs at least one more request (a lookup or a poll).
+    let requests_needed = remaining;
+    let eta_secs = eta(
+        requests_needed,
+        config,
+        quota.map(|q| q.today).unwrap_or(0),
+        now,
+    );
+    Ok(Status {
+        queue,
+        remaining,
+        finished,
+        quota,
+        limits: Limits {
+            requests: config.quota.requests,
+            window_secs: config.quota.window_secs,
+            daily: config.quota.daily,
+        },
+        workers,
+        requests_needed,
+        eta_secs,
+    })
+}
+
+/// Seconds to spend `requests` at the configured pace, counting the days the daily cap adds.
+pub fn eta(requests: u64, config: &Config, used_today: u64, now: Millis) -> Option<u64> {
+    if requests == 0 {
+        return Some(0);
+    }
+    let q = &config.quota;
+    let per_sec = f64::from(q.requests) / q.window_secs;
+    let daily = u64::from(q.daily.max(1));
+    let left_today = daily.saturating_sub(used_today);
+    if requests <= left_today {
+        return Some((requests as f64 / per_sec).ceil() as u64);
+    }
+    // What does not fit today waits for the next UTC midnights.
+    let secs_to_midnight = (86_400_000 - now.rem_euclid(86_400_000)) / 1000;
+    let rest = requests - left_today;
+    let full_days = (rest - 1) / daily;
+    let last_day = rest - full_days * daily;
+    Some(secs_to_midnight as u64 + full_days * 86_400 + (last_day as f64 / per_sec).ceil() as u64)
+}
+
+/// "1 h 43 min", "12 s", "3 d 2 h".
+pub fn human_duration(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs} s"),
+        60..3600 => format!("{} min", secs.div_ceil(60)),
+        3600..86_400 => format!("{} h {} min", secs / 3600, (secs % 3600) / 60),
+        _ => format!("{} d {} h", secs / 86_400, (secs % 86_400) / 3600),
+    }
+}
+
+/// The human-readable form.
+pub fn render(s: &Status) -> String {
+    let mut out = String::new();
+    let steps: Vec<String> = s
+        .queue
+        .remaining_by_step
+        .iter()
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
+    out += &format!(
+        "queue: {} left ({}), {} finished\n",
+        s.remaining,
+        if steps.is_empty() {
+            "nothing".into()
+        } else {
+            steps.join(", ")
+        },
+        s.finished
+    );
+    for (state, kinds) in &s.queue.by_state {
+        let parts: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        out += &format!("  {state:<10} {}\n", parts.join(", "));
+    }
+    let verdicts: BTreeMap<_, _> = s.queue.by_verdict.iter().collect();
+    let parts: Vec<String> = verdicts.iter().map(|(v, n)| format!("{n} {v}")).collect();
+    out += &format!(
+        "verdicts: {}\n",
+        if parts.is_empty() {
+            "none yet".into()
+        } else {
+            parts.join(", ")
+        }
+    );
+    match &s.quota {
+        Some(q) => {
+            out += &format!(
+                "quota: {}/{} in this {} s window, {}/{} today",
+                q.in_window, s.limits.requests, s.limits.window_secs, q.today, s.limits.daily
+            );
+            if let Some(until) = q.paused_until {
+                out += &format!(
+                    ", paused for {} s after a 429",
+                    (until - now_millis()).max(0) / 1000
+                );
+            }
+            out += "\n";
+        }
+        None => out += "quota: no requests recorded yet\n",
+    }
+    let per_min = f64::from(s.limits.requests) * 60.0 / s.limits.window_secs;
+    match s.eta_secs {
+        Some(0) | None => out += "backlog: none\n",
+        Some(eta) => {
+            out += &format!(
+                "backlog: {} jobs, about {} at {} requests/min\n",
+                s.remaining,
+                human_duration(eta),
+                (per_min * 10.0).round() / 10.0
+            )
+        }
+    }
+    if let Some((indicator, created)) = &s.queue.oldest_pending {
+        out += &format!(
+            "oldest unfinished: {indicator} (queued {} ago)\n",
+            human_duration(((now_millis() - created) / 1000).max(0) as u64)
+        );
+    }
+    for (owner, _, _, ago) in &s.workers {
+        out += &format!("worker: {owner} (heartbeat {ago} s ago)\n");
+    }
+    for (indicator, error, _) in &s.queue.last_errors {
+        out += &format!("recent error: {indicator}: {error}\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eta_follows_the_quota_and_the_daily_cap() {
+        let mut config = Config::default();
+        // 412 requests at 4/min: 103 minutes.
+        assert_eq!(eta(412, &config, 0, 0), Some(412 * 15));
+        assert_eq!(human_duration(412 * 15), "1 h 43 min");
+        // 600 requests with 500/day, starting at midnight: the last 100 wait for tomorrow.
+        config.quota.daily = 500;
+        assert_eq!(eta(600, &config, 0, 0), Some(86_400 + 100 * 15));
+    }
+}

@@ -1,0 +1,878 @@
+//! The SQLite adapter: one writer connection (SQLite has one writer at a time anyway, and a
+//! single connection makes every write transaction `BEGIN IMMEDIATE` without SQLITE_BUSY
+//! surprises inside this process) and a small read-only pool for reports and status.
+//! WAL, `busy_timeout` and `synchronous=NORMAL` are set in the connect options, so every pooled
+//! connection has them.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Datelike, TimeZone, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
+
+use super::{
+    Enqueued, Error, Job, JobResult, Millis, NewJob, QueueCounts, QuotaDecision, QuotaLimits,
+    QuotaUsage, Retried, Snooze, Step, Store,
+};
+use crate::indicator::Kind;
+use crate::verdict::{Stats, Verdict, VerdictRecord};
+
+/// The SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    /// The one connection that writes.
+    write: SqlitePool,
+    /// Read-only connections for reports and status, so that they never wait for the writer.
+    read: SqlitePool,
+}
+
+/// Columns of a verdict row, in the order [`verdict_from_row`] reads them.
+const VERDICT_COLUMNS: &str = "v.verdict, v.malicious, v.suspicious, v.harmless, v.undetected, v.timeout, \
+     v.type_unsupported, v.failure, v.threat_label, v.sha256, v.md5, v.sha1, v.vt_id, v.vt_analysis_date, \
+     v.checked_at, v.note, v.error, v.raw";
+
+/// The fence of every change to a running job (binds: id, owner).
+const FENCE: &str = "id = ?1 AND lease_owner = ?2 AND state = 'running'";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies the migrations.
+    pub async fn open(path: &Path) -> Result<SqliteStore, Error> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(120))
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("migrations/sqlite").run(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(SqliteStore { write, read })
+    }
+
+    /// The read-only pool, for reports that stream rows.
+    pub fn read_pool(&self) -> &SqlitePool {
+        &self.read
+    }
+
+    /// Closes both pools, checkpointing the WAL.
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+}
+
+/// Inserts or replaces the verdict of a job. `keep_better`: a failed attempt does not replace a
+/// verdict VirusTotal already gave (a failed re-check must not lose the earlier verdict).
+async fn upsert_verdict(
+    conn: &mut SqliteConnection,
+    job_id: i64,
+    v: &VerdictRecord,
+    keep_better: bool,
+) -> Result<(), Error> {
+    let raw = v.raw.as_deref().map(compress);
+    let s = v.stats;
+    let sql = if keep_better {
+        "INSERT INTO verdicts (job_id, verdict, malicious, suspicious, harmless, undetected, timeout,
+             type_unsupported, failure, engines, threat_label, sha256, md5, sha1, vt_id, vt_analysis_date,
+             checked_at, note, error, raw)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
+         ON CONFLICT (job_id) DO UPDATE SET verdict = excluded.verdict, checked_at = excluded.checked_at,
+             note = excluded.note, error = excluded.error
+         WHERE verdicts.verdict IN ('failed', 'pending')"
+    } else {
+        "INSERT INTO verdicts (job_id, verdict, malicious, suspicious, harmless, undetected, timeout,
+             type_unsupported, failure, engines, threat_label, sha256, md5, sha1, vt_id, vt_analysis_date,
+             checked_at, note, error, raw)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
+         ON CONFLICT (job_id) DO UPDATE SET verdict = excluded.verdict, malicious = excluded.malicious,
+             suspicious = excluded.suspicious, harmless = excluded.harmless, undetected = excluded.undetected,
+             timeout = excluded.timeout, type_unsupported = excluded.type_unsupported,
+             failure = excluded.failure, engines = excluded.engines, threat_label = excluded.threat_label,
+             sha256 = COALESCE(excluded.sha256, verdicts.sha256), md5 = COALESCE(excluded.md5, verdicts.md5),
+             sha1 = COALESCE(excluded.sha1, verdicts.sha1), vt_id = COALESCE(excluded.vt_id, verdicts.vt_id),
+             vt_analysis_date = excluded.vt_analysis_date, checked_at = excluded.checked_at,
+             note = excluded.note, error = excluded.error, raw = COALESCE(excluded.raw, verdicts.raw)"
+    };
+    sqlx::query(sql)
+        .bind(job_id)
+        .bind(v.verdict.as_str())
+        .bind(s.map(|s| s.malicious))
+        .bind(s.map(|s| s.suspicious))
+        .bind(s.map(|s| s.harmless))
+        .bind(s.map(|s| s.undetected))
+        .bind(s.map(|s| s.timeout))
+        .bind(s.map(|s| s.type_unsupported))
+        .bind(s.map(|s| s.failure))
+        .bind(s.map(|s| s.engines()))
+        .bind(&v.threat_label)
+        .bind(&v.sha256)
+        .bind(&v.md5)
+        .bind(&v.sha1)
+        .bind(&v.vt_id)
+        .bind(v.vt_analysis_date)
+        .bind(v.checked_at)
+        .bind(&v.note)
+        .bind(&v.error)
+        .bind(raw)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// zstd at a middle level: VT objects are repetitive JSON and shrink to a small fraction.
+pub fn compress(json: &[u8]) -> Vec<u8> {
+    zstd::encode_all(json, 9).expect("compressing into memory cannot fail")
+}
+
+/// The inverse of [`compress`]; `None` for a damaged blob.
+pub fn decompress(blob: &[u8]) -> Option<Vec<u8>> {
+    zstd::decode_all(blob).ok()
+}
+
+/// Reads the verdict columns starting at `at` (see [`VERDICT_COLUMNS`]); `None` when the job has
+/// no verdict (a LEFT JOIN gave NULLs).
+pub(crate) fn verdict_from_row(row: &SqliteRow, at: usize) -> Option<VerdictRecord> {
+    let name: Option<String> = row.get(at);
+    let verdict = Verdict::from_str(&name?).ok()?;
+    let count = |i: usize| row.get::<Option<u32>, _>(at + i);
+    let stats = count(1).map(|malicious| Stats {
+        malicious,
+        suspicious: count(2).unwrap_or(0),
+        harmless: count(3).unwrap_or(0),
+        undetected: count(4).unwrap_or(0),
+        timeout: count(5).unwrap_or(0),
+        type_unsupported: count(6).unwrap_or(0),
+        failure: count(7).unwrap_or(0),
+        ..Stats::default()
+    });
+    let raw: Option<Vec<u8>> = row.get(at + 17);
+    Some(VerdictRecord {
+        verdict,
+        stats,
+        threat_label: row.get(at + 8),
+        sha256: row.get(at + 9),
+        md5: row.get(at + 10),
+        sha1: row.get(at + 11),
+        vt_id: row.get(at + 12),
+        vt_analysis_date: row.get(at + 13),
+        checked_at: row.get(at + 14),
+        note: row.get(at + 15),
+        error: row.get(at + 16),
+        raw: raw.as_deref().and_then(decompress),
+    })
+}
+
+fn job_from_row(row: &SqliteRow, owner: &str) -> Job {
+    let kind: String = row.get("kind");
+    let step: String = row.get("step");
+    Job {
+        id: row.get("id"),
+        kind: kind.parse().unwrap_or(Kind::Hash),
+        indicator: row.get("indicator"),
+        step: Step::parse(&step),
+        attempt: row.get("attempt"),
+        max_attempts: row.get("max_attempts"),
+        allow_submit: row.get("allow_submit"),
+        submitted_at: row.get("submitted_at"),
+        analysis_id: row.get("analysis_id"),
+        polls: row.get("polls"),
+        owner: owner.to_owned(),
+    }
+}
+
+/// The start of the UTC day and month holding `now`, as period names and their ends.
+fn periods(now: Millis) -> ((String, Millis), (String, Millis)) {
+    let t: DateTime<Utc> = Utc.timestamp_millis_opt(now).single().unwrap_or_default();
+    let day = t.date_naive();
+    let next_day = day
+        .succ_opt()
+        .unwrap_or(day)
+        .and_hms_opt(0, 0, 0)
+        .unwrap_or_default()
+        .and_utc();
+    let (y, m) = if t.month() == 12 {
+        (t.year() + 1, 1)
+    } else {
+        (t.year(), t.month() + 1)
+    };
+    let next_month = Utc
+        .with_ymd_and_hms(y, m, 1, 0, 0, 0)
+        .single()
+        .unwrap_or(next_day);
+    (
+        (
+            day.format("%Y-%m-%d").to_string(),
+            next_day.timestamp_millis(),
+        ),
+        (t.format("%Y-%m").to_string(), next_month.timestamp_millis()),
+    )
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn enqueue(
+        &self,
+        jobs: &[NewJob],
+        now: Millis,
+        max_age_ms: i64,
+        max_attempts: u32,
+    ) -> Result<Vec<(i64, Enqueued)>, Error> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let existing = sqlx::query(
+                "SELECT j.id, j.state, j.allow_submit, j.analysis_id, v.verdict, v.checked_at
+                 FROM jobs j LEFT JOIN verdicts v ON v.job_id = j.id
+                 WHERE j.kind = ?1 AND j.indicator = ?2",
+            )
+            .bind(job.kind.as_str())
+            .bind(&job.indicator)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let (id, outcome) = match existing {
+                None => {
+                    let id: i64 = sqlx::query_scalar(
+                        "INSERT INTO jobs (kind, indicator, max_attempts, scheduled_at, allow_submit,
+                             priority, created_at, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?4, ?4) RETURNING id",
+                    )
+                    .bind(job.kind.as_str())
+                    .bind(&job.indicator)
+                    .bind(max_attempts)
+                    .bind(now)
+                    .bind(job.allow_submit)
+                    .bind(Step::Lookup.priority())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    (id, Enqueued::New)
+                }
+                Some(row) => {
+                    let id: i64 = row.get(0);
+                    let state: String = row.get(1);
+                    let allowed_before: bool = row.get(2);
+                    let analysis_id: Option<String> = row.get(3);
+                    let verdict: Option<String> = row.get(4);
+                    let checked_at: Option<Millis> = row.get(5);
+                    let newly_allowed = job.allow_submit && !allowed_before;
+                    let finished = state == "completed" || state == "discarded";
+                    let stale = match (verdict.as_deref(), checked_at) {
+                        (None | Some("failed") | Some("pending"), _) | (_, None) => true,
+                        (Some("unknown"), _) if newly_allowed => true,
+                        (_, Some(at)) => at < now - max_age_ms,
+                    };
+                    if !finished {
+                        if newly_allowed {
+                            sqlx::query(
+                                "UPDATE jobs SET allow_submit = 1, updated_at = ?2 WHERE id = ?1",
+                            )
+                            .bind(id)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        (id, Enqueued::Queued)
+                    } else if stale {
+                        // A pending analysis is polled again; anything else is looked up afresh.
+                        let step = if verdict.as_deref() == Some("pending") && analysis_id.is_some()
+                        {
+                            Step::Poll
+                        } else {
+                            Step::Lookup
+                        };
+                        sqlx::query(
+                            "UPDATE jobs SET state = 'available', step = ?2, priority = ?3, attempt = 0,
+                                 max_attempts = ?4, scheduled_at = ?5, updated_at = ?5, finished_at = NULL,
+                                 allow_submit = MAX(allow_submit, ?6), last_error = NULL,
+                                 submitted_at = CASE WHEN ?2 = 'poll' THEN submitted_at END,
+                                 analysis_id = CASE WHEN ?2 = 'poll' THEN analysis_id END,
+                                 polls = CASE WHEN ?2 = 'poll' THEN polls ELSE 0 END
+                             WHERE id = ?1",
+                        )
+                        .bind(id)
+                        .bind(step.as_str())
+                        .bind(step.priority())
+                        .bind(max_attempts)
+                        .bind(now)
+                        .bind(job.allow_submit)
+                        .execute(&mut *tx)
+                        .await?;
+                        (id, Enqueued::Reopened)
+                    } else {
+                        (id, Enqueued::Fresh)
+                    }
+                }
+            };
+            if let Some((path, size)) = &job.path {
+                sqlx::query(
+                    "INSERT INTO file_paths (job_id, path, size, seen_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (job_id, path) DO UPDATE SET size = excluded.size, seen_at = excluded.seen_at",
+                )
+                .bind(id)
+                .bind(path)
+                .bind(*size as i64)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            if let Some((source, line)) = &job.source {
+                sqlx::query(
+                    "INSERT INTO sources (job_id, source, line, seen_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(id)
+                .bind(source)
+                .bind(line)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            out.push((id, outcome));
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn claim(
+        &self,
+        owner: &str,
+        n: u32,
+        now: Millis,
+        lease_ms: i64,
+    ) -> Result<Vec<Job>, Error> {
+        let rows = sqlx::query(
+            "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_expires_at = ?2,
+                 attempt = attempt + 1, updated_at = ?3
+             WHERE id IN (SELECT id FROM jobs WHERE state = 'available' AND scheduled_at <= ?3
+                          ORDER BY priority DESC, scheduled_at, id LIMIT ?4)
+             RETURNING id, kind, indicator, step, attempt, max_attempts, allow_submit, submitted_at,
+                       analysis_id, polls",
+        )
+        .bind(owner)
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(n)
+        .fetch_all(&self.write)
+        .await?;
+        Ok(rows.iter().map(|r| job_from_row(r, owner)).collect())
+    }
+
+    async fn extend_lease(&self, job: &Job, until: Millis) -> Result<bool, Error> {
+        let sql = format!("UPDATE jobs SET lease_expires_at = ?3 WHERE {FENCE}");
+        let done = sqlx::query(AssertSqlSafe(sql))
+            .bind(job.id)
+            .bind(&job.owner)
+            .bind(until)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn mark_submitting(&self, job: &Job, now: Millis) -> Result<bool, Error> {
+        let sql = format!("UPDATE jobs SET submitted_at = ?3, updated_at = ?3 WHERE {FENCE}");
+        let done = sqlx::query(AssertSqlSafe(sql))
+            .bind(job.id)
+            .bind(&job.owner)
+            .bind(now)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn snooze(&self, job: &Job, snooze: &Snooze, now: Millis) -> Result<bool, Error> {
+        let sql = format!(
+            "UPDATE jobs SET state = 'available', attempt = MAX(attempt - 1, 0), scheduled_at = ?3,
+                 step = ?4, priority = ?5, analysis_id = COALESCE(?6, analysis_id), polls = ?7,
+                 lease_owner = NULL, lease_expires_at = NULL, updated_at = ?8
+             WHERE {FENCE}"
+        );
+        let done = sqlx::query(AssertSqlSafe(sql))
+            .bind(job.id)
+            .bind(&job.owner)
+            .bind(snooze.until)
+            .bind(snooze.step.as_str())
+            .bind(snooze.step.priority())
+            .bind(&snooze.analysis_id)
+            .bind(snooze.polls)
+            .bind(now)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn retry(
+        &self,
+        job: &Job,
+        until: Millis,
+        error: &str,
+        now: Millis,
+    ) -> Result<Retried, Error> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let sql = format!(
+            "UPDATE jobs SET state = CASE WHEN attempt >= max_attempts THEN 'discarded' ELSE 'available' END,
+                 finished_at = CASE WHEN attempt >= max_attempts THEN ?5 END,
+                 scheduled_at = ?3, last_error = ?4, lease_owner = NULL, lease_expires_at = NULL,
+                 updated_at = ?5
+             WHERE {FENCE} RETURNING state"
+        );
+        let state: Option<String> = sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(job.id)
+            .bind(&job.owner)
+            .bind(until)
+            .bind(error)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let outcome = match state.as_deref() {
+            None => Retried::LeaseLost,
+            Some("discarded") => {
+                let why = format!("gave up after {} attempts: {error}", job.attempt);
+                upsert_verdict(&mut tx, job.id, &VerdictRecord::failed(why, now), true).await?;
+                Retried::Discarded
+            }
+            Some(_) => Retried::Later,
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn complete(
+        &self,
+        job: &Job,
+        verdict: &VerdictRecord,
+        now: Millis,
+    ) -> Result<bool, Error> {
+        finish(&self.write, job, "completed", verdict, now).await
+    }
+
+    async fn discard(
+        &self,
+        job: &Job,
+        verdict: &VerdictRecord,
+        now: Millis,
+    ) -> Result<bool, Error> {
+        finish(&self.write, job, "discarded", verdict, now).await
+    }
+
+    async fn release(&self, job: &Job, now: Millis) -> Result<bool, Error> {
+        let sql = format!(
+            "UPDATE jobs SET state = 'available', attempt = MAX(attempt - 1, 0), lease_owner = NULL,
+                 lease_expires_at = NULL, updated_at = ?3
+             WHERE {FENCE}"
+        );
+        let done = sqlx::query(AssertSqlSafe(sql))
+            .bind(job.id)
+            .bind(&job.owner)
+            .bind(now)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn rescue(&self, now: Millis) -> Result<u64, Error> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        const ABANDONED: &str = "state = 'running' AND (lease_expires_at < ?1
+              OR lease_owner IS NULL OR lease_owner NOT IN (SELECT owner FROM workers))";
+        let given_up: Vec<(i64, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT id, attempt FROM jobs WHERE {ABANDONED} AND attempt >= max_attempts"
+        )))
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (id, attempts) in given_up {
+            let why = format!(
+                "abandoned {attempts} times by workers that stopped or crashed while working on it"
+            );
+            upsert_verdict(&mut tx, id, &VerdictRecord::failed(why, now), true).await?;
+        }
+        let done = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE jobs SET state = CASE WHEN attempt >= max_attempts THEN 'discarded' ELSE 'available' END,
+                 finished_at = CASE WHEN attempt >= max_attempts THEN ?1 END,
+                 lease_owner = NULL, lease_expires_at = NULL, updated_at = ?1
+             WHERE {ABANDONED}"
+        )))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn heartbeat(
+        &self,
+        owner: &str,
+        host: &str,
+        pid: u32,
+        now: Millis,
+        stale_ms: i64,
+        dead: &[String],
+    ) -> Result<(), Error> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "INSERT INTO workers (owner, host, pid, started_at, heartbeat_at) VALUES (?1, ?2, ?3, ?4, ?4)
+             ON CONFLICT (owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+        )
+        .bind(owner)
+        .bind(host)
+        .bind(pid)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM workers WHERE heartbeat_at < ?1")
+            .bind(now - stale_ms)
+            .execute(&mut *tx)
+            .await?;
+        for gone in dead {
+            sqlx::query("DELETE FROM workers WHERE owner = ?1")
+                .bind(gone)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    }
+
+    async fn workers(&self) -> Result<Vec<(String, String, u32, Millis)>, Error> {
+        sqlx::query_as("SELECT owner, host, pid, heartbeat_at FROM workers ORDER BY host, pid")
+            .fetch_all(&self.read)
+            .await
+    }
+
+    async fn unregister(&self, owner: &str) -> Result<(), Error> {
+        sqlx::query("DELETE FROM workers WHERE owner = ?1")
+            .bind(owner)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn file_paths(&self, job_id: i64) -> Result<Vec<String>, Error> {
+        sqlx::query_scalar(
+            "SELECT path FROM file_paths WHERE job_id = ?1 ORDER BY seen_at DESC, path",
+        )
+        .bind(job_id)
+        .fetch_all(&self.read)
+        .await
+    }
+
+    async fn fresh_verdict_for_hash(
+        &self,
+        hash: &str,
+        since: Millis,
+    ) -> Result<Option<VerdictRecord>, Error> {
+        let sql = format!(
+            "SELECT {VERDICT_COLUMNS} FROM verdicts v
+             WHERE (v.sha256 = ?1 OR v.md5 = ?1 OR v.sha1 = ?1) AND v.checked_at >= ?2
+               AND v.verdict IN ('malicious', 'suspicious', 'clean')
+             ORDER BY v.checked_at DESC LIMIT 1"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(hash)
+            .bind(since)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.and_then(|r| verdict_from_row(&r, 0)))
+    }
+
+    async fn results(&self, ids: &[i64]) -> Result<Vec<JobResult>, Error> {
+        let sql = format!(
+            "SELECT j.id, j.kind, j.indicator, j.state, {VERDICT_COLUMNS}
+             FROM jobs j LEFT JOIN verdicts v ON v.job_id = j.id WHERE j.id = ?1"
+        );
+        let mut out = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let Some(row) = sqlx::query(AssertSqlSafe(sql.clone()))
+                .bind(id)
+                .fetch_optional(&self.read)
+                .await?
+            else {
+                continue;
+            };
+            let kind: String = row.get(1);
+            out.push(JobResult {
+                id,
+                kind: kind.parse().unwrap_or(Kind::Hash),
+                indicator: row.get(2),
+                state: row.get(3),
+                verdict: verdict_from_row(&row, 4),
+                paths: self.file_paths(id).await?,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn unfinished(&self, ids: &[i64]) -> Result<u64, Error> {
+        let mut total = 0u64;
+        for chunk in ids.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let sql = format!(
+                "SELECT COUNT(*) FROM jobs WHERE state IN ('available', 'running') AND id IN ({marks})"
+            );
+            let mut q = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            total += q.fetch_one(&self.read).await? as u64;
+        }
+        Ok(total)
+    }
+
+    async fn counts(&self) -> Result<QueueCounts, Error> {
+        let mut counts = QueueCounts::default();
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT state, kind, COUNT(*) FROM jobs GROUP BY state, kind")
+                .fetch_all(&self.read)
+                .await?;
+        for (state, kind, n) in rows {
+            counts
+                .by_state
+                .entry(state)
+                .or_default()
+                .insert(kind, n as u64);
+        }
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT verdict, COUNT(*) FROM verdicts GROUP BY verdict")
+                .fetch_all(&self.read)
+                .await?;
+        counts.by_verdict = rows.into_iter().map(|(v, n)| (v, n as u64)).collect();
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT step, COUNT(*) FROM jobs WHERE state IN ('available', 'running') GROUP BY step",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        counts.remaining_by_step = rows.into_iter().map(|(s, n)| (s, n as u64)).collect();
+        counts.oldest_pending = sqlx::query_as(
+            "SELECT indicator, created_at FROM jobs WHERE state IN ('available', 'running')
+             ORDER BY created_at, id LIMIT 1",
+        )
+        .fetch_optional(&self.read)
+        .await?;
+        counts.last_errors = sqlx::query_as(
+            "SELECT indicator, last_error, updated_at FROM jobs WHERE last_error IS NOT NULL
+             ORDER BY updated_at DESC LIMIT 5",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        Ok(counts)
+    }
+
+    async fn recheck(
+        &self,
+        verdicts: &[Verdict],
+        kinds: &[Kind],
+        older_than: Millis,
+        now: Millis,
+    ) -> Result<u64, Error> {
+        // The filters are built from enum names (never user text), so they can be inlined.
+        let list = |names: Vec<&str>| {
+            names
+                .iter()
+                .map(|n| format!("'{n}'"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut filter = String::new();
+        if !verdicts.is_empty() {
+            filter += &format!(
+                " AND v.verdict IN ({})",
+                list(verdicts.iter().map(|v| v.as_str()).collect())
+            );
+        }
+        if !kinds.is_empty() {
+            filter += &format!(
+                " AND j.kind IN ({})",
+                list(kinds.iter().map(|k| k.as_str()).collect())
+            );
+        }
+        let sql = format!(
+            "UPDATE jobs SET state = 'available', attempt = 0, scheduled_at = ?2, updated_at = ?2,
+                 finished_at = NULL, last_error = NULL,
+                 step = CASE WHEN analysis_id IS NOT NULL AND
+                     (SELECT verdict FROM verdicts WHERE job_id = jobs.id) = 'pending' THEN 'poll' ELSE 'lookup' END,
+                 priority = CASE WHEN analysis_id IS NOT NULL AND
+                     (SELECT verdict FROM verdicts WHERE job_id = jobs.id) = 'pending' THEN 2 ELSE 1 END
+             WHERE id IN (SELECT j.id FROM jobs j JOIN verdicts v ON v.job_id = j.id
+                          WHERE j.state IN ('completed', 'discarded') AND v.checked_at < ?1{filter})"
+        );
+        let done = sqlx::query(AssertSqlSafe(sql))
+            .bind(older_than)
+            .bind(now)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn take_quota(
+        &self,
+        key_id: &str,
+        limits: &QuotaLimits,
+        now: Millis,
+    ) -> Result<QuotaDecision, Error> {
+        let ((day, day_end), (month, month_end)) = periods(now);
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let paused: Option<Millis> =
+            sqlx::query_scalar("SELECT until FROM quota_pauses WHERE key_id = ?1")
+                .bind(key_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(until) = paused.filter(|&u| u > now) {
+            return Ok(QuotaDecision::WaitUntil(until));
+        }
+        let used = |period: String| {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT used FROM quota_periods WHERE key_id = ?1 AND period = ?2",
+            )
+            .bind(key_id.to_owned())
+            .bind(period)
+        };
+        let today = used(day.clone())
+            .fetch_optional(&mut *tx)
+            .await?
+            .unwrap_or(0);
+        if today >= i64::from(limits.daily) {
+            return Ok(QuotaDecision::Exhausted(day_end));
+        }
+        if let Some(monthly) = limits.monthly {
+            let this_month = used(month.clone())
+                .fetch_optional(&mut *tx)
+                .await?
+                .unwrap_or(0);
+            if this_month >= i64::from(monthly) {
+                return Ok(QuotaDecision::Exhausted(month_end));
+            }
+        }
+        // The sliding window: with `requests` already sent after `now - window`, the next one
+        // fits once the oldest of the last `requests` leaves the window.
+        let window_start = now - limits.window_ms;
+        let recent: Vec<Millis> = sqlx::query_scalar(
+            "SELECT at FROM quota_log WHERE key_id = ?1 AND at > ?2 ORDER BY at DESC LIMIT ?3",
+        )
+        .bind(key_id)
+        .bind(window_start)
+        .bind(limits.requests)
+        .fetch_all(&mut *tx)
+        .await?;
+        if recent.len() >= limits.requests as usize {
+            let oldest = recent[recent.len() - 1];
+            return Ok(QuotaDecision::WaitUntil(oldest + limits.window_ms));
+        }
+        sqlx::query("INSERT INTO quota_log (key_id, at) VALUES (?1, ?2)")
+            .bind(key_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM quota_log WHERE key_id = ?1 AND at <= ?2")
+            .bind(key_id)
+            .bind(window_start)
+            .execute(&mut *tx)
+            .await?;
+        for period in [day, month] {
+            sqlx::query(
+                "INSERT INTO quota_periods (key_id, period, used) VALUES (?1, ?2, 1)
+                 ON CONFLICT (key_id, period) DO UPDATE SET used = used + 1",
+            )
+            .bind(key_id)
+            .bind(period)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(QuotaDecision::Granted)
+    }
+
+    async fn pause_quota(&self, key_id: &str, until: Millis) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO quota_pauses (key_id, until) VALUES (?1, ?2)
+             ON CONFLICT (key_id) DO UPDATE SET until = MAX(until, excluded.until)",
+        )
+        .bind(key_id)
+        .bind(until)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn quota_keys(&self) -> Result<Vec<String>, Error> {
+        sqlx::query_scalar(
+            "SELECT key_id FROM quota_periods GROUP BY key_id ORDER BY MAX(period) DESC",
+        )
+        .fetch_all(&self.read)
+        .await
+    }
+
+    async fn quota_usage(
+        &self,
+        key_id: &str,
+        window_ms: i64,
+        now: Millis,
+    ) -> Result<QuotaUsage, Error> {
+        let ((day, _), (month, _)) = periods(now);
+        let in_window: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM quota_log WHERE key_id = ?1 AND at > ?2")
+                .bind(key_id)
+                .bind(now - window_ms)
+                .fetch_one(&self.read)
+                .await?;
+        let used = |period: String| {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT used FROM quota_periods WHERE key_id = ?1 AND period = ?2",
+            )
+            .bind(key_id.to_owned())
+            .bind(period)
+        };
+        let today = used(day).fetch_optional(&self.read).await?.unwrap_or(0);
+        let this_month = used(month).fetch_optional(&self.read).await?.unwrap_or(0);
+        let paused_until: Option<Millis> =
+            sqlx::query_scalar("SELECT until FROM quota_pauses WHERE key_id = ?1")
+                .bind(key_id)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(QuotaUsage {
+            in_window: in_window as u64,
+            today: today as u64,
+            this_month: this_month as u64,
+            paused_until: paused_until.filter(|&u| u > now),
+        })
+    }
+}
+
+/// Completes or discards a running job and writes its verdict, in one transaction.
+async fn finish(
+    pool: &SqlitePool,
+    job: &Job,
+    state: &'static str,
+    verdict: &VerdictRecord,
+    now: Millis,
+) -> Result<bool, Error> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let sql = format!(
+        "UPDATE jobs SET state = ?3, finished_at = ?4, updated_at = ?4, lease_owner = NULL,
+             lease_expires_at = NULL, last_error = ?5
+         WHERE {FENCE}"
+    );
+    let done = sqlx::query(AssertSqlSafe(sql))
+        .bind(job.id)
+        .bind(&job.owner)
+        .bind(state)
+        .bind(now)
+        .bind(&verdict.error)
+        .execute(&mut *tx)
+        .await?;
+    if done.rows_affected() != 1 {
+        return Ok(false);
+    }
+    upsert_verdict(&mut tx, job.id, verdict, state == "discarded").await?;
+    tx.commit().await?;
+    Ok(true)
+}

@@ -1,0 +1,111 @@
+//! Shared test harness: a simulator on a loopback port, a fresh database, and a configuration
+//! pointing at both with time scaled down.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use vtriage::config::{ApiKey, Config, UploadPolicy};
+use vtriage::pipeline::Pipeline;
+use vtriage::sim::{self, SimConfig, SimHandle};
+
+/// The key the simulator accepts in tests.
+pub const KEY: &str = "test-key-0123456789";
+
+/// A test world: the simulator, a temporary directory with the database, and a config.
+pub struct World {
+    pub sim: SimHandle,
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+}
+
+/// Logs go to the test output when TEST_LOG is set.
+pub fn init_logs() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("vtriage=debug")
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+impl World {
+    /// A world whose simulator accepts `KEY` and answers analyses in 100-300 ms.
+    pub async fn new(sim_config: SimConfig) -> World {
+        init_logs();
+        let sim = sim::spawn(SimConfig {
+            api_keys: vec![KEY.into()],
+            ..sim_config
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.db = dir.path().join("vtriage.db").display().to_string();
+        config.virustotal.api_url = sim.base_url();
+        config.virustotal.api_key = Some(ApiKey::new(KEY));
+        config.quota.requests = 1000;
+        config.quota.window_secs = 1.0;
+        config.quota.daily = 100_000;
+        config.poll.first_delay_secs = 0.1;
+        config.poll.max_interval_secs = 0.3;
+        config.poll.give_up_after_secs = 30.0;
+        config.daemon.retry_delay_secs = 0.05;
+        config.daemon.shutdown_grace_secs = 1.0;
+        World { sim, dir, config }
+    }
+
+    /// Default simulator settings with fast analyses.
+    pub fn fast_sim() -> SimConfig {
+        SimConfig {
+            analysis_delay: (Duration::from_millis(100), Duration::from_millis(300)),
+            ..SimConfig::default()
+        }
+    }
+
+    /// Writes a file under the world's directory.
+    pub fn file(&self, name: &str, content: &[u8]) -> PathBuf {
+        let path = self.dir.path().join("files").join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    /// The folder `file` writes into.
+    pub fn files_dir(&self) -> PathBuf {
+        self.dir.path().join("files")
+    }
+
+    /// Allows uploads.
+    pub fn allow_uploads(mut self) -> World {
+        self.config.upload.files = UploadPolicy::Unknown;
+        self
+    }
+
+    /// Opens a pipeline on this world's configuration.
+    pub async fn pipeline(&self) -> Pipeline {
+        Pipeline::open(self.config.clone(), CancellationToken::new())
+            .await
+            .unwrap()
+    }
+
+    /// Runs `vtriage scan` (the library function) on `paths`.
+    pub async fn scan(&self, paths: &[&Path], upload: bool) -> vtriage::scan::ScanOutcome {
+        let pipeline = self.pipeline().await;
+        let paths: Vec<PathBuf> = paths.iter().map(|p| p.to_path_buf()).collect();
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            vtriage::scan::scan(&pipeline, &paths, upload),
+        )
+        .await
+        .expect("scan finished in time")
+        .unwrap()
+    }
+}
+
+/// SHA-256 of bytes, hex.
+pub fn sha256(content: &[u8]) -> String {
+    use sha2::Digest;
+    vtriage::hashing::hex(&sha2::Sha256::digest(content))
+}

@@ -1,0 +1,260 @@
+//! `vtriage scan` end to end against the in-process simulator; costs are read from the
+//! simulator's own request counters.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{World, sha256};
+use vtriage::demo::EICAR;
+use vtriage::sim::{Known, KnownFile, SimConfig, SimQuota};
+use vtriage::verdict::Verdict;
+
+fn verdict_of(outcome: &vtriage::scan::ScanOutcome, sha: &str) -> Verdict {
+    let r = outcome
+        .results
+        .iter()
+        .find(|r| r.indicator == sha)
+        .expect("a result for the file");
+    r.verdict.as_ref().expect("a verdict").verdict
+}
+
+#[tokio::test]
+async fn a_known_file_costs_one_request_and_no_upload() {
+    let content = b"a file the simulator knows";
+    let known = Known {
+        files: vec![KnownFile::clean_content(content)],
+        ..Known::default()
+    };
+    let world = World::new(SimConfig {
+        known,
+        ..World::fast_sim()
+    })
+    .await
+    .allow_uploads();
+    let path = world.file("known.bin", content);
+    let outcome = world.scan(&[&path], true).await;
+    assert_eq!(verdict_of(&outcome, &sha256(content)), Verdict::Clean);
+    let stats = world.sim.stats();
+    assert_eq!(stats.api_requests, 1, "{stats:?}");
+    assert_eq!(stats.requests.get("GET /files/{id}"), Some(&1));
+    assert!(stats.uploads.is_empty());
+    assert_eq!(outcome.exit_code(), 0);
+}
+
+#[tokio::test]
+async fn an_unknown_file_is_not_uploaded_by_default() {
+    let world = World::new(World::fast_sim()).await;
+    let path = world.file("secret.docx", b"confidential draft");
+    let outcome = world.scan(&[&path], false).await;
+    let r = &outcome.results[0];
+    let v = r.verdict.as_ref().unwrap();
+    assert_eq!(v.verdict, Verdict::Unknown);
+    assert!(
+        v.note.as_deref().unwrap().contains("never"),
+        "the note says why: {v:?}"
+    );
+    let stats = world.sim.stats();
+    assert_eq!(stats.api_requests, 1);
+    assert!(stats.uploads.is_empty(), "default policy never uploads");
+}
+
+#[tokio::test]
+async fn with_upload_an_unknown_file_is_uploaded_once_and_polled_to_a_verdict() {
+    let world = World::new(World::fast_sim()).await;
+    let eicar = world.file("eicar.com", EICAR);
+    let clean = world.file("clean.txt", b"nothing to see");
+    let outcome = world.scan(&[&eicar, &clean], true).await;
+    assert_eq!(verdict_of(&outcome, &sha256(EICAR)), Verdict::Malicious);
+    assert_eq!(
+        verdict_of(&outcome, &sha256(b"nothing to see")),
+        Verdict::Clean
+    );
+    assert_eq!(outcome.exit_code(), 1, "something malicious");
+    let stats = world.sim.stats();
+    assert_eq!(stats.uploads.get(&sha256(EICAR)), Some(&1));
+    assert_eq!(stats.uploads.get(&sha256(b"nothing to see")), Some(&1));
+    assert_eq!(
+        stats.requests.get("GET /files/{id}"),
+        Some(&2),
+        "one lookup each"
+    );
+    assert!(
+        stats
+            .requests
+            .get("GET /analyses/{id}")
+            .copied()
+            .unwrap_or(0)
+            >= 2,
+        "polled: {stats:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_file_over_32_mb_goes_through_an_upload_url() {
+    let world = World::new(World::fast_sim()).await;
+    let mut big = vec![0u8; 33 * 1024 * 1024];
+    big[..16].copy_from_slice(b"big file content");
+    let path = world.file("big.iso", &big);
+    let outcome = world.scan(&[&path], true).await;
+    assert_eq!(verdict_of(&outcome, &sha256(&big)), Verdict::Clean);
+    let stats = world.sim.stats();
+    assert_eq!(
+        stats.requests.get("GET /files/upload_url"),
+        Some(&1),
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.requests.get("POST /files"),
+        None,
+        "not the direct endpoint"
+    );
+    assert_eq!(stats.uploads.get(&sha256(&big)), Some(&1));
+}
+
+#[tokio::test]
+async fn a_file_over_the_size_cap_is_looked_up_but_never_uploaded() {
+    let mut world = World::new(World::fast_sim()).await;
+    world.config.upload.max_file_size = 1000;
+    let content = vec![7u8; 2000];
+    let path = world.file("large.bin", &content);
+    let outcome = world.scan(&[&path], true).await;
+    let v = outcome.results[0].verdict.clone().unwrap();
+    assert_eq!(v.verdict, Verdict::Unknown);
+    assert!(v.note.unwrap().contains("limit"), "a clear note");
+    let stats = world.sim.stats();
+    assert_eq!(stats.api_requests, 1);
+    assert!(stats.uploads.is_empty());
+}
+
+#[tokio::test]
+async fn identical_files_cost_one_lookup() {
+    let world = World::new(World::fast_sim()).await;
+    for name in ["a/x.exe", "b/y.exe", "c/z.exe"] {
+        world.file(name, b"same content everywhere");
+    }
+    let outcome = world.scan(&[&world.files_dir()], false).await;
+    assert_eq!(outcome.results.len(), 1);
+    assert_eq!(
+        outcome.results[0].paths.len(),
+        3,
+        "all three paths are recorded"
+    );
+    assert_eq!(world.sim.stats().api_requests, 1);
+}
+
+#[tokio::test]
+async fn a_stored_verdict_is_reused_without_a_request() {
+    let world = World::new(World::fast_sim()).await.allow_uploads();
+    let path = world.file("eicar.com", EICAR);
+    world.scan(&[&path], true).await;
+    let spent = world.sim.stats().api_requests;
+    let again = world.scan(&[&path], true).await;
+    assert_eq!(verdict_of(&again, &sha256(EICAR)), Verdict::Malicious);
+    assert_eq!(
+        world.sim.stats().api_requests,
+        spent,
+        "the second scan cost nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_429_makes_it_wait_and_finish() {
+    // The simulator allows 3 requests per 300 ms, but vtriage is configured for far more (as
+    // when another client shares the key): it gets 429s, pauses, and still finishes.
+    let quota = SimQuota {
+        requests: 3,
+        window: Duration::from_millis(300),
+        daily: None,
+    };
+    let mut world = World::new(SimConfig {
+        quota: Some(quota),
+        ..World::fast_sim()
+    })
+    .await;
+    world.config.quota.window_secs = 0.3;
+    let paths: Vec<_> = (0..8)
+        .map(|i| world.file(&format!("f{i}"), format!("content {i}").as_bytes()))
+        .collect();
+    let refs: Vec<&std::path::Path> = paths.iter().map(|p| p.as_path()).collect();
+    let outcome = world.scan(&refs, false).await;
+    assert!(outcome.interrupted.is_none());
+    assert_eq!(outcome.results.len(), 8);
+    assert!(
+        outcome
+            .results
+            .iter()
+            .all(|r| r.verdict.as_ref().unwrap().verdict == Verdict::Unknown)
+    );
+    assert!(
+        world.sim.stats().quota_rejections > 0,
+        "the simulator did push back"
+    );
+}
+
+#[tokio::test]
+async fn the_configured_quota_is_never_exceeded() {
+    let quota = SimQuota {
+        requests: 4,
+        window: Duration::from_millis(250),
+        daily: None,
+    };
+    let mut world = World::new(SimConfig {
+        quota: Some(quota),
+        ..World::fast_sim()
+    })
+    .await;
+    world.config.quota.requests = 4;
+    world.config.quota.window_secs = 0.25;
+    let paths: Vec<_> = (0..12)
+        .map(|i| world.file(&format!("f{i}"), format!("content {i}").as_bytes()))
+        .collect();
+    let refs: Vec<&std::path::Path> = paths.iter().map(|p| p.as_path()).collect();
+    world.scan(&refs, false).await;
+    let stats = world.sim.stats();
+    assert_eq!(stats.quota_rejections, 0, "{stats:?}");
+    assert_eq!(stats.api_requests, 12);
+    assert!(stats.max_in_window <= 4);
+}
+
+#[tokio::test]
+async fn a_wrong_key_stops_the_run_quickly_without_retrying() {
+    let mut world = World::new(World::fast_sim()).await;
+    world.config.virustotal.api_key = Some(vtriage::config::ApiKey::new("wrong-key"));
+    world.config.daemon.workers = 1;
+    let paths: Vec<_> = (0..5)
+        .map(|i| world.file(&format!("f{i}"), format!("content {i}").as_bytes()))
+        .collect();
+    let refs: Vec<&std::path::Path> = paths.iter().map(|p| p.as_path()).collect();
+    let started = Instant::now();
+    let outcome = world.scan(&refs, false).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(outcome.exit_code(), 2);
+    let why = outcome.interrupted.unwrap();
+    assert!(why.contains("key"), "{why}");
+    assert!(
+        !why.contains("wrong-key"),
+        "the key itself is never printed"
+    );
+    assert_eq!(world.sim.stats().auth_failures, 1, "no retry");
+}
+
+#[test]
+fn the_demo_runs_offline_and_finds_the_eicar_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vtriage"))
+        .arg("demo")
+        .current_dir(dir.path())
+        .env_remove("VT_API_KEY")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "exit 1: something malicious\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("malicious"), "{stdout}");
+    assert!(stdout.contains("eicar.com"), "{stdout}");
+}

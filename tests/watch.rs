@@ -17,7 +17,10 @@ use vtriage::watch::{SettledFile, watch};
 const STARTUP: Duration = Duration::from_millis(300);
 
 fn config(settle_ms: u64) -> WatchConfig {
-    WatchConfig { settle_ms, ..WatchConfig::default() }
+    WatchConfig {
+        settle_ms,
+        ..WatchConfig::default()
+    }
 }
 
 /// A watcher running on a directory, with the receiving end of its channel.
@@ -37,7 +40,11 @@ fn start_with_capacity(root: &Path, cfg: WatchConfig, capacity: usize) -> Runnin
     let handle = tokio::spawn(watch(root.to_path_buf(), cfg, tx, async {
         let _ = stop_rx.await;
     }));
-    Running { rx, shutdown: Some(stop_tx), handle }
+    Running {
+        rx,
+        shutdown: Some(stop_tx),
+        handle,
+    }
 }
 
 impl Running {
@@ -89,7 +96,13 @@ impl Running {
 fn relative(root: &Path, files: &[SettledFile]) -> Vec<String> {
     let mut names: Vec<String> = files
         .iter()
-        .map(|f| f.path.strip_prefix(root).unwrap().to_string_lossy().into_owned())
+        .map(|f| {
+            f.path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     names.sort();
     names
@@ -103,11 +116,17 @@ async fn files_present_at_start_are_sent_once() {
     fs::write(dir.path().join("sub/b.doc"), b"").unwrap();
     let mut w = start(dir.path(), config(150));
 
-    let got = w.until_quiet(Duration::from_millis(800), Duration::from_secs(5)).await;
+    let got = w
+        .until_quiet(Duration::from_millis(800), Duration::from_secs(5))
+        .await;
     assert_eq!(relative(dir.path(), &got), ["a.exe", "sub/b.doc"]);
     let sizes: HashMap<_, _> = got.iter().map(|f| (f.path.clone(), f.size)).collect();
     assert_eq!(sizes[&dir.path().join("a.exe")], 5);
-    assert_eq!(sizes[&dir.path().join("sub/b.doc")], 0, "zero-byte files are files too");
+    assert_eq!(
+        sizes[&dir.path().join("sub/b.doc")],
+        0,
+        "zero-byte files are files too"
+    );
     w.stop().await.unwrap();
 }
 
@@ -126,10 +145,15 @@ async fn a_file_written_in_chunks_is_sent_once_with_its_final_size() {
     }
     drop(file);
 
-    let got = w.until_quiet(Duration::from_millis(1500), Duration::from_secs(6)).await;
+    let got = w
+        .until_quiet(Duration::from_millis(1500), Duration::from_secs(6))
+        .await;
     assert_eq!(relative(dir.path(), &got), ["slow.bin"]);
     assert_eq!(got[0].size, 3000);
-    assert_eq!(got[0].modified, fs::metadata(&path).unwrap().modified().unwrap());
+    assert_eq!(
+        got[0].modified,
+        fs::metadata(&path).unwrap().modified().unwrap()
+    );
     w.stop().await.unwrap();
 }
 
@@ -147,7 +171,9 @@ async fn a_file_renamed_into_place_is_sent_once_and_the_part_file_never() {
     drop(file);
     fs::rename(&part, dir.path().join("report.pdf")).unwrap();
 
-    let got = w.until_quiet(Duration::from_millis(1000), Duration::from_secs(5)).await;
+    let got = w
+        .until_quiet(Duration::from_millis(1000), Duration::from_secs(5))
+        .await;
     assert_eq!(relative(dir.path(), &got), ["report.pdf"]);
     assert_eq!(got[0].size, 1000);
     w.stop().await.unwrap();
@@ -171,7 +197,10 @@ async fn ignored_names_and_dot_files_are_never_sent() {
     fs::write(dir.path().join("keep.bin"), b"x").unwrap();
 
     let mut got = w.until_named("keep.bin", Duration::from_secs(5)).await;
-    got.extend(w.until_quiet(Duration::from_millis(600), Duration::from_secs(2)).await);
+    got.extend(
+        w.until_quiet(Duration::from_millis(600), Duration::from_secs(2))
+            .await,
+    );
     assert_eq!(relative(dir.path(), &got), ["keep.bin"]);
     w.stop().await.unwrap();
 }
@@ -179,7 +208,10 @@ async fn ignored_names_and_dot_files_are_never_sent() {
 #[tokio::test]
 async fn a_configured_ignore_glob_is_honoured() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = WatchConfig { ignore: vec!["*.log".into(), "quarantine/**".into()], ..config(150) };
+    let cfg = WatchConfig {
+        ignore: vec!["*.log".into(), "quarantine/**".into()],
+        ..config(150)
+    };
     let mut w = start(dir.path(), cfg);
     sleep(STARTUP).await;
 
@@ -189,7 +221,10 @@ async fn a_configured_ignore_glob_is_honoured() {
     fs::write(dir.path().join("debug.log.exe"), b"x").unwrap();
 
     let mut got = w.until_named("debug.log.exe", Duration::from_secs(5)).await;
-    got.extend(w.until_quiet(Duration::from_millis(600), Duration::from_secs(2)).await);
+    got.extend(
+        w.until_quiet(Duration::from_millis(600), Duration::from_secs(2))
+            .await,
+    );
     assert_eq!(relative(dir.path(), &got), ["debug.log.exe"]);
     w.stop().await.unwrap();
 }
@@ -198,8 +233,13 @@ async fn a_configured_ignore_glob_is_honoured() {
 async fn an_invalid_ignore_glob_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let (tx, _rx) = mpsc::channel(1);
-    let cfg = WatchConfig { ignore: vec!["[".into()], ..config(150) };
-    let err = watch(dir.path().to_path_buf(), cfg, tx, std::future::pending()).await.unwrap_err();
+    let cfg = WatchConfig {
+        ignore: vec!["[".into()],
+        ..config(150)
+    };
+    let err = watch(dir.path().to_path_buf(), cfg, tx, std::future::pending())
+        .await
+        .unwrap_err();
     assert!(format!("{err:#}").contains("ignore glob"), "{err:#}");
 }
 
@@ -222,7 +262,10 @@ async fn a_thousand_files_dropped_at_once_are_each_sent_once() {
             got.push(file);
         }
     }
-    got.extend(w.until_quiet(Duration::from_millis(600), Duration::from_secs(2)).await);
+    got.extend(
+        w.until_quiet(Duration::from_millis(600), Duration::from_secs(2))
+            .await,
+    );
     assert_eq!(relative(dir.path(), &got), expected);
     assert!(got.iter().all(|f| f.size == 13), "every file complete");
     w.stop().await.unwrap();
@@ -231,17 +274,24 @@ async fn a_thousand_files_dropped_at_once_are_each_sent_once() {
 #[tokio::test]
 async fn a_fifo_is_skipped_without_hanging() {
     let dir = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new("mkfifo").arg(dir.path().join("at-start.fifo")).status();
+    let status = std::process::Command::new("mkfifo")
+        .arg(dir.path().join("at-start.fifo"))
+        .status();
     assert!(status.unwrap().success());
     let mut w = start(dir.path(), config(150));
     sleep(STARTUP).await;
 
-    let status = std::process::Command::new("mkfifo").arg(dir.path().join("later.fifo")).status();
+    let status = std::process::Command::new("mkfifo")
+        .arg(dir.path().join("later.fifo"))
+        .status();
     assert!(status.unwrap().success());
     fs::write(dir.path().join("after.bin"), b"x").unwrap();
 
     let mut got = w.until_named("after.bin", Duration::from_secs(5)).await;
-    got.extend(w.until_quiet(Duration::from_millis(500), Duration::from_secs(2)).await);
+    got.extend(
+        w.until_quiet(Duration::from_millis(500), Duration::from_secs(2))
+            .await,
+    );
     assert_eq!(relative(dir.path(), &got), ["after.bin"]);
     w.stop().await.unwrap();
 }
@@ -254,14 +304,20 @@ async fn a_symlink_is_not_followed_by_default() {
     fs::write(outside.path().join("target.bin"), b"outside").unwrap();
     fs::create_dir(outside.path().join("tree")).unwrap();
     fs::write(outside.path().join("tree/deep.bin"), b"deep").unwrap();
-    std::os::unix::fs::symlink(outside.path().join("target.bin"), dir.path().join("link.bin"))
-        .unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("target.bin"),
+        dir.path().join("link.bin"),
+    )
+    .unwrap();
     std::os::unix::fs::symlink(outside.path().join("tree"), dir.path().join("linkdir")).unwrap();
     fs::write(dir.path().join("real.bin"), b"x").unwrap();
     let mut w = start(dir.path(), config(150));
 
     let mut got = w.until_named("real.bin", Duration::from_secs(5)).await;
-    got.extend(w.until_quiet(Duration::from_millis(600), Duration::from_secs(2)).await);
+    got.extend(
+        w.until_quiet(Duration::from_millis(600), Duration::from_secs(2))
+            .await,
+    );
     assert_eq!(relative(dir.path(), &got), ["real.bin"]);
     w.stop().await.unwrap();
 }
@@ -274,13 +330,21 @@ async fn a_symlink_is_followed_when_configured() {
     fs::write(outside.path().join("target.bin"), b"outside").unwrap();
     fs::create_dir(outside.path().join("tree")).unwrap();
     fs::write(outside.path().join("tree/deep.bin"), b"deep").unwrap();
-    std::os::unix::fs::symlink(outside.path().join("target.bin"), dir.path().join("link.bin"))
-        .unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("target.bin"),
+        dir.path().join("link.bin"),
+    )
+    .unwrap();
     std::os::unix::fs::symlink(outside.path().join("tree"), dir.path().join("linkdir")).unwrap();
-    let cfg = WatchConfig { follow_symlinks: true, ..config(150) };
+    let cfg = WatchConfig {
+        follow_symlinks: true,
+        ..config(150)
+    };
     let mut w = start(dir.path(), cfg);
 
-    let got = w.until_quiet(Duration::from_millis(800), Duration::from_secs(5)).await;
+    let got = w
+        .until_quiet(Duration::from_millis(800), Duration::from_secs(5))
+        .await;
     assert_eq!(relative(dir.path(), &got), ["link.bin", "linkdir/deep.bin"]);
     let link = got.iter().find(|f| f.path.ends_with("link.bin")).unwrap();
     assert_eq!(link.size, 7, "the size is the target's");
@@ -295,7 +359,10 @@ async fn a_symlink_loop_does_not_hang_when_following() {
     std::os::unix::fs::symlink("..", dir.path().join("sub/up")).unwrap();
     std::os::unix::fs::symlink(".", dir.path().join("self")).unwrap();
     fs::write(dir.path().join("sub/real.bin"), b"x").unwrap();
-    let cfg = WatchConfig { follow_symlinks: true, ..config(150) };
+    let cfg = WatchConfig {
+        follow_symlinks: true,
+        ..config(150)
+    };
     let mut w = start(dir.path(), cfg);
 
     let got = w.until_named("real.bin", Duration::from_secs(5)).await;
@@ -319,7 +386,10 @@ async fn a_file_created_and_deleted_quickly_is_not_sent() {
     fs::write(dir.path().join("marker.bin"), b"x").unwrap();
 
     let mut got = w.until_named("marker.bin", Duration::from_secs(5)).await;
-    got.extend(w.until_quiet(Duration::from_millis(600), Duration::from_secs(2)).await);
+    got.extend(
+        w.until_quiet(Duration::from_millis(600), Duration::from_secs(2))
+            .await,
+    );
     assert_eq!(relative(dir.path(), &got), ["marker.bin"]);
     w.stop().await.unwrap();
 }
@@ -337,12 +407,21 @@ async fn a_file_modified_after_it_was_sent_is_sent_again() {
     // Reading it (as the hasher will) is not a change.
     let _ = fs::read(&path).unwrap();
     sleep(Duration::from_millis(500)).await;
-    fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b" and v2").unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(b" and v2")
+        .unwrap();
 
     let second = w.until_named("doc.bin", Duration::from_secs(5)).await;
     assert_eq!(second.len(), 1, "{second:?}");
     assert_eq!(second[0].size, 9);
-    assert!(w.until_quiet(Duration::from_millis(600), Duration::from_secs(2)).await.is_empty());
+    assert!(
+        w.until_quiet(Duration::from_millis(600), Duration::from_secs(2))
+            .await
+            .is_empty()
+    );
     w.stop().await.unwrap();
 }
 
@@ -363,10 +442,16 @@ async fn a_new_subdirectory_with_files_is_picked_up() {
     fs::write(staging.join("deep/three.bin"), b"3").unwrap();
     fs::rename(&staging, root.join("moved")).unwrap();
 
-    let got = w.until_quiet(Duration::from_millis(800), Duration::from_secs(5)).await;
+    let got = w
+        .until_quiet(Duration::from_millis(800), Duration::from_secs(5))
+        .await;
     assert_eq!(
         relative(&root, &got),
-        ["made/inner/one.bin", "moved/deep/three.bin", "moved/two.bin"]
+        [
+            "made/inner/one.bin",
+            "moved/deep/three.bin",
+            "moved/two.bin"
+        ]
     );
     // A file written later into the moved-in directory: it is watched too.
     fs::write(root.join("moved/deep/four.bin"), b"4").unwrap();
@@ -385,7 +470,9 @@ async fn non_utf8_names_are_sent() {
     sleep(STARTUP).await;
     fs::write(dir.path().join(name), b"x").unwrap();
 
-    let got = w.until_quiet(Duration::from_millis(800), Duration::from_secs(5)).await;
+    let got = w
+        .until_quiet(Duration::from_millis(800), Duration::from_secs(5))
+        .await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].path, dir.path().join(name));
     w.stop().await.unwrap();
@@ -402,7 +489,11 @@ async fn shutdown_ends_watch_promptly() {
     sleep(STARTUP).await;
     let began = Instant::now();
     w.stop().await.unwrap();
-    assert!(began.elapsed() < Duration::from_millis(500), "took {:?}", began.elapsed());
+    assert!(
+        began.elapsed() < Duration::from_millis(500),
+        "took {:?}",
+        began.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -411,7 +502,9 @@ async fn watch_ends_when_the_receiver_is_dropped() {
     fs::write(dir.path().join("a"), b"x").unwrap();
     let w = start(dir.path(), config(50));
     drop(w.rx);
-    let result = timeout(Duration::from_secs(3), w.handle).await.expect("watch kept running");
+    let result = timeout(Duration::from_secs(3), w.handle)
+        .await
+        .expect("watch kept running");
     result.unwrap().unwrap();
 }
 
@@ -420,7 +513,9 @@ async fn a_missing_directory_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let (tx, _rx) = mpsc::channel(1);
     let missing: PathBuf = dir.path().join("nope");
-    let err = watch(missing, config(100), tx, std::future::pending()).await.unwrap_err();
+    let err = watch(missing, config(100), tx, std::future::pending())
+        .await
+        .unwrap_err();
     assert!(format!("{err:#}").contains("nope"), "{err:#}");
 }
 
@@ -432,6 +527,8 @@ async fn watch_fails_when_the_directory_disappears() {
     let w = start(&root, config(100));
     sleep(STARTUP).await;
     fs::remove_dir(&root).unwrap();
-    let result = timeout(Duration::from_secs(3), w.handle).await.expect("watch kept running");
+    let result = timeout(Duration::from_secs(3), w.handle)
+        .await
+        .expect("watch kept running");
     assert!(result.unwrap().is_err());
 }

@@ -43,7 +43,10 @@ impl Ignore {
                 .with_context(|| format!("invalid ignore glob {pattern:?} in [watch] ignore"))?;
             configured.add(glob);
         }
-        Ok(Ignore { temporary: temporary.build()?, configured: configured.build()? })
+        Ok(Ignore {
+            temporary: temporary.build()?,
+            configured: configured.build()?,
+        })
     }
 
     /// Whether `path` is skipped. Give it relative to the watched directory (a bare file name
@@ -74,8 +77,14 @@ mod tests {
     #[test]
     fn temporary_names_are_skipped_in_any_case() {
         let rules = ignore(&[]);
-        for name in ["a.part", "a.tmp", "report.pdf.crdownload", "~$budget.xlsx", "B.TMP", "x.Part"]
-        {
+        for name in [
+            "a.part",
+            "a.tmp",
+            "report.pdf.crdownload",
+            "~$budget.xlsx",
+            "B.TMP",
+            "x.Part",
+        ] {
             assert!(rules.is_ignored(Path::new(name)), "{name}");
         }
     }
@@ -83,7 +92,15 @@ mod tests {
     #[test]
     fn ordinary_names_are_kept() {
         let rules = ignore(&[]);
-        for name in ["a.exe", "part", "tmp", "a.part.exe", "sub/dir/file.bin", "a~$b", "x."] {
+        for name in [
+            "a.exe",
+            "part",
+            "tmp",
+            "a.part.exe",
+            "sub/dir/file.bin",
+            "a~$b",
+            "x.",
+        ] {
             assert!(!rules.is_ignored(Path::new(name)), "{name}");
         }
     }

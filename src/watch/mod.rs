@@ -67,7 +67,13 @@ pub async fn watch(
         bail!("cannot watch {}: not a directory", root.display());
     }
     let settle = Duration::from_millis(cfg.settle_ms);
-    let tracker = Tracker::new(root.clone(), ignore, cfg.follow_symlinks, settle, PENDING_CAP);
+    let tracker = Tracker::new(
+        root.clone(),
+        ignore,
+        cfg.follow_symlinks,
+        settle,
+        PENDING_CAP,
+    );
 
     // Set when the notify thread had to drop an event.
     let events_lost = Arc::new(AtomicBool::new(false));
@@ -96,7 +102,9 @@ pub async fn watch(
         held_overflow: false,
         stop: Arc::new(AtomicBool::new(false)),
     };
-    let result = loop_state.run(settle, &mut event_rx, &events_lost, &tx, shutdown).await;
+    let result = loop_state
+        .run(settle, &mut event_rx, &events_lost, &tx, shutdown)
+        .await;
     // Ends a walk still running on the blocking pool.
     loop_state.stop.store(true, Ordering::Relaxed);
     drop(watcher);
@@ -132,8 +140,8 @@ impl Loop {
         // so it never holds more than one tick's worth (bounded by the pending cap).
         let mut ready: VecDeque<SettledFile> = VecDeque::new();
         loop {
+            // Unbiased: a steady stream of events must not starve sending, nor the reverse.
             tokio::select! {
-                biased;
                 () = &mut shutdown => return Ok(()),
                 () = tx.closed() => {
                     tracing::debug!("receiver of settled files is gone; watching ends");
@@ -199,10 +207,15 @@ impl Loop {
             }
             // Reads (a hasher opening a sent file) change nothing; a close after writing is a
             // good moment to look.
-            Ok(Event { kind: EventKind::Access(AccessKind::Close(AccessMode::Write)), paths, .. }) => {
-                paths
-            }
-            Ok(Event { kind: EventKind::Access(_), .. }) => return,
+            Ok(Event {
+                kind: EventKind::Access(AccessKind::Close(AccessMode::Write)),
+                paths,
+                ..
+            }) => paths,
+            Ok(Event {
+                kind: EventKind::Access(_),
+                ..
+            }) => return,
             Ok(event) => event.paths,
             Err(e) => {
                 tracing::warn!(error = %e, "file watcher error");

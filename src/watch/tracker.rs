@@ -80,11 +80,20 @@ enum Found {
 }
 
 fn stat(path: &Path, follow_symlinks: bool) -> Found {
-    let meta = if follow_symlinks { std::fs::metadata(path) } else { std::fs::symlink_metadata(path) };
+    let meta = if follow_symlinks {
+        std::fs::metadata(path)
+    } else {
+        std::fs::symlink_metadata(path)
+    };
     match meta {
         Ok(meta) => classify(&meta),
         // NotADirectory: a parent was replaced by a file; the path is gone all the same.
-        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
             Found::Gone
         }
         Err(e) => Found::Unreadable(e),
@@ -164,11 +173,20 @@ impl Tracker {
             return;
         }
         if self.pending.len() >= self.cap {
-            tracing::warn!(cap = self.cap, "too many changes at once; rescanning the drop directory");
+            tracing::warn!(
+                cap = self.cap,
+                "too many changes at once; rescanning the drop directory"
+            );
             self.request_rescan();
             return;
         }
-        self.pending.insert(path, Observation { last: None, since: Instant::now() });
+        self.pending.insert(
+            path,
+            Observation {
+                last: None,
+                since: Instant::now(),
+            },
+        );
     }
 
     /// Events were lost: forget what is pending and walk the whole tree at the next tick.
@@ -201,8 +219,12 @@ impl Tracker {
         let mut settled = Vec::new();
         let mut dirs = Vec::new();
         let mut vanished = Vec::new();
-        let (root, follow, settle, generation) =
-            (&self.root, self.follow_symlinks, self.settle, self.generation);
+        let (root, follow, settle, generation) = (
+            &self.root,
+            self.follow_symlinks,
+            self.settle,
+            self.generation,
+        );
         let (known, root_lost) = (&mut self.known, &mut self.root_lost);
         self.pending.retain(|path, obs| {
             if stop.load(Ordering::Relaxed) {
@@ -224,14 +246,20 @@ impl Tracker {
                         if obs.last.is_none() && already_sent {
                             return false;
                         }
-                        *obs = Observation { last: Some(fp), since: now };
+                        *obs = Observation {
+                            last: Some(fp),
+                            since: now,
+                        };
                         return true;
                     }
                     if now.saturating_duration_since(obs.since) < settle {
                         return true;
                     }
                     if !already_sent {
-                        let known_now = Known { verdict: Verdict::Sent(fp), generation };
+                        let known_now = Known {
+                            verdict: Verdict::Sent(fp),
+                            generation,
+                        };
                         known.insert(path.clone(), known_now);
                         settled.push(SettledFile {
                             path: path.clone(),
@@ -301,7 +329,15 @@ impl Tracker {
     /// `stop` is set.
     fn walk(&mut self, dir: &Path, full: bool, now: Instant, stop: &AtomicBool) -> bool {
         let Tracker {
-            root, ignore, follow_symlinks, cap, pending, known, generation, rescan_needed, ..
+            root,
+            ignore,
+            follow_symlinks,
+            cap,
+            pending,
+            known,
+            generation,
+            rescan_needed,
+            ..
         } = self;
         let entries = WalkDir::new(dir)
             .follow_links(*follow_symlinks)
@@ -316,7 +352,10 @@ impl Tracker {
                 Err(e) => {
                     if let Some(ancestor) = e.loop_ancestor() {
                         tracing::debug!(loop_to = %ancestor.display(), "symbolic link loop skipped");
-                    } else if e.io_error().is_none_or(|io| io.kind() != io::ErrorKind::NotFound) {
+                    } else if e
+                        .io_error()
+                        .is_none_or(|io| io.kind() != io::ErrorKind::NotFound)
+                    {
                         tracing::debug!(error = %e, "cannot list; skipped");
                     }
                     continue;
@@ -347,11 +386,20 @@ impl Tracker {
                 continue;
             }
             if pending.len() >= *cap {
-                tracing::warn!(cap = *cap, "too many new files at once; the rest are found later");
+                tracing::warn!(
+                    cap = *cap,
+                    "too many new files at once; the rest are found later"
+                );
                 *rescan_needed = true;
                 return false;
             }
-            pending.insert(path, Observation { last: Some(fp), since: now });
+            pending.insert(
+                path,
+                Observation {
+                    last: Some(fp),
+                    since: now,
+                },
+            );
         }
         true
     }
@@ -373,10 +421,22 @@ impl Tracker {
 /// Records a FIFO, socket or device, warning the first time only: writers to a FIFO cause an
 /// event per write.
 fn note_special(known: &mut BTreeMap<PathBuf, Known>, path: &Path, generation: u64) {
-    let already = matches!(known.get(path), Some(Known { verdict: Verdict::Special, .. }));
+    let already = matches!(
+        known.get(path),
+        Some(Known {
+            verdict: Verdict::Special,
+            ..
+        })
+    );
     if !already {
         tracing::warn!(path = %path.display(), "not a regular file (FIFO, socket or device); skipped");
-        known.insert(path.to_path_buf(), Known { verdict: Verdict::Special, generation });
+        known.insert(
+            path.to_path_buf(),
+            Known {
+                verdict: Verdict::Special,
+                generation,
+            },
+        );
     }
 }
 
@@ -398,11 +458,20 @@ mod tests {
     const SETTLE: Duration = Duration::from_millis(100);
 
     fn tracker(root: &Path, cap: usize) -> Tracker {
-        Tracker::new(root.to_path_buf(), Ignore::new(&[]).unwrap(), false, SETTLE, cap)
+        Tracker::new(
+            root.to_path_buf(),
+            Ignore::new(&[]).unwrap(),
+            false,
+            SETTLE,
+            cap,
+        )
     }
 
     fn names(files: &[SettledFile]) -> Vec<String> {
-        files.iter().map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned()).collect()
+        files
+            .iter()
+            .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
     }
 
     /// Ticks at `start`, then once more a settle period later: what a file needs to settle.
@@ -421,7 +490,10 @@ mod tests {
         let never = AtomicBool::new(false);
         let t0 = Instant::now();
         assert!(t.tick(t0, &never).is_empty());
-        assert!(t.tick(t0 + SETTLE - Duration::from_millis(1), &never).is_empty());
+        assert!(
+            t.tick(t0 + SETTLE - Duration::from_millis(1), &never)
+                .is_empty()
+        );
         let sent = t.tick(t0 + SETTLE, &never);
         assert_eq!(names(&sent), ["a.bin"]);
         assert_eq!(sent[0].size, 3);
@@ -438,7 +510,10 @@ mod tests {
         let t0 = Instant::now();
         assert!(t.tick(t0, &never).is_empty());
         fs::write(&path, b"abcdef").unwrap();
-        assert!(t.tick(t0 + SETTLE, &never).is_empty(), "changed, so not settled");
+        assert!(
+            t.tick(t0 + SETTLE, &never).is_empty(),
+            "changed, so not settled"
+        );
         let sent = t.tick(t0 + 2 * SETTLE, &never);
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].size, 6);
@@ -454,7 +529,10 @@ mod tests {
         assert_eq!(settle_round(&mut t, t0).len(), 1);
 
         t.hint(path.clone());
-        assert!(settle_round(&mut t, t0 + 2 * SETTLE).is_empty(), "same content, no resend");
+        assert!(
+            settle_round(&mut t, t0 + 2 * SETTLE).is_empty(),
+            "same content, no resend"
+        );
         assert!(!t.has_work());
 
         fs::write(&path, b"abcd").unwrap();
@@ -493,7 +571,11 @@ mod tests {
         fs::remove_dir_all(&sub).unwrap();
         t.hint(sub.clone());
         assert!(settle_round(&mut t, Instant::now()).is_empty());
-        let left: Vec<_> = t.known.keys().map(|p| p.file_name().unwrap().to_owned()).collect();
+        let left: Vec<_> = t
+            .known
+            .keys()
+            .map(|p| p.file_name().unwrap().to_owned())
+            .collect();
         assert_eq!(left, ["sub-sibling"]);
     }
 
@@ -508,7 +590,10 @@ mod tests {
         t.hint(dir.path().join("new"));
         let never = AtomicBool::new(false);
         let t0 = Instant::now();
-        assert!(t.tick(t0, &never).is_empty(), "the walk finds x; it must still settle");
+        assert!(
+            t.tick(t0, &never).is_empty(),
+            "the walk finds x; it must still settle"
+        );
         assert_eq!(t.pending_len(), 1);
         assert_eq!(names(&settle_round(&mut t, t0 + SETTLE)), ["x"]);
     }
@@ -580,6 +665,10 @@ mod tests {
         let mut t = tracker(dir.path(), 100);
         let stop = AtomicBool::new(true);
         assert!(t.tick(Instant::now(), &stop).is_empty());
-        assert_eq!(t.pending_len(), 0, "the walk stopped before finding anything");
+        assert_eq!(
+            t.pending_len(),
+            0,
+            "the walk stopped before finding anything"
+        );
     }
 }

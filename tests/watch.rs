@@ -23,6 +23,21 @@ fn config(settle_ms: u64) -> WatchConfig {
     }
 }
 
+/// Logs stay silent unless `TEST_LOG` is set (to a `RUST_LOG`-style filter, or `1` for debug).
+fn init_logs() {
+    if let Ok(filter) = std::env::var("TEST_LOG") {
+        let filter = if filter == "1" {
+            "vtriage=debug".to_string()
+        } else {
+            filter
+        };
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// A watcher running on a directory, with the receiving end of its channel.
 struct Running {
     rx: mpsc::Receiver<SettledFile>,
@@ -35,6 +50,7 @@ fn start(root: &Path, cfg: WatchConfig) -> Running {
 }
 
 fn start_with_capacity(root: &Path, cfg: WatchConfig, capacity: usize) -> Running {
+    init_logs();
     let (tx, rx) = mpsc::channel(capacity);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(watch(root.to_path_buf(), cfg, tx, async {
@@ -243,31 +259,45 @@ async fn an_invalid_ignore_glob_is_an_error() {
     assert!(format!("{err:#}").contains("ignore glob"), "{err:#}");
 }
 
-#[tokio::test]
+/// Files in the storm test; `WATCH_STORM=10000 cargo test --test watch thousand` for the big one.
+fn storm_size() -> usize {
+    std::env::var("WATCH_STORM")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_files_dropped_at_once_are_each_sent_once() {
     let dir = tempfile::tempdir().unwrap();
     // A small channel: the receiver applies back-pressure while events keep coming.
     let mut w = start_with_capacity(dir.path(), config(200), 8);
     sleep(STARTUP).await;
 
-    let expected: Vec<String> = (0..1000).map(|i| format!("drop-{i:04}.bin")).collect();
-    for name in &expected {
-        fs::write(dir.path().join(name), name.as_bytes()).unwrap();
-    }
+    let storm = storm_size();
+    let expected: Vec<String> = (0..storm).map(|i| format!("drop-{i:05}.bin")).collect();
+    // Written from another thread, so that the watcher drains events while they come.
+    let (root, names) = (dir.path().to_path_buf(), expected.clone());
+    let writer = tokio::task::spawn_blocking(move || {
+        for name in &names {
+            fs::write(root.join(name), name.as_bytes()).unwrap();
+        }
+    });
 
-    let deadline = Instant::now() + Duration::from_secs(8);
+    let deadline = Instant::now() + Duration::from_secs(5) + Duration::from_millis(storm as u64);
     let mut got = Vec::new();
     while got.len() < expected.len() && Instant::now() < deadline {
         if let Ok(Some(file)) = timeout(Duration::from_millis(200), w.rx.recv()).await {
             got.push(file);
         }
     }
+    writer.await.unwrap();
     got.extend(
         w.until_quiet(Duration::from_millis(600), Duration::from_secs(2))
             .await,
     );
     assert_eq!(relative(dir.path(), &got), expected);
-    assert!(got.iter().all(|f| f.size == 13), "every file complete");
+    assert!(got.iter().all(|f| f.size == 14), "every file complete");
     w.stop().await.unwrap();
 }
 

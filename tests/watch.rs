@@ -560,5 +560,6 @@ async fn watch_fails_when_the_directory_disappears() {
     let result = timeout(Duration::from_secs(3), w.handle)
         .await
         .expect("watch kept running");
-    assert!(result.unwrap().is_err());
+    let err = result.unwrap().unwrap_err();
+    assert!(format!("{err:#}").contains("disappeared"), "{err:#}");
 }

@@ -108,7 +108,7 @@ pub async fn watch(
     // Ends a walk still running on the blocking pool.
     loop_state.stop.store(true, Ordering::Relaxed);
     drop(watcher);
-    result
+    result.with_context(|| format!("watching {}", root.display()))
 }
 
 /// The state of the watch loop besides the tracker's own.

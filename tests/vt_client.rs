@@ -15,8 +15,8 @@ use axum::response::{IntoResponse, Response};
 use vtriage::config::ApiKey;
 use vtriage::quota::{Denied, Gate, GateFuture};
 use vtriage::vt::{
-    Analysis, AnalysisRef, AnalysisStatus, Client, Collection, Error, Object, Page, RetryPolicy, parse_data_string,
-    url_id,
+    Analysis, AnalysisRef, AnalysisStatus, Client, Collection, Error, Object, Page, RetryPolicy,
+    parse_data_string, url_id,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -76,7 +76,11 @@ fn every_recorded_reply_parses_into_its_type() {
             Expect::Object => {
                 let o = Object::parse(&body).unwrap_or_else(|e| panic!("{name}: {e}"));
                 assert!(!o.id.is_empty(), "{name}: no id");
-                assert!(["file", "url", "domain", "ip_address"].contains(&o.kind.as_str()), "{name}: {}", o.kind);
+                assert!(
+                    ["file", "url", "domain", "ip_address"].contains(&o.kind.as_str()),
+                    "{name}: {}",
+                    o.kind
+                );
             }
             Expect::Analysis => {
                 let a = Analysis::parse(&body).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -122,7 +126,10 @@ fn malicious_word_document_counts_53_engines() {
 #[test]
 fn a_lookup_by_md5_returns_the_sha256_as_id() {
     let o = object("file-pe-by-md5-2026.themains-r.json");
-    assert_eq!(o.id, "52d3df0ed60c46f336c131bf2ca454f73bafdc4b04dfa2aea80746f5ba9e6d1c");
+    assert_eq!(
+        o.id,
+        "52d3df0ed60c46f336c131bf2ca454f73bafdc4b04dfa2aea80746f5ba9e6d1c"
+    );
     assert_eq!(o.md5(), Some("99017f6eebbac24f351415dd410d522d"));
     assert_eq!(o.meaningful_name(), Some("nuevo4.exe"));
     assert_eq!(o.last_analysis_stats().unwrap().malicious, 59);
@@ -140,7 +147,10 @@ fn a_label_without_family_loses_its_trailing_dot() {
 fn clean_files_have_stats_and_no_label() {
     let o = object("file-doscom-clean.malwaredb.json");
     let stats = o.last_analysis_stats().unwrap();
-    assert_eq!((stats.malicious, stats.timeout, stats.undetected), (0, 1, 60));
+    assert_eq!(
+        (stats.malicious, stats.timeout, stats.undetected),
+        (0, 1, 60)
+    );
     assert_eq!(o.threat_label(), None);
     assert_eq!(o.last_analysis_date(), Some(1600790003));
     let elf = object("file-elf-clean.malwaredb.json");
@@ -149,12 +159,18 @@ fn clean_files_have_stats_and_no_label() {
 
 #[test]
 fn old_domain_and_ip_reports_have_no_stats_and_are_not_pending() {
-    for name in ["domain-github.com-2019.virustotalx.json", "ip-1.1.1.1-2019.virustotalx.json"] {
+    for name in [
+        "domain-github.com-2019.virustotalx.json",
+        "ip-1.1.1.1-2019.virustotalx.json",
+    ] {
         let o = object(name);
         assert_eq!(o.last_analysis_stats(), None, "{name}");
         assert!(!o.analysis_pending(), "{name}");
     }
-    assert_eq!(object("domain-github.com-2019.virustotalx.json").id, "github.com");
+    assert_eq!(
+        object("domain-github.com-2019.virustotalx.json").id,
+        "github.com"
+    );
     let google = object("domain-google.com-2026.themains-r.json");
     assert_eq!(google.last_analysis_stats().unwrap().malicious, 1);
 }
@@ -164,21 +180,33 @@ fn url_objects_match_their_base64url_id() {
     assert_eq!(url_id("http://example.com/"), "aHR0cDovL2V4YW1wbGUuY29tLw");
     let o = object("url-example.com-2019.virustotalx.json");
     assert_eq!(o.kind, "url");
-    assert_eq!(o.id, "2a1b402420ef46577471cdc7409b0fa2c6a204db316e59ade2d805435489a067");
+    assert_eq!(
+        o.id,
+        "2a1b402420ef46577471cdc7409b0fa2c6a204db316e59ade2d805435489a067"
+    );
     assert_eq!(o.last_analysis_stats().unwrap().harmless, 64);
 }
 
 #[test]
 fn an_old_integer_analysis_id_is_stringified() {
-    let r = AnalysisRef::parse(&fixture("post-files-analyse-integer-id-2019.virustotalx.json")).unwrap();
+    let r = AnalysisRef::parse(&fixture(
+        "post-files-analyse-integer-id-2019.virustotalx.json",
+    ))
+    .unwrap();
     assert_eq!(r.id, "1571524923");
     let r = AnalysisRef::parse(&fixture("post-files-2019.virustotalx.json")).unwrap();
-    assert_eq!(r.id, "YmE0ZTM0ZGQ0YmRlNjdiMjIxMzYyZDU0YzRiYWYwNzA6MTU3MTUyNDc2OA==");
+    assert_eq!(
+        r.id,
+        "YmE0ZTM0ZGQ0YmRlNjdiMjIxMzYyZDU0YzRiYWYwNzA6MTU3MTUyNDc2OA=="
+    );
 }
 
 #[test]
 fn a_queued_analysis_has_no_stats_yet() {
-    let a = Analysis::parse(&fixture("analysis-file-queued-2019.reconstructed-from-vt-cli-issue14.json")).unwrap();
+    let a = Analysis::parse(&fixture(
+        "analysis-file-queued-2019.reconstructed-from-vt-cli-issue14.json",
+    ))
+    .unwrap();
     assert_eq!(a.status, AnalysisStatus::Queued);
     assert_eq!(a.stats, None);
     assert_eq!(a.date, Some(1570172855));
@@ -189,8 +217,14 @@ fn a_completed_analysis_names_what_it_analysed() {
     let a = Analysis::parse(&fixture("analysis-url-completed-2019.virustotalx.json")).unwrap();
     assert_eq!(a.status, AnalysisStatus::Completed);
     assert_eq!(a.stats.unwrap().harmless, 64);
-    assert_eq!(a.url_id.as_deref(), Some("2a1b402420ef46577471cdc7409b0fa2c6a204db316e59ade2d805435489a067"));
-    let a = Analysis::parse(&fixture("private-analysis-completed-with-meta.docs-example.json")).unwrap();
+    assert_eq!(
+        a.url_id.as_deref(),
+        Some("2a1b402420ef46577471cdc7409b0fa2c6a204db316e59ade2d805435489a067")
+    );
+    let a = Analysis::parse(&fixture(
+        "private-analysis-completed-with-meta.docs-example.json",
+    ))
+    .unwrap();
     assert_eq!(a.status, AnalysisStatus::Completed);
     assert_eq!(a.stats, None);
     assert_eq!(
@@ -203,11 +237,17 @@ fn a_completed_analysis_names_what_it_analysed() {
 fn pages_carry_their_cursor_until_the_last() {
     let votes = Page::parse(&fixture("url-votes-collection-2019.virustotalx.json")).unwrap();
     assert_eq!(votes.items.len(), 10);
-    assert!(votes.cursor.as_deref().is_some_and(|c| c.starts_with("CswBChEKBGRhdGUS")));
+    assert!(
+        votes
+            .cursor
+            .as_deref()
+            .is_some_and(|c| c.starts_with("CswBChEKBGRhdGUS"))
+    );
     let empty = Page::parse(&fixture("ip-comments-empty-2019.virustotalx.json")).unwrap();
     assert!(empty.items.is_empty());
     assert_eq!(empty.cursor, None);
-    let comments = Page::parse(&fixture("domain-comments-collection-2026.themains-r.json")).unwrap();
+    let comments =
+        Page::parse(&fixture("domain-comments-collection-2026.themains-r.json")).unwrap();
     assert_eq!(comments.items[0]["attributes"]["text"], "HELLO WORLD");
     assert!(comments.cursor.is_some());
 }
@@ -251,12 +291,19 @@ impl Fake {
     /// Serves `respond(request, index of the request)` on 127.0.0.1:0 until the test ends.
     async fn start(respond: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static) -> Fake {
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let state = FakeState { seen: seen.clone(), respond: Arc::new(respond) };
+        let state = FakeState {
+            seen: seen.clone(),
+            respond: Arc::new(respond),
+        };
         let app = Router::new().fallback(handle).with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Fake { base: format!("http://{addr}/api/v3"), origin: format!("http://{addr}"), seen }
+        Fake {
+            base: format!("http://{addr}/api/v3"),
+            origin: format!("http://{addr}"),
+            seen,
+        }
     }
 
     fn seen(&self) -> Vec<Seen> {
@@ -270,7 +317,9 @@ impl Fake {
 
 async fn handle(State(state): State<FakeState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
     let seen = Seen {
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
@@ -292,7 +341,11 @@ async fn handle(State(state): State<FakeState>, request: Request) -> Response {
 }
 
 fn json(status: u16, body: impl Into<Vec<u8>>) -> Reply {
-    (StatusCode::from_u16(status).unwrap(), vec![("content-type", "application/json".into())], body.into())
+    (
+        StatusCode::from_u16(status).unwrap(),
+        vec![("content-type", "application/json".into())],
+        body.into(),
+    )
 }
 
 /// A gate that admits everything and counts.
@@ -317,7 +370,11 @@ struct SpentGate;
 
 impl Gate for SpentGate {
     fn acquire(&self) -> GateFuture<'_> {
-        Box::pin(async { Err(Denied::Exhausted { until: std::time::SystemTime::UNIX_EPOCH }) })
+        Box::pin(async {
+            Err(Denied::Exhausted {
+                until: std::time::SystemTime::UNIX_EPOCH,
+            })
+        })
     }
     fn pause(&self) {}
 }
@@ -325,14 +382,23 @@ impl Gate for SpentGate {
 const KEY: &str = "CANARY-5f3c9a1e-do-not-leak";
 
 fn fast_retries() -> RetryPolicy {
-    RetryPolicy { max_retries: 3, min_delay: Duration::from_millis(1), max_delay: Duration::from_millis(5) }
+    RetryPolicy {
+        max_retries: 3,
+        min_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(5),
+    }
 }
 
 fn client(fake: &Fake) -> (Client, Arc<CountingGate>) {
     let gate = Arc::new(CountingGate::default());
-    let client = Client::new(&fake.base, ApiKey::new(KEY), gate.clone(), Duration::from_secs(5))
-        .unwrap()
-        .with_retry(fast_retries());
+    let client = Client::new(
+        &fake.base,
+        ApiKey::new(KEY),
+        gate.clone(),
+        Duration::from_secs(5),
+    )
+    .unwrap()
+    .with_retry(fast_retries());
     (client, gate)
 }
 
@@ -340,7 +406,11 @@ const SHA256: &str = "001015aafcae8a6942366cbb0e7d39c0738752a7800c41ea1c655d47b0
 
 fn temp_file(dir: &tempfile::TempDir, name: &str, len: usize) -> PathBuf {
     let path = dir.path().join(name);
-    std::fs::write(&path, (0..len).map(|i| (i % 251) as u8).collect::<Vec<u8>>()).unwrap();
+    std::fs::write(
+        &path,
+        (0..len).map(|i| (i % 251) as u8).collect::<Vec<u8>>(),
+    )
+    .unwrap();
     path
 }
 
@@ -372,7 +442,8 @@ async fn an_unknown_file_is_not_found() {
 
 #[tokio::test]
 async fn a_wrong_key_is_reported_once_and_never_retried() {
-    let fake = Fake::start(|_, _| json(401, fixture("error-wrongcredentials.malwaredb.json"))).await;
+    let fake =
+        Fake::start(|_, _| json(401, fixture("error-wrongcredentials.malwaredb.json"))).await;
     let (client, gate) = client(&fake);
     let err = client.get_domain("example.com").await.unwrap_err();
     assert!(err.is_auth(), "{err:?}");
@@ -385,7 +456,10 @@ async fn a_wrong_key_is_reported_once_and_never_retried() {
 #[tokio::test]
 async fn transient_failures_are_retried_until_success() {
     let fake = Fake::start(|_, n| match n {
-        0 | 1 => json(503, r#"{"error":{"code":"TransientError","message":"try again"}}"#),
+        0 | 1 => json(
+            503,
+            r#"{"error":{"code":"TransientError","message":"try again"}}"#,
+        ),
         _ => json(200, fixture("ip-8.8.8.8-2026.themains-r.json")),
     })
     .await;
@@ -399,10 +473,26 @@ async fn transient_failures_are_retried_until_success() {
 
 #[tokio::test]
 async fn retries_stop_after_the_policy_allows() {
-    let fake = Fake::start(|_, _| (StatusCode::GATEWAY_TIMEOUT, vec![], b"<html>timeout</html>".to_vec())).await;
+    let fake = Fake::start(|_, _| {
+        (
+            StatusCode::GATEWAY_TIMEOUT,
+            vec![],
+            b"<html>timeout</html>".to_vec(),
+        )
+    })
+    .await;
     let (client, _) = client(&fake);
     let err = client.get_domain("example.com").await.unwrap_err();
-    assert!(matches!(err, Error::Transient { status: Some(504), .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Transient {
+                status: Some(504),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert_eq!(fake.count(), 1 + fast_retries().max_retries as usize);
 }
 
@@ -410,7 +500,10 @@ async fn retries_stop_after_the_policy_allows() {
 async fn quota_replies_pause_the_gate_and_are_retried() {
     // 429 bodies come without gzip even when the client asked for it.
     let fake = Fake::start(|_, n| match n {
-        0 => json(429, r#"{"error":{"code":"QuotaExceededError","message":"Quota exceeded"}}"#),
+        0 => json(
+            429,
+            r#"{"error":{"code":"QuotaExceededError","message":"Quota exceeded"}}"#,
+        ),
         _ => json(200, fixture("domain-google.com-2026.themains-r.json")),
     })
     .await;
@@ -424,13 +517,25 @@ async fn quota_replies_pause_the_gate_and_are_retried() {
 
 #[tokio::test]
 async fn persistent_quota_replies_end_as_a_quota_error() {
-    let fake = Fake::start(|_, _| json(429, r#"{"error":{"code":"TooManyRequestsError","message":"slow down"}}"#)).await;
+    let fake = Fake::start(|_, _| {
+        json(
+            429,
+            r#"{"error":{"code":"TooManyRequestsError","message":"slow down"}}"#,
+        )
+    })
+    .await;
     let (client, gate) = client(&fake);
     let err = client.get_url("http://example.com/").await.unwrap_err();
-    assert!(matches!(&err, Error::Quota { code } if code == "TooManyRequestsError"), "{err:?}");
+    assert!(
+        matches!(&err, Error::Quota { code } if code == "TooManyRequestsError"),
+        "{err:?}"
+    );
     assert_eq!(fake.count(), 4);
     assert_eq!(gate.paused.load(Ordering::SeqCst), 4);
-    assert_eq!(fake.seen()[0].path, "/api/v3/urls/aHR0cDovL2V4YW1wbGUuY29tLw");
+    assert_eq!(
+        fake.seen()[0].path,
+        "/api/v3/urls/aHR0cDovL2V4YW1wbGUuY29tLw"
+    );
 }
 
 #[tokio::test]
@@ -439,16 +544,34 @@ async fn a_truncated_body_on_200_is_transient() {
     let fake = Fake::start(move |_, _| json(200, full[..full.len() / 2].to_vec())).await;
     let (client, _) = client(&fake);
     let err = client.get_file(SHA256).await.unwrap_err();
-    assert!(matches!(err, Error::Transient { status: Some(200), .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Transient {
+                status: Some(200),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(err.is_retryable());
 }
 
 #[tokio::test]
 async fn a_spent_daily_budget_sends_nothing() {
     let fake = Fake::start(|_, _| json(200, fixture("file-elf-clean.malwaredb.json"))).await;
-    let client = Client::new(&fake.base, ApiKey::new(KEY), Arc::new(SpentGate), Duration::from_secs(5)).unwrap();
+    let client = Client::new(
+        &fake.base,
+        ApiKey::new(KEY),
+        Arc::new(SpentGate),
+        Duration::from_secs(5),
+    )
+    .unwrap();
     let err = client.get_file(SHA256).await.unwrap_err();
-    assert!(matches!(err, Error::Denied(Denied::Exhausted { .. })), "{err:?}");
+    assert!(
+        matches!(err, Error::Denied(Denied::Exhausted { .. })),
+        "{err:?}"
+    );
     assert_eq!(fake.count(), 0);
 }
 
@@ -459,19 +582,41 @@ async fn a_small_file_is_uploaded_directly_as_the_part_named_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = temp_file(&dir, "sample.bin", 1000);
     let analysis = client.upload_file(&path, 10_000).await.unwrap();
-    assert_eq!(analysis.id, "YmE0ZTM0ZGQ0YmRlNjdiMjIxMzYyZDU0YzRiYWYwNzA6MTU3MTUyNDc2OA==");
+    assert_eq!(
+        analysis.id,
+        "YmE0ZTM0ZGQ0YmRlNjdiMjIxMzYyZDU0YzRiYWYwNzA6MTU3MTUyNDc2OA=="
+    );
 
     let seen = fake.seen();
     assert_eq!(seen.len(), 1);
-    assert_eq!((seen[0].method.as_str(), seen[0].path.as_str()), ("POST", "/api/v3/files"));
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].path.as_str()),
+        ("POST", "/api/v3/files")
+    );
     assert_eq!(seen[0].api_key(), Some(KEY));
-    let content_type = seen[0].headers.get(header::CONTENT_TYPE).unwrap().to_str().unwrap();
-    assert!(content_type.starts_with("multipart/form-data; boundary="), "{content_type}");
+    let content_type = seen[0]
+        .headers
+        .get(header::CONTENT_TYPE)
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(
+        content_type.starts_with("multipart/form-data; boundary="),
+        "{content_type}"
+    );
     let body = String::from_utf8_lossy(&seen[0].body);
-    assert!(body.contains("Content-Disposition: form-data; name=\"file\"; filename=\"sample.bin\""), "{body}");
+    assert!(
+        body.contains("Content-Disposition: form-data; name=\"file\"; filename=\"sample.bin\""),
+        "{body}"
+    );
     assert!(!body.contains("filename*"));
     let content = std::fs::read(&path).unwrap();
-    assert!(seen[0].body.windows(content.len()).any(|w| w == content.as_slice()));
+    assert!(
+        seen[0]
+            .body
+            .windows(content.len())
+            .any(|w| w == content.as_slice())
+    );
     assert_eq!(gate.acquired.load(Ordering::SeqCst), 1);
 }
 
@@ -479,11 +624,25 @@ async fn a_small_file_is_uploaded_directly_as_the_part_named_file() {
 async fn a_large_file_goes_through_an_upload_url_that_is_not_gated() {
     let fake = Fake::start(|seen, _| match (seen.method.as_str(), seen.path.as_str()) {
         ("GET", "/api/v3/files/upload_url") => {
-            let host = seen.headers.get(header::HOST).unwrap().to_str().unwrap().to_owned();
-            json(200, format!(r#"{{"data": "http://{host}/_ah/upload/once-only-token/"}}"#))
+            let host = seen
+                .headers
+                .get(header::HOST)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned();
+            json(
+                200,
+                format!(r#"{{"data": "http://{host}/_ah/upload/once-only-token/"}}"#),
+            )
         }
-        ("POST", "/_ah/upload/once-only-token/") => json(200, fixture("post-files-analyse-rescan.malwaredb.json")),
-        _ => json(404, r#"{"error":{"code":"NotFoundError","message":"no such route"}}"#),
+        ("POST", "/_ah/upload/once-only-token/") => {
+            json(200, fixture("post-files-analyse-rescan.malwaredb.json"))
+        }
+        _ => json(
+            404,
+            r#"{"error":{"code":"NotFoundError","message":"no such route"}}"#,
+        ),
     })
     .await;
     let (client, gate) = client(&fake);
@@ -491,13 +650,28 @@ async fn a_large_file_goes_through_an_upload_url_that_is_not_gated() {
     let dir = tempfile::tempdir().unwrap();
     let path = temp_file(&dir, "big.iso", 4096);
     let analysis = client.upload_file(&path, 1 << 20).await.unwrap();
-    assert_eq!(analysis.id, "ZWY0Y2M1NWMzOTkwY2E2MmJmMDUyM2NlMTA1ZGU3NTA6MTcwMjIzNTY5MA==");
+    assert_eq!(
+        analysis.id,
+        "ZWY0Y2M1NWMzOTkwY2E2MmJmMDUyM2NlMTA1ZGU3NTA6MTcwMjIzNTY5MA=="
+    );
 
     let seen = fake.seen();
-    let routes: Vec<_> = seen.iter().map(|s| (s.method.as_str(), s.path.as_str())).collect();
-    assert_eq!(routes, [("GET", "/api/v3/files/upload_url"), ("POST", "/_ah/upload/once-only-token/")]);
+    let routes: Vec<_> = seen
+        .iter()
+        .map(|s| (s.method.as_str(), s.path.as_str()))
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            ("GET", "/api/v3/files/upload_url"),
+            ("POST", "/_ah/upload/once-only-token/")
+        ]
+    );
     let body = String::from_utf8_lossy(&seen[1].body);
-    assert!(body.contains("name=\"file\"; filename=\"big.iso\""), "{body}");
+    assert!(
+        body.contains("name=\"file\"; filename=\"big.iso\""),
+        "{body}"
+    );
     assert!(seen[1].body.len() > 4096);
     // Only the upload URL request counts against the quota.
     assert_eq!(gate.acquired.load(Ordering::SeqCst), 1);
@@ -505,27 +679,56 @@ async fn a_large_file_goes_through_an_upload_url_that_is_not_gated() {
 
 #[tokio::test]
 async fn a_failed_upload_is_never_sent_twice() {
-    let fake = Fake::start(|_, _| json(503, r#"{"error":{"code":"TransientError","message":"later"}}"#)).await;
-    let (client, _) = client(&fake);
-    let dir = tempfile::tempdir().unwrap();
-    let path = temp_file(&dir, "sample.bin", 100);
-    let err = client.upload_file(&path, 10_000).await.unwrap_err();
-    assert!(matches!(err, Error::Transient { status: Some(503), .. }), "{err:?}");
-    assert_eq!(fake.count(), 1);
-}
-
-#[tokio::test]
-async fn an_html_413_is_too_large() {
     let fake = Fake::start(|_, _| {
-        let html = b"<html><head><title>413 Request Entity Too Large</title></head></html>".to_vec();
-        (StatusCode::PAYLOAD_TOO_LARGE, vec![("content-type", "text/html".into())], html)
+        json(
+            503,
+            r#"{"error":{"code":"TransientError","message":"later"}}"#,
+        )
     })
     .await;
     let (client, _) = client(&fake);
     let dir = tempfile::tempdir().unwrap();
     let path = temp_file(&dir, "sample.bin", 100);
     let err = client.upload_file(&path, 10_000).await.unwrap_err();
-    assert!(matches!(err, Error::TooLarge { size: None, limit: None }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Transient {
+                status: Some(503),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(fake.count(), 1);
+}
+
+#[tokio::test]
+async fn an_html_413_is_too_large() {
+    let fake = Fake::start(|_, _| {
+        let html =
+            b"<html><head><title>413 Request Entity Too Large</title></head></html>".to_vec();
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            vec![("content-type", "text/html".into())],
+            html,
+        )
+    })
+    .await;
+    let (client, _) = client(&fake);
+    let dir = tempfile::tempdir().unwrap();
+    let path = temp_file(&dir, "sample.bin", 100);
+    let err = client.upload_file(&path, 10_000).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::TooLarge {
+                size: None,
+                limit: None
+            }
+        ),
+        "{err:?}"
+    );
     assert_eq!(fake.count(), 1);
 }
 
@@ -536,10 +739,22 @@ async fn a_file_over_the_limit_is_refused_locally() {
     let dir = tempfile::tempdir().unwrap();
     let path = temp_file(&dir, "sample.bin", 2000);
     let err = client.upload_file(&path, 1000).await.unwrap_err();
-    assert!(matches!(err, Error::TooLarge { size: Some(2000), limit: Some(1000) }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::TooLarge {
+                size: Some(2000),
+                limit: Some(1000)
+            }
+        ),
+        "{err:?}"
+    );
     assert_eq!(fake.count(), 0);
     assert_eq!(gate.acquired.load(Ordering::SeqCst), 0);
-    let missing = client.upload_file(&dir.path().join("gone"), 1000).await.unwrap_err();
+    let missing = client
+        .upload_file(&dir.path().join("gone"), 1000)
+        .await
+        .unwrap_err();
     assert!(matches!(missing, Error::Io { .. }), "{missing:?}");
 }
 
@@ -550,13 +765,21 @@ async fn urls_are_submitted_as_a_form_field() {
     let r = client.submit_url("http://example.com/a?b=c").await.unwrap();
     assert!(r.id.starts_with("u-a354494a"));
     let seen = fake.seen();
-    assert_eq!((seen[0].method.as_str(), seen[0].path.as_str()), ("POST", "/api/v3/urls"));
-    assert_eq!(seen[0].body.as_ref(), b"url=http%3A%2F%2Fexample.com%2Fa%3Fb%3Dc");
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].path.as_str()),
+        ("POST", "/api/v3/urls")
+    );
+    assert_eq!(
+        seen[0].body.as_ref(),
+        b"url=http%3A%2F%2Fexample.com%2Fa%3Fb%3Dc"
+    );
 }
 
 #[tokio::test]
 async fn analysis_ids_are_escaped_in_the_path() {
-    let fake = Fake::start(|_, _| json(200, fixture("analysis-url-completed-2019.virustotalx.json"))).await;
+    let fake =
+        Fake::start(|_, _| json(200, fixture("analysis-url-completed-2019.virustotalx.json")))
+            .await;
     let (client, _) = client(&fake);
     let a = client.get_analysis("odd/id?x#y==").await.unwrap();
     assert_eq!(a.status, AnalysisStatus::Completed);
@@ -569,21 +792,37 @@ async fn analysis_ids_are_escaped_in_the_path() {
 #[tokio::test]
 async fn comments_and_votes_follow_the_v3_shapes() {
     let fake = Fake::start(|seen, _| match (seen.method.as_str(), seen.path.as_str()) {
-        ("GET", _) => json(200, fixture("domain-comments-collection-2026.themains-r.json")),
-        ("POST", p) if p.ends_with("/votes") => {
-            json(409, r#"{"error":{"code":"AlreadyExistsError","message":"already voted"}}"#)
-        }
+        ("GET", _) => json(
+            200,
+            fixture("domain-comments-collection-2026.themains-r.json"),
+        ),
+        ("POST", p) if p.ends_with("/votes") => json(
+            409,
+            r#"{"error":{"code":"AlreadyExistsError","message":"already voted"}}"#,
+        ),
         _ => json(200, r#"{"data":{"type":"comment","id":"d-example.com-1"}}"#),
     })
     .await;
     let (client, _) = client(&fake);
-    let page = client.get_comments(Collection::Domains, "google.com", 10, Some("abc=")).await.unwrap();
+    let page = client
+        .get_comments(Collection::Domains, "google.com", 10, Some("abc="))
+        .await
+        .unwrap();
     assert_eq!(page.items.len(), 10);
-    let created = client.add_comment(Collection::Domains, "example.com", "#phishing kit").await.unwrap();
+    let created = client
+        .add_comment(Collection::Domains, "example.com", "#phishing kit")
+        .await
+        .unwrap();
     assert_eq!(created["data"]["id"], "d-example.com-1");
-    let err = client.add_vote(Collection::Domains, "example.com", "malicious").await.unwrap_err();
+    let err = client
+        .add_vote(Collection::Domains, "example.com", "malicious")
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::AlreadyExists { .. }), "{err:?}");
-    let bad = client.add_vote(Collection::Domains, "example.com", "evil").await.unwrap_err();
+    let bad = client
+        .add_vote(Collection::Domains, "example.com", "evil")
+        .await
+        .unwrap_err();
     assert!(matches!(bad, Error::Invalid(_)), "{bad:?}");
 
     let seen = fake.seen();
@@ -591,9 +830,15 @@ async fn comments_and_votes_follow_the_v3_shapes() {
     assert_eq!(seen[0].path, "/api/v3/domains/google.com/comments");
     assert_eq!(seen[0].query.as_deref(), Some("limit=10&cursor=abc%3D"));
     let comment: serde_json::Value = serde_json::from_slice(&seen[1].body).unwrap();
-    assert_eq!(comment, serde_json::json!({"data": {"type": "comment", "attributes": {"text": "#phishing kit"}}}));
+    assert_eq!(
+        comment,
+        serde_json::json!({"data": {"type": "comment", "attributes": {"text": "#phishing kit"}}})
+    );
     let vote: serde_json::Value = serde_json::from_slice(&seen[2].body).unwrap();
-    assert_eq!(vote, serde_json::json!({"data": {"type": "vote", "attributes": {"verdict": "malicious"}}}));
+    assert_eq!(
+        vote,
+        serde_json::json!({"data": {"type": "vote", "attributes": {"verdict": "malicious"}}})
+    );
 }
 
 #[tokio::test]
@@ -607,14 +852,26 @@ async fn relationships_and_network_locations_use_their_paths() {
     })
     .await;
     let (client, _) = client(&fake);
-    let page = client.get_relationship(Collection::Files, SHA256, "contacted_domains", 5, None).await.unwrap();
+    let page = client
+        .get_relationship(Collection::Files, SHA256, "contacted_domains", 5, None)
+        .await
+        .unwrap();
     assert!(page.cursor.is_some());
-    let location = client.get_url_network_location("aHR0cDovL2V4YW1wbGUuY29tLw").await.unwrap();
+    let location = client
+        .get_url_network_location("aHR0cDovL2V4YW1wbGUuY29tLw")
+        .await
+        .unwrap();
     assert_eq!(location.id, "haiku-os.org");
     let seen = fake.seen();
-    assert_eq!(seen[0].path, format!("/api/v3/files/{SHA256}/contacted_domains"));
+    assert_eq!(
+        seen[0].path,
+        format!("/api/v3/files/{SHA256}/contacted_domains")
+    );
     assert_eq!(seen[0].query.as_deref(), Some("limit=5"));
-    assert_eq!(seen[1].path, "/api/v3/urls/aHR0cDovL2V4YW1wbGUuY29tLw/network_location");
+    assert_eq!(
+        seen[1].path,
+        "/api/v3/urls/aHR0cDovL2V4YW1wbGUuY29tLw/network_location"
+    );
 }
 
 #[tokio::test]
@@ -628,7 +885,10 @@ async fn downloads_stream_to_disk_without_sending_the_key_to_storage() {
     let n = client.download_file(SHA256, &dest).await.unwrap();
     assert_eq!(n, 100_000);
     assert_eq!(std::fs::read(&dest).unwrap(), vec![7u8; 100_000]);
-    assert_eq!(api.seen()[0].path, format!("/api/v3/files/{SHA256}/download_url"));
+    assert_eq!(
+        api.seen()[0].path,
+        format!("/api/v3/files/{SHA256}/download_url")
+    );
     assert_eq!(storage.seen()[0].api_key(), None);
     assert_eq!(gate.acquired.load(Ordering::SeqCst), 1);
 }
@@ -637,28 +897,50 @@ async fn downloads_stream_to_disk_without_sending_the_key_to_storage() {
 async fn redirects_never_carry_the_key_to_another_host() {
     let elsewhere = Fake::start(|_, _| json(200, fixture("file-elf-clean.malwaredb.json"))).await;
     let target = format!("{}/steal", elsewhere.origin);
-    let api = Fake::start(move |_, _| (StatusCode::FOUND, vec![("location", target.clone())], Vec::new())).await;
+    let api = Fake::start(move |_, _| {
+        (
+            StatusCode::FOUND,
+            vec![("location", target.clone())],
+            Vec::new(),
+        )
+    })
+    .await;
     let (client, _) = client(&api);
     let err = client.get_file(SHA256).await.unwrap_err();
-    assert!(matches!(err, Error::Permanent { status: 302, .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::Permanent { status: 302, .. }),
+        "{err:?}"
+    );
     assert_eq!(elsewhere.count(), 0);
 }
 
 #[tokio::test]
 async fn no_error_ever_shows_the_api_key() {
-    let echo = format!(r#"{{"error":{{"code":"WrongCredentialsError","message":"Wrong API key {KEY}"}}}}"#);
+    let echo = format!(
+        r#"{{"error":{{"code":"WrongCredentialsError","message":"Wrong API key {KEY}"}}}}"#
+    );
     let fake = Fake::start(move |seen, _| match seen.path.rsplit('/').next().unwrap() {
         "auth.example" => json(401, echo.clone()),
         "missing.example" => json(404, fixture("error-notfound-url.docs-example.json")),
         "busy.example" => json(503, format!("<html>upstream said {KEY}</html>")),
         "quota.example" => json(429, ""),
-        "bad.example" => json(400, format!(r#"{{"error":{{"code":"BadRequestError","message":"{KEY}"}}}}"#)),
+        "bad.example" => json(
+            400,
+            format!(r#"{{"error":{{"code":"BadRequestError","message":"{KEY}"}}}}"#),
+        ),
         _ => json(200, "{\"data\": {"),
     })
     .await;
     let (client, _) = client(&fake);
     let mut errors = Vec::new();
-    for domain in ["auth.example", "missing.example", "busy.example", "quota.example", "bad.example", "cut.example"] {
+    for domain in [
+        "auth.example",
+        "missing.example",
+        "busy.example",
+        "quota.example",
+        "bad.example",
+        "cut.example",
+    ] {
         errors.push(client.get_domain(domain).await.unwrap_err());
     }
     // Nothing listens on a port just released: a connection error.
@@ -675,10 +957,22 @@ async fn no_error_ever_shows_the_api_key() {
     .unwrap()
     .with_retry(fast_retries());
     errors.push(unreachable.get_domain("example.com").await.unwrap_err());
-    errors.push(Client::new("not a url", ApiKey::new(KEY), Arc::new(CountingGate::default()), Duration::from_secs(1)).unwrap_err());
+    errors.push(
+        Client::new(
+            "not a url",
+            ApiKey::new(KEY),
+            Arc::new(CountingGate::default()),
+            Duration::from_secs(1),
+        )
+        .unwrap_err(),
+    );
 
     assert!(errors[0].is_auth());
-    assert!(matches!(errors[6], Error::Transient { status: None, .. }), "{:?}", errors[6]);
+    assert!(
+        matches!(errors[6], Error::Transient { status: None, .. }),
+        "{:?}",
+        errors[6]
+    );
     for err in &errors {
         let shown = format!("{err} / {err:?}");
         assert!(!shown.contains(KEY), "the key leaked: {shown}");

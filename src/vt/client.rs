@@ -88,7 +88,10 @@ pub(crate) struct Failure {
 
 impl From<Error> for Failure {
     fn from(error: Error) -> Failure {
-        Failure { error, nothing_sent: false }
+        Failure {
+            error,
+            nothing_sent: false,
+        }
     }
 }
 
@@ -140,22 +143,34 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client for the API at `base_url` (e.g. `https://www.virustotal.com/api/v3`, or the
     /// simulator's address), with `timeout` per API request.
-    pub fn new(base_url: &str, key: ApiKey, gate: Arc<dyn Gate>, timeout: Duration) -> Result<Client, Error> {
-        let mut base = Url::parse(base_url)
-            .map_err(|e| Error::Invalid(format!("the API base URL {base_url:?} is not a URL: {e}")))?;
+    pub fn new(
+        base_url: &str,
+        key: ApiKey,
+        gate: Arc<dyn Gate>,
+        timeout: Duration,
+    ) -> Result<Client, Error> {
+        let mut base = Url::parse(base_url).map_err(|e| {
+            Error::Invalid(format!("the API base URL {base_url:?} is not a URL: {e}"))
+        })?;
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
-            return Err(Error::Invalid(format!("the API base URL {base_url:?} is not an http(s) URL")));
+            return Err(Error::Invalid(format!(
+                "the API base URL {base_url:?} is not an http(s) URL"
+            )));
         }
         base.set_query(None);
         base.set_fragment(None);
-        let mut key_header = HeaderValue::from_str(key.expose())
-            .map_err(|_| Error::Invalid("the API key contains characters no HTTP header may carry".into()))?;
+        let mut key_header = HeaderValue::from_str(key.expose()).map_err(|_| {
+            Error::Invalid("the API key contains characters no HTTP header may carry".into())
+        })?;
         key_header.set_sensitive(true);
 
         let api_origin = base.origin();
         let redirects = reqwest::redirect::Policy::custom(move |attempt| {
             // reqwest strips `Authorization` on a cross-host redirect but not `x-apikey`.
-            let keyed = attempt.previous().first().is_some_and(|u| u.origin() == api_origin);
+            let keyed = attempt
+                .previous()
+                .first()
+                .is_some_and(|u| u.origin() == api_origin);
             if attempt.previous().len() >= 10 {
                 attempt.error("too many redirects")
             } else if keyed && attempt.url().origin() != api_origin {
@@ -198,7 +213,8 @@ impl Client {
     /// `GET /{collection}/{id}`.
     pub async fn get_object(&self, c: Collection, id: &str) -> Result<Object, Error> {
         let url = self.endpoint(&[c.as_str(), id])?;
-        self.api(Method::GET, url, Effect::Idempotent, |r| r, Object::parse).await
+        self.api(Method::GET, url, Effect::Idempotent, |r| r, Object::parse)
+            .await
     }
 
     /// `GET /files/{hash}` for an MD5, SHA-1 or SHA-256; the reply's id is the SHA-256.
@@ -227,10 +243,20 @@ impl Client {
     /// `POST /files`; larger ones to a fresh upload URL. Files larger than `max_size` are
     /// refused locally with [`Error::TooLarge`]. Never repeated once the server may have
     /// received it.
-    pub async fn upload_file(&self, path: &Path, max_size: u64) -> Result<super::AnalysisRef, Error> {
-        let size = tokio::fs::metadata(path).await.map_err(|e| io_error(path, e))?.len();
+    pub async fn upload_file(
+        &self,
+        path: &Path,
+        max_size: u64,
+    ) -> Result<super::AnalysisRef, Error> {
+        let size = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| io_error(path, e))?
+            .len();
         if size > max_size {
-            return Err(Error::TooLarge { size: Some(size), limit: Some(max_size) });
+            return Err(Error::TooLarge {
+                size: Some(size),
+                limit: Some(max_size),
+            });
         }
         if size <= self.direct_upload_limit {
             let url = self.endpoint(&["files"])?;
@@ -244,12 +270,23 @@ impl Client {
     /// `GET /files/upload_url`: a single-use absolute URL for files over 32 MB.
     pub async fn get_upload_url(&self) -> Result<String, Error> {
         let url = self.endpoint(&["files", "upload_url"])?;
-        self.api(Method::GET, url, Effect::Idempotent, |r| r, parse_data_string).await
+        self.api(
+            Method::GET,
+            url,
+            Effect::Idempotent,
+            |r| r,
+            parse_data_string,
+        )
+        .await
     }
 
     /// Uploads a file to an upload URL from [`Client::get_upload_url`]. Not gated: VirusTotal
     /// does not count it as an API request.
-    pub async fn upload_file_to(&self, upload_url: &str, path: &Path) -> Result<AnalysisRef, Error> {
+    pub async fn upload_file_to(
+        &self,
+        upload_url: &str,
+        path: &Path,
+    ) -> Result<AnalysisRef, Error> {
         let url = Url::parse(upload_url)
             .map_err(|e| Error::Invalid(format!("the upload URL is not a URL: {e}")))?;
         self.upload(url, false, path).await
@@ -258,47 +295,102 @@ impl Client {
     /// `POST /{collection}/{id}/analyse`: asks for a fresh analysis of a known item.
     pub async fn analyse(&self, c: Collection, id: &str) -> Result<AnalysisRef, Error> {
         let url = self.endpoint(&[c.as_str(), id, "analyse"])?;
-        self.api(Method::POST, url, Effect::Creates, |r| r, AnalysisRef::parse).await
+        self.api(
+            Method::POST,
+            url,
+            Effect::Creates,
+            |r| r,
+            AnalysisRef::parse,
+        )
+        .await
     }
 
     /// `POST /urls` with the form field `url`: submits a URL for analysis.
     pub async fn submit_url(&self, url: &str) -> Result<AnalysisRef, Error> {
         let endpoint = self.endpoint(&["urls"])?;
-        self.api(Method::POST, endpoint, Effect::Creates, |r| r.form(&[("url", url)]), AnalysisRef::parse).await
+        self.api(
+            Method::POST,
+            endpoint,
+            Effect::Creates,
+            |r| r.form(&[("url", url)]),
+            AnalysisRef::parse,
+        )
+        .await
     }
 
     /// `GET /analyses/{id}` (the opaque id is escaped in the path). Each poll costs quota.
     pub async fn get_analysis(&self, id: &str) -> Result<Analysis, Error> {
         let url = self.endpoint(&["analyses", id])?;
-        self.api(Method::GET, url, Effect::Idempotent, |r| r, Analysis::parse).await
+        self.api(Method::GET, url, Effect::Idempotent, |r| r, Analysis::parse)
+            .await
     }
 
     /// `GET /{collection}/{id}/comments`, one page.
-    pub async fn get_comments(&self, c: Collection, id: &str, limit: u32, cursor: Option<&str>) -> Result<Page, Error> {
-        self.get_relationship(c, id, "comments", limit, cursor).await
+    pub async fn get_comments(
+        &self,
+        c: Collection,
+        id: &str,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page, Error> {
+        self.get_relationship(c, id, "comments", limit, cursor)
+            .await
     }
 
     /// `POST /{collection}/{id}/comments`: the created comment as VirusTotal returns it.
-    pub async fn add_comment(&self, c: Collection, id: &str, text: &str) -> Result<serde_json::Value, Error> {
+    pub async fn add_comment(
+        &self,
+        c: Collection,
+        id: &str,
+        text: &str,
+    ) -> Result<serde_json::Value, Error> {
         let body = serde_json::json!({"data": {"type": "comment", "attributes": {"text": text}}});
         let url = self.endpoint(&[c.as_str(), id, "comments"])?;
-        self.api(Method::POST, url, Effect::Creates, |r| r.json(&body), parse_value).await
+        self.api(
+            Method::POST,
+            url,
+            Effect::Creates,
+            |r| r.json(&body),
+            parse_value,
+        )
+        .await
     }
 
     /// `GET /{collection}/{id}/votes`, one page.
-    pub async fn get_votes(&self, c: Collection, id: &str, limit: u32, cursor: Option<&str>) -> Result<Page, Error> {
+    pub async fn get_votes(
+        &self,
+        c: Collection,
+        id: &str,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page, Error> {
         self.get_relationship(c, id, "votes", limit, cursor).await
     }
 
     /// `POST /{collection}/{id}/votes` with `verdict` `harmless` or `malicious` (checked here,
     /// before any quota is spent). A second vote is [`Error::AlreadyExists`].
-    pub async fn add_vote(&self, c: Collection, id: &str, verdict: &str) -> Result<serde_json::Value, Error> {
+    pub async fn add_vote(
+        &self,
+        c: Collection,
+        id: &str,
+        verdict: &str,
+    ) -> Result<serde_json::Value, Error> {
         if !matches!(verdict, "harmless" | "malicious") {
-            return Err(Error::Invalid(format!("a vote is harmless or malicious, not {verdict:?}")));
+            return Err(Error::Invalid(format!(
+                "a vote is harmless or malicious, not {verdict:?}"
+            )));
         }
-        let body = serde_json::json!({"data": {"type": "vote", "attributes": {"verdict": verdict}}});
+        let body =
+            serde_json::json!({"data": {"type": "vote", "attributes": {"verdict": verdict}}});
         let url = self.endpoint(&[c.as_str(), id, "votes"])?;
-        self.api(Method::POST, url, Effect::Creates, |r| r.json(&body), parse_value).await
+        self.api(
+            Method::POST,
+            url,
+            Effect::Creates,
+            |r| r.json(&body),
+            parse_value,
+        )
+        .await
     }
 
     /// `GET /{collection}/{id}/{relationship}`, one page of `limit` items from `cursor`.
@@ -318,19 +410,28 @@ impl Client {
                 query.append_pair("cursor", cursor);
             }
         }
-        self.api(Method::GET, url, Effect::Idempotent, |r| r, Page::parse).await
+        self.api(Method::GET, url, Effect::Idempotent, |r| r, Page::parse)
+            .await
     }
 
     /// `GET /urls/{id}/network_location`: the domain or IP address object the URL points to.
     pub async fn get_url_network_location(&self, url_id: &str) -> Result<Object, Error> {
         let url = self.endpoint(&["urls", url_id, "network_location"])?;
-        self.api(Method::GET, url, Effect::Idempotent, |r| r, Object::parse).await
+        self.api(Method::GET, url, Effect::Idempotent, |r| r, Object::parse)
+            .await
     }
 
     /// `GET /files/{hash}/download_url`: a signed, short-lived URL (premium keys only).
     pub async fn get_download_url(&self, hash: &str) -> Result<String, Error> {
         let url = self.endpoint(&["files", hash, "download_url"])?;
-        self.api(Method::GET, url, Effect::Idempotent, |r| r, parse_data_string).await
+        self.api(
+            Method::GET,
+            url,
+            Effect::Idempotent,
+            |r| r,
+            parse_data_string,
+        )
+        .await
     }
 
     /// Downloads a file to `dest`, streaming, and returns the bytes written. The data goes to
@@ -338,7 +439,8 @@ impl Client {
     /// leaves a truncated sample at `dest`.
     pub async fn download_file(&self, hash: &str, dest: &Path) -> Result<u64, Error> {
         let signed = self.get_download_url(hash).await?;
-        let url = Url::parse(&signed).map_err(|e| Error::Invalid(format!("the download URL is not a URL: {e}")))?;
+        let url = Url::parse(&signed)
+            .map_err(|e| Error::Invalid(format!("the download URL is not a URL: {e}")))?;
         let part = {
             let mut name = dest.as_os_str().to_owned();
             name.push(".part");
@@ -348,7 +450,9 @@ impl Client {
         let written = self.retrying(Effect::Idempotent, attempt).await;
         match written {
             Ok(n) => {
-                tokio::fs::rename(&part, dest).await.map_err(|e| io_error(dest, e))?;
+                tokio::fs::rename(&part, dest)
+                    .await
+                    .map_err(|e| io_error(dest, e))?;
                 Ok(n)
             }
             Err(e) => {
@@ -363,13 +467,18 @@ impl Client {
     async fn download_once(&self, url: Url, part: &Path) -> Result<u64, Failure> {
         let label = format!("GET {}", url.host_str().unwrap_or("download URL"));
         let request = self.request(Method::GET, url);
-        let mut response = request.send().await.map_err(|e| self.transport_failure(&label, e))?;
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| self.transport_failure(&label, e))?;
         let status = response.status();
         if !status.is_success() {
             let body = response.bytes().await.unwrap_or_default();
             return Err(self.status_failure(status, &body).into());
         }
-        let mut file = tokio::fs::File::create(part).await.map_err(|e| io_error(part, e))?;
+        let mut file = tokio::fs::File::create(part)
+            .await
+            .map_err(|e| io_error(part, e))?;
         let mut written = 0u64;
         loop {
             let chunk = tokio::time::timeout(self.timeout, response.chunk())
@@ -380,7 +489,9 @@ impl Client {
                 })?
                 .map_err(|e| self.transport_failure(&label, e))?;
             let Some(chunk) = chunk else { break };
-            file.write_all(&chunk).await.map_err(|e| io_error(part, e))?;
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| io_error(part, e))?;
             written += chunk.len() as u64;
         }
         file.flush().await.map_err(|e| io_error(part, e))?;
@@ -400,18 +511,27 @@ impl Client {
                     self.gate.acquire().await.map_err(Error::from)?;
                 }
                 // Opened per attempt: a retried attempt (nothing was sent) needs a fresh stream.
-                let file = tokio::fs::File::open(path).await.map_err(|e| io_error(path, e))?;
+                let file = tokio::fs::File::open(path)
+                    .await
+                    .map_err(|e| io_error(path, e))?;
                 let size = file.metadata().await.map_err(|e| io_error(path, e))?.len();
                 // `take` pins the length announced in the multipart framing, even if the file
                 // grows while it streams.
-                let stream = tokio_util::io::ReaderStream::new(tokio::io::AsyncReadExt::take(file, size));
-                let part = reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), size)
-                    .file_name(file_name)
-                    .mime_str("application/octet-stream")
-                    .map_err(|e| Error::Invalid(chain(&e)))?;
+                let stream =
+                    tokio_util::io::ReaderStream::new(tokio::io::AsyncReadExt::take(file, size));
+                let part = reqwest::multipart::Part::stream_with_length(
+                    reqwest::Body::wrap_stream(stream),
+                    size,
+                )
+                .file_name(file_name)
+                .mime_str("application/octet-stream")
+                .map_err(|e| Error::Invalid(chain(&e)))?;
                 let form = reqwest::multipart::Form::new().part("file", part);
                 let timeout = self.timeout + Duration::from_secs(size / UPLOAD_BYTES_PER_SEC);
-                let request = self.request(Method::POST, url).multipart(form).timeout(timeout);
+                let request = self
+                    .request(Method::POST, url)
+                    .multipart(form)
+                    .timeout(timeout);
                 let body = self.exchange(&label, request).await?;
                 AnalysisRef::parse(&body).map_err(|e| Failure::from(with_status(e, 200)))
             }
@@ -431,7 +551,10 @@ impl Client {
         let label = format!("{method} {}", url.path());
         let (label, parse) = (&label, &parse);
         let attempt = || {
-            let request = build(self.request(method.clone(), url.clone()).timeout(self.timeout));
+            let request = build(
+                self.request(method.clone(), url.clone())
+                    .timeout(self.timeout),
+            );
             async move {
                 self.gate.acquire().await.map_err(Error::from)?;
                 let body = self.exchange(label, request).await?;
@@ -458,10 +581,16 @@ impl Client {
 
     /// Sends a request and returns the body of a 2xx reply; anything else becomes a failure.
     async fn exchange(&self, label: &str, request: RequestBuilder) -> Result<Bytes, Failure> {
-        let response = request.send().await.map_err(|e| self.transport_failure(label, e))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.transport_failure(label, e))?;
         let status = response.status();
         if status.is_success() {
-            response.bytes().await.map_err(|e| self.transport_failure(label, e))
+            response
+                .bytes()
+                .await
+                .map_err(|e| self.transport_failure(label, e))
         } else {
             // The body only helps to classify: one that cannot be read (a 429 mislabelled as
             // gzip, a connection cut) is classified on the status alone.
@@ -493,14 +622,26 @@ impl Client {
         } else {
             "connection failed"
         };
-        let detail = super::error::scrub(format!("{label}: {what}: {}", chain(&e.without_url())), Some(self.key.expose()));
-        Failure { error: Error::Transient { status: None, detail }, nothing_sent }
+        let detail = super::error::scrub(
+            format!("{label}: {what}: {}", chain(&e.without_url())),
+            Some(self.key.expose()),
+        );
+        Failure {
+            error: Error::Transient {
+                status: None,
+                detail,
+            },
+            nothing_sent,
+        }
     }
 
     /// A request with the key attached only if it goes to the API's own origin.
     fn request(&self, method: Method, url: Url) -> RequestBuilder {
         let keyed = url.origin() == self.api_origin();
-        let mut request = self.http.request(method, url).header(ACCEPT, "application/json");
+        let mut request = self
+            .http
+            .request(method, url)
+            .header(ACCEPT, "application/json");
         if keyed {
             request = request.header("x-apikey", self.key_header.clone());
         }
@@ -513,7 +654,10 @@ impl Client {
 
     /// The base URL with path segments appended, each escaped.
     fn endpoint(&self, segments: &[&str]) -> Result<Url, Error> {
-        if let Some(bad) = segments.iter().find(|s| matches!(s.trim(), "" | "." | "..")) {
+        if let Some(bad) = segments
+            .iter()
+            .find(|s| matches!(s.trim(), "" | "." | ".."))
+        {
             return Err(Error::Invalid(format!("{bad:?} is not a VirusTotal id")));
         }
         let mut url = self.base.clone();
@@ -536,7 +680,13 @@ fn parse_value(body: &[u8]) -> Result<serde_json::Value, Error> {
 /// Fills in the HTTP status of a parse error on a 2xx reply.
 fn with_status(e: Error, status: u16) -> Error {
     match e {
-        Error::Transient { status: None, detail } => Error::Transient { status: Some(status), detail },
+        Error::Transient {
+            status: None,
+            detail,
+        } => Error::Transient {
+            status: Some(status),
+            detail,
+        },
         other => other,
     }
 }
@@ -550,13 +700,22 @@ fn upload_file_name(path: &Path) -> String {
         .map(|n| n.to_string_lossy())
         .unwrap_or_default()
         .chars()
-        .map(|c| if c.is_control() || c == '"' || c == '\\' { '_' } else { c })
+        .map(|c| {
+            if c.is_control() || c == '"' || c == '\\' {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
     if name.is_empty() { "file".into() } else { name }
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> Error {
-    Error::Io { path: path.to_path_buf(), source }
+    Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// An error and its causes on one line: reqwest's own message ("error sending request") says
@@ -580,36 +739,62 @@ mod tests {
     use super::*;
 
     fn failure(error: Error, nothing_sent: bool) -> Failure {
-        Failure { error, nothing_sent }
+        Failure {
+            error,
+            nothing_sent,
+        }
     }
 
     fn transient() -> Error {
-        Error::Transient { status: Some(503), detail: String::new() }
+        Error::Transient {
+            status: Some(503),
+            detail: String::new(),
+        }
     }
 
     #[test]
     fn reads_are_retried_on_transient_errors() {
-        assert!(should_retry(Effect::Idempotent, &failure(transient(), false)));
+        assert!(should_retry(
+            Effect::Idempotent,
+            &failure(transient(), false)
+        ));
     }
 
     #[test]
     fn creations_are_not_retried_once_the_request_may_have_arrived() {
         assert!(!should_retry(Effect::Creates, &failure(transient(), false)));
-        let timeout = Error::Transient { status: None, detail: "timed out".into() };
+        let timeout = Error::Transient {
+            status: None,
+            detail: "timed out".into(),
+        };
         assert!(!should_retry(Effect::Creates, &failure(timeout, false)));
     }
 
     #[test]
     fn creations_are_retried_when_nothing_was_sent_or_on_quota() {
-        let refused = Error::Transient { status: None, detail: "cannot connect".into() };
+        let refused = Error::Transient {
+            status: None,
+            detail: "cannot connect".into(),
+        };
         assert!(should_retry(Effect::Creates, &failure(refused, true)));
-        assert!(should_retry(Effect::Creates, &failure(Error::Quota { code: String::new() }, false)));
+        assert!(should_retry(
+            Effect::Creates,
+            &failure(
+                Error::Quota {
+                    code: String::new()
+                },
+                false
+            )
+        ));
     }
 
     #[test]
     fn auth_and_permanent_errors_are_never_retried() {
         for effect in [Effect::Idempotent, Effect::Creates] {
-            let auth = Error::Auth { code: "WrongCredentialsError".into(), message: String::new() };
+            let auth = Error::Auth {
+                code: "WrongCredentialsError".into(),
+                message: String::new(),
+            };
             assert!(!should_retry(effect, &failure(auth, true)));
             assert!(!should_retry(effect, &failure(Error::NotFound, false)));
             let denied = Error::Denied(crate::quota::Denied::ShuttingDown);
@@ -619,7 +804,10 @@ mod tests {
 
     #[test]
     fn upload_names_are_plain_and_quotable() {
-        assert_eq!(upload_file_name(Path::new("/tmp/a \"b\"\n.exe")), "a _b__.exe");
+        assert_eq!(
+            upload_file_name(Path::new("/tmp/a \"b\"\n.exe")),
+            "a _b__.exe"
+        );
         assert_eq!(upload_file_name(Path::new("/")), "file");
     }
 }

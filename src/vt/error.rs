@@ -50,7 +50,10 @@ pub enum Error {
 
     /// HTTP 429 (`QuotaExceededError`, `TooManyRequestsError`): over the key's quota. The
     /// client has already paused the gate; retry after the window.
-    #[error("VirusTotal says the API quota is exceeded ({}); requests for this key are paused", or_unknown(code))]
+    #[error(
+        "VirusTotal says the API quota is exceeded ({}); requests for this key are paused",
+        or_unknown(code)
+    )]
     Quota {
         /// VirusTotal's `error.code` (empty if the body was not JSON).
         code: String,
@@ -67,7 +70,10 @@ pub enum Error {
     },
 
     /// Any other 4xx: permanent for that item (bad request, invalid argument ...).
-    #[error("VirusTotal refused the request (HTTP {status} {}): {message}", or_unknown(code))]
+    #[error(
+        "VirusTotal refused the request (HTTP {status} {}): {message}",
+        or_unknown(code)
+    )]
     Permanent {
         /// The HTTP status.
         status: u16,
@@ -130,7 +136,10 @@ impl Error {
     /// misbehaving server or proxy could echo the key back).
     pub(crate) fn from_response_scrubbed(status: u16, body: &[u8], secret: Option<&str>) -> Error {
         let (code, message) = error_fields(body);
-        let message = scrub(message.unwrap_or_else(|| summarise_body(status, body)), secret);
+        let message = scrub(
+            message.unwrap_or_else(|| summarise_body(status, body)),
+            secret,
+        );
         let code = scrub(code.unwrap_or_default(), secret);
         match (status, code.as_str()) {
             (_, "AuthenticationRequiredError" | "WrongCredentialsError" | "UserNotActiveError")
@@ -139,15 +148,29 @@ impl Error {
             (404, _) | (_, "NotFoundError") => Error::NotFound,
             (409, _) | (_, "AlreadyExistsError") => Error::AlreadyExists { message },
             (403, _) | (_, "ForbiddenError") => Error::Forbidden { code, message },
-            (413, _) => Error::TooLarge { size: None, limit: None },
+            (413, _) => Error::TooLarge {
+                size: None,
+                limit: None,
+            },
             (400, "NotAvailableYet")
             | (424, _)
             | (500..=599, _)
             | (_, "TransientError" | "DeadlineExceededError" | "FailedDependencyError") => {
-                let detail = if code.is_empty() { message } else { format!("{code}: {message}") };
-                Error::Transient { status: Some(status), detail }
+                let detail = if code.is_empty() {
+                    message
+                } else {
+                    format!("{code}: {message}")
+                };
+                Error::Transient {
+                    status: Some(status),
+                    detail,
+                }
             }
-            _ => Error::Permanent { status, code, message },
+            _ => Error::Permanent {
+                status,
+                code,
+                message,
+            },
         }
     }
 }
@@ -197,7 +220,11 @@ fn too_large_message(size: Option<u64>, limit: Option<u64>) -> String {
 }
 
 fn or_unknown(code: &str) -> &str {
-    if code.is_empty() { "no error code" } else { code }
+    if code.is_empty() {
+        "no error code"
+    } else {
+        code
+    }
 }
 
 fn status_suffix(status: Option<u16>) -> String {
@@ -211,19 +238,31 @@ mod tests {
     #[test]
     fn status_decides_when_the_body_is_html() {
         let html = b"<html><body>413 Request Entity Too Large</body></html>";
-        assert!(matches!(Error::from_response(413, html), Error::TooLarge { size: None, .. }));
+        assert!(matches!(
+            Error::from_response(413, html),
+            Error::TooLarge { size: None, .. }
+        ));
         assert!(matches!(
             Error::from_response(502, b"<html>bad gateway</html>"),
-            Error::Transient { status: Some(502), .. }
+            Error::Transient {
+                status: Some(502),
+                ..
+            }
         ));
         assert!(matches!(Error::from_response(401, b""), Error::Auth { .. }));
-        assert!(matches!(Error::from_response(429, b"{\"error\": {\"co"), Error::Quota { .. }));
+        assert!(matches!(
+            Error::from_response(429, b"{\"error\": {\"co"),
+            Error::Quota { .. }
+        ));
     }
 
     #[test]
     fn code_decides_over_message_text() {
         let body = br#"{"error":{"code":"NotAvailableYet","message":"not found"}}"#;
-        assert!(matches!(Error::from_response(400, body), Error::Transient { .. }));
+        assert!(matches!(
+            Error::from_response(400, body),
+            Error::Transient { .. }
+        ));
         let body = br#"{"error":{"code":"InvalidArgumentError","message":"try again later"}}"#;
         match Error::from_response(400, body) {
             Error::Permanent { status, code, .. } => {
@@ -237,13 +276,17 @@ mod tests {
     #[test]
     fn failed_dependency_and_gateway_timeouts_are_transient() {
         for status in [424, 500, 503, 504] {
-            assert!(Error::from_response(status, b"").is_retryable(), "status {status}");
+            assert!(
+                Error::from_response(status, b"").is_retryable(),
+                "status {status}"
+            );
         }
     }
 
     #[test]
     fn a_secret_echoed_by_the_server_is_scrubbed() {
-        let body = br#"{"error":{"code":"WrongCredentialsError","message":"key sekrit123 is wrong"}}"#;
+        let body =
+            br#"{"error":{"code":"WrongCredentialsError","message":"key sekrit123 is wrong"}}"#;
         let err = Error::from_response_scrubbed(401, body, Some("sekrit123"));
         assert!(err.is_auth());
         assert!(!err.to_string().contains("sekrit123"));
@@ -252,7 +295,13 @@ mod tests {
 
     #[test]
     fn local_refusal_names_size_and_limit() {
-        let err = Error::TooLarge { size: Some(700), limit: Some(650) };
-        assert_eq!(err.to_string(), "the file is too large to upload: 700 bytes, the limit is 650 bytes");
+        let err = Error::TooLarge {
+            size: Some(700),
+            limit: Some(650),
+        };
+        assert_eq!(
+            err.to_string(),
+            "the file is too large to upload: 700 bytes, the limit is 650 bytes"
+        );
     }
 }

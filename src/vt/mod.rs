@@ -87,7 +87,10 @@ mod tests {
     #[test]
     fn url_ids_are_unpadded_base64url_of_the_url_as_given() {
         assert_eq!(url_id("http://example.com/"), "aHR0cDovL2V4YW1wbGUuY29tLw");
-        assert_eq!(url_id("http://www.google.com"), "aHR0cDovL3d3dy5nb29nbGUuY29t");
+        assert_eq!(
+            url_id("http://www.google.com"),
+            "aHR0cDovL3d3dy5nb29nbGUuY29t"
+        );
         // `?` and `>` encode to the characters that differ between base64 and base64url.
         assert_eq!(url_id("a?>"), "YT8-");
     }

@@ -86,8 +86,10 @@ impl Object {
     /// The SHA-256 of a file object (`attributes.sha256`, else the id of a file object).
     pub fn sha256(&self) -> Option<&str> {
         self.attr_str("sha256").or_else(|| {
-            (self.kind == "file" && self.id.len() == 64 && self.id.bytes().all(|b| b.is_ascii_hexdigit()))
-                .then_some(self.id.as_str())
+            (self.kind == "file"
+                && self.id.len() == 64
+                && self.id.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then_some(self.id.as_str())
         })
     }
 
@@ -135,10 +137,18 @@ pub struct Stats {
     #[serde(default, deserialize_with = "lenient_count")]
     pub timeout: u32,
     /// Engines that timed out for good.
-    #[serde(rename = "confirmed-timeout", default, deserialize_with = "lenient_count")]
+    #[serde(
+        rename = "confirmed-timeout",
+        default,
+        deserialize_with = "lenient_count"
+    )]
     pub confirmed_timeout: u32,
     /// Engines that cannot scan this file type.
-    #[serde(rename = "type-unsupported", default, deserialize_with = "lenient_count")]
+    #[serde(
+        rename = "type-unsupported",
+        default,
+        deserialize_with = "lenient_count"
+    )]
     pub type_unsupported: u32,
     /// Engines that failed.
     #[serde(default, deserialize_with = "lenient_count")]
@@ -238,7 +248,10 @@ impl Analysis {
             _ => None,
         };
         let meta_str = |info: &str, key: &str| {
-            raw["meta"][info][key].as_str().filter(|s| !s.is_empty()).map(str::to_owned)
+            raw["meta"][info][key]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
         };
         Ok(Analysis {
             id: lenient_id(&data["id"]).unwrap_or_default(),
@@ -295,7 +308,9 @@ pub fn parse_data_string(body: &[u8]) -> Result<String, Error> {
 
 fn cursor_from_next(next: &str) -> Option<String> {
     let url = url::Url::parse(next).ok()?;
-    url.query_pairs().find(|(k, v)| k == "cursor" && !v.is_empty()).map(|(_, v)| v.into_owned())
+    url.query_pairs()
+        .find(|(k, v)| k == "cursor" && !v.is_empty())
+        .map(|(_, v)| v.into_owned())
 }
 
 /// A 2xx body that is not JSON was cut short or mangled on the way: worth another try.
@@ -315,7 +330,10 @@ fn data_object(raw: &Value) -> Result<&Value, Error> {
 }
 
 fn unexpected(what: &str) -> Error {
-    Error::Transient { status: None, detail: format!("unexpected reply from VirusTotal: {what}") }
+    Error::Transient {
+        status: None,
+        detail: format!("unexpected reply from VirusTotal: {what}"),
+    }
 }
 
 /// An id sent as a string or, in old replies, as a number.
@@ -330,13 +348,18 @@ fn lenient_id(v: &Value) -> Option<String> {
 /// A non-negative integer sent as a number (possibly a float) or a numeric string.
 fn lenient_u64(v: &Value) -> Option<u64> {
     match v {
-        Value::Number(n) => n
-            .as_u64()
-            .or_else(|| n.as_f64().filter(|f| f.is_finite() && *f >= 0.0).map(|f| f as u64)),
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0)
+                .map(|f| f as u64)
+        }),
         Value::String(s) => {
             let s = s.trim();
             s.parse::<u64>().ok().or_else(|| {
-                s.parse::<f64>().ok().filter(|f| f.is_finite() && *f >= 0.0).map(|f| f as u64)
+                s.parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite() && *f >= 0.0)
+                    .map(|f| f as u64)
             })
         }
         _ => None,
@@ -345,14 +368,18 @@ fn lenient_u64(v: &Value) -> Option<u64> {
 
 fn lenient_count<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     let v = Value::deserialize(d)?;
-    Ok(lenient_u64(&v).map(|n| u32::try_from(n).unwrap_or(u32::MAX)).unwrap_or(0))
+    Ok(lenient_u64(&v)
+        .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+        .unwrap_or(0))
 }
 
 /// Unix seconds from an integer, a float, a numeric string, an RFC 3339 date or
 /// `YYYY-MM-DD HH:MM:SS` (taken as UTC).
 pub(crate) fn lenient_timestamp(v: &Value) -> Option<i64> {
     match v {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64)),
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64)),
         Value::String(s) => {
             let s = s.trim();
             if let Ok(n) = s.parse::<i64>() {
@@ -378,16 +405,25 @@ fn most_counted(v: &Value) -> Option<String> {
     v.as_array()?
         .iter()
         .filter_map(|entry| match entry {
-            Value::Array(pair) => Some((pair.first()?.as_str()?, lenient_u64(pair.get(1)?).unwrap_or(0))),
-            Value::Object(_) => Some((entry["value"].as_str()?, lenient_u64(&entry["count"]).unwrap_or(0))),
+            Value::Array(pair) => Some((
+                pair.first()?.as_str()?,
+                lenient_u64(pair.get(1)?).unwrap_or(0),
+            )),
+            Value::Object(_) => Some((
+                entry["value"].as_str()?,
+                lenient_u64(&entry["count"]).unwrap_or(0),
+            )),
             _ => None,
         })
         .filter(|(value, _)| !value.is_empty())
         // On equal counts keep the first listed, as VirusTotal orders them.
-        .fold(None, |best: Option<(&str, u64)>, (value, count)| match best {
-            Some((_, c)) if c >= count => best,
-            _ => Some((value, count)),
-        })
+        .fold(
+            None,
+            |best: Option<(&str, u64)>, (value, count)| match best {
+                Some((_, c)) if c >= count => best,
+                _ => Some((value, count)),
+            },
+        )
         .map(|(value, _)| value.to_owned())
 }
 
@@ -419,7 +455,11 @@ mod tests {
 
     #[test]
     fn stats_serialise_with_vt_key_names() {
-        let stats = Stats { confirmed_timeout: 1, type_unsupported: 2, ..Stats::default() };
+        let stats = Stats {
+            confirmed_timeout: 1,
+            type_unsupported: 2,
+            ..Stats::default()
+        };
         let v = serde_json::to_value(stats).unwrap();
         assert_eq!(v["confirmed-timeout"], 1);
         assert_eq!(v["type-unsupported"], 2);
@@ -430,8 +470,14 @@ mod tests {
         assert_eq!(lenient_timestamp(&json!(1570172855)), Some(1570172855));
         assert_eq!(lenient_timestamp(&json!(1570172855.7)), Some(1570172855));
         assert_eq!(lenient_timestamp(&json!("1570172855")), Some(1570172855));
-        assert_eq!(lenient_timestamp(&json!("2019-10-04T07:07:35Z")), Some(1570172855));
-        assert_eq!(lenient_timestamp(&json!("2019-10-04 07:07:35")), Some(1570172855));
+        assert_eq!(
+            lenient_timestamp(&json!("2019-10-04T07:07:35Z")),
+            Some(1570172855)
+        );
+        assert_eq!(
+            lenient_timestamp(&json!("2019-10-04 07:07:35")),
+            Some(1570172855)
+        );
         assert_eq!(lenient_timestamp(&json!("yesterday")), None);
     }
 
@@ -464,8 +510,16 @@ mod tests {
 
     #[test]
     fn truncated_or_shapeless_bodies_are_transient() {
-        for body in [&b"{\"data\": {\"id\": \"ab"[..], b"", b"[1,2]", b"{\"data\": 3}"] {
-            assert!(matches!(Object::parse(body), Err(Error::Transient { .. })), "{body:?}");
+        for body in [
+            &b"{\"data\": {\"id\": \"ab"[..],
+            b"",
+            b"[1,2]",
+            b"{\"data\": 3}",
+        ] {
+            assert!(
+                matches!(Object::parse(body), Err(Error::Transient { .. })),
+                "{body:?}"
+            );
         }
     }
 

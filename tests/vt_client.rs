@@ -290,13 +290,20 @@ struct Fake {
 impl Fake {
     /// Serves `respond(request, index of the request)` on 127.0.0.1:0 until the test ends.
     async fn start(respond: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static) -> Fake {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Fake::serve(listener, respond)
+    }
+
+    fn serve(
+        listener: tokio::net::TcpListener,
+        respond: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static,
+    ) -> Fake {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let state = FakeState {
             seen: seen.clone(),
             respond: Arc::new(respond),
         };
         let app = Router::new().fallback(handle).with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Fake {
@@ -979,4 +986,55 @@ async fn no_error_ever_shows_the_api_key() {
     }
     assert!(!format!("{client:?}").contains(KEY));
     assert!(fake.seen().iter().all(|s| s.api_key() == Some(KEY)));
+}
+
+#[tokio::test]
+async fn a_mislabelled_gzip_quota_reply_is_still_a_quota_error() {
+    // vt-go and vt-cli once failed with "gzip: invalid header" on VirusTotal's 429 replies.
+    let fake = Fake::start(|_, n| match n {
+        0 => (
+            StatusCode::TOO_MANY_REQUESTS,
+            vec![("content-encoding", "gzip".into())],
+            br#"{"error":{"code":"QuotaExceededError","message":"Quota exceeded"}}"#.to_vec(),
+        ),
+        _ => json(200, fixture("domain-haiku-os.org.malwaredb.json")),
+    })
+    .await;
+    let (client, gate) = client(&fake);
+    let o = client.get_domain("haiku-os.org").await.unwrap();
+    assert_eq!(o.id, "haiku-os.org");
+    assert_eq!(gate.paused.load(Ordering::SeqCst), 1);
+    assert_eq!(fake.count(), 2);
+}
+
+#[tokio::test]
+async fn a_submission_that_could_not_connect_is_retried() {
+    // Reserve a port, leave it closed for the first attempt, then serve on it.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let gate = Arc::new(CountingGate::default());
+    let client = Client::new(
+        &format!("http://{addr}/api/v3"),
+        ApiKey::new(KEY),
+        gate.clone(),
+        Duration::from_secs(2),
+    )
+    .unwrap()
+    .with_retry(RetryPolicy {
+        max_retries: 8,
+        min_delay: Duration::from_millis(100),
+        max_delay: Duration::from_millis(200),
+    });
+    let submission = tokio::spawn(async move { client.submit_url("http://example.com/").await });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let fake = Fake::serve(listener, |_, _| {
+        json(200, fixture("post-urls-analyse.docs-example.json"))
+    });
+    let r = submission.await.unwrap().unwrap();
+    assert!(r.id.starts_with("u-"));
+    assert_eq!(fake.count(), 1, "the URL must be submitted exactly once");
+    assert!(gate.acquired.load(Ordering::SeqCst) >= 2);
 }

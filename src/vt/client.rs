@@ -243,11 +243,7 @@ impl Client {
     /// `POST /files`; larger ones to a fresh upload URL. Files larger than `max_size` are
     /// refused locally with [`Error::TooLarge`]. Never repeated once the server may have
     /// received it.
-    pub async fn upload_file(
-        &self,
-        path: &Path,
-        max_size: u64,
-    ) -> Result<super::AnalysisRef, Error> {
+    pub async fn upload_file(&self, path: &Path, max_size: u64) -> Result<AnalysisRef, Error> {
         let size = tokio::fs::metadata(path)
             .await
             .map_err(|e| io_error(path, e))?

@@ -10,7 +10,8 @@ use reqwest::{Client, StatusCode};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use vtriage::sim::{
-    EngineStats, Faults, Known, KnownFile, KnownHost, KnownUrl, SimConfig, SimHandle, SimQuota, spawn,
+    EngineStats, Faults, Known, KnownFile, KnownHost, KnownUrl, SimConfig, SimHandle, SimQuota,
+    spawn,
 };
 
 const KEY: &str = "test-key";
@@ -41,29 +42,53 @@ impl T {
     async fn start(config: SimConfig) -> T {
         let sim = spawn(config).await.unwrap();
         let base = sim.base_url();
-        T { sim, http: Client::new(), base }
+        T {
+            sim,
+            http: Client::new(),
+            base,
+        }
     }
 
     async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let resp = self.http.get(format!("{}{path}", self.base)).header("x-apikey", KEY).send().await.unwrap();
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("x-apikey", KEY)
+            .send()
+            .await
+            .unwrap();
         let status = resp.status();
         (status, resp.json().await.unwrap())
     }
 
     async fn post_json(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        let resp =
-            self.http.post(format!("{}{path}", self.base)).header("x-apikey", KEY).json(&body).send().await.unwrap();
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("x-apikey", KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let status = resp.status();
         (status, resp.json().await.unwrap())
     }
 
     async fn upload_to(&self, url: &str, content: Vec<u8>) -> reqwest::Response {
         let form = Form::new().part("file", Part::bytes(content).file_name("sample.bin"));
-        self.http.post(url).header("x-apikey", KEY).multipart(form).send().await.unwrap()
+        self.http
+            .post(url)
+            .header("x-apikey", KEY)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
     }
 
     async fn upload(&self, content: &[u8]) -> String {
-        let resp = self.upload_to(&format!("{}/files", self.base), content.to_vec()).await;
+        let resp = self
+            .upload_to(&format!("{}/files", self.base), content.to_vec())
+            .await;
         assert_eq!(resp.status(), StatusCode::OK);
         let v: Value = resp.json().await.unwrap();
         assert_eq!(v["data"]["type"], "analysis");
@@ -92,7 +117,10 @@ impl T {
         loop {
             let (status, v) = self.get(&format!("/analyses/{escaped}")).await;
             assert_eq!(status, StatusCode::OK, "{v}");
-            let s = v["data"]["attributes"]["status"].as_str().unwrap().to_owned();
+            let s = v["data"]["attributes"]["status"]
+                .as_str()
+                .unwrap()
+                .to_owned();
             if seen.last() != Some(&s) {
                 seen.push(s.clone());
             }
@@ -107,14 +135,24 @@ impl T {
 
 #[tokio::test]
 async fn missing_and_wrong_keys_get_401_and_do_not_count() {
-    let t = T::start(SimConfig { api_keys: vec![KEY.into()], ..fast() }).await;
+    let t = T::start(SimConfig {
+        api_keys: vec![KEY.into()],
+        ..fast()
+    })
+    .await;
     let url = format!("{}/files/{}", t.base, "0".repeat(64));
     let resp = t.http.get(&url).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["code"], "AuthenticationRequiredError");
 
-    let resp = t.http.get(&url).header("x-apikey", "not-the-key").send().await.unwrap();
+    let resp = t
+        .http
+        .get(&url)
+        .header("x-apikey", "not-the-key")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["code"], "WrongCredentialsError");
@@ -158,20 +196,33 @@ async fn uploaded_eicar_is_pending_then_malicious_and_found_by_every_hash() {
     assert_eq!(attrs["names"][0], "sample.bin");
 
     let (statuses, done) = t.poll(&analysis).await;
-    assert_eq!(statuses.first().map(String::as_str), Some("queued"), "{statuses:?}");
+    assert_eq!(
+        statuses.first().map(String::as_str),
+        Some("queued"),
+        "{statuses:?}"
+    );
     assert_eq!(done["data"]["attributes"]["stats"]["malicious"], 60);
     assert_eq!(done["meta"]["file_info"]["sha256"], sha.as_str());
     assert_eq!(done["meta"]["file_info"]["size"], content.len());
 
-    let md5 = done["meta"]["file_info"]["md5"].as_str().unwrap().to_owned();
-    let sha1 = done["meta"]["file_info"]["sha1"].as_str().unwrap().to_owned();
+    let md5 = done["meta"]["file_info"]["md5"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sha1 = done["meta"]["file_info"]["sha1"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     for id in [sha.clone(), md5.to_uppercase(), sha1] {
         let (status, v) = t.get(&format!("/files/{id}")).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(v["data"]["id"], sha.as_str(), "looked up by {id}");
         let attrs = &v["data"]["attributes"];
         assert_eq!(attrs["last_analysis_stats"]["malicious"], 60);
-        assert_eq!(attrs["popular_threat_classification"]["suggested_threat_label"], "virus.eicar/test");
+        assert_eq!(
+            attrs["popular_threat_classification"]["suggested_threat_label"],
+            "virus.eicar/test"
+        );
         assert!(attrs["last_analysis_date"].is_i64());
     }
     assert_eq!(t.sim.stats().uploads[&sha], 1);
@@ -185,7 +236,13 @@ async fn uploaded_harmless_content_comes_out_clean() {
     let stats = &done["data"]["attributes"]["stats"];
     assert_eq!(stats["malicious"], 0);
     assert_eq!(stats["undetected"], 70);
-    assert_eq!(done["data"]["attributes"]["results"].as_object().unwrap().len(), 70);
+    assert_eq!(
+        done["data"]["attributes"]["results"]
+            .as_object()
+            .unwrap()
+            .len(),
+        70
+    );
 }
 
 #[tokio::test]
@@ -199,10 +256,23 @@ async fn direct_upload_over_32_mib_is_413_html() {
         Ok::<_, std::io::Error>(Bytes::from(vec![b'a'; n]))
     });
     let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
-    let form = Form::new().part("file", Part::stream_with_length(body, len).file_name("big.bin"));
-    let resp = t.http.post(format!("{}/files", t.base)).header("x-apikey", KEY).multipart(form).send().await.unwrap();
+    let form = Form::new().part(
+        "file",
+        Part::stream_with_length(body, len).file_name("big.bin"),
+    );
+    let resp = t
+        .http
+        .post(format!("{}/files", t.base))
+        .header("x-apikey", KEY)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    let ct = resp.headers()[reqwest::header::CONTENT_TYPE].to_str().unwrap().to_owned();
+    let ct = resp.headers()[reqwest::header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(ct.starts_with("text/html"), "{ct}");
     assert!(resp.text().await.unwrap().contains("413"));
     assert!(t.sim.stats().uploads.is_empty());
@@ -214,7 +284,10 @@ async fn upload_urls_are_absolute_and_work_once() {
     let (status, v) = t.get("/files/upload_url").await;
     assert_eq!(status, StatusCode::OK);
     let url = v["data"].as_str().unwrap().to_owned();
-    assert!(url.starts_with(&format!("http://{}/_upload/", t.sim.addr())), "{url}");
+    assert!(
+        url.starts_with(&format!("http://{}/_upload/", t.sim.addr())),
+        "{url}"
+    );
 
     let first = t.upload_to(&url, b"via upload url".to_vec()).await;
     assert_eq!(first.status(), StatusCode::OK);
@@ -235,8 +308,16 @@ async fn upload_urls_are_absolute_and_work_once() {
 
 #[tokio::test]
 async fn quota_refuses_the_third_request_in_a_window_without_gzip_then_recovers() {
-    let quota = SimQuota { requests: 2, window: Duration::from_millis(200), daily: None };
-    let t = T::start(SimConfig { quota: Some(quota), ..fast() }).await;
+    let quota = SimQuota {
+        requests: 2,
+        window: Duration::from_millis(200),
+        daily: None,
+    };
+    let t = T::start(SimConfig {
+        quota: Some(quota),
+        ..fast()
+    })
+    .await;
     // Ask for gzip explicitly, with decoding off, to see the encoding as sent.
     let raw = Client::builder().no_gzip().build().unwrap();
     let get = || {
@@ -266,8 +347,16 @@ async fn quota_refuses_the_third_request_in_a_window_without_gzip_then_recovers(
 
 #[tokio::test]
 async fn the_daily_cap_holds_even_when_the_window_allows_more() {
-    let quota = SimQuota { requests: 100, window: Duration::from_secs(60), daily: Some(3) };
-    let t = T::start(SimConfig { quota: Some(quota), ..fast() }).await;
+    let quota = SimQuota {
+        requests: 100,
+        window: Duration::from_secs(60),
+        daily: Some(3),
+    };
+    let t = T::start(SimConfig {
+        quota: Some(quota),
+        ..fast()
+    })
+    .await;
     for _ in 0..3 {
         assert_eq!(t.get("/files/upload_url").await.0, StatusCode::OK);
     }
@@ -282,58 +371,109 @@ fn known() -> Known {
             sha256: "52D3DF0ED60C46F336C131BF2CA454F73BAFDC4B04DFA2AEA80746F5BA9E6D1C".into(),
             md5: Some("99017f6eebbac24f351415dd410d522d".into()),
             sha1: None,
-            stats: EngineStats { malicious: 59, undetected: 13, type_unsupported: 4, failure: 1, ..Default::default() },
+            stats: EngineStats {
+                malicious: 59,
+                undetected: 13,
+                type_unsupported: 4,
+                failure: 1,
+                ..Default::default()
+            },
             label: Some("trojan.hosts2/qhost".into()),
             size: Some(4096),
             name: Some("calc.exe".into()),
         }],
         urls: vec![KnownUrl {
             url: "http://evil.example/login".into(),
-            stats: EngineStats { malicious: 7, harmless: 60, ..Default::default() },
+            stats: EngineStats {
+                malicious: 7,
+                harmless: 60,
+                ..Default::default()
+            },
             label: Some("phishing".into()),
         }],
         domains: vec![
-            KnownHost { id: "evil.example".into(), stats: Some(EngineStats { malicious: 3, harmless: 80, ..Default::default() }) },
-            KnownHost { id: "old.example".into(), stats: None },
+            KnownHost {
+                id: "evil.example".into(),
+                stats: Some(EngineStats {
+                    malicious: 3,
+                    harmless: 80,
+                    ..Default::default()
+                }),
+            },
+            KnownHost {
+                id: "old.example".into(),
+                stats: None,
+            },
         ],
-        ips: vec![KnownHost { id: "192.0.2.7".into(), stats: Some(EngineStats { undetected: 90, ..Default::default() }) }],
+        ips: vec![KnownHost {
+            id: "192.0.2.7".into(),
+            stats: Some(EngineStats {
+                undetected: 90,
+                ..Default::default()
+            }),
+        }],
     }
 }
 
 #[tokio::test]
 async fn preloaded_objects_are_served_with_their_stats() {
-    let t = T::start(SimConfig { known: known(), ..fast() }).await;
+    let t = T::start(SimConfig {
+        known: known(),
+        ..fast()
+    })
+    .await;
     let sha = "52d3df0ed60c46f336c131bf2ca454f73bafdc4b04dfa2aea80746f5ba9e6d1c";
     let (status, v) = t.get("/files/99017F6EEBBAC24F351415DD410D522D").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["data"]["id"], sha);
-    assert_eq!(v["data"]["links"]["self"], format!("{}/files/{sha}", t.base));
+    assert_eq!(
+        v["data"]["links"]["self"],
+        format!("{}/files/{sha}", t.base)
+    );
     let a = &v["data"]["attributes"];
     assert_eq!(a["last_analysis_stats"]["malicious"], 59);
     assert_eq!(a["last_analysis_stats"]["type-unsupported"], 4);
-    assert_eq!(a["popular_threat_classification"]["suggested_threat_label"], "trojan.hosts2/qhost");
+    assert_eq!(
+        a["popular_threat_classification"]["suggested_threat_label"],
+        "trojan.hosts2/qhost"
+    );
     assert_eq!(a["meaningful_name"], "calc.exe");
 
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("http://evil.example/login");
     let (status, v) = t.get(&format!("/urls/{b64}")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["data"]["type"], "url");
-    assert_eq!(v["data"]["attributes"]["last_analysis_stats"]["malicious"], 7);
+    assert_eq!(
+        v["data"]["attributes"]["last_analysis_stats"]["malicious"],
+        7
+    );
     assert_eq!(v["data"]["attributes"]["threat_names"][0], "phishing");
 
     let (status, v) = t.get("/domains/evil.example").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["data"]["type"], "domain");
-    assert_eq!(v["data"]["attributes"]["last_analysis_stats"]["malicious"], 3);
+    assert_eq!(
+        v["data"]["attributes"]["last_analysis_stats"]["malicious"],
+        3
+    );
     let (_, v) = t.get("/domains/old.example").await;
     assert!(v["data"]["attributes"].get("last_analysis_stats").is_none());
     let (status, v) = t.get("/ip_addresses/192.0.2.7").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["data"]["type"], "ip_address");
-    assert_eq!(v["data"]["attributes"]["last_analysis_stats"]["undetected"], 90);
+    assert_eq!(
+        v["data"]["attributes"]["last_analysis_stats"]["undetected"],
+        90
+    );
 
-    assert_eq!(t.get("/domains/unknown.example").await.0, StatusCode::NOT_FOUND);
-    assert_eq!(t.get("/ip_addresses/198.51.100.1").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        t.get("/domains/unknown.example").await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        t.get("/ip_addresses/198.51.100.1").await.0,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
@@ -342,10 +482,17 @@ async fn a_submitted_url_is_found_by_both_id_forms_once_analysed() {
     let url = "http://example.com";
     let analysis = t.submit_url(url).await;
     let canonical_sha = sha256(b"http://example.com/");
-    assert!(analysis.starts_with(&format!("u-{canonical_sha}-")), "{analysis}");
+    assert!(
+        analysis.starts_with(&format!("u-{canonical_sha}-")),
+        "{analysis}"
+    );
 
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(url);
-    assert_eq!(t.get(&format!("/urls/{b64}")).await.0, StatusCode::NOT_FOUND, "not before the analysis");
+    assert_eq!(
+        t.get(&format!("/urls/{b64}")).await.0,
+        StatusCode::NOT_FOUND,
+        "not before the analysis"
+    );
 
     let (_, done) = t.poll(&analysis).await;
     assert_eq!(done["meta"]["url_info"]["id"], canonical_sha.as_str());
@@ -356,7 +503,10 @@ async fn a_submitted_url_is_found_by_both_id_forms_once_analysed() {
         let (status, v) = t.get(&format!("/urls/{id}")).await;
         assert_eq!(status, StatusCode::OK, "by {id}");
         assert_eq!(v["data"]["id"], canonical_sha.as_str());
-        assert_eq!(v["data"]["attributes"]["last_analysis_stats"]["harmless"], 62);
+        assert_eq!(
+            v["data"]["attributes"]["last_analysis_stats"]["harmless"],
+            62
+        );
     }
     let (status, v) = t.get(&format!("/urls/{b64}/network_location")).await;
     assert_eq!(status, StatusCode::OK);
@@ -364,7 +514,9 @@ async fn a_submitted_url_is_found_by_both_id_forms_once_analysed() {
     assert_eq!(v["data"]["id"], "example.com");
 
     // A re-analysis of a known URL gives a new analysis id.
-    let (status, v) = t.post_json(&format!("/urls/{canonical_sha}/analyse"), Value::Null).await;
+    let (status, v) = t
+        .post_json(&format!("/urls/{canonical_sha}/analyse"), Value::Null)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_ne!(v["data"]["id"], analysis.as_str());
     assert_eq!(t.sim.stats().url_submissions[url], 1);
@@ -372,19 +524,37 @@ async fn a_submitted_url_is_found_by_both_id_forms_once_analysed() {
 
 #[tokio::test]
 async fn comments_are_stored_and_paged_newest_first() {
-    let t = T::start(SimConfig { known: known(), ..fast() }).await;
+    let t = T::start(SimConfig {
+        known: known(),
+        ..fast()
+    })
+    .await;
     for i in 0..5 {
         let body = serde_json::json!({ "data": { "type": "comment", "attributes": { "text": format!("note {i} #tag{i}") } } });
         let (status, v) = t.post_json("/domains/evil.example/comments", body).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(v["data"]["type"], "comment");
-        assert!(v["data"]["id"].as_str().unwrap().starts_with("d-evil.example-"));
+        assert!(
+            v["data"]["id"]
+                .as_str()
+                .unwrap()
+                .starts_with("d-evil.example-")
+        );
     }
     let mut texts = Vec::new();
     let mut next = format!("{}/domains/evil.example/comments?limit=2", t.base);
     let mut pages = 0;
     loop {
-        let v: Value = t.http.get(&next).header("x-apikey", KEY).send().await.unwrap().json().await.unwrap();
+        let v: Value = t
+            .http
+            .get(&next)
+            .header("x-apikey", KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         pages += 1;
         assert_eq!(v["meta"]["count"], 5);
         for c in v["data"].as_array().unwrap() {
@@ -403,8 +573,12 @@ async fn comments_are_stored_and_paged_newest_first() {
     assert_eq!(texts, expected);
 
     // Votes land in total_votes; other relationships are empty collections.
-    let vote = serde_json::json!({ "data": { "type": "vote", "attributes": { "verdict": "malicious" } } });
-    assert_eq!(t.post_json("/ip_addresses/192.0.2.7/votes", vote).await.0, StatusCode::OK);
+    let vote =
+        serde_json::json!({ "data": { "type": "vote", "attributes": { "verdict": "malicious" } } });
+    assert_eq!(
+        t.post_json("/ip_addresses/192.0.2.7/votes", vote).await.0,
+        StatusCode::OK
+    );
     let (_, v) = t.get("/ip_addresses/192.0.2.7").await;
     assert_eq!(v["data"]["attributes"]["total_votes"]["malicious"], 1);
     let (_, v) = t.get("/ip_addresses/192.0.2.7/votes").await;
@@ -412,12 +586,19 @@ async fn comments_are_stored_and_paged_newest_first() {
     let (status, v) = t.get("/domains/evil.example/subdomains?limit=5").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["data"], serde_json::json!([]));
-    assert_eq!(t.get("/domains/nowhere.example/comments").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        t.get("/domains/nowhere.example/comments").await.0,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
 async fn downloads_need_a_premium_key() {
-    let t = T::start(SimConfig { premium_keys: vec!["gold".into()], ..fast() }).await;
+    let t = T::start(SimConfig {
+        premium_keys: vec!["gold".into()],
+        ..fast()
+    })
+    .await;
     let content = b"small sample kept for download".to_vec();
     let sha = sha256(&content);
     t.upload(&content).await;
@@ -425,14 +606,35 @@ async fn downloads_need_a_premium_key() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(v["error"]["code"], "ForbiddenError");
 
-    let premium = |path: String| t.http.get(format!("{}{path}", t.base)).header("x-apikey", "gold").send();
-    let v: Value = premium(format!("/files/{sha}/download_url")).await.unwrap().json().await.unwrap();
+    let premium = |path: String| {
+        t.http
+            .get(format!("{}{path}", t.base))
+            .header("x-apikey", "gold")
+            .send()
+    };
+    let v: Value = premium(format!("/files/{sha}/download_url"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let url = v["data"].as_str().unwrap();
     let fetched = t.http.get(url).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(&fetched[..], &content[..]);
-    let direct = premium(format!("/files/{sha}/download")).await.unwrap().bytes().await.unwrap();
+    let direct = premium(format!("/files/{sha}/download"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(&direct[..], &content[..]);
-    assert_eq!(premium(format!("/files/{}/download", "e".repeat(64))).await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        premium(format!("/files/{}/download", "e".repeat(64)))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
 }
 
 /// What a client saw for one request.
@@ -449,7 +651,12 @@ enum Seen {
 #[tokio::test]
 async fn every_fault_kind_occurs_and_only_late_faults_take_effect() {
     let latency = Duration::from_millis(40);
-    let t = T::start(SimConfig { faults: Faults { rate: 1.0, latency }, seed: 7, ..fast() }).await;
+    let t = T::start(SimConfig {
+        faults: Faults { rate: 1.0, latency },
+        seed: 7,
+        ..fast()
+    })
+    .await;
     let mut seen = std::collections::BTreeMap::<Seen, u32>::new();
     let n = 90;
     for i in 0..n {
@@ -465,7 +672,10 @@ async fn every_fault_kind_occurs_and_only_late_faults_take_effect() {
             Err(_) => Seen::Dropped,
             Ok(resp) => {
                 let status = resp.status();
-                let html = resp.headers()[reqwest::header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html");
+                let html = resp.headers()[reqwest::header::CONTENT_TYPE]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("text/html");
                 let body = resp.bytes().await.unwrap();
                 let json = serde_json::from_slice::<Value>(&body);
                 match (status.as_u16(), json) {
@@ -486,7 +696,10 @@ async fn every_fault_kind_occurs_and_only_late_faults_take_effect() {
     assert_eq!(stats.faults_by_kind.values().sum::<u64>(), n);
     // Dropped and truncated replies come after the submission was taken; 5xx before it.
     let took_effect = seen[&Seen::Dropped] + seen[&Seen::Truncated] + seen[&Seen::Slow];
-    assert_eq!(stats.url_submissions.values().sum::<u64>(), u64::from(took_effect));
+    assert_eq!(
+        stats.url_submissions.values().sum::<u64>(),
+        u64::from(took_effect)
+    );
 }
 
 #[tokio::test]
@@ -494,10 +707,26 @@ async fn stats_are_served_as_json_without_a_key_and_without_counting() {
     let t = T::start(fast()).await;
     t.get("/files/upload_url").await;
     let origin = format!("http://{}", t.sim.addr());
-    let v: Value = t.http.get(format!("{origin}/_sim/stats")).send().await.unwrap().json().await.unwrap();
+    let v: Value = t
+        .http
+        .get(format!("{origin}/_sim/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["api_requests"], 1);
     assert_eq!(v["requests"]["GET /files/upload_url"], 1);
-    let again: Value = t.http.get(format!("{origin}/_sim/stats")).send().await.unwrap().json().await.unwrap();
+    let again: Value = t
+        .http
+        .get(format!("{origin}/_sim/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(again["api_requests"], 1);
     t.sim.shutdown().await;
 }

@@ -37,7 +37,11 @@ impl FromStr for SecsRange {
 }
 
 fn parse_key(s: &str) -> Result<ApiKey, String> {
-    if s.is_empty() { Err("a key cannot be empty".into()) } else { Ok(ApiKey::new(s)) }
+    if s.is_empty() {
+        Err("a key cannot be empty".into())
+    } else {
+        Ok(ApiKey::new(s))
+    }
 }
 
 /// `vtriage sim`: serve a VirusTotal v3 simulator.
@@ -101,25 +105,37 @@ impl SimArgs {
         };
         Ok(SimConfig {
             api_keys: self.keys.iter().map(|k| k.expose().to_owned()).collect(),
-            premium_keys: self.premium_keys.iter().map(|k| k.expose().to_owned()).collect(),
+            premium_keys: self
+                .premium_keys
+                .iter()
+                .map(|k| k.expose().to_owned())
+                .collect(),
             quota,
             analysis_delay: (self.analysis_secs.0, self.analysis_secs.1),
             known,
-            faults: Faults { rate: self.fault_rate, latency: secs(self.fault_latency_secs) },
+            faults: Faults {
+                rate: self.fault_rate,
+                latency: secs(self.fault_latency_secs),
+            },
             seed: self.seed,
         })
     }
 }
 
 /// Runs `vtriage sim`: prints `listening on http://ADDR/api/v3`, then serves until `shutdown`.
-pub async fn run(args: SimArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    args: SimArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let config = args.to_config()?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     println!("listening on {}/api/v3", super::http::origin(addr));
-    super::serve(listener, config, shutdown).await.context("simulator failed")?;
+    super::serve(listener, config, shutdown)
+        .await
+        .context("simulator failed")?;
     Ok(())
 }
 
@@ -137,16 +153,35 @@ mod tests {
     #[test]
     fn arguments_build_a_config_with_fractional_seconds() {
         let cli = Cli::try_parse_from([
-            "sim", "--key", "k1", "--key", "k2", "--premium-key", "p", "--quota-requests", "4",
-            "--quota-window-secs", "0.5", "--analysis-secs", "0.1,0.3", "--fault-rate", "0.25",
+            "sim",
+            "--key",
+            "k1",
+            "--key",
+            "k2",
+            "--premium-key",
+            "p",
+            "--quota-requests",
+            "4",
+            "--quota-window-secs",
+            "0.5",
+            "--analysis-secs",
+            "0.1,0.3",
+            "--fault-rate",
+            "0.25",
         ])
         .unwrap();
         let c = cli.sim.to_config().unwrap();
         assert_eq!(c.api_keys, ["k1", "k2"]);
         assert_eq!(c.premium_keys, ["p"]);
         let q = c.quota.unwrap();
-        assert_eq!((q.requests, q.window, q.daily), (4, Duration::from_millis(500), None));
-        assert_eq!(c.analysis_delay, (Duration::from_millis(100), Duration::from_millis(300)));
+        assert_eq!(
+            (q.requests, q.window, q.daily),
+            (4, Duration::from_millis(500), None)
+        );
+        assert_eq!(
+            c.analysis_delay,
+            (Duration::from_millis(100), Duration::from_millis(300))
+        );
         assert_eq!(c.faults.rate, 0.25);
         // Keys never show in debug output.
         assert!(!format!("{cli:?}").contains("k1"));
@@ -155,7 +190,10 @@ mod tests {
 
     #[test]
     fn a_single_analysis_duration_is_both_bounds_and_inverted_ranges_are_refused() {
-        assert_eq!("2".parse::<SecsRange>().unwrap(), SecsRange(Duration::from_secs(2), Duration::from_secs(2)));
+        assert_eq!(
+            "2".parse::<SecsRange>().unwrap(),
+            SecsRange(Duration::from_secs(2), Duration::from_secs(2))
+        );
         assert!("3,1".parse::<SecsRange>().is_err());
         assert!("x".parse::<SecsRange>().is_err());
     }

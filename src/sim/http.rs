@@ -35,7 +35,11 @@ struct DropConnection;
 pub(crate) fn origin(addr: SocketAddr) -> String {
     let mut addr = addr;
     if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+        addr.set_ip(if addr.is_ipv4() {
+            [127, 0, 0, 1].into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
     }
     format!("http://{addr}")
 }
@@ -76,17 +80,18 @@ pub(crate) async fn run_server(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            let app = app.clone();
-            async move {
-                let Ok(resp) = app.oneshot(req.map(Body::new)).await;
-                if resp.extensions().get::<DropConnection>().is_some() {
-                    // hyper closes the connection without writing a response.
-                    return Err(std::io::Error::other("simulated dropped connection"));
+        let service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let app = app.clone();
+                async move {
+                    let Ok(resp) = app.oneshot(req.map(Body::new)).await;
+                    if resp.extensions().get::<DropConnection>().is_some() {
+                        // hyper closes the connection without writing a response.
+                        return Err(std::io::Error::other("simulated dropped connection"));
+                    }
+                    Ok::<_, std::io::Error>(resp)
                 }
-                Ok::<_, std::io::Error>(resp)
-            }
-        });
+            });
         let mut stop = stop_rx.clone();
         connections.spawn(async move {
             let conn = hyper::server::conn::http1::Builder::new()
@@ -117,7 +122,11 @@ async fn sim_stats(State(sim): State<Arc<Sim>>) -> Response {
     axum::Json(sim.stats()).into_response()
 }
 
-async fn upload_via_url(State(sim): State<Arc<Sim>>, Path(token): Path<String>, req: Request) -> Response {
+async fn upload_via_url(
+    State(sim): State<Arc<Sim>>,
+    Path(token): Path<String>,
+    req: Request,
+) -> Response {
     sim.count("POST upload_url");
     let (parts, body) = req.into_parts();
     let gz = accepts_gzip(&parts.headers);
@@ -125,7 +134,10 @@ async fn upload_via_url(State(sim): State<Arc<Sim>>, Path(token): Path<String>, 
         drain(body, UPLOAD_URL_MAX).await;
         return finish(Reply::not_found("Upload URL not found or already used"), gz);
     }
-    finish(receive(&sim, &parts.headers, body, UPLOAD_URL_MAX).await, gz)
+    finish(
+        receive(&sim, &parts.headers, body, UPLOAD_URL_MAX).await,
+        gz,
+    )
 }
 
 async fn download_by_token(State(sim): State<Arc<Sim>>, Path(token): Path<String>) -> Response {
@@ -179,7 +191,11 @@ enum Route {
 
 impl Route {
     fn parse(method: &Method, path: &str) -> Route {
-        let segs: Vec<Cow<'_, str>> = path.trim_matches('/').split('/').map(percent_decode).collect();
+        let segs: Vec<Cow<'_, str>> = path
+            .trim_matches('/')
+            .split('/')
+            .map(percent_decode)
+            .collect();
         let get = method == Method::GET;
         let post = method == Method::POST;
         let s: Vec<&str> = segs.iter().map(|s| s.as_ref()).collect();
@@ -200,7 +216,15 @@ impl Route {
             ["files", id, "download"] if get => Route::Download(id.to_string()),
             ["urls", id, "network_location"] if get => Route::NetworkLocation(id.to_string()),
             [c, id, rel @ ("comments" | "votes")] if post => match Collection::parse(c) {
-                Some(c) => Route::AddNote(c, id.to_string(), if *rel == "comments" { "comments" } else { "votes" }),
+                Some(c) => Route::AddNote(
+                    c,
+                    id.to_string(),
+                    if *rel == "comments" {
+                        "comments"
+                    } else {
+                        "votes"
+                    },
+                ),
                 None => Route::Unknown,
             },
             [c, id, rel] | [c, id, "relationships", rel] if get => match Collection::parse(c) {
@@ -271,15 +295,20 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 /// Turns a reply into a response, gzip-encoded when the client accepts it. 429s are never
 /// encoded (VirusTotal's are not, and clients have tripped over that).
 fn finish(reply: Reply, gzip: bool) -> Response {
-    let encode = gzip && reply.content_type == json::JSON && reply.status != StatusCode::TOO_MANY_REQUESTS;
-    let mut builder = Response::builder().status(reply.status).header(header::CONTENT_TYPE, reply.content_type);
+    let encode =
+        gzip && reply.content_type == json::JSON && reply.status != StatusCode::TOO_MANY_REQUESTS;
+    let mut builder = Response::builder()
+        .status(reply.status)
+        .header(header::CONTENT_TYPE, reply.content_type);
     let body = if encode {
         builder = builder.header(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         reply.gzipped.unwrap_or_else(|| json::gzip(&reply.body))
     } else {
         reply.body
     };
-    builder.body(Body::from(body)).expect("static headers are valid")
+    builder
+        .body(Body::from(body))
+        .expect("static headers are valid")
 }
 
 fn query_params(query: Option<&str>) -> (Option<usize>, Option<String>) {
@@ -311,17 +340,27 @@ async fn api(State(sim): State<Arc<Sim>>, req: Request) -> Response {
                 let reply = dispatch(&sim, route, &parts, body, premium, gz).await;
                 return fault_after(fault, reply, gz);
             }
-            Admission::OverQuota => {
-                Reply::error(StatusCode::TOO_MANY_REQUESTS, "QuotaExceededError", "Quota exceeded")
-            }
+            Admission::OverQuota => Reply::error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "QuotaExceededError",
+                "Quota exceeded",
+            ),
         },
         Auth::Missing => {
             sim.auth_failed();
-            Reply::error(StatusCode::UNAUTHORIZED, "AuthenticationRequiredError", "X-Apikey header is missing")
+            Reply::error(
+                StatusCode::UNAUTHORIZED,
+                "AuthenticationRequiredError",
+                "X-Apikey header is missing",
+            )
         }
         Auth::Wrong => {
             sim.auth_failed();
-            Reply::error(StatusCode::UNAUTHORIZED, "WrongCredentialsError", "Wrong API key")
+            Reply::error(
+                StatusCode::UNAUTHORIZED,
+                "WrongCredentialsError",
+                "Wrong API key",
+            )
         }
     };
     // Read what the client is still sending, so that it gets to read the refusal.
@@ -332,12 +371,16 @@ async fn api(State(sim): State<Arc<Sim>>, req: Request) -> Response {
 /// Faults that strike before the request takes effect (or delay it).
 async fn fault_before(sim: &Sim, fault: Option<Fault>) -> Option<Response> {
     let reply = match fault? {
-        Fault::Transient => {
-            Reply::error(StatusCode::SERVICE_UNAVAILABLE, "TransientError", "Please try again later")
-        }
-        Fault::Deadline => {
-            Reply::error(StatusCode::GATEWAY_TIMEOUT, "DeadlineExceededError", "Deadline exceeded")
-        }
+        Fault::Transient => Reply::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "TransientError",
+            "Please try again later",
+        ),
+        Fault::Deadline => Reply::error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "DeadlineExceededError",
+            "Deadline exceeded",
+        ),
         Fault::Html500 => Reply::html(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Server Error",
@@ -363,7 +406,12 @@ fn fault_after(fault: Option<Fault>, reply: Reply, gz: bool) -> Response {
         }
         Some(Fault::Truncate) => {
             let cut = reply.body.len() / 2;
-            let truncated = Reply { status: StatusCode::OK, gzipped: None, body: reply.body.slice(..cut), ..reply };
+            let truncated = Reply {
+                status: StatusCode::OK,
+                gzipped: None,
+                body: reply.body.slice(..cut),
+                ..reply
+            };
             finish(truncated, false)
         }
         _ => finish(reply, gz),
@@ -376,7 +424,10 @@ async fn read_small(body: Body) -> Option<Bytes> {
 
 /// Reads the `url` form field of `POST /urls`, url-encoded or multipart.
 async fn url_field(headers: &HeaderMap, body: Body) -> Option<String> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if let Ok(boundary) = multer::parse_boundary(content_type) {
         let stream = body.into_data_stream().take(1024);
         let mut form = multer::Multipart::new(stream, boundary);
@@ -388,7 +439,9 @@ async fn url_field(headers: &HeaderMap, body: Body) -> Option<String> {
         return None;
     }
     let bytes = read_small(body).await?;
-    url::form_urlencoded::parse(&bytes).find(|(k, _)| k == "url").map(|(_, v)| v.into_owned())
+    url::form_urlencoded::parse(&bytes)
+        .find(|(k, _)| k == "url")
+        .map(|(_, v)| v.into_owned())
 }
 
 async fn dispatch(
@@ -423,7 +476,11 @@ async fn dispatch(
             let (limit, cursor) = query_params(parts.uri.query());
             sim.collection(c, &id, &rel, limit, cursor.as_deref())
         }
-        Route::Unknown => Reply::not_found(format!("Resource not found: {} {}", parts.method, parts.uri.path())),
+        Route::Unknown => Reply::not_found(format!(
+            "Resource not found: {} {}",
+            parts.method,
+            parts.uri.path()
+        )),
     }
 }
 
@@ -437,8 +494,14 @@ mod tests {
             Route::parse(&Method::GET, "/analyses/YWJj%3D%3D"),
             Route::Analysis("YWJj==".into())
         );
-        assert_eq!(Route::parse(&Method::GET, "/files/upload_url"), Route::UploadUrl);
-        assert_eq!(Route::parse(&Method::GET, "/files/abc"), Route::File("abc".into()));
+        assert_eq!(
+            Route::parse(&Method::GET, "/files/upload_url"),
+            Route::UploadUrl
+        );
+        assert_eq!(
+            Route::parse(&Method::GET, "/files/abc"),
+            Route::File("abc".into())
+        );
         assert_eq!(
             Route::parse(&Method::GET, "/domains/a.example/relationships/subdomains"),
             Route::Related(Collection::Domains, "a.example".into(), "subdomains".into())
@@ -453,8 +516,14 @@ mod tests {
 
     #[test]
     fn labels_name_the_endpoint_pattern() {
-        assert_eq!(Route::parse(&Method::GET, "/ip_addresses/1.2.3.4").label(), "GET /ip_addresses/{id}");
-        assert_eq!(Route::parse(&Method::GET, "/files/x/comments").label(), "GET /files/{id}/comments");
+        assert_eq!(
+            Route::parse(&Method::GET, "/ip_addresses/1.2.3.4").label(),
+            "GET /ip_addresses/{id}"
+        );
+        assert_eq!(
+            Route::parse(&Method::GET, "/files/x/comments").label(),
+            "GET /files/{id}/comments"
+        );
         assert_eq!(
             Route::parse(&Method::GET, "/files/x/contacted_urls").label(),
             "GET /files/{id}/{relationship}"
@@ -470,7 +539,10 @@ mod tests {
 
     #[test]
     fn unspecified_bind_addresses_become_loopback_origins() {
-        assert_eq!(origin("0.0.0.0:8765".parse().unwrap()), "http://127.0.0.1:8765");
+        assert_eq!(
+            origin("0.0.0.0:8765".parse().unwrap()),
+            "http://127.0.0.1:8765"
+        );
         assert_eq!(origin("127.0.0.1:1".parse().unwrap()), "http://127.0.0.1:1");
     }
 }

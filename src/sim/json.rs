@@ -33,17 +33,28 @@ pub(crate) const BINARY: &str = "application/octet-stream";
 impl Reply {
     /// A JSON reply.
     pub fn json(status: StatusCode, value: &Value) -> Reply {
-        Reply::json_bytes(status, Bytes::from(serde_json::to_vec(value).expect("a Value always serialises")))
+        Reply::json_bytes(
+            status,
+            Bytes::from(serde_json::to_vec(value).expect("a Value always serialises")),
+        )
     }
 
     /// A JSON reply already serialised.
     pub fn json_bytes(status: StatusCode, body: Bytes) -> Reply {
-        Reply { status, content_type: JSON, body, gzipped: None }
+        Reply {
+            status,
+            content_type: JSON,
+            body,
+            gzipped: None,
+        }
     }
 
     /// `{"error": {"code", "message"}}`, as every API error looks.
     pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Reply {
-        Reply::json(status, &json!({ "error": { "code": code, "message": message.into() } }))
+        Reply::json(
+            status,
+            &json!({ "error": { "code": code, "message": message.into() } }),
+        )
     }
 
     /// 404 `NotFoundError`.
@@ -63,18 +74,31 @@ impl Reply {
              <p><b>{code}.</b> <ins>That's an error.</ins>\n<p>{text} <ins>That's all we know.</ins>\n",
             code = status.as_u16()
         );
-        Reply { status, content_type: HTML, body: Bytes::from(page), gzipped: None }
+        Reply {
+            status,
+            content_type: HTML,
+            body: Bytes::from(page),
+            gzipped: None,
+        }
     }
 
     /// Raw bytes (a downloaded sample).
     pub fn binary(body: Bytes) -> Reply {
-        Reply { status: StatusCode::OK, content_type: BINARY, body, gzipped: None }
+        Reply {
+            status: StatusCode::OK,
+            content_type: BINARY,
+            body,
+            gzipped: None,
+        }
     }
 }
 
 /// Gzip-encodes a body (fast level: the simulator must keep up with benchmarks).
 pub(crate) fn gzip(body: &[u8]) -> Bytes {
-    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 3 + 64), flate2::Compression::fast());
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 3 + 64),
+        flate2::Compression::fast(),
+    );
     enc.write_all(body).expect("writing to memory cannot fail");
     Bytes::from(enc.finish().expect("writing to memory cannot fail"))
 }
@@ -106,16 +130,78 @@ pub(crate) fn stats(s: &EngineStats, shape: StatsShape) -> Value {
 
 /// Engine names used for `last_analysis_results`; counts beyond this list get numbered names.
 const ENGINES: [&str; 72] = [
-    "Bkav", "Lionic", "Elastic", "MicroWorld-eScan", "ClamAV", "CTX", "CAT-QuickHeal", "Skyhigh",
-    "ALYac", "Cylance", "Zillya", "Sangfor", "K7AntiVirus", "K7GW", "CrowdStrike", "Baidu",
-    "VirIT", "Symantec", "tehtris", "ESET-NOD32", "TrendMicro-HouseCall", "Avast", "Cynet",
-    "Kaspersky", "BitDefender", "NANO-Antivirus", "SUPERAntiSpyware", "Tencent", "Emsisoft",
-    "F-Secure", "DrWeb", "VIPRE", "TrendMicro", "McAfeeD", "Trapmine", "FireEye", "Sophos",
-    "Ikarus", "Jiangmin", "Webroot", "Varist", "Avira", "Antiy-AVL", "Kingsoft", "Gridinsoft",
-    "Xcitium", "Arcabit", "ViRobot", "ZoneAlarm", "GData", "Google", "AhnLab-V3", "Acronis",
-    "McAfee", "TACHYON", "VBA32", "Malwarebytes", "Panda", "Zoner", "Rising", "Yandex", "huorong",
-    "MaxSecure", "Fortinet", "AVG", "DeepInstinct", "Paloalto", "Alibaba", "SentinelOne",
-    "Microsoft", "Trustlook", "Cybereason",
+    "Bkav",
+    "Lionic",
+    "Elastic",
+    "MicroWorld-eScan",
+    "ClamAV",
+    "CTX",
+    "CAT-QuickHeal",
+    "Skyhigh",
+    "ALYac",
+    "Cylance",
+    "Zillya",
+    "Sangfor",
+    "K7AntiVirus",
+    "K7GW",
+    "CrowdStrike",
+    "Baidu",
+    "VirIT",
+    "Symantec",
+    "tehtris",
+    "ESET-NOD32",
+    "TrendMicro-HouseCall",
+    "Avast",
+    "Cynet",
+    "Kaspersky",
+    "BitDefender",
+    "NANO-Antivirus",
+    "SUPERAntiSpyware",
+    "Tencent",
+    "Emsisoft",
+    "F-Secure",
+    "DrWeb",
+    "VIPRE",
+    "TrendMicro",
+    "McAfeeD",
+    "Trapmine",
+    "FireEye",
+    "Sophos",
+    "Ikarus",
+    "Jiangmin",
+    "Webroot",
+    "Varist",
+    "Avira",
+    "Antiy-AVL",
+    "Kingsoft",
+    "Gridinsoft",
+    "Xcitium",
+    "Arcabit",
+    "ViRobot",
+    "ZoneAlarm",
+    "GData",
+    "Google",
+    "AhnLab-V3",
+    "Acronis",
+    "McAfee",
+    "TACHYON",
+    "VBA32",
+    "Malwarebytes",
+    "Panda",
+    "Zoner",
+    "Rising",
+    "Yandex",
+    "huorong",
+    "MaxSecure",
+    "Fortinet",
+    "AVG",
+    "DeepInstinct",
+    "Paloalto",
+    "Alibaba",
+    "SentinelOne",
+    "Microsoft",
+    "Trustlook",
+    "Cybereason",
 ];
 
 fn engine_name(i: usize) -> std::borrow::Cow<'static, str> {
@@ -175,7 +261,12 @@ pub(crate) fn threat_classification(label: &str, malicious: u32) -> Value {
 }
 
 /// `{"data": {"type", "id", "links": {"self"}, "attributes"}}`.
-pub(crate) fn object(kind: &str, id: &str, self_link: String, attributes: Map<String, Value>) -> Value {
+pub(crate) fn object(
+    kind: &str,
+    id: &str,
+    self_link: String,
+    attributes: Map<String, Value>,
+) -> Value {
     json!({ "data": { "type": kind, "id": id, "links": { "self": self_link }, "attributes": attributes } })
 }
 
@@ -201,20 +292,42 @@ mod tests {
 
     #[test]
     fn results_agree_with_the_stats_they_come_from() {
-        let s = EngineStats { malicious: 3, undetected: 2, type_unsupported: 1, ..Default::default() };
+        let s = EngineStats {
+            malicious: 3,
+            undetected: 2,
+            type_unsupported: 1,
+            ..Default::default()
+        };
         let r = results(&s, StatsShape::File, Some("virus.eicar/test"));
         let r = r.as_object().unwrap();
         assert_eq!(r.len(), 6);
-        let malicious: Vec<_> = r.values().filter(|e| e["category"] == "malicious").collect();
+        let malicious: Vec<_> = r
+            .values()
+            .filter(|e| e["category"] == "malicious")
+            .collect();
         assert_eq!(malicious.len(), 3);
         assert!(malicious.iter().all(|e| e["result"] == "virus.eicar/test"));
-        assert_eq!(r.values().filter(|e| e["category"] == "type-unsupported").count(), 1);
+        assert_eq!(
+            r.values()
+                .filter(|e| e["category"] == "type-unsupported")
+                .count(),
+            1
+        );
     }
 
     #[test]
     fn more_engines_than_names_still_get_distinct_entries() {
-        let s = EngineStats { undetected: 100, ..Default::default() };
-        assert_eq!(results(&s, StatsShape::Web, None).as_object().unwrap().len(), 100);
+        let s = EngineStats {
+            undetected: 100,
+            ..Default::default()
+        };
+        assert_eq!(
+            results(&s, StatsShape::Web, None)
+                .as_object()
+                .unwrap()
+                .len(),
+            100
+        );
     }
 
     #[test]
@@ -229,7 +342,9 @@ mod tests {
         use std::io::Read as _;
         let body = br#"{"data":{"id":"x"}}"#;
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&gzip(body)[..]).read_to_end(&mut out).unwrap();
+        flate2::read::GzDecoder::new(&gzip(body)[..])
+            .read_to_end(&mut out)
+            .unwrap();
         assert_eq!(out, body);
     }
 

@@ -191,10 +191,14 @@ impl Known {
     /// Loads a known-objects file (format in the module documentation).
     pub fn load(path: &Path) -> Result<Known, KnownError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| KnownError::Read { path: shown.clone(), source })?;
-        let known: Known =
-            serde_json::from_str(&text).map_err(|source| KnownError::Parse { path: shown, source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| KnownError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let known: Known = serde_json::from_str(&text).map_err(|source| KnownError::Parse {
+            path: shown,
+            source,
+        })?;
         known.check()?;
         Ok(known)
     }

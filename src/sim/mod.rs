@@ -67,17 +67,26 @@ impl fmt::Debug for SimConfig {
     // Keys are secrets even in a simulator (they may be real keys pasted by mistake).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SimConfig")
-            .field("api_keys", &format_args!("[{} redacted]", self.api_keys.len()))
-            .field("premium_keys", &format_args!("[{} redacted]", self.premium_keys.len()))
+            .field(
+                "api_keys",
+                &format_args!("[{} redacted]", self.api_keys.len()),
+            )
+            .field(
+                "premium_keys",
+                &format_args!("[{} redacted]", self.premium_keys.len()),
+            )
             .field("quota", &self.quota)
             .field("analysis_delay", &self.analysis_delay)
-            .field("known", &format_args!(
-                "{} files, {} urls, {} domains, {} ips",
-                self.known.files.len(),
-                self.known.urls.len(),
-                self.known.domains.len(),
-                self.known.ips.len()
-            ))
+            .field(
+                "known",
+                &format_args!(
+                    "{} files, {} urls, {} domains, {} ips",
+                    self.known.files.len(),
+                    self.known.urls.len(),
+                    self.known.domains.len(),
+                    self.known.ips.len()
+                ),
+            )
             .field("faults", &self.faults)
             .field("seed", &self.seed)
             .finish()
@@ -123,7 +132,10 @@ pub struct Faults {
 
 impl Default for Faults {
     fn default() -> Self {
-        Faults { rate: 0.0, latency: Duration::from_secs(1) }
+        Faults {
+            rate: 0.0,
+            latency: Duration::from_secs(1),
+        }
     }
 }
 
@@ -199,7 +211,12 @@ pub async fn spawn(config: SimConfig) -> std::io::Result<SimHandle> {
     let task = tokio::spawn(http::run_server(listener, Arc::clone(&sim), async move {
         let _ = stopped.await;
     }));
-    Ok(SimHandle { addr, sim, stop: Some(stop), task })
+    Ok(SimHandle {
+        addr,
+        sim,
+        stop: Some(stop),
+        task,
+    })
 }
 
 /// Serves a simulator on `listener` until `shutdown` completes.

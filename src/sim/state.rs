@@ -115,8 +115,14 @@ pub(crate) enum Fault {
 }
 
 impl Fault {
-    const ALL: [Fault; 6] =
-        [Fault::Transient, Fault::Deadline, Fault::Html500, Fault::Drop, Fault::Truncate, Fault::Latency];
+    const ALL: [Fault; 6] = [
+        Fault::Transient,
+        Fault::Deadline,
+        Fault::Html500,
+        Fault::Drop,
+        Fault::Truncate,
+        Fault::Latency,
+    ];
 
     /// The key in [`SimStats::faults_by_kind`].
     pub fn name(self) -> &'static str {
@@ -197,7 +203,10 @@ impl Subject {
 
     fn preloaded(verdict: EngineStats, label: Option<String>, date: i64) -> Subject {
         let mut s = Subject::new(verdict, label);
-        s.last = Some(Analysed { date, stats: verdict });
+        s.last = Some(Analysed {
+            date,
+            stats: verdict,
+        });
         s.first_submission = Some(date);
         s.last_submission = Some(date);
         s.times_submitted = 1;
@@ -209,7 +218,10 @@ impl Subject {
         if let Some(p) = &self.pending
             && p.done <= now
         {
-            self.last = Some(Analysed { date: p.done_date, stats: self.verdict });
+            self.last = Some(Analysed {
+                date: p.done_date,
+                stats: self.verdict,
+            });
             self.pending = None;
             self.cache = None;
         }
@@ -225,8 +237,14 @@ impl Subject {
     fn common_attributes(&self, a: &mut Map<String, Value>, shape: StatsShape) {
         if let Some(last) = &self.last {
             a.insert("last_analysis_date".into(), last.date.into());
-            a.insert("last_analysis_stats".into(), json::stats(&last.stats, shape));
-            a.insert("last_analysis_results".into(), json::results(&last.stats, shape, self.label.as_deref()));
+            a.insert(
+                "last_analysis_stats".into(),
+                json::stats(&last.stats, shape),
+            );
+            a.insert(
+                "last_analysis_results".into(),
+                json::results(&last.stats, shape, self.label.as_deref()),
+            );
             a.insert("last_modification_date".into(), last.date.into());
         }
         if let Some(d) = self.first_submission {
@@ -316,7 +334,10 @@ fn key_hash(key: &str) -> [u8; 32] {
 
 /// Seconds since the Unix epoch.
 pub(crate) fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// A canonical form of a URL, so that submissions and lookups agree (scheme and host lower
@@ -340,7 +361,9 @@ fn resolve_url_id(id: &str) -> Option<String> {
         return Some(id.to_ascii_lowercase());
     }
     let trimmed = id.trim_end_matches('=');
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(trimmed).ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(trimmed)
+        .ok()?;
     let url = String::from_utf8(bytes).ok()?;
     Some(url_id(&url))
 }
@@ -419,11 +442,23 @@ pub(crate) const UPLOAD_URL_MAX: u64 = 650 * 1024 * 1024;
 impl Sim {
     /// Builds the state for a server reachable at `origin` (`http://127.0.0.1:PORT`).
     pub fn new(config: SimConfig, origin: String) -> Sim {
-        let SimConfig { api_keys, premium_keys, quota, analysis_delay, known, faults, seed } = config;
+        let SimConfig {
+            api_keys,
+            premium_keys,
+            quota,
+            analysis_delay,
+            known,
+            faults,
+            seed,
+        } = config;
         let premium: HashSet<[u8; 32]> = premium_keys.iter().map(|k| key_hash(k)).collect();
         let mut valid: HashSet<[u8; 32]> = api_keys.iter().map(|k| key_hash(k)).collect();
         valid.extend(premium.iter().copied());
-        let keys = Keys { any: api_keys.is_empty(), valid, premium };
+        let keys = Keys {
+            any: api_keys.is_empty(),
+            valid,
+            premium,
+        };
         let (lo, hi) = analysis_delay;
         let analysis_delay = (lo.min(hi), lo.max(hi));
         let inner = Inner {
@@ -484,26 +519,51 @@ impl Sim {
         for u in known.urls {
             let url = canonical_url(&u.url);
             let id = url_id(&url);
-            g.urls.insert(id, UrlObj { url, subject: Subject::preloaded(u.stats, u.label, date) });
+            g.urls.insert(
+                id,
+                UrlObj {
+                    url,
+                    subject: Subject::preloaded(u.stats, u.label, date),
+                },
+            );
         }
         for d in known.domains {
             let id = d.id.trim_end_matches('.').to_ascii_lowercase();
-            g.domains.insert(id, HostObj { stats: d.stats, votes_harmless: 0, votes_malicious: 0 });
+            g.domains.insert(
+                id,
+                HostObj {
+                    stats: d.stats,
+                    votes_harmless: 0,
+                    votes_malicious: 0,
+                },
+            );
         }
         for ip in known.ips {
-            g.ips.insert(ip.id, HostObj { stats: ip.stats, votes_harmless: 0, votes_malicious: 0 });
+            g.ips.insert(
+                ip.id,
+                HostObj {
+                    stats: ip.stats,
+                    votes_harmless: 0,
+                    votes_malicious: 0,
+                },
+            );
         }
     }
 
     /// Checks an `x-apikey` value (without storing it).
     pub fn authenticate(&self, key: Option<&[u8]>) -> Auth {
-        let Some(key) = key.filter(|k| !k.is_empty()) else { return Auth::Missing };
+        let Some(key) = key.filter(|k| !k.is_empty()) else {
+            return Auth::Missing;
+        };
         let hash: [u8; 32] = Sha256::digest(key).into();
         if !self.keys.any && !self.keys.valid.contains(&hash) {
             return Auth::Wrong;
         }
         let id = u64::from_be_bytes(hash[..8].try_into().expect("8 bytes"));
-        Auth::Valid { id, premium: self.keys.premium.contains(&hash) }
+        Auth::Valid {
+            id,
+            premium: self.keys.premium.contains(&hash),
+        }
     }
 
     /// Counts a 401.
@@ -518,7 +578,11 @@ impl Sim {
         let g = &mut *g;
         if let Some(q) = &self.quota {
             let kq = g.quotas.entry(key).or_default();
-            while kq.window.front().is_some_and(|&t| now.duration_since(t) >= q.window) {
+            while kq
+                .window
+                .front()
+                .is_some_and(|&t| now.duration_since(t) >= q.window)
+            {
                 kq.window.pop_front();
             }
             let day = (unix_now() / 86_400) as u64;
@@ -561,11 +625,16 @@ impl Sim {
     pub fn file(&self, id: &str, gzip: bool) -> Reply {
         let now = Instant::now();
         let mut g = self.lock();
-        let Some(key) = g.resolve_file(id) else { return Reply::not_found(format!("File \"{id}\" not found")) };
+        let Some(key) = g.resolve_file(id) else {
+            return Reply::not_found(format!("File \"{id}\" not found"));
+        };
         let f = g.files.get_mut(&key).expect("resolved ids exist");
         f.subject.refresh(now);
         if f.subject.cache.is_none() {
-            f.subject.cache = Some(Cached { plain: self.render_file(f), gzipped: None });
+            f.subject.cache = Some(Cached {
+                plain: self.render_file(f),
+                gzipped: None,
+            });
         }
         cached_reply(f.subject.cache.as_mut().expect("just filled"), gzip)
     }
@@ -589,9 +658,17 @@ impl Sim {
         if let (Some(label), Some(last)) = (&f.subject.label, &f.subject.last)
             && last.stats.malicious > 0
         {
-            a.insert("popular_threat_classification".into(), json::threat_classification(label, last.stats.malicious));
+            a.insert(
+                "popular_threat_classification".into(),
+                json::threat_classification(label, last.stats.malicious),
+            );
         }
-        let v = json::object("file", &f.sha256, format!("{}/files/{}", self.api, f.sha256), a);
+        let v = json::object(
+            "file",
+            &f.sha256,
+            format!("{}/files/{}", self.api, f.sha256),
+            a,
+        );
         Bytes::from(serde_json::to_vec(&v).expect("a Value always serialises"))
     }
 
@@ -600,7 +677,10 @@ impl Sim {
         let mut g = self.lock();
         let token = g.token();
         g.upload_tokens.insert(token.clone());
-        Reply::json(StatusCode::OK, &json!({ "data": format!("{}/_upload/{token}", self.origin) }))
+        Reply::json(
+            StatusCode::OK,
+            &json!({ "data": format!("{}/_upload/{token}", self.origin) }),
+        )
     }
 
     /// Uses up an upload token; false when it is unknown or already used.
@@ -618,8 +698,11 @@ impl Sim {
         g.aliases.insert(r.md5.clone(), r.sha256.clone());
         g.aliases.insert(r.sha1.clone(), r.sha256.clone());
         let f = g.files.entry(r.sha256.clone()).or_insert_with(|| {
-            let (verdict, label) =
-                if r.eicar { (EngineStats::EICAR, Some(EICAR_LABEL.to_string())) } else { (EngineStats::CLEAN_FILE, None) };
+            let (verdict, label) = if r.eicar {
+                (EngineStats::EICAR, Some(EICAR_LABEL.to_string()))
+            } else {
+                (EngineStats::CLEAN_FILE, None)
+            };
             FileObj {
                 sha256: r.sha256.clone(),
                 sha1: None,
@@ -654,7 +737,9 @@ impl Sim {
     pub fn analyse_file(&self, id: &str) -> Reply {
         let now = Instant::now();
         let mut g = self.lock();
-        let Some(key) = g.resolve_file(id) else { return Reply::not_found(format!("File \"{id}\" not found")) };
+        let Some(key) = g.resolve_file(id) else {
+            return Reply::not_found(format!("File \"{id}\" not found"));
+        };
         let aid = self.start_analysis(&mut g, Target::File(key), now);
         Reply::json(StatusCode::OK, &json::analysis_descriptor(&self.api, &aid))
     }
@@ -663,22 +748,40 @@ impl Sim {
     /// does not analyse the same object twice at once).
     fn start_analysis(&self, g: &mut Inner, target: Target, now: Instant) -> String {
         let (lo, hi) = self.analysis_delay;
-        let Inner { rng, files, urls, analyses, .. } = g;
+        let Inner {
+            rng,
+            files,
+            urls,
+            analyses,
+            ..
+        } = g;
         let (subject, md5) = match &target {
             Target::File(sha) => {
                 let f = files.get_mut(sha).expect("analysed files exist");
-                (&mut f.subject, f.md5.clone().unwrap_or_else(|| sha[..32].to_string()))
+                (
+                    &mut f.subject,
+                    f.md5.clone().unwrap_or_else(|| sha[..32].to_string()),
+                )
             }
-            Target::Url(id) => (&mut urls.get_mut(id).expect("analysed URLs exist").subject, String::new()),
+            Target::Url(id) => (
+                &mut urls.get_mut(id).expect("analysed URLs exist").subject,
+                String::new(),
+            ),
         };
         subject.refresh(now);
         if let Some(p) = &subject.pending {
             return p.analysis_id.clone();
         }
-        let duration = if hi > lo { rng.random_range(lo..=hi) } else { lo };
+        let duration = if hi > lo {
+            rng.random_range(lo..=hi)
+        } else {
+            lo
+        };
         let mut date = unix_now();
         let make_id = |date: i64| match &target {
-            Target::File(_) => base64::engine::general_purpose::STANDARD.encode(format!("{md5}:{date}")),
+            Target::File(_) => {
+                base64::engine::general_purpose::STANDARD.encode(format!("{md5}:{date}"))
+            }
             Target::Url(id) => format!("u-{id}-{date}"),
         };
         let mut id = make_id(date);
@@ -691,7 +794,16 @@ impl Sim {
             done: now + duration,
             done_date: date + duration.as_secs() as i64,
         });
-        analyses.insert(id.clone(), Analysis { target, created: now, duration, date, cache: None });
+        analyses.insert(
+            id.clone(),
+            Analysis {
+                target,
+                created: now,
+                duration,
+                date,
+                cache: None,
+            },
+        );
         id
     }
 
@@ -700,7 +812,9 @@ impl Sim {
         let now = Instant::now();
         let mut g = self.lock();
         let g = &mut *g;
-        let Some(a) = g.analyses.get_mut(id) else { return Reply::not_found(format!("Analysis \"{id}\" not found")) };
+        let Some(a) = g.analyses.get_mut(id) else {
+            return Reply::not_found(format!("Analysis \"{id}\" not found"));
+        };
         if let Some(body) = &a.cache {
             return Reply::json_bytes(StatusCode::OK, body.clone());
         }
@@ -721,7 +835,11 @@ impl Sim {
             }
             Target::Url(uid) => {
                 let u = g.urls.get_mut(uid).expect("analysed URLs exist");
-                (&mut u.subject, StatsShape::Web, json!({ "url_info": { "id": uid, "url": u.url } }))
+                (
+                    &mut u.subject,
+                    StatsShape::Web,
+                    json!({ "url_info": { "id": uid, "url": u.url } }),
+                )
             }
         };
         subject.refresh(now);
@@ -731,7 +849,10 @@ impl Sim {
         };
         let completed = status == "completed";
         let (stats, results) = if completed {
-            (json::stats(&subject.verdict, shape), json::results(&subject.verdict, shape, subject.label.as_deref()))
+            (
+                json::stats(&subject.verdict, shape),
+                json::results(&subject.verdict, shape, subject.label.as_deref()),
+            )
         } else {
             (json::stats(&EngineStats::default(), shape), json!({}))
         };
@@ -762,10 +883,10 @@ impl Sim {
         let id = url_id(&url);
         let mut g = self.lock();
         bump(&mut g.stats.url_submissions, raw);
-        let u = g
-            .urls
-            .entry(id.clone())
-            .or_insert_with(|| UrlObj { url, subject: Subject::new(EngineStats::CLEAN_URL, None) });
+        let u = g.urls.entry(id.clone()).or_insert_with(|| UrlObj {
+            url,
+            subject: Subject::new(EngineStats::CLEAN_URL, None),
+        });
         u.subject.submitted(date);
         let aid = self.start_analysis(&mut g, Target::Url(id), now);
         Reply::json(StatusCode::OK, &json::analysis_descriptor(&self.api, &aid))
@@ -794,15 +915,24 @@ impl Sim {
             let mut a = Map::new();
             a.insert("url".into(), u.url.clone().into());
             a.insert("last_final_url".into(), u.url.clone().into());
-            if let Some(tld) = url::Url::parse(&u.url).ok().and_then(|p| p.domain().and_then(tld).map(str::to_owned)) {
+            if let Some(tld) = url::Url::parse(&u.url)
+                .ok()
+                .and_then(|p| p.domain().and_then(tld).map(str::to_owned))
+            {
                 a.insert("tld".into(), tld.into());
             }
             a.insert("categories".into(), json!({}));
-            a.insert("threat_names".into(), json!(u.subject.label.iter().collect::<Vec<_>>()));
+            a.insert(
+                "threat_names".into(),
+                json!(u.subject.label.iter().collect::<Vec<_>>()),
+            );
             u.subject.common_attributes(&mut a, StatsShape::Web);
             let v = json::object("url", &key, format!("{}/urls/{key}", self.api), a);
             let plain = Bytes::from(serde_json::to_vec(&v).expect("a Value always serialises"));
-            u.subject.cache = Some(Cached { plain, gzipped: None });
+            u.subject.cache = Some(Cached {
+                plain,
+                gzipped: None,
+            });
         }
         cached_reply(u.subject.cache.as_mut().expect("just filled"), gzip)
     }
@@ -815,12 +945,19 @@ impl Sim {
             return Reply::not_found(format!("URL \"{id}\" not found"));
         };
         let url = g.urls[&key].url.clone();
-        let host = url::Url::parse(&url).ok().and_then(|u| u.host().map(|h| h.to_owned()));
+        let host = url::Url::parse(&url)
+            .ok()
+            .and_then(|u| u.host().map(|h| h.to_owned()));
         let (c, host) = match host {
             Some(url::Host::Domain(d)) => (Collection::Domains, d),
             Some(url::Host::Ipv4(ip)) => (Collection::Ips, ip.to_string()),
             Some(url::Host::Ipv6(ip)) => (Collection::Ips, ip.to_string()),
-            None => return Reply::json(StatusCode::OK, &json!({ "data": null, "links": { "self": format!("{}/urls/{key}/network_location", self.api) } })),
+            None => {
+                return Reply::json(
+                    StatusCode::OK,
+                    &json!({ "data": null, "links": { "self": format!("{}/urls/{key}/network_location", self.api) } }),
+                );
+            }
         };
         Reply::json(StatusCode::OK, &self.host_value(&g, c, &host))
     }
@@ -835,8 +972,14 @@ impl Sim {
             if let Some(s) = &h.stats {
                 let date = unix_now() - 86_400;
                 a.insert("last_analysis_date".into(), date.into());
-                a.insert("last_analysis_stats".into(), json::stats(s, StatsShape::Web));
-                a.insert("last_analysis_results".into(), json::results(s, StatsShape::Web, None));
+                a.insert(
+                    "last_analysis_stats".into(),
+                    json::stats(s, StatsShape::Web),
+                );
+                a.insert(
+                    "last_analysis_results".into(),
+                    json::results(s, StatsShape::Web, None),
+                );
             }
             a.insert("reputation".into(), 0.into());
             a.insert("tags".into(), json!([]));
@@ -874,7 +1017,9 @@ impl Sim {
             );
         }
         let mut g = self.lock();
-        let Some(key) = g.resolve_file(id) else { return Reply::not_found(format!("File \"{id}\" not found")) };
+        let Some(key) = g.resolve_file(id) else {
+            return Reply::not_found(format!("File \"{id}\" not found"));
+        };
         let Some(content) = g.files[&key].content.clone() else {
             return Reply::not_found(format!("File \"{id}\" content is not available"));
         };
@@ -883,13 +1028,21 @@ impl Sim {
         }
         let token = g.token();
         g.download_tokens.insert(token.clone(), key);
-        Reply::json(StatusCode::OK, &json!({ "data": format!("{}/_download/{token}", self.origin) }))
+        Reply::json(
+            StatusCode::OK,
+            &json!({ "data": format!("{}/_download/{token}", self.origin) }),
+        )
     }
 
     /// The content behind a download URL.
     pub fn download_by_token(&self, token: &str) -> Reply {
         let g = self.lock();
-        match g.download_tokens.get(token).and_then(|k| g.files.get(k)).and_then(|f| f.content.clone()) {
+        match g
+            .download_tokens
+            .get(token)
+            .and_then(|k| g.files.get(k))
+            .and_then(|f| f.content.clone())
+        {
             Some(content) => Reply::binary(content),
             None => Reply::not_found("Download URL not found"),
         }
@@ -897,14 +1050,27 @@ impl Sim {
 
     /// `GET /{c}/{id}/comments|votes` and any other relationship (empty unless comments or
     /// votes), with `limit` and `cursor` paging, newest first.
-    pub fn collection(&self, c: Collection, id: &str, rel: &str, limit: Option<usize>, cursor: Option<&str>) -> Reply {
+    pub fn collection(
+        &self,
+        c: Collection,
+        id: &str,
+        rel: &str,
+        limit: Option<usize>,
+        cursor: Option<&str>,
+    ) -> Reply {
         let now = Instant::now();
         let limit = limit.unwrap_or(10).clamp(1, 40);
         let start = match cursor.filter(|c| !c.is_empty()) {
             None => 0,
             Some(c) => match decode_cursor(c) {
                 Some(n) => n,
-                None => return Reply::error(StatusCode::BAD_REQUEST, "InvalidArgumentError", "Invalid cursor"),
+                None => {
+                    return Reply::error(
+                        StatusCode::BAD_REQUEST,
+                        "InvalidArgumentError",
+                        "Invalid cursor",
+                    );
+                }
             },
         };
         let mut g = self.lock();
@@ -939,7 +1105,10 @@ impl Sim {
             meta["cursor"] = next.into();
         }
         drop(g);
-        Reply::json(StatusCode::OK, &json!({ "data": page, "meta": meta, "links": links }))
+        Reply::json(
+            StatusCode::OK,
+            &json!({ "data": page, "meta": meta, "links": links }),
+        )
     }
 
     /// `POST /{c}/{id}/comments` and `POST /{c}/{id}/votes`: `body` is the request JSON.
@@ -967,10 +1136,18 @@ impl Sim {
             let value = match attrs["verdict"].as_str() {
                 Some("harmless") => 1,
                 Some("malicious") => -1,
-                _ => return Reply::bad_request("data.attributes.verdict must be \"harmless\" or \"malicious\""),
+                _ => {
+                    return Reply::bad_request(
+                        "data.attributes.verdict must be \"harmless\" or \"malicious\"",
+                    );
+                }
             };
             let verdict = if value > 0 { "harmless" } else { "malicious" };
-            ("vote", json!({ "date": date, "value": value, "verdict": verdict }), Some(value > 0))
+            (
+                "vote",
+                json!({ "date": date, "value": value, "verdict": verdict }),
+                Some(value > 0),
+            )
         };
         let mut g = self.lock();
         let Some(key) = g.existing(c, id, now) else {
@@ -982,8 +1159,15 @@ impl Sim {
         if let Some(harmless) = verdict {
             count_vote(&mut g, c, &key, harmless);
         }
-        let note = Note { id: note_id.clone(), kind, attributes: attributes.clone() };
-        g.notes.entry((c, key, note_rel(rel))).or_default().push(note);
+        let note = Note {
+            id: note_id.clone(),
+            kind,
+            attributes: attributes.clone(),
+        };
+        g.notes
+            .entry((c, key, note_rel(rel)))
+            .or_default()
+            .push(note);
         drop(g);
         let v = json!({ "data": { "type": kind, "id": note_id,
                          "links": { "self": format!("{}/{kind}s/{note_id}", self.api) },
@@ -993,7 +1177,11 @@ impl Sim {
 }
 
 fn note_rel(rel: &str) -> &'static str {
-    if rel == "comments" { "comments" } else { "votes" }
+    if rel == "comments" {
+        "comments"
+    } else {
+        "votes"
+    }
 }
 
 fn count_vote(g: &mut Inner, c: Collection, key: &str, harmless: bool) {
@@ -1001,18 +1189,28 @@ fn count_vote(g: &mut Inner, c: Collection, key: &str, harmless: bool) {
     match c {
         Collection::Files => {
             if let Some(f) = g.files.get_mut(key) {
-                bump_pair(&mut f.subject.votes_harmless, &mut f.subject.votes_malicious);
+                bump_pair(
+                    &mut f.subject.votes_harmless,
+                    &mut f.subject.votes_malicious,
+                );
                 f.subject.cache = None;
             }
         }
         Collection::Urls => {
             if let Some(u) = g.urls.get_mut(key) {
-                bump_pair(&mut u.subject.votes_harmless, &mut u.subject.votes_malicious);
+                bump_pair(
+                    &mut u.subject.votes_harmless,
+                    &mut u.subject.votes_malicious,
+                );
                 u.subject.cache = None;
             }
         }
         Collection::Domains | Collection::Ips => {
-            let map = if c == Collection::Domains { &mut g.domains } else { &mut g.ips };
+            let map = if c == Collection::Domains {
+                &mut g.domains
+            } else {
+                &mut g.ips
+            };
             if let Some(h) = map.get_mut(key) {
                 bump_pair(&mut h.votes_harmless, &mut h.votes_malicious);
             }
@@ -1021,14 +1219,20 @@ fn count_vote(g: &mut Inner, c: Collection, key: &str, harmless: bool) {
 }
 
 fn tld(domain: &str) -> Option<&str> {
-    domain.rsplit('.').next().filter(|t| !t.is_empty() && t.len() < domain.len())
+    domain
+        .rsplit('.')
+        .next()
+        .filter(|t| !t.is_empty() && t.len() < domain.len())
 }
 
 fn cached_reply(c: &mut Cached, gzip: bool) -> Reply {
     if gzip && c.gzipped.is_none() {
         c.gzipped = Some(json::gzip(&c.plain));
     }
-    Reply { gzipped: if gzip { c.gzipped.clone() } else { None }, ..Reply::json_bytes(StatusCode::OK, c.plain.clone()) }
+    Reply {
+        gzipped: if gzip { c.gzipped.clone() } else { None },
+        ..Reply::json_bytes(StatusCode::OK, c.plain.clone())
+    }
 }
 
 fn bump(map: &mut std::collections::BTreeMap<String, u64>, key: &str) {
@@ -1046,8 +1250,14 @@ fn encode_cursor(offset: usize) -> String {
 }
 
 fn decode_cursor(c: &str) -> Option<usize> {
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c.trim_end_matches('=')).ok()?;
-    std::str::from_utf8(&raw).ok()?.strip_prefix("o:")?.parse().ok()
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c.trim_end_matches('='))
+        .ok()?;
+    std::str::from_utf8(&raw)
+        .ok()?
+        .strip_prefix("o:")?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
@@ -1081,8 +1291,15 @@ mod tests {
 
     #[test]
     fn the_sliding_window_admits_again_once_old_requests_age_out() {
-        let quota = SimQuota { requests: 2, window: Duration::from_millis(60), daily: None };
-        let s = sim(SimConfig { quota: Some(quota), ..SimConfig::default() });
+        let quota = SimQuota {
+            requests: 2,
+            window: Duration::from_millis(60),
+            daily: None,
+        };
+        let s = sim(SimConfig {
+            quota: Some(quota),
+            ..SimConfig::default()
+        });
         assert_eq!(s.admit(1, "GET /files/{id}"), Admission::Accepted(None));
         assert_eq!(s.admit(1, "GET /files/{id}"), Admission::Accepted(None));
         assert_eq!(s.admit(1, "GET /files/{id}"), Admission::OverQuota);
@@ -1106,9 +1323,18 @@ mod tests {
         assert_eq!(s.authenticate(None), Auth::Missing);
         assert_eq!(s.authenticate(Some(b"")), Auth::Missing);
         assert_eq!(s.authenticate(Some(b"bad")), Auth::Wrong);
-        assert!(matches!(s.authenticate(Some(b"good")), Auth::Valid { premium: false, .. }));
-        assert!(matches!(s.authenticate(Some(b"gold")), Auth::Valid { premium: true, .. }));
-        assert!(!format!("{s:?}").contains("good"), "raw keys must not be kept");
+        assert!(matches!(
+            s.authenticate(Some(b"good")),
+            Auth::Valid { premium: false, .. }
+        ));
+        assert!(matches!(
+            s.authenticate(Some(b"gold")),
+            Auth::Valid { premium: true, .. }
+        ));
+        assert!(
+            !format!("{s:?}").contains("good"),
+            "raw keys must not be kept"
+        );
     }
 
     #[test]
@@ -1137,19 +1363,31 @@ mod tests {
         let status = body(&s.analysis(a.as_str().unwrap()))["data"]["attributes"]["status"].clone();
         assert_eq!(status, "queued");
         // The preloaded verdict stays visible while the re-analysis runs.
-        assert_eq!(body(&s.file(&sha, false))["data"]["attributes"]["last_analysis_stats"]["undetected"], 70);
+        assert_eq!(
+            body(&s.file(&sha, false))["data"]["attributes"]["last_analysis_stats"]["undetected"],
+            70
+        );
     }
 
     #[test]
     fn hosts_without_stats_have_no_last_analysis_stats() {
         let known = Known {
-            domains: vec![KnownHost { id: "Old.Example.".into(), stats: None }],
+            domains: vec![KnownHost {
+                id: "Old.Example.".into(),
+                stats: None,
+            }],
             ..Known::default()
         };
-        let s = sim(SimConfig { known, ..SimConfig::default() });
+        let s = sim(SimConfig {
+            known,
+            ..SimConfig::default()
+        });
         let v = body(&s.host(Collection::Domains, "old.example"));
         assert_eq!(v["data"]["id"], "old.example");
         assert!(v["data"]["attributes"].get("last_analysis_stats").is_none());
-        assert_eq!(s.host(Collection::Ips, "192.0.2.1").status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            s.host(Collection::Ips, "192.0.2.1").status,
+            StatusCode::NOT_FOUND
+        );
     }
 }

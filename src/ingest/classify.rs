@@ -68,9 +68,10 @@ pub fn classify(token: &str, opts: &Options) -> Classified {
         // Carbon's C&C configuration writes `host:80:/path`.
         let host = host.strip_suffix(':').unwrap_or(host);
         return match normalize_authority(host) {
-            Some(auth) => {
-                Classified::Indicator(Indicator::Url(format!("http://{auth}{}", encode_unsafe(rest))))
-            }
+            Some(auth) => Classified::Indicator(Indicator::Url(format!(
+                "http://{auth}{}",
+                encode_unsafe(rest)
+            ))),
             _ => Classified::NotAnIndicator,
         };
     }
@@ -101,7 +102,10 @@ pub fn parse_ip(s: &str) -> Option<IpAddr> {
         return None;
     }
     if s.contains(':') {
-        let inner = s.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(s);
+        let inner = s
+            .strip_prefix('[')
+            .and_then(|x| x.strip_suffix(']'))
+            .unwrap_or(s);
         inner.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
     } else {
         // std rejects leading zeros and anything but four decimal octets.
@@ -116,7 +120,9 @@ pub fn parse_ip_port(s: &str) -> Option<IpAddr> {
     }
     if let Some(rest) = s.strip_prefix('[') {
         let (addr, port) = rest.split_once("]:")?;
-        return valid_port(port).then(|| addr.parse::<Ipv6Addr>().ok().map(IpAddr::V6)).flatten();
+        return valid_port(port)
+            .then(|| addr.parse::<Ipv6Addr>().ok().map(IpAddr::V6))
+            .flatten();
     }
     let (addr, port) = s.rsplit_once(':')?;
     if addr.contains(':') || !valid_port(port) {
@@ -126,7 +132,10 @@ pub fn parse_ip_port(s: &str) -> Option<IpAddr> {
 }
 
 fn valid_port(p: &str) -> bool {
-    !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u32>().is_ok_and(|n| n <= 65535)
+    !p.is_empty()
+        && p.len() <= 5
+        && p.bytes().all(|b| b.is_ascii_digit())
+        && p.parse::<u32>().is_ok_and(|n| n <= 65535)
 }
 
 /// `host:port` -> `host` when the port is numeric.
@@ -185,7 +194,10 @@ pub fn normalize_domain(s: &str) -> Option<String> {
         if b.is_empty() || b.len() > 63 || b[0] == b'-' || b[b.len() - 1] == b'-' {
             return None;
         }
-        if !b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
+        if !b
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        {
             return None;
         }
     }
@@ -312,34 +324,62 @@ mod tests {
 
     #[test]
     fn hashes_are_lowercased_and_typed() {
-        assert_eq!(ind("513E7DB316B01A34403806EBB4A6F01B16D6714B").type_name(), "sha1");
-        assert_eq!(ind("513E7DB316B01A34403806EBB4A6F01B16D6714B").value(), "513e7db316b01a34403806ebb4a6f01b16d6714b");
+        assert_eq!(
+            ind("513E7DB316B01A34403806EBB4A6F01B16D6714B").type_name(),
+            "sha1"
+        );
+        assert_eq!(
+            ind("513E7DB316B01A34403806EBB4A6F01B16D6714B").value(),
+            "513e7db316b01a34403806ebb4a6f01b16d6714b"
+        );
         assert_eq!(ind(&"a".repeat(32)).type_name(), "md5");
         assert_eq!(ind(&"A".repeat(64)).type_name(), "sha256");
     }
 
     #[test]
     fn file_names_with_non_suffix_extensions_are_not_domains() {
-        for s in ["chrome99.exe", "file.dll", "readme.txt", "sign_in.htm", "Win32/Pterodo.ADH", "rundll32.exe"] {
+        for s in [
+            "chrome99.exe",
+            "file.dll",
+            "readme.txt",
+            "sign_in.htm",
+            "Win32/Pterodo.ADH",
+            "rundll32.exe",
+        ] {
             assert_eq!(c(s), Classified::NotAnIndicator, "{s}");
         }
     }
 
     #[test]
     fn domains_need_a_known_suffix_and_are_lowercased() {
-        assert_eq!(ind("Evil.Example.COM."), Indicator::Domain("evil.example.com".into()));
+        assert_eq!(
+            ind("Evil.Example.COM."),
+            Indicator::Domain("evil.example.com".into())
+        );
         assert_eq!(ind("t.me"), Indicator::Domain("t.me".into()));
         assert_eq!(ind("telegra.ph"), Indicator::Domain("telegra.ph".into()));
-        assert_eq!(ind("evil.co.uk:8080"), Indicator::Domain("evil.co.uk".into()));
+        assert_eq!(
+            ind("evil.co.uk:8080"),
+            Indicator::Domain("evil.co.uk".into())
+        );
         assert_eq!(c("localhost"), Classified::NotAnIndicator);
         assert_eq!(c("-bad.com"), Classified::NotAnIndicator);
     }
 
     #[test]
     fn urls_get_lowercase_scheme_and_host_but_keep_their_path() {
-        assert_eq!(ind("HTTP://Evil.COM/A/B?Q=1"), Indicator::Url("http://evil.com/A/B?Q=1".into()));
-        assert_eq!(ind("evil.com/Path"), Indicator::Url("http://evil.com/Path".into()));
-        assert_eq!(ind("1.2.3.4:8080/x"), Indicator::Url("http://1.2.3.4:8080/x".into()));
+        assert_eq!(
+            ind("HTTP://Evil.COM/A/B?Q=1"),
+            Indicator::Url("http://evil.com/A/B?Q=1".into())
+        );
+        assert_eq!(
+            ind("evil.com/Path"),
+            Indicator::Url("http://evil.com/Path".into())
+        );
+        assert_eq!(
+            ind("1.2.3.4:8080/x"),
+            Indicator::Url("http://1.2.3.4:8080/x".into())
+        );
         assert_eq!(c("file:///etc/passwd"), Classified::NotAnIndicator);
         assert_eq!(c("javascript://x"), Classified::NotAnIndicator);
         assert_eq!(c("http://"), Classified::NotAnIndicator);
@@ -356,21 +396,46 @@ mod tests {
 
     #[test]
     fn network_address_ending_in_zero_is_still_an_ip() {
-        assert_eq!(ind("168.119.182.0"), Indicator::Ip("168.119.182.0".parse().unwrap()));
+        assert_eq!(
+            ind("168.119.182.0"),
+            Indicator::Ip("168.119.182.0".parse().unwrap())
+        );
     }
 
     #[test]
     fn non_routable_addresses_are_skipped_unless_asked_for() {
-        for s in ["10.0.0.1", "192.168.1.1", "127.0.0.1", "169.254.1.1", "100.64.0.1", "192.0.2.1", "224.0.0.1", "255.255.255.255", "0.0.0.0", "::1", "fe80::1", "fd00::1", "2001:db8::1"] {
+        for s in [
+            "10.0.0.1",
+            "192.168.1.1",
+            "127.0.0.1",
+            "169.254.1.1",
+            "100.64.0.1",
+            "192.0.2.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "2001:db8::1",
+        ] {
             assert_eq!(c(s), Classified::Skip(SkipReason::PrivateIp), "{s}");
         }
-        let keep = Options { skip_private_ips: false };
-        assert!(matches!(classify("10.0.0.1", &keep), Classified::Indicator(_)));
+        let keep = Options {
+            skip_private_ips: false,
+        };
+        assert!(matches!(
+            classify("10.0.0.1", &keep),
+            Classified::Indicator(_)
+        ));
     }
 
     #[test]
     fn emails_and_cidrs_are_skipped() {
-        assert_eq!(c("uenwonken@memail.com"), Classified::Skip(SkipReason::Email));
+        assert_eq!(
+            c("uenwonken@memail.com"),
+            Classified::Skip(SkipReason::Email)
+        );
         assert_eq!(c("223.166.0.0/15"), Classified::Skip(SkipReason::Cidr));
         assert_eq!(c("2001:4860::/32"), Classified::Skip(SkipReason::Cidr));
     }

@@ -14,14 +14,50 @@ use super::{Classified, classify, refang};
 
 /// Header words of columns that describe an indicator rather than hold one.
 const DESCRIPTIVE: [&str; 21] = [
-    "desc", "comment", "note", "name", "type", "size", "time", "date", "seen", "use", "pdb", "mime", "version",
-    "family", "role", "malware", "bitsadmin", "score", "title", "tag", "reference",
+    "desc",
+    "comment",
+    "note",
+    "name",
+    "type",
+    "size",
+    "time",
+    "date",
+    "seen",
+    "use",
+    "pdb",
+    "mime",
+    "version",
+    "family",
+    "role",
+    "malware",
+    "bitsadmin",
+    "score",
+    "title",
+    "tag",
+    "reference",
 ];
 /// Names of the column that says what each row holds.
-const TYPE_COLUMNS: [&str; 6] = ["type", "entity_type", "indicator_type", "ioc_type", "kind", "category"];
+const TYPE_COLUMNS: [&str; 6] = [
+    "type",
+    "entity_type",
+    "indicator_type",
+    "ioc_type",
+    "kind",
+    "category",
+];
 /// Row types that are not indicators VirusTotal can look up.
-const NON_INDICATOR_ROWS: [&str; 10] =
-    ["filename", "file name", "filepath", "file path", "path", "mutex", "registry", "regkey", "yara", "user-agent"];
+const NON_INDICATOR_ROWS: [&str; 10] = [
+    "filename",
+    "file name",
+    "filepath",
+    "file path",
+    "path",
+    "mutex",
+    "registry",
+    "regkey",
+    "yara",
+    "user-agent",
+];
 
 #[derive(Default)]
 pub(crate) struct CsvState {
@@ -41,7 +77,11 @@ impl CsvState {
         }
         if !self.started {
             self.started = true;
-            self.delim = if line.contains('\t') && !line.contains(',') { b'\t' } else { b',' };
+            self.delim = if line.contains('\t') && !line.contains(',') {
+                b'\t'
+            } else {
+                b','
+            };
             let cells = split(line, self.delim);
             if cells.iter().all(|c| !is_indicator_cell(c, sink)) {
                 self.header(&cells);
@@ -49,7 +89,10 @@ impl CsvState {
             }
         }
         let cells = split(line, self.delim);
-        let row_type = self.type_col.and_then(|i| cells.get(i)).map(|t| t.trim().to_ascii_lowercase());
+        let row_type = self
+            .type_col
+            .and_then(|i| cells.get(i))
+            .map(|t| t.trim().to_ascii_lowercase());
         if let Some(t) = &row_type
             && NON_INDICATOR_ROWS.contains(&t.as_str())
         {
@@ -80,16 +123,32 @@ impl CsvState {
     }
 
     fn header(&mut self, cells: &[String]) {
-        let names: Vec<String> = cells.iter().map(|c| c.trim().trim_start_matches('\u{feff}').to_ascii_lowercase()).collect();
-        self.type_col = names.iter().position(|n| TYPE_COLUMNS.contains(&n.as_str()));
-        self.url_col = names.iter().map(|n| n.contains("url") || n.contains("uri")).collect();
-        self.read = names.iter().map(|n| !DESCRIPTIVE.iter().any(|d| n.contains(d))).collect();
+        let names: Vec<String> = cells
+            .iter()
+            .map(|c| c.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
+            .collect();
+        self.type_col = names
+            .iter()
+            .position(|n| TYPE_COLUMNS.contains(&n.as_str()));
+        self.url_col = names
+            .iter()
+            .map(|n| n.contains("url") || n.contains("uri"))
+            .collect();
+        self.read = names
+            .iter()
+            .map(|n| !DESCRIPTIVE.iter().any(|d| n.contains(d)))
+            .collect();
     }
 }
 
 fn is_indicator_cell(cell: &str, sink: &Sink<'_>) -> bool {
     let value = refang(cell);
-    value.split(',').any(|v| !matches!(classify(trim_wrappers(v.trim()), sink.opts), Classified::NotAnIndicator))
+    value.split(',').any(|v| {
+        !matches!(
+            classify(trim_wrappers(v.trim()), sink.opts),
+            Classified::NotAnIndicator
+        )
+    })
 }
 
 /// Splits one CSV line: quoted fields may hold the delimiter and `""` for a quote; an

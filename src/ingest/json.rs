@@ -26,9 +26,36 @@ use crate::indicator::{FileHash, Indicator};
 
 /// Words that make a generic JSON key an indicator key.
 pub const INDICATOR_KEY_WORDS: [&str; 30] = [
-    "c2", "cnc", "c&c", "url", "urls", "uri", "domain", "domains", "host", "hosts", "hostname", "hostnames", "ip",
-    "ips", "ipv4", "ipv6", "addr", "server", "servers", "hash", "hashes", "md5", "sha1", "sha256", "ioc", "iocs",
-    "indicator", "indicators", "fqdn", "panel",
+    "c2",
+    "cnc",
+    "c&c",
+    "url",
+    "urls",
+    "uri",
+    "domain",
+    "domains",
+    "host",
+    "hosts",
+    "hostname",
+    "hostnames",
+    "ip",
+    "ips",
+    "ipv4",
+    "ipv6",
+    "addr",
+    "server",
+    "servers",
+    "hash",
+    "hashes",
+    "md5",
+    "sha1",
+    "sha256",
+    "ioc",
+    "iocs",
+    "indicator",
+    "indicators",
+    "fqdn",
+    "panel",
 ];
 
 const MAX_DEPTH: usize = 256;
@@ -71,14 +98,21 @@ pub(crate) fn parse(reader: impl Read, format: Format, sink: &mut Sink<'_>) -> s
     let mut bytes = Vec::new();
     reader.take(MAX_DOCUMENT + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_DOCUMENT {
-        sink.reject(0, format!("document larger than {} MiB, not read", MAX_DOCUMENT >> 20), "");
+        sink.reject(
+            0,
+            format!("document larger than {} MiB, not read", MAX_DOCUMENT >> 20),
+            "",
+        );
         return Ok(());
     }
     let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
     let text = match std::str::from_utf8(body) {
         Ok(t) => std::borrow::Cow::Borrowed(t),
         Err(e) => {
-            let line = 1 + body[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count();
+            let line = 1 + body[..e.valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
             sink.warn(format!("line {line}: invalid UTF-8 decoded lossily"));
             String::from_utf8_lossy(body)
         }
@@ -91,7 +125,9 @@ pub(crate) fn parse(reader: impl Read, format: Format, sink: &mut Sink<'_>) -> s
                 Format::Stix => "STIX JSON",
                 _ => "JSON",
             };
-            sink.warn(format!("malformed {what} (line {line}: {msg}): fell back to text extraction"));
+            sink.warn(format!(
+                "malformed {what} (line {line}: {msg}): fell back to text extraction"
+            ));
             sink.summary.format = Some(Format::Text);
             return super::text::parse_bytes_as_text(body, sink);
         }
@@ -118,17 +154,31 @@ pub(crate) fn parse(reader: impl Read, format: Format, sink: &mut Sink<'_>) -> s
 }
 
 fn is_stix(doc: &Json) -> bool {
-    doc.get("type").and_then(Json::str).is_some_and(|(t, _)| t == "bundle")
-        || doc.get("objects").is_some_and(|o| o.items().iter().any(|x| x.get("pattern").is_some()))
+    doc.get("type")
+        .and_then(Json::str)
+        .is_some_and(|(t, _)| t == "bundle")
+        || doc
+            .get("objects")
+            .is_some_and(|o| o.items().iter().any(|x| x.get("pattern").is_some()))
 }
 
 // ---------------------------------------------------------------------------------------- STIX
 
 fn stix(doc: &Json, sink: &mut Sink<'_>) {
     for obj in doc.get("objects").map(Json::items).unwrap_or_default() {
-        let is_indicator = obj.get("type").and_then(Json::str).is_some_and(|(t, _)| t == "indicator");
-        let stix_pattern = obj.get("pattern_type").and_then(Json::str).is_none_or(|(t, _)| t == "stix");
-        if let (true, true, Some((pattern, line))) = (is_indicator, stix_pattern, obj.get("pattern").and_then(Json::str)) {
+        let is_indicator = obj
+            .get("type")
+            .and_then(Json::str)
+            .is_some_and(|(t, _)| t == "indicator");
+        let stix_pattern = obj
+            .get("pattern_type")
+            .and_then(Json::str)
+            .is_none_or(|(t, _)| t == "stix");
+        if let (true, true, Some((pattern, line))) = (
+            is_indicator,
+            stix_pattern,
+            obj.get("pattern").and_then(Json::str),
+        ) {
             for (path, value) in stix_comparisons(pattern) {
                 stix_value(&path, &value, line, sink);
             }
@@ -153,14 +203,24 @@ pub fn stix_comparisons(pattern: &str) -> Vec<(String, String)> {
                 path_start = i;
             }
             '=' if i > 0 && !matches!(b[i - 1], '!' | '<' | '>') => {
-                let path: String = b[path_start..i].iter().collect::<String>().trim().to_owned();
+                let path: String = b[path_start..i]
+                    .iter()
+                    .collect::<String>()
+                    .trim()
+                    .to_owned();
                 let mut j = i + 1;
                 while j < b.len() && b[j].is_whitespace() {
                     j += 1;
                 }
                 if j < b.len() && b[j] == '\'' {
                     let (value, end) = skip_literal(&b, j);
-                    out.push((path.rsplit(char::is_whitespace).next().unwrap_or("").to_owned(), value));
+                    out.push((
+                        path.rsplit(char::is_whitespace)
+                            .next()
+                            .unwrap_or("")
+                            .to_owned(),
+                        value,
+                    ));
                     i = end;
                 } else {
                     i = j;
@@ -215,8 +275,10 @@ fn stix_value(path: &str, value: &str, line: usize, sink: &mut Sink<'_>) {
         return;
     }
     let object = p.split(':').next().unwrap_or_default();
-    let wanted = matches!(object, "url" | "domain-name" | "ipv4-addr" | "ipv6-addr" | "email-addr")
-        || (object == "network-traffic" && p.ends_with("_ref.value"))
+    let wanted = matches!(
+        object,
+        "url" | "domain-name" | "ipv4-addr" | "ipv6-addr" | "email-addr"
+    ) || (object == "network-traffic" && p.ends_with("_ref.value"))
         || (object == "email-message" && p.ends_with("_ref.value"));
     if !wanted {
         return;
@@ -234,7 +296,10 @@ fn misp_events(doc: &Json) -> Vec<&Json> {
     if let Some(e) = doc.get("Event") {
         events.push(e);
     }
-    let lists = [doc.get("response").map(Json::items).unwrap_or_default(), doc.items()];
+    let lists = [
+        doc.get("response").map(Json::items).unwrap_or_default(),
+        doc.items(),
+    ];
     for list in lists {
         for item in list {
             if let Some(e) = item.get("Event") {
@@ -257,9 +322,10 @@ fn misp_event(event: &Json, sink: &mut Sink<'_>) {
 }
 
 fn misp_attribute(attr: &Json, sink: &mut Sink<'_>) {
-    let (Some((types, _)), Some((value, line))) =
-        (attr.get("type").and_then(Json::str), attr.get("value").and_then(Json::str))
-    else {
+    let (Some((types, _)), Some((value, line))) = (
+        attr.get("type").and_then(Json::str),
+        attr.get("value").and_then(Json::str),
+    ) else {
         return;
     };
     let parts: Vec<&str> = types.split('|').collect();
@@ -270,18 +336,26 @@ fn misp_attribute(attr: &Json, sink: &mut Sink<'_>) {
             "url" => "url",
             "domain" | "hostname" => "domain",
             "ip-src" | "ip-dst" => "ip",
-            t if t.starts_with("email") && !matches!(t, "email-subject" | "email-body" | "email-attachment") => {
+            t if t.starts_with("email")
+                && !matches!(t, "email-subject" | "email-body" | "email-attachment") =>
+            {
                 "email"
             }
             _ => continue,
         };
         let c = if want == "hash" {
-            FileHash::parse(v.trim()).map_or(Classified::NotAnIndicator, |h| Classified::Indicator(Indicator::Hash(h)))
+            FileHash::parse(v.trim()).map_or(Classified::NotAnIndicator, |h| {
+                Classified::Indicator(Indicator::Hash(h))
+            })
         } else {
             classify(&refang(v.trim()), sink.opts)
         };
         if !sink.offer(c, line) {
-            sink.reject(line, format!("MISP attribute of type {t} is not a valid {want}"), v);
+            sink.reject(
+                line,
+                format!("MISP attribute of type {t} is not a valid {want}"),
+                v,
+            );
         }
     }
 }
@@ -295,7 +369,9 @@ fn generic(v: &Json, indicator_key: bool, sink: &mut Sink<'_>) {
             sink.offer(c, *line);
         }
         Json::Arr(items) => items.iter().for_each(|i| generic(i, indicator_key, sink)),
-        Json::Obj(kv) => kv.iter().for_each(|(k, v)| generic(v, is_indicator_key(k), sink)),
+        Json::Obj(kv) => kv
+            .iter()
+            .for_each(|(k, v)| generic(v, is_indicator_key(k), sink)),
         _ => {}
     }
 }
@@ -318,7 +394,9 @@ pub fn is_indicator_key(key: &str) -> bool {
         cur.extend(c.to_lowercase());
     }
     words.push(cur);
-    words.iter().any(|w| INDICATOR_KEY_WORDS.contains(&w.as_str()))
+    words
+        .iter()
+        .any(|w| INDICATOR_KEY_WORDS.contains(&w.as_str()))
 }
 
 // -------------------------------------------------------------------------------------- parser
@@ -335,7 +413,13 @@ type PResult<T> = Result<T, (usize, String)>;
 
 impl<'a> Parser<'a> {
     fn new(text: &'a str) -> Self {
-        Parser { s: text.as_bytes(), text, i: 0, line: 1, depth: 0 }
+        Parser {
+            s: text.as_bytes(),
+            text,
+            i: 0,
+            line: 1,
+            depth: 0,
+        }
     }
 
     fn err<T>(&self, msg: impl Into<String>) -> PResult<T> {
@@ -455,8 +539,16 @@ impl<'a> Parser<'a> {
             }
         }
         let word = &self.text[start..self.i];
-        let ok = matches!(word, "true" | "false" | "null") || (!word.is_empty() && word.parse::<f64>().is_ok());
-        if ok { Ok(Json::Scalar) } else { self.err(format!("unexpected {:?}", &self.text[start..(start + 1).min(self.text.len())])) }
+        let ok = matches!(word, "true" | "false" | "null")
+            || (!word.is_empty() && word.parse::<f64>().is_ok());
+        if ok {
+            Ok(Json::Scalar)
+        } else {
+            self.err(format!(
+                "unexpected {:?}",
+                &self.text[start..(start + 1).min(self.text.len())]
+            ))
+        }
     }
 
     fn string(&mut self) -> PResult<String> {
@@ -502,7 +594,10 @@ impl<'a> Parser<'a> {
     }
 
     fn hex4(&mut self) -> PResult<u32> {
-        let h = self.text.get(self.i..self.i + 4).and_then(|h| u32::from_str_radix(h, 16).ok());
+        let h = self
+            .text
+            .get(self.i..self.i + 4)
+            .and_then(|h| u32::from_str_radix(h, 16).ok());
         match h {
             Some(v) => {
                 self.i += 4;
@@ -514,7 +609,10 @@ impl<'a> Parser<'a> {
 
     fn unicode_escape(&mut self) -> PResult<char> {
         let hi = self.hex4()?;
-        if (0xD800..0xDC00).contains(&hi) && self.s.get(self.i) == Some(&b'\\') && self.s.get(self.i + 1) == Some(&b'u') {
+        if (0xD800..0xDC00).contains(&hi)
+            && self.s.get(self.i) == Some(&b'\\')
+            && self.s.get(self.i + 1) == Some(&b'u')
+        {
             self.i += 2;
             let lo = self.hex4()?;
             if (0xDC00..0xE000).contains(&lo) {
@@ -564,7 +662,16 @@ mod tests {
 
     #[test]
     fn indicator_keys_are_recognised_by_word() {
-        for k in ["dnsServer", "c2", "C2_servers", "url", "domain", "ip", "sha256", "hostName"] {
+        for k in [
+            "dnsServer",
+            "c2",
+            "C2_servers",
+            "url",
+            "domain",
+            "ip",
+            "sha256",
+            "hostName",
+        ] {
             assert!(is_indicator_key(k), "{k}");
         }
         for k in ["blockList", "token", "description", "zip", "skipList"] {

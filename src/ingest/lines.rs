@@ -25,7 +25,12 @@ pub struct Lines<R> {
 
 impl<R: BufRead> Lines<R> {
     pub fn new(reader: R) -> Self {
-        Lines { reader, buf: Vec::new(), number: 0, done: false }
+        Lines {
+            reader,
+            buf: Vec::new(),
+            number: 0,
+            done: false,
+        }
     }
 
     /// The next line and its 1-based number, or `None` at the end.
@@ -109,7 +114,14 @@ mod tests {
     #[test]
     fn bom_and_mixed_line_endings_are_stripped() {
         let got = collect(b"\xEF\xBB\xBFa\r\nb\nc");
-        assert_eq!(got, vec![Some(b"a".to_vec()), Some(b"b".to_vec()), Some(b"c".to_vec())]);
+        assert_eq!(
+            got,
+            vec![
+                Some(b"a".to_vec()),
+                Some(b"b".to_vec()),
+                Some(b"c".to_vec())
+            ]
+        );
     }
 
     #[test]

@@ -116,10 +116,16 @@ impl FromStr for Format {
             "ioc" | "xml" => "openioc",
             other => other,
         };
-        Format::ALL.into_iter().find(|f| f.as_str() == alias).ok_or_else(|| {
-            let names: Vec<_> = Format::ALL.iter().map(|f| f.as_str()).collect();
-            format!("unknown format {s:?} (expected one of {})", names.join(", "))
-        })
+        Format::ALL
+            .into_iter()
+            .find(|f| f.as_str() == alias)
+            .ok_or_else(|| {
+                let names: Vec<_> = Format::ALL.iter().map(|f| f.as_str()).collect();
+                format!(
+                    "unknown format {s:?} (expected one of {})",
+                    names.join(", ")
+                )
+            })
     }
 }
 
@@ -133,13 +139,17 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { skip_private_ips: true }
+        Options {
+            skip_private_ips: true,
+        }
     }
 }
 
 impl From<&crate::config::IngestConfig> for Options {
     fn from(c: &crate::config::IngestConfig) -> Self {
-        Options { skip_private_ips: c.skip_private_ips }
+        Options {
+            skip_private_ips: c.skip_private_ips,
+        }
     }
 }
 
@@ -254,7 +264,10 @@ pub fn parse_path(
     emit: impl FnMut(Found),
 ) -> std::io::Result<Summary> {
     let file = std::fs::File::open(path)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     parse_reader(&name, file, format, opts, emit)
 }
 
@@ -272,8 +285,13 @@ pub fn detect_format(name: &str, head: &[u8]) -> Format {
     let lower = name.to_ascii_lowercase();
     let ext = lower.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
     let body = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
-    let start = body.iter().position(|b| !b.is_ascii_whitespace()).map(|i| &body[i..]).unwrap_or(&[]);
-    let looks_json = start.first() == Some(&b'{') || (start.first() == Some(&b'[') && ext == "json");
+    let start = body
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .map(|i| &body[i..])
+        .unwrap_or(&[]);
+    let looks_json =
+        start.first() == Some(&b'{') || (start.first() == Some(&b'[') && ext == "json");
     if looks_json || ext == "json" {
         let text = String::from_utf8_lossy(start);
         let squeezed: String = text.chars().filter(|c| !c.is_whitespace()).collect();
@@ -305,7 +323,11 @@ pub fn detect_format(name: &str, head: &[u8]) -> Format {
         "adoc" | "asciidoc" | "asc" => return Format::AsciiDoc,
         _ => {}
     }
-    if looks_like_loki(body) { Format::Loki } else { Format::Text }
+    if looks_like_loki(body) {
+        Format::Loki
+    } else {
+        Format::Text
+    }
 }
 
 /// Most non-comment lines are `hash;...`.
@@ -313,7 +335,12 @@ fn looks_like_loki(head: &[u8]) -> bool {
     let text = String::from_utf8_lossy(head);
     let mut data = 0;
     let mut loki = 0;
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).take(50) {
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .take(50)
+    {
         data += 1;
         if let Some((first, _)) = line.split_once(';')
             && crate::indicator::FileHash::parse(first.trim()).is_some()

@@ -16,7 +16,11 @@ pub(crate) fn parse(reader: impl Read, sink: &mut Sink<'_>) -> std::io::Result<(
     let mut bytes = Vec::new();
     reader.take(MAX_DOCUMENT + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_DOCUMENT {
-        sink.reject(0, format!("document larger than {} MiB, not read", MAX_DOCUMENT >> 20), "");
+        sink.reject(
+            0,
+            format!("document larger than {} MiB, not read", MAX_DOCUMENT >> 20),
+            "",
+        );
         return Ok(());
     }
     if bytes.contains(&0) {
@@ -30,7 +34,10 @@ pub(crate) fn parse(reader: impl Read, sink: &mut Sink<'_>) -> std::io::Result<(
     let mut found_items = 0;
     for (search, content, offset) in items(&text) {
         found_items += 1;
-        let line = 1 + text.as_bytes()[..offset].iter().filter(|&&b| b == b'\n').count();
+        let line = 1 + text.as_bytes()[..offset]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
         item(&search, &unescape(content.trim()), line, sink);
     }
     if found_items == 0 {
@@ -45,15 +52,29 @@ fn items(text: &str) -> Vec<(String, &str, usize)> {
     let mut pos = 0;
     while let Some(rel) = text[pos..].find("IndicatorItem") {
         let start = pos + rel;
-        let end = text[start + 13..].find("IndicatorItem").map_or(text.len(), |e| start + 13 + e);
+        let end = text[start + 13..]
+            .find("IndicatorItem")
+            .map_or(text.len(), |e| start + 13 + e);
         let item = &text[start..end];
         pos = end;
-        let Some(search) = attr(item, "Context", "search") else { continue };
-        let Some(open) = item.find("<Content").or_else(|| item.find(":Content")) else { continue };
-        let Some(gt) = item[open..].find('>') else { continue };
+        let Some(search) = attr(item, "Context", "search") else {
+            continue;
+        };
+        let Some(open) = item.find("<Content").or_else(|| item.find(":Content")) else {
+            continue;
+        };
+        let Some(gt) = item[open..].find('>') else {
+            continue;
+        };
         let body_start = open + gt + 1;
-        let Some(close) = item[body_start..].find("</") else { continue };
-        out.push((search, &item[body_start..body_start + close], start + body_start));
+        let Some(close) = item[body_start..].find("</") else {
+            continue;
+        };
+        out.push((
+            search,
+            &item[body_start..body_start + close],
+            start + body_start,
+        ));
     }
     out
 }
@@ -70,8 +91,15 @@ fn attr(s: &str, tag: &str, name: &str) -> Option<String> {
 }
 
 fn unescape(s: &str) -> String {
-    let s = s.strip_prefix("<![CDATA[").and_then(|x| x.strip_suffix("]]>")).unwrap_or(s);
-    s.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&")
+    let s = s
+        .strip_prefix("<![CDATA[")
+        .and_then(|x| x.strip_suffix("]]>"))
+        .unwrap_or(s);
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
 }
 
 fn item(search: &str, value: &str, line: usize, sink: &mut Sink<'_>) {
@@ -117,6 +145,12 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].0, "Network/DNS");
         assert_eq!(got[0].1, "evil.info");
-        assert_eq!(1 + xml.as_bytes()[..got[0].2].iter().filter(|&&b| b == b'\n').count(), 4);
+        assert_eq!(
+            1 + xml.as_bytes()[..got[0].2]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count(),
+            4
+        );
     }
 }

@@ -20,7 +20,7 @@ pub fn refang(s: &str) -> String {
         {
             out.push_str(&s[last..i]);
             // `218.[.]234`: a defang typed after a real dot stands for that same dot.
-            if !(repl == "." && out.ends_with('.')) {
+            if !(repl == "." && i > 0 && b[i - 1] == b'.') {
                 out.push_str(repl);
             }
             i += len;
@@ -48,7 +48,8 @@ pub fn refang(s: &str) -> String {
 
 /// Cheap pre-check so that the common, clean line costs one scan and no allocation of work.
 fn needs_refang(s: &str) -> bool {
-    s.bytes().any(|b| matches!(b, b'[' | b'(' | b'{' | b'x' | b'X'))
+    s.bytes()
+        .any(|b| matches!(b, b'[' | b'(' | b'{' | b'x' | b'X'))
 }
 
 /// A bracketed defang at the start of `b`: its length and what it stands for.
@@ -134,7 +135,10 @@ mod tests {
             ("user[@]evil.com", "user@evil.com"),
             ("1.2.3[.]4", "1.2.3.4"),
             ("195.226.218.[.]234:80", "195.226.218.234:80"),
-            ("http://www.maxscript.cc/update/upscript[.]mse", "http://www.maxscript.cc/update/upscript.mse"),
+            (
+                "http://www.maxscript.cc/update/upscript[.]mse",
+                "http://www.maxscript.cc/update/upscript.mse",
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(refang(input), want, "{input}");
@@ -159,9 +163,17 @@ mod tests {
 
     #[test]
     fn defang_uses_the_common_style_and_refang_undoes_it() {
-        assert_eq!(defang("https://a.b.com/x.php"), "hxxps://a[.]b[.]com/x[.]php");
+        assert_eq!(
+            defang("https://a.b.com/x.php"),
+            "hxxps://a[.]b[.]com/x[.]php"
+        );
         assert_eq!(defang("HTTP://A.COM"), "HXXP://A[.]COM");
-        for s in ["https://a.b.com/x.php", "HTTP://A.COM", "1.2.3.4", "evil.co.uk"] {
+        for s in [
+            "https://a.b.com/x.php",
+            "HTTP://A.COM",
+            "1.2.3.4",
+            "evil.co.uk",
+        ] {
             assert_eq!(refang(&defang(s)), s);
         }
     }

@@ -59,7 +59,11 @@ impl<'a> Sink<'a> {
         if reason == SkipReason::Duplicate {
             self.summary.duplicates += 1;
         } else {
-            *self.summary.skipped.entry(reason.as_str().to_owned()).or_default() += 1;
+            *self
+                .summary
+                .skipped
+                .entry(reason.as_str().to_owned())
+                .or_default() += 1;
         }
     }
 
@@ -68,7 +72,11 @@ impl<'a> Sink<'a> {
             self.dropped_rejections += 1;
             return;
         }
-        self.summary.rejected.push(Rejected { line, reason: reason.into(), excerpt: excerpt(text) });
+        self.summary.rejected.push(Rejected {
+            line,
+            reason: reason.into(),
+            excerpt: excerpt(text),
+        });
     }
 
     pub fn warn(&mut self, msg: String) {
@@ -82,11 +90,15 @@ impl<'a> Sink<'a> {
     pub fn finish(mut self) -> Summary {
         if self.dropped_rejections > 0 {
             let n = self.dropped_rejections;
-            self.summary.warnings.push(format!("{n} more rejections not listed"));
+            self.summary
+                .warnings
+                .push(format!("{n} more rejections not listed"));
         }
         if self.dropped_warnings > 0 {
             let n = self.dropped_warnings;
-            self.summary.warnings.push(format!("{n} more warnings not listed"));
+            self.summary
+                .warnings
+                .push(format!("{n} more warnings not listed"));
         }
         self.summary
     }
@@ -96,7 +108,11 @@ impl<'a> Sink<'a> {
 pub fn excerpt(text: &str) -> String {
     let mut out = String::new();
     for c in text.chars() {
-        let piece: String = if c.is_control() { c.escape_default().collect() } else { c.to_string() };
+        let piece: String = if c.is_control() {
+            c.escape_default().collect()
+        } else {
+            c.to_string()
+        };
         if out.chars().count() + piece.chars().count() > 80 {
             break;
         }

@@ -35,14 +35,35 @@ fn formats_are_detected_from_name_and_content() {
     assert_eq!(detect_format("x.csv", b"a,b\n"), Format::Csv);
     assert_eq!(detect_format("x.md", b"# t\n"), Format::Markdown);
     assert_eq!(detect_format("x.adoc", b"= t\n"), Format::AsciiDoc);
-    assert_eq!(detect_format("x.json", b"{\"type\": \"bundle\", \"objects\": []}"), Format::Stix);
-    assert_eq!(detect_format("x.json", b"{\"response\":[{\"Event\":{}}]}"), Format::Misp);
-    assert_eq!(detect_format("x.json", b"{\"duvelDetails\": {}}"), Format::Json);
-    assert_eq!(detect_format("x.ioc", b"<?xml version=\"1.0\"?><ioc>"), Format::OpenIoc);
+    assert_eq!(
+        detect_format("x.json", b"{\"type\": \"bundle\", \"objects\": []}"),
+        Format::Stix
+    );
+    assert_eq!(
+        detect_format("x.json", b"{\"response\":[{\"Event\":{}}]}"),
+        Format::Misp
+    );
+    assert_eq!(
+        detect_format("x.json", b"{\"duvelDetails\": {}}"),
+        Format::Json
+    );
+    assert_eq!(
+        detect_format("x.ioc", b"<?xml version=\"1.0\"?><ioc>"),
+        Format::OpenIoc
+    );
     let loki = format!("# comment\n{SHA256};Some tool; with semicolons\n");
-    assert_eq!(detect_format("hash-iocs.txt", loki.as_bytes()), Format::Loki);
-    assert_eq!(detect_format("c2-iocs.txt", b"evil.com\n176.123.5.126;65\n"), Format::Text);
-    assert_eq!(detect_format("noname", b"\xEF\xBB\xBF{\"Event\": {}}"), Format::Misp);
+    assert_eq!(
+        detect_format("hash-iocs.txt", loki.as_bytes()),
+        Format::Loki
+    );
+    assert_eq!(
+        detect_format("c2-iocs.txt", b"evil.com\n176.123.5.126;65\n"),
+        Format::Text
+    );
+    assert_eq!(
+        detect_format("noname", b"\xEF\xBB\xBF{\"Event\": {}}"),
+        Format::Misp
+    );
 }
 
 #[test]
@@ -72,14 +93,28 @@ fn bom_and_crlf_are_stripped_and_lines_are_counted_from_one() {
 
 #[test]
 fn half_defanged_host_with_a_path_becomes_an_http_url() {
-    let (_, found) = run("a.txt", b"facebook[.]com-------mobile---read---new--terms--56165419.peraltek.com/sign_in.htm\r\n");
-    assert_eq!(values(&found), vec!["http://facebook.com-------mobile---read---new--terms--56165419.peraltek.com/sign_in.htm"]);
+    let (_, found) = run(
+        "a.txt",
+        b"facebook[.]com-------mobile---read---new--terms--56165419.peraltek.com/sign_in.htm\r\n",
+    );
+    assert_eq!(
+        values(&found),
+        vec![
+            "http://facebook.com-------mobile---read---new--terms--56165419.peraltek.com/sign_in.htm"
+        ]
+    );
 }
 
 #[test]
 fn question_marks_left_by_lost_characters_stay_in_the_url_path() {
-    let (_, found) = run("a.txt", b"25697[.]xc[.]wenpie[.]com/down/matlab%202017a%20???????????????@1166_3054.exe\r\n");
-    assert_eq!(values(&found), vec!["http://25697.xc.wenpie.com/down/matlab%202017a%20???????????????@1166_3054.exe"]);
+    let (_, found) = run(
+        "a.txt",
+        b"25697[.]xc[.]wenpie[.]com/down/matlab%202017a%20???????????????@1166_3054.exe\r\n",
+    );
+    assert_eq!(
+        values(&found),
+        vec!["http://25697.xc.wenpie.com/down/matlab%202017a%20???????????????@1166_3054.exe"]
+    );
 }
 
 #[test]
@@ -96,16 +131,25 @@ govole[.]info/d23c1cda8c7736f9842243148d5eaf5b/getfp.exe\n";
 #[test]
 fn sha256_followed_by_nbsp_and_a_windows_path() {
     // BazarCall-Appendix-D.txt: hash, U+00A0, two spaces, path.
-    let input = format!("{SHA256}\u{a0}  C:\\Users\\Public\\18482.xoq\nrundll32.exe [filename],DF1\nhxxp://about2[.]xyz/campo/a/a1\n");
+    let input = format!(
+        "{SHA256}\u{a0}  C:\\Users\\Public\\18482.xoq\nrundll32.exe [filename],DF1\nhxxp://about2[.]xyz/campo/a/a1\n"
+    );
     let (summary, found) = run("bazar.txt", input.as_bytes());
-    assert_eq!(found, vec![("sha256", SHA256.into(), 1), ("url", "http://about2.xyz/campo/a/a1".into(), 3)]);
+    assert_eq!(
+        found,
+        vec![
+            ("sha256", SHA256.into(), 1),
+            ("url", "http://about2.xyz/campo/a/a1".into(), 3)
+        ]
+    );
     assert!(summary.rejected.is_empty(), "{:?}", summary.rejected);
 }
 
 #[test]
 fn file_names_are_rejected_emails_skipped_and_a_leading_empty_line_counts() {
     // DearCry.txt: starts with an empty line, holds e-mails and `readme.txt`.
-    let input = format!("\r\n{SHA256}\r\nuenwonken@memail.com\r\nkonedieyp@airmail.cc\r\nreadme.txt\r\n");
+    let input =
+        format!("\r\n{SHA256}\r\nuenwonken@memail.com\r\nkonedieyp@airmail.cc\r\nreadme.txt\r\n");
     let (summary, found) = run("DearCry.txt", input.as_bytes());
     assert_eq!(found, vec![("sha256", SHA256.into(), 2)]);
     assert_eq!(summary.skipped.get("email"), Some(&2));
@@ -146,7 +190,14 @@ fn partly_defanged_hosts_and_live_schemes_with_defanged_hosts() {
     // Shade: `hxxp://3faddi.000webhostapp[.]com/...`; Skimmer: `http://1051portola[.]com`.
     let (_, found) =
         run("shade.txt", b"hxxp://3faddi.000webhostapp[.]com/x.jpg\r\nhttp://1051portola[.]com\r\nhttp://1051portola[.]com/");
-    assert_eq!(values(&found), vec!["http://3faddi.000webhostapp.com/x.jpg", "http://1051portola.com", "http://1051portola.com/"]);
+    assert_eq!(
+        values(&found),
+        vec![
+            "http://3faddi.000webhostapp.com/x.jpg",
+            "http://1051portola.com",
+            "http://1051portola.com/"
+        ]
+    );
 }
 
 #[test]
@@ -158,8 +209,14 @@ fn duplicates_are_emitted_once_and_counted() {
 
 #[test]
 fn prose_punctuation_and_typographic_quotes_are_stripped() {
-    let (_, found) = run("p.txt", "Contact “evil.com”, then (1.2.3.4). See 'http://x.com/a'.\n".as_bytes());
-    assert_eq!(values(&found), vec!["evil.com", "1.2.3.4", "http://x.com/a"]);
+    let (_, found) = run(
+        "p.txt",
+        "Contact “evil.com”, then (1.2.3.4). See 'http://x.com/a'.\n".as_bytes(),
+    );
+    assert_eq!(
+        values(&found),
+        vec!["evil.com", "1.2.3.4", "http://x.com/a"]
+    );
 }
 
 #[test]
@@ -170,7 +227,9 @@ fn zero_width_and_direction_marks_are_removed() {
 
 #[test]
 fn private_addresses_are_kept_when_the_option_says_so() {
-    let opts = Options { skip_private_ips: false };
+    let opts = Options {
+        skip_private_ips: false,
+    };
     let (summary, found) = run_with("p.txt", b"10.1.2.3\n", None, &opts);
     assert_eq!(values(&found), vec!["10.1.2.3"]);
     assert!(summary.skipped.is_empty());
@@ -202,7 +261,10 @@ fn loki_three_field_lines_and_semicolons_in_comments() {
 
 #[test]
 fn c2_list_with_ip_score_lines_and_no_final_newline() {
-    let (summary, found) = run("c2-iocs.txt", b"# Report https://report.example.com/x\nsuroot.com\n176.123.5.126;65\n# Last Line");
+    let (summary, found) = run(
+        "c2-iocs.txt",
+        b"# Report https://report.example.com/x\nsuroot.com\n176.123.5.126;65\n# Last Line",
+    );
     assert_eq!(summary.format, Some(Format::Text));
     assert_eq!(values(&found), vec!["suroot.com", "176.123.5.126"]);
 }
@@ -230,7 +292,10 @@ fn asciidoc_wrappers_placeholders_ports_and_path_defangs() {
 #[test]
 fn nested_defanged_url_stays_in_the_outer_url_path() {
     let (_, found) = run("q.adoc", b"- `++https://dwnfls[.]online/--/hXXps:/www[.]mit.gov.it/mit/sitephp=vclm=3id_cat=150++`\n");
-    assert_eq!(values(&found), vec!["https://dwnfls.online/--/hTTps:/www.mit.gov.it/mit/sitephp=vclm=3id_cat=150"]);
+    assert_eq!(
+        values(&found),
+        vec!["https://dwnfls.online/--/hTTps:/www.mit.gov.it/mit/sitephp=vclm=3id_cat=150"]
+    );
 }
 
 #[test]
@@ -274,7 +339,10 @@ fn stray_double_backtick_and_escaped_urls_and_carbon_host_port_paths() {
 
 #[test]
 fn defang_typed_after_a_real_dot_and_dash_bullets() {
-    let (_, found) = run("s.adoc", b"|Linux Trojan Proxy | / | 195.226.218.[.]234:80\n- 3.16.150[.]123\n");
+    let (_, found) = run(
+        "s.adoc",
+        b"|Linux Trojan Proxy | / | 195.226.218.[.]234:80\n- 3.16.150[.]123\n",
+    );
     assert_eq!(values(&found), vec!["195.226.218.234", "3.16.150.123"]);
 }
 
@@ -346,7 +414,7 @@ fn every_dot_defanged_and_file_names_are_not_domains() {
             "http://149.56.65.124/~packingm/mr%20t/Host.exe"
         ]
     );
-    assert!(summary.found.get("domain").is_none());
+    assert!(!summary.found.contains_key("domain"));
 }
 
 #[test]
@@ -364,13 +432,20 @@ fn header_cells_with_trailing_spaces_and_empty_ip_cells() {
     let (_, found) = run("nbi.csv", input);
     assert_eq!(
         values(&found),
-        vec!["6a57jk2ba1d9keg15cbg.appsync-api.eu-west-1.avsvmcloud.com", "freescanonline.com", "zupertech.com", "167.114.213.199"]
+        vec![
+            "6a57jk2ba1d9keg15cbg.appsync-api.eu-west-1.avsvmcloud.com",
+            "freescanonline.com",
+            "zupertech.com",
+            "167.114.213.199"
+        ]
     );
 }
 
 #[test]
 fn package_names_in_descriptive_columns_are_not_domains() {
-    let input = format!("sha256,file_size,first_seen,apk_package_name,apk_app_name\n{SHA256},970799,26/11/2015 16:17,com.android.henbox,备份");
+    let input = format!(
+        "sha256,file_size,first_seen,apk_package_name,apk_app_name\n{SHA256},970799,26/11/2015 16:17,com.android.henbox,备份"
+    );
     let (_, found) = run("henbox.csv", input.as_bytes());
     assert_eq!(values(&found), vec![SHA256]);
 }
@@ -379,7 +454,10 @@ fn package_names_in_descriptive_columns_are_not_domains() {
 fn stray_mac_roman_byte_is_decoded_lossily_with_a_warning_naming_the_line() {
     let (summary, found) = run("domains.csv", b"Domain,Domain Use\r\n012-il.net,Malware\r\nabastostelano.com\xCA,Associated w/ Malware Actor\r\n");
     assert_eq!(values(&found), vec!["012-il.net", "abastostelano.com"]);
-    assert_eq!(summary.warnings, vec!["line 3: invalid UTF-8 decoded lossily".to_string()]);
+    assert_eq!(
+        summary.warnings,
+        vec!["line 3: invalid UTF-8 decoded lossily".to_string()]
+    );
 }
 
 // ---------------------------------------------------------------------------------------- JSON
@@ -397,17 +475,26 @@ fn misp_response_wrapper_composite_types_and_emails() {
 fn misp_event_without_wrapper_and_object_attributes_carry_their_line() {
     let input = b"{\n\"Event\": {\n\"Object\": [\n{\"Attribute\": [\n{\"type\": \"md5\",\n \"value\": \"d41d8cd98f00b204e9800998ecf8427e\"}]}]}}";
     let (_, found) = run("c.json", input);
-    assert_eq!(found, vec![("md5", "d41d8cd98f00b204e9800998ecf8427e".into(), 6)]);
+    assert_eq!(
+        found,
+        vec![("md5", "d41d8cd98f00b204e9800998ecf8427e".into(), 6)]
+    );
 }
 
 #[test]
 fn malformed_misp_with_a_trailing_comma_falls_back_to_text() {
-    let input = format!("{{\"Event\": {{\"Attribute\": [\n{{\"type\": \"sha256\", \"value\": \"{SHA256}\"}},\n]}}}}\n");
+    let input = format!(
+        "{{\"Event\": {{\"Attribute\": [\n{{\"type\": \"sha256\", \"value\": \"{SHA256}\"}},\n]}}}}\n"
+    );
     let (summary, found) = run("x.misp-event.json", input.as_bytes());
     assert_eq!(values(&found), vec![SHA256]);
     assert_eq!(found[0].2, 2);
     assert_eq!(summary.warnings.len(), 1);
-    assert!(summary.warnings[0].starts_with("malformed MISP JSON (line 3"), "{:?}", summary.warnings);
+    assert!(
+        summary.warnings[0].starts_with("malformed MISP JSON (line 3"),
+        "{:?}",
+        summary.warnings
+    );
     assert!(summary.warnings[0].ends_with("fell back to text extraction"));
 }
 
@@ -416,7 +503,13 @@ fn generic_json_takes_indicator_keys_only() {
     let input = b"{\n  \"duvelDetails\": {\n    \"token\": \"be17.smoke\",\n    \"dnsServer\": \"176.31.106.50\",\n    \"blockList\": [\"redirect.viglink.com\", \"akz.imgfarm.com\"],\n    \"c2\": [\"evil.com\"]\n  }\n}";
     let (summary, found) = run("blocklist.json", input);
     assert_eq!(summary.format, Some(Format::Json));
-    assert_eq!(found, vec![("ipv4", "176.31.106.50".into(), 4), ("domain", "evil.com".into(), 6)]);
+    assert_eq!(
+        found,
+        vec![
+            ("ipv4", "176.31.106.50".into(), 4),
+            ("domain", "evil.com".into(), 6)
+        ]
+    );
 }
 
 #[test]
@@ -434,12 +527,24 @@ fn stix_patterns_hash_key_spellings_or_chains_and_cidrs() {
     assert_eq!(summary.format, Some(Format::Stix));
     assert_eq!(
         values(&found),
-        vec![SHA256, "d41d8cd98f00b204e9800998ecf8427e", "x.com", "1.2.3.4", "http://outrankdigital.com/qt/btteuaea", "5.6.7.8"]
+        vec![
+            SHA256,
+            "d41d8cd98f00b204e9800998ecf8427e",
+            "x.com",
+            "1.2.3.4",
+            "http://outrankdigital.com/qt/btteuaea",
+            "5.6.7.8"
+        ]
     );
     assert_eq!(found[0].2, 2);
     assert_eq!(summary.skipped.get("cidr"), Some(&1));
     assert_eq!(summary.skipped.get("email"), Some(&1));
-    assert_eq!(summary.rejected.len(), 1, "the 2-digit 'SHA256' value: {:?}", summary.rejected);
+    assert_eq!(
+        summary.rejected.len(),
+        1,
+        "the 2-digit 'SHA256' value: {:?}",
+        summary.rejected
+    );
 }
 
 // ------------------------------------------------------------------------------------- OpenIOC
@@ -451,7 +556,10 @@ fn openioc_items_with_mixed_line_endings_and_snort_rules() {
     assert_eq!(summary.format, Some(Format::OpenIoc));
     assert_eq!(
         found,
-        vec![("sha1", "da39a3ee5e6b4b0d3255bfef95601890afd80709".into(), 6), ("domain", "k2l8z1yeodm.info".into(), 14)]
+        vec![
+            ("sha1", "da39a3ee5e6b4b0d3255bfef95601890afd80709".into(), 6),
+            ("domain", "k2l8z1yeodm.info".into(), 14)
+        ]
     );
 }
 
@@ -473,7 +581,13 @@ fn a_five_megabyte_line_is_rejected_without_stopping_the_list() {
     input.extend(std::iter::repeat_n(b'a', 5 * 1024 * 1024));
     input.extend_from_slice(b"\nlast.com\n");
     let (summary, found) = run("big.txt", &input);
-    assert_eq!(found, vec![("domain", "first.com".into(), 1), ("domain", "last.com".into(), 3)]);
+    assert_eq!(
+        found,
+        vec![
+            ("domain", "first.com".into(), 1),
+            ("domain", "last.com".into(), 3)
+        ]
+    );
     assert_eq!(summary.rejected.len(), 1);
     assert_eq!(summary.rejected[0].line, 2);
     assert_eq!(summary.rejected[0].reason, "line too long");
@@ -498,7 +612,12 @@ fn random_binary_garbage_never_panics_in_any_format() {
             "{format}: garbage must be reported"
         );
         assert!(summary.rejected.len() <= sink::MAX_NOTES);
-        assert!(summary.rejected.iter().all(|r| r.excerpt.chars().count() <= 80));
+        assert!(
+            summary
+                .rejected
+                .iter()
+                .all(|r| r.excerpt.chars().count() <= 80)
+        );
     }
 }
 
@@ -518,7 +637,11 @@ fn invalid_utf8_of_every_kind_is_decoded_lossily_and_named() {
         input.extend_from_slice(case);
         let (summary, found) = run("u.txt", &input);
         assert_eq!(values(&found), vec!["ok.com", "evil.com"], "{case:?}");
-        assert_eq!(summary.warnings, vec!["line 2: invalid UTF-8 decoded lossily".to_string()], "{case:?}");
+        assert_eq!(
+            summary.warnings,
+            vec!["line 2: invalid UTF-8 decoded lossily".to_string()],
+            "{case:?}"
+        );
     }
 }
 
@@ -527,20 +650,37 @@ fn oversized_json_nesting_is_a_clear_fallback_not_a_stack_overflow() {
     let input = "[".repeat(100_000);
     let (summary, found) = run("deep.json", input.as_bytes());
     assert!(found.is_empty());
-    assert!(summary.warnings.iter().any(|w| w.contains("malformed JSON")), "{:?}", summary.warnings);
+    assert!(
+        summary
+            .warnings
+            .iter()
+            .any(|w| w.contains("malformed JSON")),
+        "{:?}",
+        summary.warnings
+    );
 }
 
 #[test]
 fn a_million_line_list_parses_fast() {
     // Scaled down in debug builds; the 2 s budget is for release builds.
-    let lines = if cfg!(debug_assertions) { 100_000 } else { 1_000_000 };
+    let lines = if cfg!(debug_assertions) {
+        100_000
+    } else {
+        1_000_000
+    };
     let mut input = String::with_capacity(lines * 60);
     for i in 0..lines {
         match i % 5 {
             0 => input.push_str(&format!("{:064x}\n", i)),
             1 => input.push_str(&format!("hxxp://host{i}[.]example[.]com/path/{i}.php\n")),
             2 => input.push_str(&format!("sub{i}.evil-domain.net\n")),
-            3 => input.push_str(&format!("{}.{}.{}.{}\n", 1 + i % 200, i % 250, (i / 250) % 250, i % 199)),
+            3 => input.push_str(&format!(
+                "{}.{}.{}.{}\n",
+                1 + i % 200,
+                i % 250,
+                (i / 250) % 250,
+                i % 199
+            )),
             _ => input.push_str(&format!("some prose about sample {i}, see report.\n")),
         }
     }

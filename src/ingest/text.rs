@@ -62,7 +62,11 @@ pub(crate) fn parse_bytes_as_text(bytes: &[u8], sink: &mut Sink<'_>) -> std::io:
             let (text, _) = decode(b);
             // JSON string escapes would glue words together (`...html\n\nAdversaries`).
             let text = if text.contains('\\') {
-                text.replace("\\n", " ").replace("\\r", " ").replace("\\t", " ").replace("\\/", "/").replace("\\\"", "\"")
+                text.replace("\\n", " ")
+                    .replace("\\r", " ")
+                    .replace("\\t", " ")
+                    .replace("\\/", "/")
+                    .replace("\\\"", "\"")
             } else {
                 text.into_owned()
             };
@@ -82,7 +86,10 @@ fn text_line(line: &str, n: usize, sink: &mut Sink<'_>) {
     let taken = extract(line, n, sink, Flavor::Plain);
     // A lone value on its own line that is nothing we know deserves a word to the analyst
     // (`readme.txt` in a list of hashes); a lone plain word is a section title.
-    if taken == 0 && !trimmed.contains(char::is_whitespace) && trimmed.contains(['.', ':', '/', '@']) {
+    if taken == 0
+        && !trimmed.contains(char::is_whitespace)
+        && trimmed.contains(['.', ':', '/', '@'])
+    {
         sink.reject(n, "not an indicator", trimmed);
     }
 }
@@ -119,7 +126,19 @@ pub fn is_separator(c: char) -> bool {
     c.is_whitespace()
         || matches!(
             c,
-            ',' | ';' | '|' | '"' | '<' | '>' | '\u{FFFD}' | '\u{201C}' | '\u{201D}' | '\u{201E}' | '\u{2018}' | '\u{2019}' | '\u{00AB}' | '\u{00BB}'
+            ',' | ';'
+                | '|'
+                | '"'
+                | '<'
+                | '>'
+                | '\u{FFFD}'
+                | '\u{201C}'
+                | '\u{201D}'
+                | '\u{201E}'
+                | '\u{2018}'
+                | '\u{2019}'
+                | '\u{00AB}'
+                | '\u{00BB}'
         )
         || c.is_control()
 }
@@ -137,7 +156,12 @@ pub(crate) fn extract(fragment: &str, n: usize, sink: &mut Sink<'_>, flavor: Fla
         // Odd segments are inside backticks when a closing backtick follows.
         let quoted = i % 2 == 1 && i + 1 < segments.len();
         if quoted && seg.contains("://") {
-            taken += take(seg.trim_matches(|c: char| c == '+' || c.is_whitespace()), n, sink, flavor) as usize;
+            taken += take(
+                seg.trim_matches(|c: char| c == '+' || c.is_whitespace()),
+                n,
+                sink,
+                flavor,
+            ) as usize;
         } else {
             for raw in seg.split(is_separator) {
                 taken += take(raw, n, sink, flavor) as usize;
@@ -155,7 +179,9 @@ fn take(raw: &str, n: usize, sink: &mut Sink<'_>, flavor: Flavor) -> bool {
     }
     if let Some(idx) = t.find("://") {
         // `url=http://...`, `(see:https://...`: the URL starts at its scheme.
-        let start = t[..idx].rfind(|c: char| !c.is_ascii_alphabetic()).map_or(0, |i| i + 1);
+        let start = t[..idx]
+            .rfind(|c: char| !c.is_ascii_alphabetic())
+            .map_or(0, |i| i + 1);
         t = &t[start..];
         // Refanging removed every defang bracket, so a `[` left after an AsciiDoc URL opens a
         // link macro's text: a reference (blog post, report), not an indicator. Elsewhere `[`
@@ -173,7 +199,10 @@ fn take(raw: &str, n: usize, sink: &mut Sink<'_>, flavor: Flavor) -> bool {
     }
     let mut any = false;
     for h in hex_runs(t) {
-        sink.offer(Classified::Indicator(crate::indicator::Indicator::Hash(h)), n);
+        sink.offer(
+            Classified::Indicator(crate::indicator::Indicator::Hash(h)),
+            n,
+        );
         any = true;
     }
     any
@@ -185,8 +214,13 @@ pub fn trim_wrappers(s: &str) -> &str {
     let mut t = s;
     loop {
         let before = t.len();
-        t = t.trim_start_matches(['`', '+', '"', '\'', '(', '[', '{', '*', '~', '.', ',', ';', ':', '!', '?', '=', '-', '<', '>']);
-        t = t.trim_end_matches(['`', '+', '"', '\'', '*', '~', '.', ',', ';', ':', '!', '?', '<', '>']);
+        t = t.trim_start_matches([
+            '`', '+', '"', '\'', '(', '[', '{', '*', '~', '.', ',', ';', ':', '!', '?', '=', '-',
+            '<', '>',
+        ]);
+        t = t.trim_end_matches([
+            '`', '+', '"', '\'', '*', '~', '.', ',', ';', ':', '!', '?', '<', '>',
+        ]);
         for (open, close) in [('(', ')'), ('[', ']'), ('{', '}')] {
             if t.ends_with(close) && !t.contains(open) {
                 t = &t[..t.len() - 1];
@@ -207,7 +241,10 @@ mod tests {
         assert_eq!(trim_wrappers("`+evil.com+`"), "evil.com");
         assert_eq!(trim_wrappers("(evil.com),"), "evil.com");
         assert_eq!(trim_wrappers("'http://x.com/a'"), "http://x.com/a");
-        assert_eq!(trim_wrappers("http://x.com/wiki/A_(b)"), "http://x.com/wiki/A_(b)");
+        assert_eq!(
+            trim_wrappers("http://x.com/wiki/A_(b)"),
+            "http://x.com/wiki/A_(b)"
+        );
         assert_eq!(trim_wrappers("**1.2.3.4**."), "1.2.3.4");
     }
 }

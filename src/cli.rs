@@ -138,9 +138,11 @@ pub struct RunArgs {
 
 /// Sets up logging on standard error. The API key cannot reach a log line: it is only ever
 /// held as `ApiKey`, whose `Debug`/`Display` print `[redacted]`.
-pub fn init_logging(format: LogFormat, verbose: u8) {
+pub fn init_logging(format: LogFormat, verbose: u8, daemon: bool) {
     let default = match verbose {
-        0 => "vtriage=info,warn",
+        // A daemon logs each verdict; one-shot commands print their results instead.
+        0 if daemon => "vtriage=info,warn",
+        0 => "warn",
         1 => "vtriage=debug,info",
         _ => "trace",
     };
@@ -192,7 +194,11 @@ async fn wait_for_signal() {
 
 /// Runs a parsed command line; returns the exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
-    init_logging(cli.global.log_format, cli.global.verbose);
+    init_logging(
+        cli.global.log_format,
+        cli.global.verbose,
+        matches!(cli.command, Command::Run(_) | Command::Sim(_)),
+    );
     match cli.command {
         Command::Scan(args) => {
             let mut config = load_config(&cli.global)?;

@@ -9,7 +9,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::GlobalArgs;
-use crate::config::{ApiKey, Config, UploadPolicy};
+use crate::config::{ApiKey, UploadPolicy};
 use crate::pipeline::Pipeline;
 use crate::scan;
 use crate::sim::{self, Known, KnownFile, SimConfig};
@@ -50,10 +50,7 @@ pub async fn run(global: &GlobalArgs) -> anyhow::Result<i32> {
     .await
     .context("cannot start the simulator")?;
 
-    let mut config = match crate::cli::load_config(global) {
-        Ok(c) => c,
-        Err(_) => Config::default(),
-    };
+    let mut config = crate::cli::load_config(global).unwrap_or_default();
     config.db = global
         .db
         .clone()

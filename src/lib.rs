@@ -19,6 +19,7 @@ pub mod ingest;
 pub mod lists;
 pub mod pipeline;
 pub mod quota;
+pub mod report;
 pub mod scan;
 pub mod sim;
 pub mod status;

@@ -762,7 +762,7 @@ mod tests {
         // sha256("http://example.com/")
         assert_eq!(
             vt_link(Kind::Url, "http://example.com/", None, None),
-            "https://www.virustotal.com/gui/url/f0e6a6a97042a4f1f1c87f5f7d44315b2d852c2df5c7991cc66241bf7072d1c4"
+            "https://www.virustotal.com/gui/url/2a1b402420ef46577471cdc7409b0fa2c6a204db316e59ade2d805435489a067"
         );
         assert_eq!(
             vt_link(Kind::Domain, "example.com", None, None),

@@ -9,7 +9,10 @@
 //! yields it, so a database of a million verdicts reports in constant memory (SQLite itself
 //! sorts on disk when it has to).
 
+mod command;
 pub mod stix;
+
+pub use command::{ReportArgs, finish_output, run};
 
 use std::collections::BTreeMap;
 use std::io::{self, IsTerminal, Write};
@@ -247,6 +250,9 @@ pub struct Record {
     pub error: Option<String>,
     /// Why it is unknown or pending, or how the verdict was obtained.
     pub note: Option<String>,
+    /// The job's row id.
+    #[serde(skip)]
+    pub job_id: i64,
     /// `first_seen` in Unix milliseconds (for STIX versioning).
     #[serde(skip)]
     pub first_seen_ms: Millis,
@@ -328,6 +334,7 @@ impl Record {
             vt_id.as_deref(),
         );
         Record {
+            job_id: job.id,
             kind: job.kind,
             verdict: v.map(|v| v.verdict),
             state: job.state,

@@ -196,6 +196,7 @@ mod tests {
 
     fn record(kind: Kind, indicator: &str) -> Record {
         Record {
+            job_id: 1,
             kind,
             indicator: indicator.into(),
             verdict: Some(Verdict::Malicious),

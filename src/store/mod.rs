@@ -384,6 +384,8 @@ pub trait Store: Send + Sync + 'static {
 /// any of its values (OR); an empty list matches everything.
 #[derive(Debug, Clone, Default)]
 pub struct ReportQuery {
+    /// Only these jobs (by id), e.g. the ones a `lookup` just triaged.
+    pub jobs: Vec<i64>,
     /// Only these verdicts.
     pub verdicts: Vec<Verdict>,
     /// Only these kinds.

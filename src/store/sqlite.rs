@@ -893,8 +893,8 @@ impl Store for SqliteStore {
 }
 
 /// The report query for `query`, and the user-given texts to bind in order (`?1`, `?2`, ...;
-/// the limit is bound last). Verdict and kind filters come from enum names, never user text,
-/// so they are inlined.
+/// the limit is bound last). Job ids, times, verdict and kind filters are numbers or enum
+/// names, never user text, so they are inlined.
 fn report_sql(query: &ReportQuery) -> (String, Vec<String>) {
     let quoted = |names: Vec<&str>| {
         names
@@ -905,6 +905,10 @@ fn report_sql(query: &ReportQuery) -> (String, Vec<String>) {
     };
     let mut filter = String::new();
     let mut texts = Vec::new();
+    if !query.jobs.is_empty() {
+        let ids: Vec<String> = query.jobs.iter().map(i64::to_string).collect();
+        filter += &format!(" AND j.id IN ({})", ids.join(", "));
+    }
     if !query.verdicts.is_empty() {
         let names = query.verdicts.iter().map(|v| v.as_str()).collect();
         filter += &format!(" AND v.verdict IN ({})", quoted(names));

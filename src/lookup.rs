@@ -113,8 +113,9 @@ pub async fn lookup(pipeline: &Pipeline, indicators: &[Indicator]) -> anyhow::Re
     })
 }
 
-/// Works the queue until none of `ids` is unfinished, then stops the workers.
-async fn work(pipeline: &Pipeline, ids: &[i64]) -> Option<String> {
+/// Works the queue until none of `ids` is unfinished, then shuts the pipeline down (it cannot
+/// be used again). Returns why it stopped early, if it did.
+pub async fn work(pipeline: &Pipeline, ids: &[i64]) -> Option<String> {
     pipeline.spawn_workers();
     let bar = crate::scan::progress_bar(ids.len() as u64, "triaging");
     let drained = pipeline.drain(ids, |done, _| bar.set_position(done)).await;

@@ -84,7 +84,11 @@ pub async fn run(args: &ReportArgs, config: &Config) -> anyhow::Result<i32> {
     }
     let format = args.format.unwrap_or_else(Format::default_for_stdout);
     let out = io::BufWriter::new(io::stdout());
-    finish_output(write(records(&store, &filter), format, out).await.map(|_| ()))?;
+    finish_output(
+        write(records(&store, &filter), format, out)
+            .await
+            .map(|_| ()),
+    )?;
     Ok(0)
 }
 

@@ -185,7 +185,7 @@ impl<W: Write> BundleWriter<W> {
         let digest = self.ids.finalize();
         let id = Uuid::new_v5(&namespace(), &digest);
         let end = if self.first { "" } else { "\n" };
-        write!(self.out, "{end}], \"id\": \"bundle--{id}\"}}\n")?;
+        writeln!(self.out, "{end}], \"id\": \"bundle--{id}\"}}")?;
         Ok(self.out)
     }
 }

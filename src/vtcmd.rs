@@ -158,9 +158,7 @@ pub enum Error {
     #[error(transparent)]
     Vt(#[from] vt::Error),
     /// The endpoint needs a premium key.
-    #[error(
-        "{what} needs a premium VirusTotal API key; this key was refused (HTTP 403 Forbidden)"
-    )]
+    #[error("{what} needs a premium VirusTotal API key; this key was refused (HTTP 403 Forbidden)")]
     PremiumOnly {
         /// What was attempted.
         what: &'static str,
@@ -198,7 +196,11 @@ pub async fn run_offline(command: &VtCommand, out: &mut impl Write) -> Result<()
 }
 
 /// Runs a subcommand against VirusTotal through `client`, writing the JSON answer to `out`.
-pub async fn run(client: &vt::Client, command: &VtCommand, out: &mut impl Write) -> Result<(), Error> {
+pub async fn run(
+    client: &vt::Client,
+    command: &VtCommand,
+    out: &mut impl Write,
+) -> Result<(), Error> {
     if is_offline(command) {
         return run_offline(command, out).await;
     }
@@ -213,13 +215,19 @@ pub async fn run(client: &vt::Client, command: &VtCommand, out: &mut impl Write)
         }
         VtCommand::Vote { kind, id, verdict } => {
             let c = kind.collection();
-            client.add_vote(c, &object_id(c, id), verdict.as_str()).await?
+            client
+                .add_vote(c, &object_id(c, id), verdict.as_str())
+                .await?
         }
         VtCommand::Analysis { id } => client.get_analysis(id.trim()).await?.raw,
         VtCommand::Download { hash, output } => download(client, hash, output).await?,
         VtCommand::UrlId { .. } | VtCommand::FileId { .. } => unreachable!("handled above"),
     };
-    writeln!(out, "{}", serde_json::to_string_pretty(&value).expect("a JSON value prints"))?;
+    writeln!(
+        out,
+        "{}",
+        serde_json::to_string_pretty(&value).expect("a JSON value prints")
+    )?;
     Ok(())
 }
 
@@ -232,7 +240,9 @@ async fn object(client: &vt::Client, c: Collection, a: &ObjectArgs) -> Result<Va
         (None, false, true) => "votes",
         (None, false, false) => return Ok(client.get_object(c, &id).await?.raw),
     };
-    let first = client.get_relationship(c, &id, relationship, a.limit, None).await?;
+    let first = client
+        .get_relationship(c, &id, relationship, a.limit, None)
+        .await?;
     if !a.all {
         return Ok(first.raw);
     }
@@ -297,7 +307,10 @@ mod tests {
         };
         assert!(is_offline(&cmd));
         run_offline(&cmd, &mut out).await.unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "aHR0cDovL2V4YW1wbGUuY29tLw\n");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "aHR0cDovL2V4YW1wbGUuY29tLw\n"
+        );
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("empty");

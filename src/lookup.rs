@@ -46,7 +46,10 @@ pub struct Rejected {
 
 /// Parses command-line indicators (refanged first). Every argument must be one: a typo is
 /// reported before anything is spent, instead of silently dropped.
-pub fn parse_iocs(args: &[String], opts: &ingest::Options) -> Result<Vec<Indicator>, Vec<Rejected>> {
+pub fn parse_iocs(
+    args: &[String],
+    opts: &ingest::Options,
+) -> Result<Vec<Indicator>, Vec<Rejected>> {
     let mut found = Vec::new();
     let mut rejected = Vec::new();
     for arg in args {
@@ -87,7 +90,10 @@ pub struct LookupOutcome {
 
 /// Triages `indicators` now: queue them (source `command line`), work the queue until each has
 /// a verdict, shut the pipeline's workers down.
-pub async fn lookup(pipeline: &Pipeline, indicators: &[Indicator]) -> anyhow::Result<LookupOutcome> {
+pub async fn lookup(
+    pipeline: &Pipeline,
+    indicators: &[Indicator],
+) -> anyhow::Result<LookupOutcome> {
     let jobs: Vec<NewJob> = indicators
         .iter()
         .map(|i| NewJob {
@@ -101,7 +107,12 @@ pub async fn lookup(pipeline: &Pipeline, indicators: &[Indicator]) -> anyhow::Re
     let max_age = (pipeline.config.verdict.max_age_days * 86_400_000.0) as i64;
     let queued = pipeline
         .store
-        .enqueue(&jobs, now_millis(), max_age, pipeline.config.daemon.max_attempts)
+        .enqueue(
+            &jobs,
+            now_millis(),
+            max_age,
+            pipeline.config.daemon.max_attempts,
+        )
         .await?;
     let ids: Vec<i64> = queued.iter().map(|(id, _)| *id).collect();
     let enqueued = queued.iter().map(|(_, e)| *e).collect();
@@ -143,7 +154,11 @@ pub fn exit_code(interrupted: bool, written: &Written) -> i32 {
 }
 
 /// Runs `vtriage lookup`; returns the exit code. `stop` is the shutdown signal.
-pub async fn run(args: &LookupArgs, config: Config, stop: CancellationToken) -> anyhow::Result<i32> {
+pub async fn run(
+    args: &LookupArgs,
+    config: Config,
+    stop: CancellationToken,
+) -> anyhow::Result<i32> {
     let opts = ingest::Options::from(&config.ingest);
     let indicators = parse_iocs(&args.iocs, &opts).map_err(|rejected| {
         let lines: Vec<String> = rejected.iter().map(|r| r.to_string()).collect();
@@ -203,7 +218,11 @@ pub struct Recheck {
 
 impl RecheckArgs {
     /// The selection these arguments describe, at `now`.
-    pub fn selection(&self, config: &Config, now: crate::store::Millis) -> Result<Recheck, report::Error> {
+    pub fn selection(
+        &self,
+        config: &Config,
+        now: crate::store::Millis,
+    ) -> Result<Recheck, report::Error> {
         let age = match &self.older_than {
             Some(d) => report::parse_duration(d)?,
             None => (config.verdict.max_age_days * 86_400_000.0) as i64,

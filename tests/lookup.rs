@@ -30,7 +30,7 @@ async fn world() -> World {
                 name: None,
             }],
             domains: vec![KnownHost {
-                id: "evil.example".into(),
+                id: "evil.example.com".into(),
                 stats: Some(EngineStats::CLEAN_URL),
             }],
             ..Known::default()
@@ -75,13 +75,18 @@ async fn look(w: &World, args: &[&str]) -> (lookup::LookupOutcome, Vec<Record>) 
 
 #[test]
 fn defanged_indicators_are_refanged_and_typos_are_refused() {
-    let found = parse(&["hxxp://evil[.]example/x", "evil[.]example", MD5, "8.8.8.8"]);
+    let found = parse(&[
+        "hxxp://evil[.]example[.]com/x",
+        "evil[.]example[.]com",
+        MD5,
+        "8.8.8.8",
+    ]);
     let kinds: Vec<Kind> = found.iter().map(|i| i.kind()).collect();
     assert_eq!(kinds, [Kind::Url, Kind::Domain, Kind::Hash, Kind::Ip]);
-    assert_eq!(found[0].value(), "http://evil.example/x");
-    assert_eq!(found[1].value(), "evil.example");
+    assert_eq!(found[0].value(), "http://evil.example.com/x");
+    assert_eq!(found[1].value(), "evil.example.com");
 
-    let args: Vec<String> = vec!["evil.example".into(), "not-an-indicator".into()];
+    let args: Vec<String> = vec!["evil.example.com".into(), "not-an-indicator".into()];
     let rejected = lookup::parse_iocs(&args, &vtriage::ingest::Options::default()).unwrap_err();
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0].arg, "not-an-indicator");
@@ -113,7 +118,8 @@ async fn a_fresh_stored_verdict_costs_no_request_and_a_stale_one_costs_one() {
 #[tokio::test]
 async fn lookups_are_recorded_from_the_command_line_and_printed_like_report() {
     let w = world().await;
-    let (outcome, records) = look(&w, &["evil[.]example", MD5, "never-seen.example"]).await;
+    let (outcome, records) =
+        look(&w, &["evil[.]example[.]com", MD5, "never-seen.example.net"]).await;
     assert!(outcome.interrupted.is_none());
     assert_eq!(records.len(), 3);
     for r in &records {
@@ -132,9 +138,9 @@ async fn lookups_are_recorded_from_the_command_line_and_printed_like_report() {
     assert_eq!(
         verdicts,
         [
-            ("evil.example", Some(Verdict::Clean)),
+            ("evil.example.com", Some(Verdict::Clean)),
             (MD5, Some(Verdict::Malicious)),
-            ("never-seen.example", Some(Verdict::Unknown)),
+            ("never-seen.example.net", Some(Verdict::Unknown)),
         ]
     );
     let mut out = Vec::new();
@@ -161,7 +167,7 @@ async fn lookups_are_recorded_from_the_command_line_and_printed_like_report() {
 #[tokio::test]
 async fn recheck_asks_virustotal_again() {
     let w = world().await;
-    look(&w, &["evil.example", "never-seen.example"]).await;
+    look(&w, &["evil.example.com", "never-seen.example.net"]).await;
     assert_eq!(hits(&w, "GET /domains/{id}"), 2);
 
     // Only the unknown one, and only verdicts older than now.

@@ -157,8 +157,16 @@ pub struct KnownUrl {
 impl KnownUrl {
     /// A URL VirusTotal knows as harmless.
     pub fn clean(url: &str) -> KnownUrl {
-        let stats = EngineStats { harmless: 60, undetected: 10, ..EngineStats::CLEAN_FILE };
-        KnownUrl { url: url.to_owned(), stats, label: None }
+        let stats = EngineStats {
+            harmless: 60,
+            undetected: 10,
+            ..EngineStats::CLEAN_FILE
+        };
+        KnownUrl {
+            url: url.to_owned(),
+            stats,
+            label: None,
+        }
     }
 }
 

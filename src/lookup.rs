@@ -275,6 +275,11 @@ pub async fn reopen(
     Ok((n, ids))
 }
 
+fn queued_message(n: u64) -> String {
+    let s = if n == 1 { "" } else { "s" };
+    format!("{n} verdict{s} queued for a re-check")
+}
+
 /// Runs `vtriage recheck`; returns the exit code. Without `--wait` it needs no API key: it only
 /// changes the queue.
 pub async fn run_recheck(
@@ -286,12 +291,12 @@ pub async fn run_recheck(
     if !args.wait {
         let store = crate::pipeline::open_store(&config).await?;
         let (n, _) = reopen(&*store, &selection, false).await?;
-        println!("{n} verdicts queued for a re-check");
+        println!("{}", queued_message(n));
         return Ok(0);
     }
     let pipeline = Pipeline::open(config, stop).await?;
     let (n, ids) = reopen(&*pipeline.store, &selection, true).await?;
-    println!("{n} verdicts queued for a re-check");
+    println!("{}", queued_message(n));
     if n == 0 {
         pipeline.shutdown().await;
         return Ok(0);

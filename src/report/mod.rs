@@ -611,6 +611,16 @@ pub fn ellipsize(text: &str, width: usize) -> String {
     format!("{start}…{end}")
 }
 
+/// Cuts prose to `width` characters at its end (the start of a sentence says what it is about).
+pub fn shorten(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
 /// One or two lines of at most [`TABLE_WIDTH`] characters: the verdict line (a file shows its
 /// first path, others their indicator) and, when there is one, a detail line.
 fn table_rows(r: &Record) -> String {
@@ -634,7 +644,7 @@ fn table_rows(r: &Record) -> String {
     }
     if !details.is_empty() {
         let detail = details.join("; ");
-        out += &format!("{:INDENT$}{}\n", "", ellipsize(&detail, room));
+        out += &format!("{:INDENT$}{}\n", "", shorten(&detail, room));
     }
     out
 }
@@ -753,6 +763,8 @@ mod tests {
         assert!(short.starts_with("0123456789"));
         assert!(short.ends_with("6789abcdef"));
         assert_eq!(ellipsize("short", 21), "short");
+        assert_eq!(shorten("VirusTotal does not know it", 14), "VirusTotal do…");
+        assert_eq!(shorten("short", 14), "short");
     }
 
     #[test]

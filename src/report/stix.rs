@@ -8,6 +8,7 @@
 
 use std::io::{self, Write};
 
+use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -118,8 +119,41 @@ fn describe(r: &Record) -> String {
     text
 }
 
+/// A STIX 2.1 `indicator` object (fields in the order the specification lists them, so that
+/// the output reads naturally).
+#[derive(Debug, Serialize)]
+pub struct StixIndicator {
+    /// Always `indicator`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Always `2.1`.
+    pub spec_version: &'static str,
+    /// `indicator--<uuid v5>`.
+    pub id: String,
+    /// When vtriage first saw the indicator.
+    pub created: String,
+    /// When the verdict was obtained (the version of this object).
+    pub modified: String,
+    /// The kind and indicator.
+    pub name: String,
+    /// The verdict, counts and label, in words.
+    pub description: String,
+    /// `malicious-activity`, `anomalous-activity`, `benign` or `unknown`.
+    pub indicator_types: [&'static str; 1],
+    /// The STIX pattern.
+    pub pattern: String,
+    /// Always `stix`.
+    pub pattern_type: &'static str,
+    /// Always `2.1`.
+    pub pattern_version: &'static str,
+    /// When the indicator became valid: when vtriage first saw it.
+    pub valid_from: String,
+    /// The VirusTotal page.
+    pub external_references: [Value; 1],
+}
+
 /// The `indicator` object of a record.
-pub fn indicator(r: &Record) -> Value {
+pub fn indicator(r: &Record) -> StixIndicator {
     let created = super::rfc3339_millis(r.first_seen_ms);
     // A re-check that happened "before" first sight (clock skew) must not make modified < created.
     let modified = super::rfc3339_millis(
@@ -127,24 +161,21 @@ pub fn indicator(r: &Record) -> Value {
             .unwrap_or(r.first_seen_ms)
             .max(r.first_seen_ms),
     );
-    json!({
-        "type": "indicator",
-        "spec_version": "2.1",
-        "id": indicator_id(r.kind, &r.indicator),
-        "created": created,
-        "modified": modified,
-        "name": format!("{} {}", r.kind.as_str(), r.indicator),
-        "description": describe(r),
-        "indicator_types": [indicator_type(r.verdict)],
-        "pattern": pattern(r),
-        "pattern_type": "stix",
-        "pattern_version": "2.1",
-        "valid_from": created,
-        "external_references": [{
-            "source_name": "VirusTotal",
-            "url": r.vt_link,
-        }],
-    })
+    StixIndicator {
+        kind: "indicator",
+        spec_version: "2.1",
+        id: indicator_id(r.kind, &r.indicator),
+        created: created.clone(),
+        modified,
+        name: format!("{} {}", r.kind.as_str(), r.indicator),
+        description: describe(r),
+        indicator_types: [indicator_type(r.verdict)],
+        pattern: pattern(r),
+        pattern_type: "stix",
+        pattern_version: "2.1",
+        valid_from: created,
+        external_references: [json!({"source_name": "VirusTotal", "url": r.vt_link})],
+    }
 }
 
 /// Writes a bundle object by object.
@@ -171,8 +202,7 @@ impl<W: Write> BundleWriter<W> {
     /// Adds the indicator of a record.
     pub fn push(&mut self, r: &Record) -> io::Result<()> {
         let object = indicator(r);
-        self.ids
-            .update(object["id"].as_str().unwrap_or_default().as_bytes());
+        self.ids.update(object.id.as_bytes());
         self.out
             .write_all(if self.first { b"\n" } else { b",\n" })?;
         self.first = false;

@@ -639,7 +639,12 @@ async fn sort_orders_are_deterministic() {
 async fn raw_prints_the_stored_object_found_by_any_of_its_hashes() {
     let (_d, store) = standard().await;
     let expected = serde_json::json!({"id": "275a", "type": "file", "attributes": {"size": 1234}});
-    for name in [FILE_SHA.to_owned(), FILE_SHA.to_uppercase(), "0".repeat(32)] {
+    for name in [
+        FILE_SHA.to_owned(),
+        FILE_SHA.to_uppercase(),
+        "0".repeat(32),
+        format!(" {FILE_SHA}\n"),
+    ] {
         let text = report::raw(&*store, &name).await.unwrap();
         assert!(text.contains('\n'), "pretty-printed");
         assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), expected);

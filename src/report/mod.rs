@@ -667,8 +667,18 @@ fn table_footer(written: &Written) -> String {
 
 /// The stored VirusTotal object of `indicator`, pretty-printed. Errors name what is missing.
 pub async fn raw(store: &dyn Store, indicator: &str) -> Result<String, RawError> {
+    // Accept the indicator in any form `lookup` accepts (defanged, upper-case host...): the
+    // stored value is the normalised one.
+    let opts = crate::ingest::Options {
+        skip_private_ips: false,
+    };
+    let normalised = match crate::ingest::classify(&crate::ingest::refang(indicator.trim()), &opts)
+    {
+        crate::ingest::Classified::Indicator(i) => i.value(),
+        _ => indicator.trim().to_owned(),
+    };
     let found = store
-        .raw_object(indicator.trim())
+        .raw_object(&normalised)
         .await
         .map_err(|e| RawError::Store(e.into()))?;
     let Some(object) = found else {

@@ -28,7 +28,11 @@ const MAX_TOKEN: usize = 64 * 1024;
 /// `host/path` without a scheme becomes an `http://` URL; finally a domain, whose last label
 /// must be a known public suffix (so `chrome99.exe` and `readme.txt` are not domains).
 pub fn classify(token: &str, opts: &Options) -> Classified {
-    let t = token.trim_matches(|c: char| c.is_whitespace() || is_invisible(c));
+    let t = if token.is_ascii() {
+        token.trim_ascii()
+    } else {
+        token.trim_matches(|c: char| c.is_whitespace() || is_invisible(c))
+    };
     if t.is_empty() || t.len() > MAX_TOKEN {
         return Classified::NotAnIndicator;
     }
@@ -188,8 +192,7 @@ pub fn normalize_domain(s: &str) -> Option<String> {
     if s.len() < 3 || s.len() > 253 || !s.contains('.') {
         return None;
     }
-    let lower = s.to_ascii_lowercase();
-    for label in lower.split('.') {
+    for label in s.split('.') {
         let b = label.as_bytes();
         if b.is_empty() || b.len() > 63 || b[0] == b'-' || b[b.len() - 1] == b'-' {
             return None;
@@ -201,10 +204,11 @@ pub fn normalize_domain(s: &str) -> Option<String> {
             return None;
         }
     }
-    let tld = lower.rsplit('.').next()?;
+    let tld = s.rsplit('.').next()?;
     if tld.bytes().all(|b| b.is_ascii_digit()) || tld.contains('_') {
         return None;
     }
+    let lower = s.to_ascii_lowercase();
     // The name must end in a suffix of the public suffix list: `exe` and `txt` are not
     // (some ccTLDs are listed only below their second level, as `co.za`).
     psl::suffix(lower.as_bytes())?.is_known().then_some(lower)

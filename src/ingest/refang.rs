@@ -5,8 +5,13 @@
 /// `[at]`. Works on whole lines as well as single tokens: defanged dots in paths and nested
 /// defanged URLs are refanged wherever they are.
 pub fn refang(s: &str) -> String {
+    refang_cow(s).into_owned()
+}
+
+/// [`refang`] without an allocation when there is nothing to undo.
+pub(crate) fn refang_cow(s: &str) -> std::borrow::Cow<'_, str> {
     if !needs_refang(s) {
-        return s.to_owned();
+        return s.into();
     }
     let b = s.as_bytes();
     let mut out = String::with_capacity(s.len());
@@ -43,7 +48,7 @@ pub fn refang(s: &str) -> String {
         i += 1;
     }
     out.push_str(&s[last..]);
-    out
+    out.into()
 }
 
 /// Cheap pre-check so that the common, clean line costs one scan and no allocation of work.

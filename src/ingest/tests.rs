@@ -661,9 +661,9 @@ fn oversized_json_nesting_is_a_clear_fallback_not_a_stack_overflow() {
 }
 
 #[test]
-fn a_million_line_list_parses_fast() {
-    // Scaled down in debug builds; the 2 s budget is for release builds.
-    // `INGEST_PERF_LINES` overrides the size, to measure an optimised dev build.
+fn a_large_mixed_list_parses_completely() {
+    // Speed is measured by the benchmarks (BENCHMARKS.md), not here; this checks that a big
+    // mixed list streams through with every kind found. `INGEST_PERF_LINES` sets the size.
     let lines = std::env::var("INGEST_PERF_LINES")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -688,12 +688,12 @@ fn a_million_line_list_parses_fast() {
             _ => input.push_str(&format!("some prose about sample {i}, see report.\n")),
         }
     }
-    let start = std::time::Instant::now();
     let (summary, _) = run("big.txt", input.as_bytes());
-    let took = start.elapsed();
-    eprintln!("{lines} lines parsed in {took:?}");
-    assert!(summary.total_found() >= lines * 3 / 5);
-    if !cfg!(debug_assertions) {
-        assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
-    }
+    let with_residue = |r: usize| (lines + 4 - r) / 5;
+    assert_eq!(summary.found.get("sha256"), Some(&with_residue(0)));
+    assert_eq!(summary.found.get("url"), Some(&with_residue(1)));
+    assert_eq!(summary.found.get("domain"), Some(&with_residue(2)));
+    // Some generated addresses are private (10/8, 127/8, ...) and skipped.
+    let ips = summary.found.get("ipv4").copied().unwrap_or(0);
+    assert!(ips > with_residue(3) / 2 && ips <= with_residue(3), "{ips}");
 }

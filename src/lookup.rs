@@ -94,12 +94,13 @@ pub async fn lookup(
     pipeline: &Pipeline,
     indicators: &[Indicator],
 ) -> anyhow::Result<LookupOutcome> {
+    let submit_urls = pipeline.config.upload.urls == crate::config::UploadPolicy::Unknown;
     let jobs: Vec<NewJob> = indicators
         .iter()
         .map(|i| NewJob {
             kind: i.kind(),
             indicator: i.value(),
-            allow_submit: false,
+            allow_submit: submit_urls && i.kind() == crate::indicator::Kind::Url,
             path: None,
             source: Some((COMMAND_LINE.to_owned(), 0)),
         })

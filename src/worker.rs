@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::config::{Config, UploadPolicy, secs};
+use crate::config::{Config, secs};
 use crate::indicator::Kind;
 use crate::quota::Denied;
 use crate::store::{Job, Millis, Retried, Snooze, Step, Store, now_millis};
@@ -221,9 +221,10 @@ impl Worker {
     /// VirusTotal does not know the indicator: submit it when allowed, else `unknown`.
     async fn unknown(&self, job: &Job) -> Outcome {
         let now = now_millis();
-        let policy = match job.kind {
-            Kind::File => self.config.upload.files,
-            Kind::Url => self.config.upload.urls,
+        // Whoever queued the job decided, under their policy, whether it may be submitted.
+        let setting = match job.kind {
+            Kind::File => "upload.files",
+            Kind::Url => "upload.urls",
             Kind::Hash => {
                 return unknown(
                     now,
@@ -232,15 +233,10 @@ impl Worker {
             }
             Kind::Domain | Kind::Ip => return unknown(now, "VirusTotal does not know it"),
         };
-        if !job.allow_submit && policy == UploadPolicy::Never {
-            let what = if job.kind == Kind::File {
-                "upload.files"
-            } else {
-                "upload.urls"
-            };
+        if !job.allow_submit {
             return unknown(
                 now,
-                format!("VirusTotal does not know it; not submitted ({what} = \"never\")"),
+                format!("VirusTotal does not know it; not submitted ({setting} = \"never\")"),
             );
         }
         if let Some(started) = job.submitted_at {

@@ -60,6 +60,12 @@ pub enum Command {
     /// request at all. Unknown files are uploaded only with --upload (or [upload] files =
     /// "unknown"). Exit status: 0 nothing malicious, 1 something malicious, 2 error.
     Scan(ScanArgs),
+    /// Parse IOC lists (files, or - for standard input) and queue every indicator in them once.
+    ///
+    /// Formats are detected (plain, LOKI, CSV/TSV, Markdown, AsciiDoc, STIX 2.x, MISP, OpenIOC);
+    /// defanged indicators are refanged. Per file it says what was taken, skipped and rejected
+    /// (with file:line). --dry-run prints what would be queued and touches nothing.
+    Ingest(IngestArgs),
     /// Run the daemon: triage every file dropped into --drop and every indicator in the IOC lists
     /// dropped into --lists, until SIGINT/SIGTERM.
     ///
@@ -94,6 +100,29 @@ pub struct ScanArgs {
     /// Print the results as JSON instead of a table
     #[arg(long)]
     pub json: bool,
+}
+
+/// `vtriage ingest`
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// IOC lists; - reads standard input
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Force a format instead of detecting it
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<crate::ingest::Format>,
+    /// Print what would be queued (one line per indicator) and queue nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// With --dry-run: JSON lines {"type","value","source"}; with --wait: JSON results
+    #[arg(long)]
+    pub json: bool,
+    /// Work the queue until every ingested indicator has a verdict, then print them
+    #[arg(long)]
+    pub wait: bool,
+    /// List every rejected line (not only the first few per file)
+    #[arg(long)]
+    pub verbose_rejects: bool,
 }
 
 /// `vtriage run`
@@ -178,10 +207,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     serde_json::to_string_pretty(&outcome).context("cannot print JSON")?
                 );
             } else {
-                print!("{}", scan::summary_table(&outcome));
+                print!("{}", scan::summary_table(&outcome, "file contents"));
             }
             Ok(outcome.exit_code())
         }
+        Command::Ingest(args) => ingest(args, &cli.global).await,
         Command::Run(args) => {
             if args.drop.is_none() && args.lists.is_none() {
                 anyhow::bail!("nothing to watch: give --drop DIR and/or --lists DIR");
@@ -218,4 +248,67 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Demo => crate::demo::run(&cli.global).await,
     }
+}
+
+/// `vtriage ingest`: exit 0, or 2 when a list could not be read (the others are still queued);
+/// with --wait, 1 when something is malicious.
+async fn ingest(args: IngestArgs, global: &GlobalArgs) -> anyhow::Result<i32> {
+    use crate::lists;
+    let config = load_config(global)?;
+    let mut unreadable = 0;
+    let mut parsed = Vec::new();
+    for file in &args.files {
+        match lists::parse(file, args.format, &config) {
+            Ok(list) => {
+                eprint!("{}", lists::describe(&list, args.verbose_rejects));
+                parsed.push(list);
+            }
+            Err(e) => {
+                eprintln!("vtriage: cannot read {}: {e}", file.display());
+                unreadable += 1;
+            }
+        }
+    }
+    if args.dry_run {
+        let mut out = std::io::stdout().lock();
+        for list in &parsed {
+            lists::print_dry_run(list, args.json, &mut out)?;
+        }
+        return Ok(if unreadable > 0 { 2 } else { 0 });
+    }
+    let jobs: Vec<_> = parsed.into_iter().flat_map(|l| l.jobs).collect();
+    let pipeline = match args.wait {
+        true => Some(Pipeline::open(config.clone(), shutdown_signal()).await?),
+        false => None,
+    };
+    let store: std::sync::Arc<dyn crate::store::Store> = match &pipeline {
+        Some(p) => p.store.clone(),
+        None => crate::pipeline::open_store(&config).await?,
+    };
+    let (mut ids, queued) = lists::enqueue(&*store, &jobs, &config).await?;
+    eprintln!(
+        "queued {} new and {} stale indicators; {} already queued; {} answered by a fresh stored verdict",
+        queued.new, queued.reopened, queued.queued, queued.fresh
+    );
+    let Some(pipeline) = pipeline else {
+        return Ok(if unreadable > 0 { 2 } else { 0 });
+    };
+    ids.sort_unstable();
+    ids.dedup();
+    pipeline.spawn_workers();
+    let bar = scan::progress_bar(ids.len() as u64, "triaging");
+    let drained = pipeline.drain(&ids, |done, _| bar.set_position(done)).await;
+    bar.finish_and_clear();
+    pipeline.shutdown().await;
+    let outcome = scan::ScanOutcome {
+        results: pipeline.store.results(&ids).await?,
+        errors: Vec::new(),
+        interrupted: drained.err().map(|e| e.to_string()),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+    } else {
+        print!("{}", scan::summary_table(&outcome, "indicators"));
+    }
+    Ok(if unreadable > 0 { 2 } else { outcome.exit_code() })
 }

@@ -5,16 +5,16 @@
 //! Hashing runs on blocking threads, in parallel with network work; the watcher's channel is
 //! bounded, so a storm of dropped files waits for the hashers instead of filling memory.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::config::UploadPolicy;
+use crate::config::{Config, UploadPolicy};
 use crate::indicator::Kind;
-use crate::ingest;
+use crate::lists;
 use crate::pipeline::Pipeline;
 use crate::store::{NewJob, Store, now_millis};
 use crate::verdict::Verdict;
@@ -60,14 +60,7 @@ pub async fn run(pipeline: &Pipeline, watched: &Watched) -> anyhow::Result<()> {
         tasks.spawn(async move {
             watch::watch(dir2, cfg, tx, async move { stop2.cancelled().await }).await
         });
-        tasks.spawn(queue_lists(
-            rx,
-            pipeline.store.clone(),
-            ingest_options(pipeline),
-            max_age_ms(pipeline),
-            pipeline.config.daemon.max_attempts,
-            pipeline.config.upload.urls == UploadPolicy::Unknown,
-        ));
+        tasks.spawn(queue_lists(rx, pipeline.store.clone(), pipeline.config.clone()));
         tracing::info!(dir = %dir.display(), "watching the lists directory");
     }
     // Analyses that outlived `give_up_after_secs` stay `pending`; they are polled again now
@@ -197,49 +190,27 @@ async fn flush(store: &dyn Store, batch: &mut Vec<NewJob>, max_age_ms: i64, max_
 }
 
 /// Ingests each settled IOC list and queues its indicators with their provenance.
-async fn queue_lists(
-    mut rx: mpsc::Receiver<SettledFile>,
-    store: Arc<dyn Store>,
-    options: ingest::Options,
-    max_age_ms: i64,
-    max_attempts: u32,
-    allow_urls: bool,
-) -> anyhow::Result<()> {
+async fn queue_lists(mut rx: mpsc::Receiver<SettledFile>, store: Arc<dyn Store>, config: Arc<Config>) -> anyhow::Result<()> {
     while let Some(file) = rx.recv().await {
-        let path = file.path.clone();
-        let options = options.clone();
-        let parsed =
-            tokio::task::spawn_blocking(move || parse_list(&path, &options, allow_urls)).await?;
-        match parsed {
-            Ok((jobs, summary)) => {
-                tracing::info!(list = %file.path.display(), indicators = jobs.len(), rejected = summary.rejected.len(), "ingested a list");
-                for chunk in jobs.chunks(BATCH) {
-                    let mut chunk = chunk.to_vec();
-                    flush(&*store, &mut chunk, max_age_ms, max_attempts).await;
-                }
+        let (path, cfg) = (file.path.clone(), config.clone());
+        let parsed = tokio::task::spawn_blocking(move || lists::parse(&path, None, &cfg)).await?;
+        let list = match parsed {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::warn!(list = %file.path.display(), error = %e, "cannot read a list");
+                continue;
             }
-            Err(e) => tracing::warn!(list = %file.path.display(), error = %e, "cannot read a list"),
+        };
+        for line in lists::describe(&list, false).lines() {
+            tracing::info!("{line}");
+        }
+        // Like the drop directory: a database that refuses the batch now is retried.
+        let mut delay = Duration::from_millis(200);
+        while let Err(e) = lists::enqueue(&*store, &list.jobs, &config).await {
+            tracing::error!(error = %e, list = %file.path.display(), "cannot queue a list; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(30));
         }
     }
     Ok(())
-}
-
-/// Parses one IOC list into jobs carrying their source (file and line).
-pub fn parse_list(
-    path: &Path,
-    options: &ingest::Options,
-    allow_urls: bool,
-) -> std::io::Result<(Vec<NewJob>, ingest::Summary)> {
-    let source = path.display().to_string();
-    let mut jobs = Vec::new();
-    let summary = ingest::parse_path(path, None, options, |found| {
-        jobs.push(NewJob {
-            kind: found.indicator.kind(),
-            indicator: found.indicator.value(),
-            allow_submit: allow_urls && found.indicator.kind() == Kind::Url,
-            path: None,
-            source: Some((source.clone(), found.line as u32)),
-        });
-    })?;
-    Ok((jobs, summary))
 }

@@ -73,7 +73,7 @@ pub async fn run(global: &GlobalArgs) -> anyhow::Result<i32> {
     );
     let pipeline = Pipeline::open(config, CancellationToken::new()).await?;
     let outcome = scan::scan(&pipeline, &[samples], true).await?;
-    print!("{}", scan::summary_table(&outcome));
+    print!("{}", scan::summary_table(&outcome, "file contents"));
     let stats = simulator.stats();
     println!("\nrequests the simulator answered (quota: 4 per second in this demo):");
     for (endpoint, n) in &stats.requests {

@@ -16,6 +16,7 @@ pub mod demo;
 pub mod hashing;
 pub mod indicator;
 pub mod ingest;
+pub mod lists;
 pub mod pipeline;
 pub mod quota;
 pub mod scan;

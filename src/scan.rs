@@ -170,8 +170,8 @@ pub fn progress_bar(len: u64, what: &'static str) -> indicatif::ProgressBar {
     bar
 }
 
-/// The summary table printed at the end of a scan.
-pub fn summary_table(outcome: &ScanOutcome) -> String {
+/// The summary table printed at the end of a scan (`noun`: what the results are).
+pub fn summary_table(outcome: &ScanOutcome, noun: &str) -> String {
     let mut out = String::new();
     let mut counts: BTreeMap<Verdict, usize> = BTreeMap::new();
     for r in &outcome.results {
@@ -221,7 +221,7 @@ pub fn summary_table(outcome: &ScanOutcome) -> String {
     }
     let parts: Vec<String> = counts.iter().map(|(v, n)| format!("{n} {v}")).collect();
     out.push_str(&format!(
-        "\n{} file contents: {}{}\n",
+        "\n{} {noun}: {}{}\n",
         outcome.results.len(),
         if parts.is_empty() {
             "none".to_string()

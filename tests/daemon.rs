@@ -1,0 +1,197 @@
+//! `vtriage run` end to end: the watcher, the exact quota, shutdown and restart.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{KEY, World, sha256};
+use tokio_util::sync::CancellationToken;
+use vtriage::daemon::{self, Watched};
+use vtriage::demo::EICAR;
+use vtriage::pipeline::Pipeline;
+use vtriage::sim::{SimConfig, SimQuota};
+use vtriage::store::Store;
+
+/// A daemon running in this process.
+struct Daemon {
+    pipeline: Arc<Pipeline>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Daemon {
+    async fn start(world: &World, watched: Watched) -> Daemon {
+        let pipeline = Arc::new(Pipeline::open(world.config.clone(), CancellationToken::new()).await.unwrap());
+        let p = pipeline.clone();
+        let task = tokio::spawn(async move { daemon::run(&p, &watched).await });
+        Daemon { pipeline, task }
+    }
+
+    async fn stop(self) {
+        self.pipeline.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// Waits until `n` verdicts are stored, or panics after `limit`.
+async fn wait_for_verdicts(store: &dyn Store, n: u64, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        let counts = store.counts().await.unwrap();
+        let done: u64 = counts.by_verdict.values().sum();
+        let unfinished: u64 = ["available", "running"]
+            .iter()
+            .filter_map(|s| counts.by_state.get(*s))
+            .flat_map(|k| k.values())
+            .sum();
+        if done >= n && unfinished == 0 {
+            return;
+        }
+        assert!(started.elapsed() < limit, "only {done} of {n} verdicts after {limit:?}: {counts:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn watch_fast(world: &mut World) {
+    world.config.watch.settle_ms = 300;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_written_in_pieces_is_triaged_once_complete() {
+    let mut world = World::new(World::fast_sim()).await;
+    watch_fast(&mut world);
+    world.config.watch.settle_ms = 700;
+    let drop = world.dir.path().join("drop");
+    std::fs::create_dir(&drop).unwrap();
+    let daemon = Daemon::start(&world, Watched { drop: Some(drop.clone()), lists: None }).await;
+    let path = drop.join("slow.bin");
+    let chunks: [&[u8]; 3] = [b"first part, ", b"second part, ", b"last part"];
+    for chunk in chunks {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
+        f.write_all(chunk).unwrap();
+        f.sync_all().unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    wait_for_verdicts(&*daemon.pipeline.store, 1, Duration::from_secs(10)).await;
+    let whole = sha256(b"first part, second part, last part");
+    let counts = daemon.pipeline.store.counts().await.unwrap();
+    assert_eq!(counts.by_state["completed"]["file"], 1, "one job: the complete file only");
+    assert_eq!(world.sim.stats().api_requests, 1);
+    let results = daemon.pipeline.store.results(&[1]).await.unwrap();
+    assert_eq!(results[0].indicator, whole);
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_files_dropped_at_once_are_all_triaged() {
+    let mut world = World::new(World::fast_sim()).await;
+    watch_fast(&mut world);
+    world.config.daemon.workers = 8;
+    let drop = world.dir.path().join("drop");
+    std::fs::create_dir(&drop).unwrap();
+    let daemon = Daemon::start(&world, Watched { drop: Some(drop.clone()), lists: None }).await;
+    for i in 0..1000 {
+        std::fs::write(drop.join(format!("f{i:04}.bin")), format!("sample {i}")).unwrap();
+    }
+    wait_for_verdicts(&*daemon.pipeline.store, 1000, Duration::from_secs(60)).await;
+    assert_eq!(world.sim.stats().api_requests, 1000, "one lookup per distinct file");
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quota_is_exact_sixty_indicators_at_four_per_second() {
+    let quota = SimQuota { requests: 4, window: Duration::from_secs(1), daily: None };
+    let mut world = World::new(SimConfig { quota: Some(quota), ..World::fast_sim() }).await;
+    watch_fast(&mut world);
+    world.config.quota.requests = 4;
+    world.config.quota.window_secs = 1.0;
+    let lists = world.dir.path().join("lists");
+    std::fs::create_dir(&lists).unwrap();
+    let hashes: String = (0..60).map(|i| format!("{}\n", sha256(format!("ioc {i}").as_bytes()))).collect();
+    let daemon = Daemon::start(&world, Watched { drop: None, lists: Some(lists.clone()) }).await;
+    std::fs::write(lists.join("hashes.txt"), hashes).unwrap();
+    // Wait for the list to be queued, then time the work itself.
+    while daemon.pipeline.store.counts().await.unwrap().by_state.is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    wait_for_verdicts(&*daemon.pipeline.store, 60, Duration::from_secs(40)).await;
+    let took = started.elapsed();
+    let stats = world.sim.stats();
+    assert_eq!(stats.quota_rejections, 0, "never a 429: {stats:?}");
+    assert_eq!(stats.api_requests, 60);
+    assert!(stats.max_in_window <= 4);
+    // 60 requests at 4 per second: the last batch goes 14 s after the first.
+    let minimum = Duration::from_secs(14);
+    assert!(took <= minimum.mul_f64(1.2), "took {took:?}, minimum {minimum:?}");
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_then_restart_finishes_everything_without_a_second_upload() {
+    let sim_config = SimConfig { analysis_delay: (Duration::from_millis(500), Duration::from_millis(1500)), ..SimConfig::default() };
+    let world = World::new(sim_config).await.allow_uploads();
+    let drop = world.dir.path().join("drop");
+    std::fs::create_dir(&drop).unwrap();
+    for i in 0..20 {
+        std::fs::write(drop.join(format!("u{i}.bin")), format!("unknown content {i}")).unwrap();
+    }
+    std::fs::write(drop.join("eicar.com"), EICAR).unwrap();
+    let run = |grace: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vtriage"))
+            .args(["run", "--drop"])
+            .arg(&drop)
+            .env("VT_API_KEY", KEY)
+            .env("VTRIAGE_DB", &world.config.db)
+            .env("VTRIAGE_API_URL", world.sim.base_url())
+            .env("VTRIAGE_UPLOAD_FILES", "unknown")
+            .env("VTRIAGE_QUOTA_REQUESTS", "1000")
+            .env("VTRIAGE_QUOTA_WINDOW_SECS", "1")
+            .env("VTRIAGE_WATCH_SETTLE_MS", "200")
+            .env("VTRIAGE_POLL_FIRST_DELAY_SECS", "0.3")
+            .env("VTRIAGE_POLL_MAX_INTERVAL_SECS", "0.5")
+            .env("VTRIAGE_DAEMON_SHUTDOWN_GRACE_SECS", grace)
+            .env("VTRIAGE_DAEMON_RETRY_DELAY_SECS", "0.1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = run("0.2");
+    // Mid-run: some uploads done, analyses in flight.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    sigterm(first.id());
+    let status = wait_child(&mut first, Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0), "SIGTERM is a clean exit");
+    let mut second = run("1");
+    let store = vtriage::store::sqlite::SqliteStore::open(Path::new(&world.config.db)).await.unwrap();
+    wait_for_verdicts(&store, 21, Duration::from_secs(60)).await;
+    sigterm(second.id());
+    wait_child(&mut second, Duration::from_secs(10)).await;
+    let stats = world.sim.stats();
+    assert_eq!(stats.uploads.len(), 21, "every unknown content uploaded: {stats:?}");
+    assert!(stats.uploads.values().all(|&n| n == 1), "none twice: {:?}", stats.uploads);
+    let counts = store.counts().await.unwrap();
+    assert_eq!(counts.by_verdict.get("malicious"), Some(&1));
+    assert_eq!(counts.by_verdict.get("clean"), Some(&20));
+}
+
+fn sigterm(pid: u32) {
+    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+}
+
+async fn wait_child(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("the daemon did not exit within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

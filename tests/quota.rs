@@ -101,7 +101,7 @@ fn no_window_ever_holds_more_than_the_limit(postgres: bool) {
         cases: 48,
         ..ProptestConfig::default()
     });
-    let mut case = 0u32;
+    let case = std::cell::Cell::new(0u32);
     let strategy = (
         1u32..6,
         50i64..2000,
@@ -109,8 +109,8 @@ fn no_window_ever_holds_more_than_the_limit(postgres: bool) {
     );
     runner
         .run(&strategy, |(requests, window_ms, gaps)| {
-            case += 1;
-            let key = format!("k{case}");
+            case.set(case.get() + 1);
+            let key = format!("k{}", case.get());
             rt.block_on(check_arrivals(&*store, &key, requests, window_ms, gaps))
         })
         .unwrap();

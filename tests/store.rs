@@ -4,7 +4,6 @@
 mod backends;
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use backends::Backend;
 use vtriage::indicator::Kind;
@@ -43,8 +42,8 @@ async fn register(store: &dyn Store, owner: &str, now: i64) {
         .unwrap();
 }
 
-async fn duplicate_indicators_become_one_job_with_every_source(b: Backend) {
-    let s = b.store.clone();
+async fn duplicate_indicators_become_one_job_with_every_source(db: Backend) {
+    let s = db.store.clone();
     let mut a = hash_job(&"a".repeat(64));
     a.source = Some(("list1.txt".into(), 3));
     let mut b = a.clone();
@@ -52,11 +51,11 @@ async fn duplicate_indicators_become_one_job_with_every_source(b: Backend) {
     let out = s.enqueue(&[a, b], T0, DAY, 5).await.unwrap();
     assert_eq!(out[0].1, Enqueued::New);
     assert_eq!(out[1], (out[0].0, Enqueued::Queued));
-    assert_eq!(b.rows("sources").await, 2);
+    assert_eq!(db.rows("sources").await, 2);
 }
 
-async fn claim_takes_due_jobs_once_and_polls_first(b: Backend) {
-    let s = b.store.clone();
+async fn claim_takes_due_jobs_once_and_polls_first(db: Backend) {
+    let s = db.store.clone();
     register(&*s, "w1", T0).await;
     s.enqueue(
         &[hash_job(&"1".repeat(32)), hash_job(&"2".repeat(32))],
@@ -99,8 +98,8 @@ async fn claim_takes_due_jobs_once_and_polls_first(b: Backend) {
     assert_eq!(next[0].analysis_id.as_deref(), Some("an-1"));
 }
 
-async fn snooze_gives_the_attempt_back_and_retry_keeps_it(b: Backend) {
-    let s = b.store.clone();
+async fn snooze_gives_the_attempt_back_and_retry_keeps_it(db: Backend) {
+    let s = db.store.clone();
     register(&*s, "w", T0).await;
     s.enqueue(&[hash_job(&"c".repeat(40))], T0, DAY, 2)
         .await
@@ -130,8 +129,8 @@ async fn snooze_gives_the_attempt_back_and_retry_keeps_it(b: Backend) {
     assert!(v.error.as_deref().unwrap().contains("503 again"));
 }
 
-async fn completion_is_fenced_by_the_lease(b: Backend) {
-    let s = b.store.clone();
+async fn completion_is_fenced_by_the_lease(db: Backend) {
+    let s = db.store.clone();
     register(&*s, "w1", T0).await;
     s.enqueue(&[hash_job(&"d".repeat(64))], T0, DAY, 5)
         .await
@@ -156,8 +155,8 @@ async fn completion_is_fenced_by_the_lease(b: Backend) {
     assert_eq!(r[0].verdict.as_ref().unwrap().verdict, Verdict::Clean);
 }
 
-async fn jobs_of_a_worker_that_died_are_rescued_at_once(b: Backend) {
-    let s = b.store.clone();
+async fn jobs_of_a_worker_that_died_are_rescued_at_once(db: Backend) {
+    let s = db.store.clone();
     register(&*s, "dead", T0).await;
     s.enqueue(&[hash_job(&"e".repeat(64))], T0, DAY, 5)
         .await
@@ -176,8 +175,8 @@ async fn jobs_of_a_worker_that_died_are_rescued_at_once(b: Backend) {
     assert_eq!(s.claim("new", 1, T0 + 3, 1000).await.unwrap().len(), 1);
 }
 
-async fn a_job_abandoned_too_often_is_discarded_as_failed(b: Backend) {
-    let s = b.store.clone();
+async fn a_job_abandoned_too_often_is_discarded_as_failed(db: Backend) {
+    let s = db.store.clone();
     s.enqueue(&[hash_job(&"f".repeat(64))], T0, DAY, 1)
         .await
         .unwrap();
@@ -189,8 +188,8 @@ async fn a_job_abandoned_too_often_is_discarded_as_failed(b: Backend) {
     assert_eq!(r[0].verdict.as_ref().unwrap().verdict, Verdict::Failed);
 }
 
-async fn fresh_verdicts_are_reused_and_stale_ones_reopened(b: Backend) {
-    let s = b.store.clone();
+async fn fresh_verdicts_are_reused_and_stale_ones_reopened(db: Backend) {
+    let s = db.store.clone();
     register(&*s, "w", T0).await;
     let [(id, _)] = s
         .enqueue(&[hash_job(&"a".repeat(64))], T0, DAY, 5)
@@ -225,8 +224,8 @@ async fn fresh_verdicts_are_reused_and_stale_ones_reopened(b: Backend) {
     assert_eq!(found.stats.unwrap().undetected, 70);
 }
 
-async fn an_unknown_file_is_reopened_when_uploads_become_allowed(b: Backend) {
-    let s = b.store.clone();
+async fn an_unknown_file_is_reopened_when_uploads_become_allowed(db: Backend) {
+    let s = db.store.clone();
     register(&*s, "w", T0).await;
     let file = |allow| NewJob {
         kind: Kind::File,
@@ -260,8 +259,8 @@ async fn an_unknown_file_is_reopened_when_uploads_become_allowed(b: Backend) {
     );
 }
 
-async fn a_failed_recheck_keeps_the_earlier_verdict(b: Backend) {
-    let s = b.store.clone();
+async fn a_failed_recheck_keeps_the_earlier_verdict(db: Backend) {
+    let s = db.store.clone();
     register(&*s, "w", T0).await;
     s.enqueue(&[hash_job(&"a".repeat(64))], T0, DAY, 1)
         .await
@@ -285,8 +284,8 @@ async fn a_failed_recheck_keeps_the_earlier_verdict(b: Backend) {
     assert_eq!(r[0].verdict.as_ref().unwrap().verdict, Verdict::Clean);
 }
 
-async fn submission_intent_survives_a_restart(b: Backend) {
-    let s = b.store.clone();
+async fn submission_intent_survives_a_restart(db: Backend) {
+    let s = db.store.clone();
     register(&*s, "w", T0).await;
     let mut job = NewJob {
         kind: Kind::Url,
@@ -299,9 +298,9 @@ async fn submission_intent_survives_a_restart(b: Backend) {
     s.enqueue(&[job], T0, DAY, 5).await.unwrap();
     let job = s.claim("w", 1, T0, 1000).await.unwrap().pop().unwrap();
     assert!(s.mark_submitting(&job, T0 + 1).await.unwrap());
-    b.close().await;
+    db.close().await;
     // "Crash": reopen the database; the rescuer returns the job with its intent record.
-    let s = b.open_again().await;
+    let s = db.open_again().await;
     s.heartbeat("w2", "host", 2, T0 + 2, 60_000, &["w".to_string()])
         .await
         .unwrap();
@@ -311,8 +310,8 @@ async fn submission_intent_survives_a_restart(b: Backend) {
     assert_eq!(job.analysis_id, None);
 }
 
-async fn the_quota_ledger_never_grants_more_than_the_window_allows(b: Backend) {
-    let s = b.store.clone();
+async fn the_quota_ledger_never_grants_more_than_the_window_allows(db: Backend) {
+    let s = db.store.clone();
     let limits = QuotaLimits {
         requests: 3,
         window_ms: 1000,
@@ -350,8 +349,8 @@ async fn the_quota_ledger_never_grants_more_than_the_window_allows(b: Backend) {
     );
 }
 
-async fn a_pause_holds_every_request_of_the_key(b: Backend) {
-    let s = b.store.clone();
+async fn a_pause_holds_every_request_of_the_key(db: Backend) {
+    let s = db.store.clone();
     let limits = QuotaLimits {
         requests: 100,
         window_ms: 1000,
@@ -370,12 +369,12 @@ async fn a_pause_holds_every_request_of_the_key(b: Backend) {
 }
 
 /// Several processes claim from one queue at once: every job goes to exactly one of them.
-async fn concurrent_claims_never_hand_out_a_job_twice(b: Backend) {
+async fn concurrent_claims_never_hand_out_a_job_twice(db: Backend) {
     let jobs: Vec<NewJob> = (0..200).map(|i| hash_job(&format!("{i:064x}"))).collect();
-    b.store.enqueue(&jobs, T0, DAY, 5).await.unwrap();
+    db.store.enqueue(&jobs, T0, DAY, 5).await.unwrap();
     let mut daemons = Vec::new();
     for d in 0..4 {
-        let store = b.open_again().await;
+        let store = db.open_again().await;
         let owner = format!("daemon-{d}");
         register(&*store, &owner, T0).await;
         daemons.push(tokio::spawn(async move {
@@ -407,11 +406,11 @@ async fn concurrent_claims_never_hand_out_a_job_twice(b: Backend) {
 
 /// Two hosts enqueue overlapping batches (the same file dropped on both) at the same moment:
 /// one job per indicator, and no enqueue fails.
-async fn concurrent_enqueues_of_the_same_indicators_make_one_job_each(b: Backend) {
+async fn concurrent_enqueues_of_the_same_indicators_make_one_job_each(db: Backend) {
     let all: Vec<NewJob> = (0..60).map(|i| hash_job(&format!("{i:040x}"))).collect();
     let mut tasks = Vec::new();
     for d in 0..3usize {
-        let store = b.open_again().await;
+        let store = db.open_again().await;
         // Each host sees the indicators in its own order.
         let mut batch = all.clone();
         batch.rotate_left(d * 20);
@@ -436,7 +435,7 @@ async fn concurrent_enqueues_of_the_same_indicators_make_one_job_each(b: Backend
     }
     assert_eq!(new, 60, "each indicator is new exactly once");
     assert_eq!(ids.len(), 60);
-    assert_eq!(b.rows("jobs").await, 60);
+    assert_eq!(db.rows("jobs").await, 60);
 }
 
 on_both_backends!(

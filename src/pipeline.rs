@@ -90,7 +90,9 @@ pub async fn open_database(config: &Config) -> anyhow::Result<OpenedStore> {
         let store = PgStore::open(&config.db)
             .await
             // The URL may hold a password: name only where it points.
-            .with_context(|| format!("cannot open the PostgreSQL database {}", redact(&config.db)))?;
+            .with_context(|| {
+                format!("cannot open the PostgreSQL database {}", redact(&config.db))
+            })?;
         return Ok(OpenedStore {
             store: Arc::new(store),
             sqlite: None,

@@ -214,9 +214,16 @@ async fn processes_sharing_a_key_never_exceed_its_window_or_day(b: Backend) {
     assert_eq!(all.len(), 60, "the day's budget is spent, and not exceeded");
     for (i, &start) in all.iter().enumerate() {
         let in_window = all[i..].iter().take_while(|&&t| t < start + 100).count();
-        assert!(in_window <= 5, "{in_window} grants in the window at {start}");
+        assert!(
+            in_window <= 5,
+            "{in_window} grants in the window at {start}"
+        );
     }
-    let usage = b.store.quota_usage("shared", 100, T0 + 10_000).await.unwrap();
+    let usage = b
+        .store
+        .quota_usage("shared", 100, T0 + 10_000)
+        .await
+        .unwrap();
     assert_eq!(usage.today, 60);
 }
 

@@ -83,7 +83,9 @@ impl Backend {
     /// Another store on the same database, as a second process (or a restarted one) has.
     pub async fn open_again(&self) -> Arc<dyn Store> {
         match &self.place {
-            Place::Sqlite(dir) => Arc::new(SqliteStore::open(&dir.path().join("q.db")).await.unwrap()),
+            Place::Sqlite(dir) => {
+                Arc::new(SqliteStore::open(&dir.path().join("q.db")).await.unwrap())
+            }
             Place::Postgres(db) => Arc::new(PgStore::open(&db.url).await.unwrap()),
         }
     }

@@ -310,5 +310,9 @@ async fn ingest(args: IngestArgs, global: &GlobalArgs) -> anyhow::Result<i32> {
     } else {
         print!("{}", scan::summary_table(&outcome, "indicators"));
     }
-    Ok(if unreadable > 0 { 2 } else { outcome.exit_code() })
+    Ok(if unreadable > 0 {
+        2
+    } else {
+        outcome.exit_code()
+    })
 }

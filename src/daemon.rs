@@ -60,7 +60,11 @@ pub async fn run(pipeline: &Pipeline, watched: &Watched) -> anyhow::Result<()> {
         tasks.spawn(async move {
             watch::watch(dir2, cfg, tx, async move { stop2.cancelled().await }).await
         });
-        tasks.spawn(queue_lists(rx, pipeline.store.clone(), pipeline.config.clone()));
+        tasks.spawn(queue_lists(
+            rx,
+            pipeline.store.clone(),
+            pipeline.config.clone(),
+        ));
         tracing::info!(dir = %dir.display(), "watching the lists directory");
     }
     // Analyses that outlived `give_up_after_secs` stay `pending`; they are polled again now
@@ -190,7 +194,11 @@ async fn flush(store: &dyn Store, batch: &mut Vec<NewJob>, max_age_ms: i64, max_
 }
 
 /// Ingests each settled IOC list and queues its indicators with their provenance.
-async fn queue_lists(mut rx: mpsc::Receiver<SettledFile>, store: Arc<dyn Store>, config: Arc<Config>) -> anyhow::Result<()> {
+async fn queue_lists(
+    mut rx: mpsc::Receiver<SettledFile>,
+    store: Arc<dyn Store>,
+    config: Arc<Config>,
+) -> anyhow::Result<()> {
     while let Some(file) = rx.recv().await {
         let (path, cfg) = (file.path.clone(), config.clone());
         let parsed = tokio::task::spawn_blocking(move || lists::parse(&path, None, &cfg)).await?;

@@ -39,10 +39,16 @@ pub struct DryRunLine<'a> {
 
 /// Parses the list at `path` ("-" is standard input).
 pub fn parse(path: &Path, format: Option<Format>, config: &Config) -> std::io::Result<ParsedList> {
-    let options = ingest::Options { skip_private_ips: config.ingest.skip_private_ips };
+    let options = ingest::Options {
+        skip_private_ips: config.ingest.skip_private_ips,
+    };
     let allow_urls = config.upload.urls == UploadPolicy::Unknown;
     let is_stdin = path == Path::new("-");
-    let source = if is_stdin { "stdin".to_string() } else { path.display().to_string() };
+    let source = if is_stdin {
+        "stdin".to_string()
+    } else {
+        path.display().to_string()
+    };
     let mut jobs = Vec::new();
     let emit = |found: ingest::Found| {
         let kind = found.indicator.kind();
@@ -59,7 +65,11 @@ pub fn parse(path: &Path, format: Option<Format>, config: &Config) -> std::io::R
     } else {
         ingest::parse_path(path, format, &options, emit)?
     };
-    Ok(ParsedList { source, jobs, summary })
+    Ok(ParsedList {
+        source,
+        jobs,
+        summary,
+    })
 }
 
 /// The per-file summary: counts by type, duplicates, skipped, rejected (the first few, or all
@@ -67,26 +77,48 @@ pub fn parse(path: &Path, format: Option<Format>, config: &Config) -> std::io::R
 pub fn describe(list: &ParsedList, verbose: bool) -> String {
     let s = &list.summary;
     let found: Vec<String> = s.found.iter().map(|(t, n)| format!("{n} {t}")).collect();
-    let skipped: Vec<String> = s.skipped.iter().map(|(why, n)| format!("{n} {why}")).collect();
+    let skipped: Vec<String> = s
+        .skipped
+        .iter()
+        .map(|(why, n)| format!("{n} {why}"))
+        .collect();
     let mut out = format!(
         "{}: {}{}; {} duplicates; {} skipped{}; {} rejected\n",
         list.source,
-        if found.is_empty() { "no indicators".to_string() } else { found.join(", ") },
+        if found.is_empty() {
+            "no indicators".to_string()
+        } else {
+            found.join(", ")
+        },
         s.format.map(|f| format!(" (as {f})")).unwrap_or_default(),
         s.duplicates,
         s.skipped.values().sum::<usize>(),
-        if skipped.is_empty() { String::new() } else { format!(" ({})", skipped.join(", ")) },
+        if skipped.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", skipped.join(", "))
+        },
         s.rejected.len(),
     );
     for w in &s.warnings {
         out += &format!("  warning: {}: {w}\n", list.source);
     }
-    let shown = if verbose { s.rejected.len() } else { s.rejected.len().min(5) };
+    let shown = if verbose {
+        s.rejected.len()
+    } else {
+        s.rejected.len().min(5)
+    };
     for r in &s.rejected[..shown] {
-        out += &format!("  rejected {}:{}: {} ({})\n", list.source, r.line, r.reason, r.excerpt);
+        out += &format!(
+            "  rejected {}:{}: {} ({})\n",
+            list.source, r.line, r.reason, r.excerpt
+        );
     }
     if shown < s.rejected.len() {
-        out += &format!("  ... {} more rejected lines (--verbose lists them all)\n", s.rejected.len() - shown);
+        out += &format!(
+            "  ... {} more rejected lines (--verbose lists them all)\n",
+            s.rejected.len() - shown
+        );
     }
     out
 }
@@ -94,9 +126,16 @@ pub fn describe(list: &ParsedList, verbose: bool) -> String {
 /// Writes one dry-run line per indicator.
 pub fn print_dry_run(list: &ParsedList, json: bool, out: &mut impl Write) -> std::io::Result<()> {
     for job in &list.jobs {
-        let Some(indicator) = crate::indicator::Indicator::from_stored(job.kind, &job.indicator) else { continue };
+        let Some(indicator) = crate::indicator::Indicator::from_stored(job.kind, &job.indicator)
+        else {
+            continue;
+        };
         let (source, line) = job.source.clone().unwrap_or_default();
-        let line = DryRunLine { kind: indicator.type_name(), value: job.indicator.clone(), source: format!("{source}:{line}") };
+        let line = DryRunLine {
+            kind: indicator.type_name(),
+            value: job.indicator.clone(),
+            source: format!("{source}:{line}"),
+        };
         if json {
             serde_json::to_writer(&mut *out, &line)?;
             writeln!(out)?;
@@ -121,12 +160,19 @@ pub struct Queued {
 }
 
 /// Queues the jobs of a list in batches; returns the job ids and the counts.
-pub async fn enqueue(store: &dyn Store, jobs: &[NewJob], config: &Config) -> Result<(Vec<i64>, Queued), crate::store::Error> {
+pub async fn enqueue(
+    store: &dyn Store,
+    jobs: &[NewJob],
+    config: &Config,
+) -> Result<(Vec<i64>, Queued), crate::store::Error> {
     let max_age = (config.verdict.max_age_days * 86_400_000.0) as i64;
     let mut ids = Vec::with_capacity(jobs.len());
     let mut counts = Queued::default();
     for chunk in jobs.chunks(BATCH) {
-        for (id, outcome) in store.enqueue(chunk, now_millis(), max_age, config.daemon.max_attempts).await? {
+        for (id, outcome) in store
+            .enqueue(chunk, now_millis(), max_age, config.daemon.max_attempts)
+            .await?
+        {
             ids.push(id);
             match outcome {
                 Enqueued::New => counts.new += 1,

@@ -22,7 +22,11 @@ struct Daemon {
 
 impl Daemon {
     async fn start(world: &World, watched: Watched) -> Daemon {
-        let pipeline = Arc::new(Pipeline::open(world.config.clone(), CancellationToken::new()).await.unwrap());
+        let pipeline = Arc::new(
+            Pipeline::open(world.config.clone(), CancellationToken::new())
+                .await
+                .unwrap(),
+        );
         let p = pipeline.clone();
         let task = tokio::spawn(async move { daemon::run(&p, &watched).await });
         Daemon { pipeline, task }
@@ -48,7 +52,10 @@ async fn wait_for_verdicts(store: &dyn Store, n: u64, limit: Duration) {
         if done >= n && unfinished == 0 {
             return;
         }
-        assert!(started.elapsed() < limit, "only {done} of {n} verdicts after {limit:?}: {counts:?}");
+        assert!(
+            started.elapsed() < limit,
+            "only {done} of {n} verdicts after {limit:?}: {counts:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -64,12 +71,23 @@ async fn a_file_written_in_pieces_is_triaged_once_complete() {
     world.config.watch.settle_ms = 700;
     let drop = world.dir.path().join("drop");
     std::fs::create_dir(&drop).unwrap();
-    let daemon = Daemon::start(&world, Watched { drop: Some(drop.clone()), lists: None }).await;
+    let daemon = Daemon::start(
+        &world,
+        Watched {
+            drop: Some(drop.clone()),
+            lists: None,
+        },
+    )
+    .await;
     let path = drop.join("slow.bin");
     let chunks: [&[u8]; 3] = [b"first part, ", b"second part, ", b"last part"];
     for chunk in chunks {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
         f.write_all(chunk).unwrap();
         f.sync_all().unwrap();
         tokio::time::sleep(Duration::from_millis(600)).await;
@@ -77,7 +95,10 @@ async fn a_file_written_in_pieces_is_triaged_once_complete() {
     wait_for_verdicts(&*daemon.pipeline.store, 1, Duration::from_secs(10)).await;
     let whole = sha256(b"first part, second part, last part");
     let counts = daemon.pipeline.store.counts().await.unwrap();
-    assert_eq!(counts.by_state["completed"]["file"], 1, "one job: the complete file only");
+    assert_eq!(
+        counts.by_state["completed"]["file"], 1,
+        "one job: the complete file only"
+    );
     assert_eq!(world.sim.stats().api_requests, 1);
     let results = daemon.pipeline.store.results(&[1]).await.unwrap();
     assert_eq!(results[0].indicator, whole);
@@ -91,29 +112,65 @@ async fn a_thousand_files_dropped_at_once_are_all_triaged() {
     world.config.daemon.workers = 8;
     let drop = world.dir.path().join("drop");
     std::fs::create_dir(&drop).unwrap();
-    let daemon = Daemon::start(&world, Watched { drop: Some(drop.clone()), lists: None }).await;
+    let daemon = Daemon::start(
+        &world,
+        Watched {
+            drop: Some(drop.clone()),
+            lists: None,
+        },
+    )
+    .await;
     for i in 0..1000 {
         std::fs::write(drop.join(format!("f{i:04}.bin")), format!("sample {i}")).unwrap();
     }
     wait_for_verdicts(&*daemon.pipeline.store, 1000, Duration::from_secs(60)).await;
-    assert_eq!(world.sim.stats().api_requests, 1000, "one lookup per distinct file");
+    assert_eq!(
+        world.sim.stats().api_requests,
+        1000,
+        "one lookup per distinct file"
+    );
     daemon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quota_is_exact_sixty_indicators_at_four_per_second() {
-    let quota = SimQuota { requests: 4, window: Duration::from_secs(1), daily: None };
-    let mut world = World::new(SimConfig { quota: Some(quota), ..World::fast_sim() }).await;
+    let quota = SimQuota {
+        requests: 4,
+        window: Duration::from_secs(1),
+        daily: None,
+    };
+    let mut world = World::new(SimConfig {
+        quota: Some(quota),
+        ..World::fast_sim()
+    })
+    .await;
     watch_fast(&mut world);
     world.config.quota.requests = 4;
     world.config.quota.window_secs = 1.0;
     let lists = world.dir.path().join("lists");
     std::fs::create_dir(&lists).unwrap();
-    let hashes: String = (0..60).map(|i| format!("{}\n", sha256(format!("ioc {i}").as_bytes()))).collect();
-    let daemon = Daemon::start(&world, Watched { drop: None, lists: Some(lists.clone()) }).await;
+    let hashes: String = (0..60)
+        .map(|i| format!("{}\n", sha256(format!("ioc {i}").as_bytes())))
+        .collect();
+    let daemon = Daemon::start(
+        &world,
+        Watched {
+            drop: None,
+            lists: Some(lists.clone()),
+        },
+    )
+    .await;
     std::fs::write(lists.join("hashes.txt"), hashes).unwrap();
     // Wait for the list to be queued, then time the work itself.
-    while daemon.pipeline.store.counts().await.unwrap().by_state.is_empty() {
+    while daemon
+        .pipeline
+        .store
+        .counts()
+        .await
+        .unwrap()
+        .by_state
+        .is_empty()
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let started = Instant::now();
@@ -125,18 +182,28 @@ async fn the_quota_is_exact_sixty_indicators_at_four_per_second() {
     assert!(stats.max_in_window <= 4);
     // 60 requests at 4 per second: the last batch goes 14 s after the first.
     let minimum = Duration::from_secs(14);
-    assert!(took <= minimum.mul_f64(1.2), "took {took:?}, minimum {minimum:?}");
+    assert!(
+        took <= minimum.mul_f64(1.2),
+        "took {took:?}, minimum {minimum:?}"
+    );
     daemon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_then_restart_finishes_everything_without_a_second_upload() {
-    let sim_config = SimConfig { analysis_delay: (Duration::from_millis(500), Duration::from_millis(1500)), ..SimConfig::default() };
+    let sim_config = SimConfig {
+        analysis_delay: (Duration::from_millis(500), Duration::from_millis(1500)),
+        ..SimConfig::default()
+    };
     let world = World::new(sim_config).await.allow_uploads();
     let drop = world.dir.path().join("drop");
     std::fs::create_dir(&drop).unwrap();
     for i in 0..20 {
-        std::fs::write(drop.join(format!("u{i}.bin")), format!("unknown content {i}")).unwrap();
+        std::fs::write(
+            drop.join(format!("u{i}.bin")),
+            format!("unknown content {i}"),
+        )
+        .unwrap();
     }
     std::fs::write(drop.join("eicar.com"), EICAR).unwrap();
     let run = |grace: &str| {
@@ -166,20 +233,33 @@ async fn sigterm_then_restart_finishes_everything_without_a_second_upload() {
     let status = wait_child(&mut first, Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0), "SIGTERM is a clean exit");
     let mut second = run("1");
-    let store = vtriage::store::sqlite::SqliteStore::open(Path::new(&world.config.db)).await.unwrap();
+    let store = vtriage::store::sqlite::SqliteStore::open(Path::new(&world.config.db))
+        .await
+        .unwrap();
     wait_for_verdicts(&store, 21, Duration::from_secs(60)).await;
     sigterm(second.id());
     wait_child(&mut second, Duration::from_secs(10)).await;
     let stats = world.sim.stats();
-    assert_eq!(stats.uploads.len(), 21, "every unknown content uploaded: {stats:?}");
-    assert!(stats.uploads.values().all(|&n| n == 1), "none twice: {:?}", stats.uploads);
+    assert_eq!(
+        stats.uploads.len(),
+        21,
+        "every unknown content uploaded: {stats:?}"
+    );
+    assert!(
+        stats.uploads.values().all(|&n| n == 1),
+        "none twice: {:?}",
+        stats.uploads
+    );
     let counts = store.counts().await.unwrap();
     assert_eq!(counts.by_verdict.get("malicious"), Some(&1));
     assert_eq!(counts.by_verdict.get("clean"), Some(&20));
 }
 
 fn sigterm(pid: u32) {
-    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
 }
 
 async fn wait_child(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {

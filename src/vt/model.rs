@@ -1,0 +1,532 @@
+//! The shapes of VirusTotal's replies, parsed leniently.
+//!
+//! Only what a triage tool branches on is typed; everything else stays in the raw JSON kept
+//! beside it. Types drift between records (a date as a string, a count as a string, an old
+//! pairs format), so no accessor fails a whole object on one odd field: it answers `None`.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+use super::Error;
+
+/// A VirusTotal object: a file, URL, domain or IP address report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Object {
+    /// `data.id`: for files always the SHA-256, whatever hash was asked for.
+    pub id: String,
+    /// `data.type`: `file`, `url`, `domain`, `ip_address` ...
+    pub kind: String,
+    /// `data.attributes` (an empty object when absent).
+    pub attributes: Value,
+    /// The whole body, kept for reports and for fields not typed here.
+    pub raw: Value,
+}
+
+impl Object {
+    /// Parses a reply `{"data": {...}}`, or a bare data object as some recorders keep it.
+    pub fn parse(body: &[u8]) -> Result<Object, Error> {
+        let raw = parse_json(body)?;
+        let data = data_object(&raw)?;
+        Ok(Object {
+            id: lenient_id(&data["id"]).unwrap_or_default(),
+            kind: data["type"].as_str().unwrap_or_default().to_owned(),
+            attributes: match &data["attributes"] {
+                Value::Object(_) => data["attributes"].clone(),
+                _ => Value::Object(Default::default()),
+            },
+            raw,
+        })
+    }
+
+    /// `last_analysis_stats`, `None` when absent (older domain and IP objects lack it).
+    pub fn last_analysis_stats(&self) -> Option<Stats> {
+        Stats::from_value(&self.attributes["last_analysis_stats"])
+    }
+
+    /// `last_analysis_date` as unix seconds (accepts an integer, a float or a date string).
+    pub fn last_analysis_date(&self) -> Option<i64> {
+        lenient_timestamp(&self.attributes["last_analysis_date"])
+    }
+
+    /// A file (or URL) that VirusTotal knows but has not analysed yet: no analysis date or no
+    /// engine results. Such an object must be polled again, never read as "clean". Domains
+    /// and IP addresses are never pending: old ones simply lack these fields.
+    pub fn analysis_pending(&self) -> bool {
+        if !matches!(self.kind.as_str(), "file" | "url") {
+            return false;
+        }
+        let no_results = match &self.attributes["last_analysis_results"] {
+            Value::Object(m) => m.is_empty(),
+            _ => true,
+        };
+        self.last_analysis_date().is_none() || no_results
+    }
+
+    /// The threat label: `popular_threat_classification.suggested_threat_label`, or, for old
+    /// objects without one, the most counted category and name (`[["trojan", 19], ...]` pairs or
+    /// `{"value", "count"}` entries) joined as VirusTotal does (`trojan.hill`).
+    pub fn threat_label(&self) -> Option<String> {
+        let ptc = &self.attributes["popular_threat_classification"];
+        if let Some(label) = ptc["suggested_threat_label"].as_str() {
+            // Seen live: "trojan." when no family name was agreed on.
+            let label = label.trim().trim_end_matches(['.', '/']);
+            if !label.is_empty() {
+                return Some(label.to_owned());
+            }
+        }
+        let category = most_counted(&ptc["popular_threat_category"]);
+        let name = most_counted(&ptc["popular_threat_name"]);
+        match (category, name) {
+            (Some(c), Some(n)) => Some(format!("{c}.{n}")),
+            (Some(one), None) | (None, Some(one)) => Some(one),
+            (None, None) => None,
+        }
+    }
+
+    /// The SHA-256 of a file object (`attributes.sha256`, else the id of a file object).
+    pub fn sha256(&self) -> Option<&str> {
+        self.attr_str("sha256").or_else(|| {
+            (self.kind == "file"
+                && self.id.len() == 64
+                && self.id.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then_some(self.id.as_str())
+        })
+    }
+
+    /// The MD5 of a file object.
+    pub fn md5(&self) -> Option<&str> {
+        self.attr_str("md5")
+    }
+
+    /// The SHA-1 of a file object.
+    pub fn sha1(&self) -> Option<&str> {
+        self.attr_str("sha1")
+    }
+
+    /// The size in bytes of a file object.
+    pub fn size(&self) -> Option<u64> {
+        lenient_u64(&self.attributes["size"])
+    }
+
+    /// The name VirusTotal thinks most meaningful among those the file was submitted under.
+    pub fn meaningful_name(&self) -> Option<&str> {
+        self.attr_str("meaningful_name")
+    }
+
+    fn attr_str(&self, key: &str) -> Option<&str> {
+        self.attributes[key].as_str().filter(|s| !s.is_empty())
+    }
+}
+
+/// Engine counts of one analysis. Missing keys count 0; numbers sent as strings are accepted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Engines that flagged the item malicious.
+    #[serde(default, deserialize_with = "lenient_count")]
+    pub malicious: u32,
+    /// Engines that flagged it suspicious.
+    #[serde(default, deserialize_with = "lenient_count")]
+    pub suspicious: u32,
+    /// Engines that found nothing.
+    #[serde(default, deserialize_with = "lenient_count")]
+    pub undetected: u32,
+    /// Engines that vouched it harmless (URL, domain and IP scanners).
+    #[serde(default, deserialize_with = "lenient_count")]
+    pub harmless: u32,
+    /// Engines that timed out.
+    #[serde(default, deserialize_with = "lenient_count")]
+    pub timeout: u32,
+    /// Engines that timed out for good.
+    #[serde(
+        rename = "confirmed-timeout",
+        default,
+        deserialize_with = "lenient_count"
+    )]
+    pub confirmed_timeout: u32,
+    /// Engines that cannot scan this file type.
+    #[serde(
+        rename = "type-unsupported",
+        default,
+        deserialize_with = "lenient_count"
+    )]
+    pub type_unsupported: u32,
+    /// Engines that failed.
+    #[serde(default, deserialize_with = "lenient_count")]
+    pub failure: u32,
+}
+
+impl Stats {
+    /// The engines that gave a verdict (malicious, suspicious, undetected or harmless): the
+    /// denominator VirusTotal shows as "53/62". Timeouts, failures and unsupported types did
+    /// not answer.
+    pub fn engines(&self) -> u32 {
+        self.malicious
+            .saturating_add(self.suspicious)
+            .saturating_add(self.undetected)
+            .saturating_add(self.harmless)
+    }
+
+    /// Reads stats from a JSON value; `None` unless it is an object.
+    pub fn from_value(v: &Value) -> Option<Stats> {
+        // Deserialising from an object cannot fail: every field is lenient and defaulted.
+        v.is_object().then(|| Stats::deserialize(v).ok()).flatten()
+    }
+}
+
+/// The reference to an analysis returned by an upload, a submission or a re-analysis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnalysisRef {
+    /// The opaque analysis id (an integer in some old replies, stringified here).
+    pub id: String,
+}
+
+impl AnalysisRef {
+    /// Parses `{"data": {"type": "analysis", "id": ...}}`.
+    pub fn parse(body: &[u8]) -> Result<AnalysisRef, Error> {
+        let raw = parse_json(body)?;
+        let data = data_object(&raw)?;
+        let id = lenient_id(&data["id"])
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| unexpected("the reply names no analysis id"))?;
+        Ok(AnalysisRef { id })
+    }
+}
+
+/// Where an analysis stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnalysisStatus {
+    /// Waiting for the engines.
+    Queued,
+    /// Engines are scanning.
+    InProgress,
+    /// Done: `stats` are final.
+    Completed,
+    /// A status this client does not know (kept verbatim; empty when absent).
+    Other(String),
+}
+
+impl AnalysisStatus {
+    fn parse(s: &str) -> AnalysisStatus {
+        match s {
+            "queued" => AnalysisStatus::Queued,
+            "in-progress" | "in_progress" => AnalysisStatus::InProgress,
+            "completed" => AnalysisStatus::Completed,
+            other => AnalysisStatus::Other(other.to_owned()),
+        }
+    }
+}
+
+/// An analysis (`GET /analyses/{id}`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Analysis {
+    /// The analysis id.
+    pub id: String,
+    /// Where it stands.
+    pub status: AnalysisStatus,
+    /// Engine counts, only once completed: a queued analysis carries all-zero stats that must
+    /// not be mistaken for "clean".
+    pub stats: Option<Stats>,
+    /// When the analysis was made (unix seconds).
+    pub date: Option<i64>,
+    /// `meta.file_info.sha256`: the file analysed.
+    pub file_sha256: Option<String>,
+    /// `meta.url_info.id`: the URL analysed.
+    pub url_id: Option<String>,
+    /// The whole body.
+    pub raw: Value,
+}
+
+impl Analysis {
+    /// Parses an analysis reply.
+    pub fn parse(body: &[u8]) -> Result<Analysis, Error> {
+        let raw = parse_json(body)?;
+        let data = data_object(&raw)?;
+        let attributes = &data["attributes"];
+        let status = AnalysisStatus::parse(attributes["status"].as_str().unwrap_or_default());
+        let stats = match status {
+            AnalysisStatus::Completed => Stats::from_value(&attributes["stats"]),
+            _ => None,
+        };
+        let meta_str = |info: &str, key: &str| {
+            raw["meta"][info][key]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        Ok(Analysis {
+            id: lenient_id(&data["id"]).unwrap_or_default(),
+            status,
+            stats,
+            date: lenient_timestamp(&attributes["date"]),
+            file_sha256: meta_str("file_info", "sha256"),
+            url_id: meta_str("url_info", "id"),
+            raw,
+        })
+    }
+}
+
+/// One page of a collection (comments, votes, relationships).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// The items of this page, as VirusTotal sent them.
+    pub items: Vec<Value>,
+    /// The cursor for the next page (`meta.cursor`, else taken from `links.next`); `None` on
+    /// the last page.
+    pub cursor: Option<String>,
+    /// The whole body.
+    pub raw: Value,
+}
+
+impl Page {
+    /// Parses `{"data": [...], "meta": {"cursor"}, "links": {"next"}}`.
+    pub fn parse(body: &[u8]) -> Result<Page, Error> {
+        let raw = parse_json(body)?;
+        let items = match &raw["data"] {
+            Value::Array(items) => items.clone(),
+            Value::Null => Vec::new(),
+            _ => return Err(unexpected("the reply's data is not a list")),
+        };
+        let cursor = raw["meta"]["cursor"]
+            .as_str()
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned)
+            .or_else(|| cursor_from_next(raw["links"]["next"].as_str()?));
+        Ok(Page { items, cursor, raw })
+    }
+}
+
+/// Parses a reply whose data is a single string: `GET /files/upload_url` and
+/// `GET /files/{id}/download_url` return a URL this way.
+pub fn parse_data_string(body: &[u8]) -> Result<String, Error> {
+    let raw = parse_json(body)?;
+    raw["data"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| unexpected("the reply's data is not a string"))
+}
+
+fn cursor_from_next(next: &str) -> Option<String> {
+    let url = url::Url::parse(next).ok()?;
+    url.query_pairs()
+        .find(|(k, v)| k == "cursor" && !v.is_empty())
+        .map(|(_, v)| v.into_owned())
+}
+
+/// A 2xx body that is not JSON was cut short or mangled on the way: worth another try.
+fn parse_json(body: &[u8]) -> Result<Value, Error> {
+    serde_json::from_slice(body).map_err(|e| Error::Transient {
+        status: None,
+        detail: format!("the reply is not valid JSON ({e}; {} bytes)", body.len()),
+    })
+}
+
+fn data_object(raw: &Value) -> Result<&Value, Error> {
+    match &raw["data"] {
+        Value::Object(_) => Ok(&raw["data"]),
+        Value::Null if raw.get("id").is_some() || raw.get("attributes").is_some() => Ok(raw),
+        _ => Err(unexpected("the reply has no data object")),
+    }
+}
+
+fn unexpected(what: &str) -> Error {
+    Error::Transient {
+        status: None,
+        detail: format!("unexpected reply from VirusTotal: {what}"),
+    }
+}
+
+/// An id sent as a string or, in old replies, as a number.
+fn lenient_id(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A non-negative integer sent as a number (possibly a float) or a numeric string.
+fn lenient_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0)
+                .map(|f| f as u64)
+        }),
+        Value::String(s) => {
+            let s = s.trim();
+            s.parse::<u64>().ok().or_else(|| {
+                s.parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite() && *f >= 0.0)
+                    .map(|f| f as u64)
+            })
+        }
+        _ => None,
+    }
+}
+
+fn lenient_count<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = Value::deserialize(d)?;
+    Ok(lenient_u64(&v)
+        .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+        .unwrap_or(0))
+}
+
+/// Unix seconds from an integer, a float, a numeric string, an RFC 3339 date or
+/// `YYYY-MM-DD HH:MM:SS` (taken as UTC).
+pub(crate) fn lenient_timestamp(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64)),
+        Value::String(s) => {
+            let s = s.trim();
+            if let Ok(n) = s.parse::<i64>() {
+                return Some(n);
+            }
+            if let Ok(f) = s.parse::<f64>() {
+                return f.is_finite().then_some(f as i64);
+            }
+            if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(s) {
+                return Some(dt.timestamp());
+            }
+            ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"]
+                .iter()
+                .find_map(|fmt| chrono::NaiveDateTime::parse_from_str(s, fmt).ok())
+                .map(|dt| dt.and_utc().timestamp())
+        }
+        _ => None,
+    }
+}
+
+/// The value with the highest count in `[{"value", "count"}]` or `[["value", count]]`.
+fn most_counted(v: &Value) -> Option<String> {
+    v.as_array()?
+        .iter()
+        .filter_map(|entry| match entry {
+            Value::Array(pair) => Some((
+                pair.first()?.as_str()?,
+                lenient_u64(pair.get(1)?).unwrap_or(0),
+            )),
+            Value::Object(_) => Some((
+                entry["value"].as_str()?,
+                lenient_u64(&entry["count"]).unwrap_or(0),
+            )),
+            _ => None,
+        })
+        .filter(|(value, _)| !value.is_empty())
+        // On equal counts keep the first listed, as VirusTotal orders them.
+        .fold(
+            None,
+            |best: Option<(&str, u64)>, (value, count)| match best {
+                Some((_, c)) if c >= count => best,
+                _ => Some((value, count)),
+            },
+        )
+        .map(|(value, _)| value.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn object(attributes: Value) -> Object {
+        let body = json!({"data": {"id": "x", "type": "file", "attributes": attributes}});
+        Object::parse(body.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn stats_tolerate_strings_floats_and_missing_keys() {
+        let stats = Stats::from_value(&json!({
+            "malicious": "5", "harmless": 2.0, "type-unsupported": 3, "confirmed-timeout": null,
+            "undetected": "n/a", "some-new-category": 9
+        }))
+        .unwrap();
+        assert_eq!(stats.malicious, 5);
+        assert_eq!(stats.harmless, 2);
+        assert_eq!(stats.type_unsupported, 3);
+        assert_eq!(stats.confirmed_timeout, 0);
+        assert_eq!(stats.undetected, 0);
+        assert_eq!(stats.engines(), 7);
+        assert_eq!(Stats::from_value(&Value::Null), None);
+    }
+
+    #[test]
+    fn stats_serialise_with_vt_key_names() {
+        let stats = Stats {
+            confirmed_timeout: 1,
+            type_unsupported: 2,
+            ..Stats::default()
+        };
+        let v = serde_json::to_value(stats).unwrap();
+        assert_eq!(v["confirmed-timeout"], 1);
+        assert_eq!(v["type-unsupported"], 2);
+    }
+
+    #[test]
+    fn dates_are_read_from_numbers_and_strings() {
+        assert_eq!(lenient_timestamp(&json!(1570172855)), Some(1570172855));
+        assert_eq!(lenient_timestamp(&json!(1570172855.7)), Some(1570172855));
+        assert_eq!(lenient_timestamp(&json!("1570172855")), Some(1570172855));
+        assert_eq!(
+            lenient_timestamp(&json!("2019-10-04T07:07:35Z")),
+            Some(1570172855)
+        );
+        assert_eq!(
+            lenient_timestamp(&json!("2019-10-04 07:07:35")),
+            Some(1570172855)
+        );
+        assert_eq!(lenient_timestamp(&json!("yesterday")), None);
+    }
+
+    #[test]
+    fn old_pair_lists_yield_a_threat_label() {
+        let o = object(json!({"popular_threat_classification": {
+            "popular_threat_category": [["trojan", 19], ["dropper", 25]],
+            "popular_threat_name": [["hill", 3]],
+        }}));
+        assert_eq!(o.threat_label().as_deref(), Some("dropper.hill"));
+        let o = object(json!({"popular_threat_classification": [["trojan", 19]]}));
+        assert_eq!(o.threat_label(), None);
+    }
+
+    #[test]
+    fn a_file_without_results_is_pending_not_clean() {
+        let o = object(json!({"last_analysis_stats": {"malicious": 0}, "size": 10}));
+        assert!(o.analysis_pending());
+        let o = object(json!({"last_analysis_date": 1, "last_analysis_results": {"A": {}}}));
+        assert!(!o.analysis_pending());
+    }
+
+    #[test]
+    fn one_odd_field_does_not_fail_the_object() {
+        let o = object(json!({"size": "12", "last_analysis_date": {"weird": true}, "sha256": 5}));
+        assert_eq!(o.size(), Some(12));
+        assert_eq!(o.last_analysis_date(), None);
+        assert_eq!(o.sha256(), None);
+    }
+
+    #[test]
+    fn truncated_or_shapeless_bodies_are_transient() {
+        for body in [
+            &b"{\"data\": {\"id\": \"ab"[..],
+            b"",
+            b"[1,2]",
+            b"{\"data\": 3}",
+        ] {
+            assert!(
+                matches!(Object::parse(body), Err(Error::Transient { .. })),
+                "{body:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_cursor_falls_back_to_the_next_link() {
+        let body = json!({"data": [], "links": {"next": "https://x/api/v3/urls/a/votes?limit=2&cursor=ab%3D"}});
+        let page = Page::parse(body.to_string().as_bytes()).unwrap();
+        assert_eq!(page.cursor.as_deref(), Some("ab="));
+    }
+}

@@ -1,0 +1,247 @@
+//! Drop-directory watching: finds the files that land under a directory and hands each one on
+//! once it has finished being written.
+//!
+//! This module owns deciding *when* a file is complete: its size, modification time and inode
+//! unchanged for `settle_ms`, checked with stat() on a timer. Notify events are only hints
+//! about where to look, because they can be lost or coalesced; when notify reports lost
+//! events, or too many paths are pending at once, the whole tree is walked again. It does not
+//! read, hash or move files, and never modifies the watched tree; what happens to a file once
+//! it is sent belongs to the receiver of the channel.
+//!
+//! Files are remembered in memory only: after a restart every file present is sent again, and
+//! the receiver deduplicates by content.
+
+mod ignore;
+mod tracker;
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, anyhow, bail};
+use notify::event::{AccessKind, AccessMode};
+use notify::{Event, EventKind, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+pub use self::ignore::Ignore;
+use self::tracker::Tracker;
+use crate::config::WatchConfig;
+
+/// Most paths waiting to settle at once; beyond it, an event storm is answered by a rescan.
+const PENDING_CAP: usize = 100_000;
+
+/// Notify events buffered between the notify thread and the watch loop. When full, the
+/// notify thread drops the event and asks for a rescan instead of blocking.
+const EVENT_BUFFER: usize = 8192;
+
+/// The shortest interval between two settledness checks, so that `settle_ms = 0` does not spin.
+const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(10);
+
+/// A file that stopped changing: its size and modification time as last seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettledFile {
+    /// Where it is, under the watched directory as given to [`watch`].
+    pub path: PathBuf,
+    /// Its size in bytes when it settled.
+    pub size: u64,
+    /// Its modification time when it settled.
+    pub modified: SystemTime,
+}
+
+/// Scans `root` once (walkdir), then watches it recursively until `shutdown` resolves, sending
+/// every regular file once its size and mtime were unchanged for `settle_ms`. A file whose
+/// size/mtime change after it was sent is sent again (new content). Returns when shut down, when
+/// the receiver is dropped, or on a fatal error (the watch cannot be set up, or `root`
+/// disappears).
+pub async fn watch(
+    root: PathBuf,
+    cfg: WatchConfig,
+    tx: mpsc::Sender<SettledFile>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let ignore = Ignore::new(&cfg.ignore)?;
+    if !root.is_dir() {
+        bail!("cannot watch {}: not a directory", root.display());
+    }
+    let settle = Duration::from_millis(cfg.settle_ms);
+    let tracker = Tracker::new(
+        root.clone(),
+        ignore,
+        cfg.follow_symlinks,
+        settle,
+        PENDING_CAP,
+    );
+
+    // Set when the notify thread had to drop an event.
+    let events_lost = Arc::new(AtomicBool::new(false));
+    let (event_tx, mut event_rx) = mpsc::channel::<notify::Result<Event>>(EVENT_BUFFER);
+    let lost = Arc::clone(&events_lost);
+    let mut watcher = notify::RecommendedWatcher::new(
+        move |event| {
+            // Never block the notify thread: a full buffer means a storm, and a rescan
+            // recovers whatever was dropped.
+            if let Err(mpsc::error::TrySendError::Full(_)) = event_tx.try_send(event) {
+                lost.store(true, Ordering::Relaxed);
+            }
+        },
+        notify::Config::default().with_follow_symlinks(cfg.follow_symlinks),
+    )
+    .context("cannot start the file watcher")?;
+    // Watching starts before the first scan, so that nothing falls between the two.
+    watcher
+        .watch(&root, RecursiveMode::Recursive)
+        .with_context(|| format!("cannot watch {}", root.display()))?;
+    tracing::info!(root = %root.display(), settle_ms = cfg.settle_ms, "watching");
+
+    let mut loop_state = Loop {
+        tracker: Some(tracker),
+        held: Vec::new(),
+        held_overflow: false,
+        stop: Arc::new(AtomicBool::new(false)),
+    };
+    let result = loop_state
+        .run(settle, &mut event_rx, &events_lost, &tx, shutdown)
+        .await;
+    // Ends a walk still running on the blocking pool.
+    loop_state.stop.store(true, Ordering::Relaxed);
+    drop(watcher);
+    result.with_context(|| format!("watching {}", root.display()))
+}
+
+/// The state of the watch loop besides the tracker's own.
+struct Loop {
+    /// The tracker, or `None` while a tick runs on the blocking pool.
+    tracker: Option<Tracker>,
+    /// Hints that arrived while the tracker was away.
+    held: Vec<PathBuf>,
+    /// `held` overflowed: rescan instead.
+    held_overflow: bool,
+    /// Tells a running tick to give up (on shutdown).
+    stop: Arc<AtomicBool>,
+}
+
+impl Loop {
+    async fn run(
+        &mut self,
+        settle: Duration,
+        events: &mut mpsc::Receiver<notify::Result<Event>>,
+        events_lost: &AtomicBool,
+        tx: &mpsc::Sender<SettledFile>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
+        tokio::pin!(shutdown);
+        let mut ticker = tokio::time::interval((settle / 4).max(MIN_CHECK_INTERVAL));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick_job: Option<tokio::task::JoinHandle<(Tracker, Vec<SettledFile>)>> = None;
+        // Settled files not yet accepted by the receiver. No tick runs while it is non-empty,
+        // so it never holds more than one tick's worth (bounded by the pending cap).
+        let mut ready: VecDeque<SettledFile> = VecDeque::new();
+        loop {
+            // Unbiased: a steady stream of events must not starve sending, nor the reverse.
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                () = tx.closed() => {
+                    tracing::debug!("receiver of settled files is gone; watching ends");
+                    return Ok(());
+                }
+                joined = async { tick_job.as_mut().expect("guarded").await }, if tick_job.is_some() => {
+                    tick_job = None;
+                    let (tracker, settled) = joined.context("the watcher's tick failed")?;
+                    self.restore(tracker)?;
+                    ready.extend(settled);
+                }
+                permit = tx.reserve(), if !ready.is_empty() => {
+                    let Ok(permit) = permit else {
+                        tracing::debug!("receiver of settled files is gone; watching ends");
+                        return Ok(());
+                    };
+                    permit.send(ready.pop_front().expect("guarded"));
+                }
+                Some(event) = events.recv() => self.on_event(event),
+                _ = ticker.tick(), if tick_job.is_none() && ready.is_empty() => {
+                    let mut tracker = self.tracker.take().expect("present between ticks");
+                    if events_lost.swap(false, Ordering::Relaxed) {
+                        tracing::warn!("file watcher events were dropped; rescanning");
+                        tracker.request_rescan();
+                    }
+                    if !tracker.has_work() {
+                        self.tracker = Some(tracker);
+                        continue;
+                    }
+                    let stop = Arc::clone(&self.stop);
+                    // stat() and directory walks block: keep them off the async threads.
+                    tick_job = Some(tokio::task::spawn_blocking(move || {
+                        let settled = tracker.tick(Instant::now(), &stop);
+                        (tracker, settled)
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Takes the tracker back after a tick, replaying what arrived meanwhile.
+    fn restore(&mut self, mut tracker: Tracker) -> anyhow::Result<()> {
+        if std::mem::take(&mut self.held_overflow) {
+            tracker.request_rescan();
+        }
+        for path in self.held.drain(..) {
+            tracker.hint(path);
+        }
+        if tracker.root_lost() {
+            return Err(anyhow!("the watched directory disappeared"));
+        }
+        tracing::trace!(pending = tracker.pending_len(), "tick done");
+        self.tracker = Some(tracker);
+        Ok(())
+    }
+
+    fn on_event(&mut self, event: notify::Result<Event>) {
+        let paths = match event {
+            Ok(event) if event.need_rescan() => {
+                tracing::warn!("the file watcher lost events; rescanning");
+                self.rescan();
+                return;
+            }
+            // Reads (a hasher opening a sent file) change nothing; a close after writing is a
+            // good moment to look.
+            Ok(Event {
+                kind: EventKind::Access(AccessKind::Close(AccessMode::Write)),
+                paths,
+                ..
+            }) => paths,
+            Ok(Event {
+                kind: EventKind::Access(_),
+                ..
+            }) => return,
+            Ok(event) => event.paths,
+            Err(e) => {
+                tracing::warn!(error = %e, "file watcher error");
+                e.paths
+            }
+        };
+        for path in paths {
+            match &mut self.tracker {
+                Some(tracker) => tracker.hint(path),
+                None if self.held_overflow => {}
+                None if self.held.len() < PENDING_CAP => self.held.push(path),
+                None => {
+                    self.held = Vec::new();
+                    self.held_overflow = true;
+                }
+            }
+        }
+    }
+
+    fn rescan(&mut self) {
+        match &mut self.tracker {
+            Some(tracker) => tracker.request_rescan(),
+            None => {
+                self.held = Vec::new();
+                self.held_overflow = true;
+            }
+        }
+    }
+}

@@ -100,3 +100,62 @@ CREATE TABLE workers (
     started_at   BIGINT  NOT NULL,
     heartbeat_at BIGINT  NOT NULL
 );
+
+-- Checks the quota of one key and, if a request fits, records it: the whole of
+-- `Store::take_quota`, in one round trip, so that the per-key lock is held for microseconds
+-- rather than for several network round trips while other daemons queue behind it.
+-- Every process using the key serialises on the advisory lock (first key: "vt" in ASCII, a
+-- namespace of its own). A caller that queued for the lock is judged and recorded at the moment
+-- it got it (`p_now` plus the wait, measured on the server): its request leaves after that, and
+-- recording the earlier time would let the window look free too soon.
+-- Returns ('granted', at), ('wait', until) or ('exhausted', until).
+CREATE FUNCTION take_quota(
+    p_key TEXT, p_now BIGINT, p_requests INTEGER, p_window_ms BIGINT,
+    p_daily BIGINT, p_monthly BIGINT,
+    p_day TEXT, p_day_end BIGINT, p_month TEXT, p_month_end BIGINT,
+    OUT o_decision TEXT, OUT o_at BIGINT)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_started TIMESTAMPTZ := clock_timestamp();
+    v_now     BIGINT;
+    v_until   BIGINT;
+    v_used    BIGINT;
+    v_count   INTEGER;
+    v_oldest  BIGINT;
+BEGIN
+    PERFORM pg_advisory_xact_lock(30324, hashtext(p_key));
+    v_now := p_now + floor(extract(epoch FROM clock_timestamp() - v_started) * 1000)::BIGINT;
+
+    SELECT q.until INTO v_until FROM quota_pauses q WHERE q.key_id = p_key;
+    IF v_until IS NOT NULL AND v_until > v_now THEN
+        o_decision := 'wait'; o_at := v_until; RETURN;
+    END IF;
+
+    SELECT q.used INTO v_used FROM quota_periods q WHERE q.key_id = p_key AND q.period = p_day;
+    IF COALESCE(v_used, 0) >= p_daily THEN
+        o_decision := 'exhausted'; o_at := p_day_end; RETURN;
+    END IF;
+    IF p_monthly IS NOT NULL THEN
+        SELECT q.used INTO v_used FROM quota_periods q WHERE q.key_id = p_key AND q.period = p_month;
+        IF COALESCE(v_used, 0) >= p_monthly THEN
+            o_decision := 'exhausted'; o_at := p_month_end; RETURN;
+        END IF;
+    END IF;
+
+    -- The sliding window: with `p_requests` already sent after `now - window`, the next one
+    -- fits once the oldest of the last `p_requests` leaves the window.
+    SELECT COUNT(*), MIN(r.at) INTO v_count, v_oldest
+    FROM (SELECT q.at FROM quota_log q
+          WHERE q.key_id = p_key AND q.at > v_now - p_window_ms
+          ORDER BY q.at DESC LIMIT p_requests) r;
+    IF v_count >= p_requests THEN
+        o_decision := 'wait'; o_at := v_oldest + p_window_ms; RETURN;
+    END IF;
+
+    INSERT INTO quota_log (key_id, at) VALUES (p_key, v_now);
+    DELETE FROM quota_log q WHERE q.key_id = p_key AND q.at <= v_now - p_window_ms;
+    INSERT INTO quota_periods AS q (key_id, period, used) VALUES (p_key, p_day, 1), (p_key, p_month, 1)
+        ON CONFLICT (key_id, period) DO UPDATE SET used = q.used + 1;
+    o_decision := 'granted'; o_at := v_now;
+END
+$$;

@@ -6,7 +6,8 @@
 //! - claims lock their rows with `FOR UPDATE SKIP LOCKED` in a CTE, so two daemons never claim
 //!   the same job and never wait for each other;
 //! - `take_quota` serialises the requests of one key with a transaction-scoped advisory lock,
-//!   so every process using that key sees one sliding window, one day and one month;
+//!   so every process using that key sees one sliding window, one day and one month; it is a
+//!   database function (in the migration) so that the lock is held for one round trip only;
 //! - enqueue locks the job rows it may reopen, in a fixed order, and inserts with
 //!   `ON CONFLICT DO NOTHING`, so two hosts seeing the same file make one job;
 //! - a transaction that PostgreSQL aborts as a deadlock victim is run again.
@@ -43,11 +44,6 @@ const VERDICT_COLUMNS: &str = "v.verdict, v.malicious, v.suspicious, v.harmless,
 
 /// The fence of every change to a running job (binds: id, owner).
 const FENCE: &str = "id = $1 AND lease_owner = $2 AND state = 'running'";
-
-/// The first key of the two-key advisory locks taken by `take_quota` ("vt" in ASCII): a
-/// namespace of its own, so the per-key locks cannot collide with other users of advisory
-/// locks in the same database (sqlx's migrator takes single-key ones).
-const QUOTA_LOCK_SPACE: i32 = 0x7674;
 
 /// How often a transaction chosen as a deadlock victim is run again before the error is
 /// returned.
@@ -745,83 +741,28 @@ impl Store for PgStore {
         now: Millis,
     ) -> Result<QuotaDecision, Error> {
         let ((day, day_end), (month, month_end)) = periods(now);
-        let mut tx = self.pool.begin().await?;
-        // Every process using this key queues here until the transaction ends; each statement
-        // after it sees what the previous holder committed (READ COMMITTED), so the check and
-        // the record below are one atomic step across all daemons.
-        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-            .bind(QUOTA_LOCK_SPACE)
-            .bind(key_id)
-            .execute(&mut *tx)
-            .await?;
-        let paused: Option<Millis> =
-            sqlx::query_scalar("SELECT until FROM quota_pauses WHERE key_id = $1")
-                .bind(key_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some(until) = paused.filter(|&u| u > now) {
-            return Ok(QuotaDecision::WaitUntil(until));
-        }
-        let used = |period: String| {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT used FROM quota_periods WHERE key_id = $1 AND period = $2",
-            )
-            .bind(key_id.to_owned())
-            .bind(period)
-        };
-        let today = used(day.clone())
-            .fetch_optional(&mut *tx)
-            .await?
-            .unwrap_or(0);
-        if today >= i64::from(limits.daily) {
-            return Ok(QuotaDecision::Exhausted(day_end));
-        }
-        if let Some(monthly) = limits.monthly {
-            let this_month = used(month.clone())
-                .fetch_optional(&mut *tx)
-                .await?
-                .unwrap_or(0);
-            if this_month >= i64::from(monthly) {
-                return Ok(QuotaDecision::Exhausted(month_end));
-            }
-        }
-        // The sliding window: with `requests` already sent after `now - window`, the next one
-        // fits once the oldest of the last `requests` leaves the window.
-        let window_start = now - limits.window_ms;
-        let recent: Vec<Millis> = sqlx::query_scalar(
-            "SELECT at FROM quota_log WHERE key_id = $1 AND at > $2 ORDER BY at DESC LIMIT $3",
+        // One statement: the check, the per-key lock and the record are the database function
+        // `take_quota` (migrations/postgres), so the lock is held for one round trip's work.
+        let (decision, at): (String, Millis) = sqlx::query_as(
+            "SELECT o_decision, o_at FROM take_quota($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(key_id)
-        .bind(window_start)
-        .bind(int(limits.requests))
-        .fetch_all(&mut *tx)
+        .bind(now)
+        .bind(i32::try_from(limits.requests).unwrap_or(i32::MAX))
+        .bind(limits.window_ms)
+        .bind(int(limits.daily))
+        .bind(limits.monthly.map(int))
+        .bind(day)
+        .bind(day_end)
+        .bind(month)
+        .bind(month_end)
+        .fetch_one(&self.pool)
         .await?;
-        if recent.len() >= limits.requests as usize {
-            let oldest = recent[recent.len() - 1];
-            return Ok(QuotaDecision::WaitUntil(oldest + limits.window_ms));
-        }
-        sqlx::query("INSERT INTO quota_log (key_id, at) VALUES ($1, $2)")
-            .bind(key_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM quota_log WHERE key_id = $1 AND at <= $2")
-            .bind(key_id)
-            .bind(window_start)
-            .execute(&mut *tx)
-            .await?;
-        for period in [day, month] {
-            sqlx::query(
-                "INSERT INTO quota_periods (key_id, period, used) VALUES ($1, $2, 1)
-                 ON CONFLICT (key_id, period) DO UPDATE SET used = quota_periods.used + 1",
-            )
-            .bind(key_id)
-            .bind(period)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(QuotaDecision::Granted)
+        Ok(match decision.as_str() {
+            "granted" => QuotaDecision::Granted,
+            "exhausted" => QuotaDecision::Exhausted(at),
+            _ => QuotaDecision::WaitUntil(at),
+        })
     }
 
     async fn pause_quota(&self, key_id: &str, until: Millis) -> Result<(), Error> {

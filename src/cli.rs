@@ -86,6 +86,23 @@ pub enum Command {
     /// Show the whole pipeline working offline: start the simulator, scan generated samples
     /// (the EICAR test file among them), print the verdicts.
     Demo,
+    /// Print the verdicts in the database: a table, JSON, JSON lines, CSV or a STIX 2.1 bundle,
+    /// filtered and sorted (read-only; safe while a daemon runs).
+    ///
+    /// The database can also be queried directly: `sqlite3 vtriage.db "select * from v_report"`
+    /// (see docs/schema.md).
+    Report(crate::report::ReportArgs),
+    /// Triage the given hashes, URLs, domains and IP addresses now and print them like `report`.
+    ///
+    /// A stored fresh verdict costs no request. Exit status: 0 nothing malicious, 1 something
+    /// malicious, 2 error.
+    Lookup(crate::lookup::LookupArgs),
+    /// Queue finished verdicts for another look at VirusTotal (an `unknown` hash may be known a
+    /// week later, a `pending` analysis may have finished).
+    Recheck(crate::lookup::RecheckArgs),
+    /// Ask VirusTotal directly: objects, relationships, comments, votes, analyses, downloads.
+    /// Prints VirusTotal's JSON; every request counts against the shared quota.
+    Vt(crate::vtcmd::VtArgs),
 }
 
 /// `vtriage scan`
@@ -138,9 +155,11 @@ pub struct RunArgs {
 
 /// Sets up logging on standard error. The API key cannot reach a log line: it is only ever
 /// held as `ApiKey`, whose `Debug`/`Display` print `[redacted]`.
-pub fn init_logging(format: LogFormat, verbose: u8) {
+pub fn init_logging(format: LogFormat, verbose: u8, daemon: bool) {
     let default = match verbose {
-        0 => "vtriage=info,warn",
+        // A daemon logs each verdict; one-shot commands print their results instead.
+        0 if daemon => "vtriage=info,warn",
+        0 => "warn",
         1 => "vtriage=debug,info",
         _ => "trace",
     };
@@ -192,7 +211,11 @@ async fn wait_for_signal() {
 
 /// Runs a parsed command line; returns the exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
-    init_logging(cli.global.log_format, cli.global.verbose);
+    init_logging(
+        cli.global.log_format,
+        cli.global.verbose,
+        matches!(cli.command, Command::Run(_) | Command::Sim(_)),
+    );
     match cli.command {
         Command::Scan(args) => {
             let mut config = load_config(&cli.global)?;
@@ -247,6 +270,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Demo => crate::demo::run(&cli.global).await,
+        Command::Report(args) => {
+            let config = load_config(&cli.global)?;
+            crate::report::run(&args, &config).await
+        }
+        Command::Lookup(args) => {
+            let config = load_config(&cli.global)?;
+            crate::lookup::run(&args, config, shutdown_signal()).await
+        }
+        Command::Recheck(args) => {
+            let config = load_config(&cli.global)?;
+            crate::lookup::run_recheck(&args, config, shutdown_signal()).await
+        }
+        Command::Vt(args) => {
+            let mut out = std::io::stdout();
+            if crate::vtcmd::is_offline(&args.command) {
+                crate::vtcmd::run_offline(&args.command, &mut out).await?;
+                return Ok(0);
+            }
+            let config = load_config(&cli.global)?;
+            let client = crate::pipeline::client(&config, shutdown_signal()).await?;
+            crate::vtcmd::run(&client, &args.command, &mut out).await?;
+            Ok(0)
+        }
     }
 }
 

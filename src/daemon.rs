@@ -109,12 +109,6 @@ fn max_age_ms(pipeline: &Pipeline) -> i64 {
     (pipeline.config.verdict.max_age_days * 86_400_000.0) as i64
 }
 
-fn ingest_options(pipeline: &Pipeline) -> ingest::Options {
-    ingest::Options {
-        skip_private_ips: pipeline.config.ingest.skip_private_ips,
-    }
-}
-
 /// Hashes settled files (several at once, on blocking threads) and queues them in batches.
 async fn queue_dropped_files(
     mut rx: mpsc::Receiver<SettledFile>,

@@ -9,7 +9,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::GlobalArgs;
-use crate::config::{ApiKey, Config, UploadPolicy};
+use crate::config::{ApiKey, UploadPolicy};
 use crate::pipeline::Pipeline;
 use crate::scan;
 use crate::sim::{self, Known, KnownFile, SimConfig};
@@ -17,26 +17,43 @@ use crate::sim::{self, Known, KnownFile, SimConfig};
 /// The EICAR anti-virus test string: harmless, and flagged by every engine by convention.
 pub const EICAR: &[u8] = br"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
 
-/// Runs the demo; returns the scan's exit code (1: the EICAR file is malicious).
+/// Runs the demo; returns the scan's exit code (1: the EICAR file is malicious). With an API
+/// key configured (`VT_API_KEY`), the samples are looked up at the real VirusTotal instead, under
+/// the configured policy (by default nothing is uploaded).
 pub async fn run(global: &GlobalArgs) -> anyhow::Result<i32> {
     let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
     let samples = dir.path().join("samples");
     std::fs::create_dir(&samples)?;
-    std::fs::write(samples.join("eicar.com"), EICAR)?;
-    std::fs::write(
-        samples.join("notes.txt"),
-        b"meeting notes: nothing to see here\n",
-    )?;
-    std::fs::write(
-        samples.join("notes-copy.txt"),
-        b"meeting notes: nothing to see here\n",
-    )?;
-    std::fs::write(
-        samples.join("report.csv"),
-        b"host,verdict\nexample.test,clean\n",
-    )?;
     let known = b"a file VirusTotal has seen before\n";
-    std::fs::write(samples.join("known.bin"), known)?;
+    let notes = b"meeting notes: nothing to see here\n";
+    let files: [(&str, &[u8]); 5] = [
+        ("eicar.com", EICAR),
+        ("notes.txt", notes),
+        ("notes-copy.txt", notes),
+        ("report.csv", b"host,verdict\nexample.test,clean\n"),
+        ("known.bin", known),
+    ];
+    for (name, content) in files {
+        std::fs::write(samples.join(name), content)?;
+    }
+    let mut config = crate::cli::load_config(global)?;
+    config.db = global
+        .db
+        .clone()
+        .unwrap_or_else(|| dir.path().join("demo.db").display().to_string());
+
+    if config.virustotal.api_key.is_some() {
+        println!(
+            "vtriage demo: looking the samples in {} up at {} (uploads: {:?})\n",
+            samples.display(),
+            config.virustotal.api_url,
+            config.upload.files
+        );
+        let pipeline = Pipeline::open(config, crate::cli::shutdown_signal()).await?;
+        let outcome = scan::scan(&pipeline, &[samples], false).await?;
+        print!("{}", scan::summary_table(&outcome, "file contents"));
+        return Ok(outcome.exit_code());
+    }
 
     let simulator = sim::spawn(SimConfig {
         api_keys: vec!["demo-key".into()],
@@ -49,15 +66,6 @@ pub async fn run(global: &GlobalArgs) -> anyhow::Result<i32> {
     })
     .await
     .context("cannot start the simulator")?;
-
-    let mut config = match crate::cli::load_config(global) {
-        Ok(c) => c,
-        Err(_) => Config::default(),
-    };
-    config.db = global
-        .db
-        .clone()
-        .unwrap_or_else(|| dir.path().join("demo.db").display().to_string());
     config.virustotal.api_url = simulator.base_url();
     config.virustotal.api_key = Some(ApiKey::new("demo-key"));
     config.upload.files = UploadPolicy::Unknown;

@@ -282,3 +282,21 @@ async fn dead_local_workers(store: &dyn Store, host: &str) -> Vec<String> {
         .map(|(owner, ..)| owner)
         .collect()
 }
+
+/// A VirusTotal client for one-off requests (`vtriage vt ...`): the same quota gate as the
+/// workers (the ledger in the database), no workers, no registration. `stop` interrupts a wait
+/// for the quota.
+pub async fn client(config: &Config, stop: CancellationToken) -> anyhow::Result<vt::Client> {
+    let Some(key) = config.virustotal.api_key.clone() else {
+        bail!("no VirusTotal API key: set VT_API_KEY (or [virustotal] api_key in the config file)");
+    };
+    let store: Arc<dyn Store> = open_store(config).await?;
+    let gate = Arc::new(Limiter::new(store, key.fingerprint(), &config.quota, stop));
+    vt::Client::new(
+        &config.virustotal.api_url,
+        key,
+        gate,
+        secs(config.virustotal.timeout_secs),
+    )
+    .context("cannot set up the VirusTotal client")
+}

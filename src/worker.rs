@@ -132,7 +132,10 @@ impl Worker {
         let now = now_millis();
         let kept = match outcome {
             Outcome::Complete(v) => {
-                tracing::info!(verdict = %v.verdict, note = v.note.as_deref().unwrap_or(""), "verdict");
+                match &v.note {
+                    Some(note) => tracing::info!(verdict = %v.verdict, %note, "verdict"),
+                    None => tracing::info!(verdict = %v.verdict, "verdict"),
+                }
                 self.store.complete(job, &v, now).await?
             }
             Outcome::Discard(v) => {
@@ -210,7 +213,7 @@ impl Worker {
                 )
             }
             Ok(object) => Outcome::Complete(verdict_of_object(&object, &self.config, now)),
-            Err(vt::Error::NotFound { .. }) => self.unknown(job).await,
+            Err(vt::Error::NotFound) => self.unknown(job).await,
             Err(e) => self.failure(job, e),
         }
     }
@@ -348,7 +351,7 @@ impl Worker {
             }
             Ok(_) => self.wait_for_analysis(job, Step::Poll, "analysis not finished"),
             // The analysis is gone (expired): the object itself tells the verdict.
-            Err(vt::Error::NotFound { .. }) => {
+            Err(vt::Error::NotFound) => {
                 self.wait_for_analysis(job, Step::Lookup, "analysis expired")
             }
             Err(e) => self.failure(job, e),
@@ -432,9 +435,7 @@ pub fn poll_interval(config: &Config, n: u32) -> Millis {
 /// Failed attempt `n` waits `retry_delay_secs * 2^(n-1)`, at most 10 minutes (in ms).
 pub fn retry_delay(config: &Config, attempt: u32) -> Millis {
     let base = config.daemon.retry_delay_secs * 1000.0;
-    (base * 2f64.powi(attempt.saturating_sub(1).min(30) as i32))
-        .min(600_000.0)
-        .max(1.0) as Millis
+    (base * 2f64.powi(attempt.saturating_sub(1).min(30) as i32)).clamp(1.0, 600_000.0) as Millis
 }
 
 /// The verdict that a VirusTotal object (file, URL, domain, IP) gives.

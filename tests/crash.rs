@@ -30,6 +30,7 @@ fn start(world: &World, drop: &Path, lists: &Path) -> Child {
         .env("VTRIAGE_UPLOAD_URLS", "unknown")
         .env("VTRIAGE_QUOTA_REQUESTS", "10000")
         .env("VTRIAGE_QUOTA_WINDOW_SECS", "1")
+        .env("VTRIAGE_QUOTA_DAILY", "1000000")
         .env("VTRIAGE_WATCH_SETTLE_MS", "100")
         .env("VTRIAGE_POLL_FIRST_DELAY_SECS", "0.5")
         .env("VTRIAGE_POLL_MAX_INTERVAL_SECS", "1")
@@ -55,13 +56,15 @@ async fn sigkill_twenty_times_loses_nothing_and_uploads_nothing_twice() {
     let known_urls: Vec<String> = (0..20)
         .map(|i| format!("http://known{i}.example.com/path"))
         .collect();
-    let mut known = Known::default();
-    known.files = known_files
-        .iter()
-        .chain(&known_hash_contents)
-        .map(|c| KnownFile::clean_content(c))
-        .collect();
-    known.urls = known_urls.iter().map(|u| KnownUrl::clean(u)).collect();
+    let known = Known {
+        files: known_files
+            .iter()
+            .chain(&known_hash_contents)
+            .map(|c| KnownFile::clean_content(c))
+            .collect(),
+        urls: known_urls.iter().map(|u| KnownUrl::clean(u)).collect(),
+        ..Known::default()
+    };
     let sim_config = SimConfig {
         known,
         analysis_delay: (Duration::from_secs(1), Duration::from_secs(3)),

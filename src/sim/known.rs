@@ -125,6 +125,23 @@ pub struct KnownFile {
     pub name: Option<String>,
 }
 
+impl KnownFile {
+    /// A file with this content that VirusTotal knows as clean (by SHA-256, SHA-1 and MD5).
+    pub fn clean_content(content: &[u8]) -> KnownFile {
+        use sha2::Digest;
+        let hex = crate::hashing::hex;
+        KnownFile {
+            sha256: hex(&sha2::Sha256::digest(content)),
+            md5: Some(hex(&md5::Md5::digest(content))),
+            sha1: Some(hex(&sha1::Sha1::digest(content))),
+            stats: EngineStats::CLEAN_FILE,
+            label: None,
+            size: Some(content.len() as u64),
+            name: None,
+        }
+    }
+}
+
 /// A URL VirusTotal "already knows".
 #[derive(Debug, Clone, Deserialize)]
 pub struct KnownUrl {
@@ -135,6 +152,22 @@ pub struct KnownUrl {
     /// Reported as `threat_names` and as the engines' result.
     #[serde(default)]
     pub label: Option<String>,
+}
+
+impl KnownUrl {
+    /// A URL VirusTotal knows as harmless.
+    pub fn clean(url: &str) -> KnownUrl {
+        let stats = EngineStats {
+            harmless: 60,
+            undetected: 10,
+            ..EngineStats::CLEAN_FILE
+        };
+        KnownUrl {
+            url: url.to_owned(),
+            stats,
+            label: None,
+        }
+    }
 }
 
 /// A domain or IP address VirusTotal knows.

@@ -37,6 +37,7 @@ pub mod sqlite;
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use futures_util::stream::BoxStream;
 use serde::Serialize;
 
 use crate::indicator::Kind;
@@ -365,6 +366,86 @@ pub trait Store: Send + Sync + 'static {
         window_ms: i64,
         now: Millis,
     ) -> Result<QuotaUsage, Error>;
+
+    // --- Reports (`vtriage report`, `lookup`): read-only, streamed. ---
+
+    /// The jobs matching `query`, in its order, one row at a time: a report of a million
+    /// verdicts never holds more than a few rows in memory. The stored VirusTotal object is not
+    /// read (see [`Store::raw_object`]).
+    fn report(&self, query: &ReportQuery) -> BoxStream<'_, Result<ReportRow, Error>>;
+
+    /// The stored VirusTotal object (decompressed JSON) behind the verdict of the job whose
+    /// indicator is `indicator` (a file's SHA-256, or any of its stored MD5/SHA-1/SHA-256;
+    /// hashes are compared in lower case), most recently checked first. `None` when no job
+    /// matches; `Some` with no object when the job has no stored object.
+    async fn raw_object(&self, indicator: &str) -> Result<Option<RawObject>, Error>;
+}
+
+/// What `vtriage report` selects. Every filter combines with the others (AND); a list matches
+/// any of its values (OR); an empty list matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct ReportQuery {
+    /// Only these jobs (by id), e.g. the ones a `lookup` just triaged.
+    pub jobs: Vec<i64>,
+    /// Only these verdicts.
+    pub verdicts: Vec<Verdict>,
+    /// Only these kinds.
+    pub kinds: Vec<Kind>,
+    /// Only indicators that came from one of these: an IOC list (its name as stored, or its
+    /// file name) or `command line`, or a file seen at or under one of these paths.
+    pub sources: Vec<String>,
+    /// Only files (jobs with at least one path); the path glob itself is matched by the caller.
+    pub only_with_paths: bool,
+    /// Only verdicts checked at or after this time.
+    pub since: Option<Millis>,
+    /// Only verdicts checked before this time.
+    pub until: Option<Millis>,
+    /// The order.
+    pub sort: ReportSort,
+    /// At most this many rows.
+    pub limit: Option<u64>,
+}
+
+/// The orders a report can come in. Ties are broken by job id, so a report is deterministic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReportSort {
+    /// In the order vtriage first saw the indicators.
+    #[default]
+    FirstSeen,
+    /// Most recently checked first.
+    CheckedAt,
+    /// Most alarming verdict first, then most detections.
+    Verdict,
+    /// Alphabetically by indicator.
+    Indicator,
+    /// Most engines flagging it malicious first.
+    Malicious,
+    /// By kind (file, hash, url, domain, ip), then first seen.
+    Kind,
+}
+
+/// One job as a report sees it.
+#[derive(Debug, Clone)]
+pub struct ReportRow {
+    /// The result (kind, indicator, state, verdict without its raw object, paths).
+    pub job: JobResult,
+    /// Where the indicator came from: (list or `command line`, line).
+    pub sources: Vec<(String, u32)>,
+    /// When vtriage first saw the indicator.
+    pub created_at: Millis,
+    /// Why the last attempt failed, if it did (the queue's own note, kept while retrying).
+    pub last_error: Option<String>,
+}
+
+/// The stored VirusTotal object of a job.
+#[derive(Debug, Clone)]
+pub struct RawObject {
+    /// The job's kind.
+    pub kind: Kind,
+    /// The job's indicator.
+    pub indicator: String,
+    /// The object as VirusTotal sent it (JSON), when one is stored.
+    pub json: Option<Vec<u8>>,
 }
 
 /// The current time in Unix milliseconds.

@@ -41,8 +41,10 @@ impl World {
         .await
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.db = dir.path().join("vtriage.db").display().to_string();
+        let mut config = Config {
+            db: dir.path().join("vtriage.db").display().to_string(),
+            ..Config::default()
+        };
         config.virustotal.api_url = sim.base_url();
         config.virustotal.api_key = Some(ApiKey::new(KEY));
         config.quota.requests = 1000;

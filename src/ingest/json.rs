@@ -1,0 +1,681 @@
+//! JSON documents: STIX 2.0/2.1 bundles, MISP events and any other JSON.
+//!
+//! A small strict parser keeps key order and the line of every string, so each indicator
+//! carries the line of its value. It refuses what strict parsers refuse (a trailing comma,
+//! say): a document that does not parse is re-read as text, with a warning saying so.
+//!
+//! - STIX: the `pattern` of every `indicator` object; comparisons `path = 'value'` joined by
+//!   `OR`/`AND` are read one by one. File hashes (`file:hashes.'SHA-256'`, `file:hashes.SHA256`,
+//!   `file:hashes.md5`...), `url:value`, `domain-name:value`, `ipv4-addr:value`,
+//!   `ipv6-addr:value`, `email-addr:value` (skipped) and `network-traffic` references are
+//!   taken; other object paths (x509 certificates, processes...) are not indicators.
+//! - MISP: `{"response":[{"Event":..}]}`, `{"Event":..}` or a list of those; the event's
+//!   `Attribute` list and every `Object`'s `Attribute` list. Composite types (`filename|sha256`,
+//!   `domain|ip`, `ip-dst|port`) are split and each part read according to its own type.
+//! - Generic JSON: only string values under a key that names an indicator are taken. A key is
+//!   split into words (camelCase, `_`, `-`, `.`, spaces) and counts when one word is in
+//!   [`INDICATOR_KEY_WORDS`] (`dnsServer`, `c2`, `url`, `domain`, `ip`, `hash`...); a list
+//!   under such a key counts whole. So the `blockList` of benign ad domains in a malware
+//!   configuration is left alone while its `dnsServer` is taken.
+
+use std::io::Read;
+
+use super::sink::Sink;
+use super::{Classified, Format, MAX_DOCUMENT, classify, refang};
+use crate::indicator::{FileHash, Indicator};
+
+/// Words that make a generic JSON key an indicator key.
+pub const INDICATOR_KEY_WORDS: [&str; 30] = [
+    "c2",
+    "cnc",
+    "c&c",
+    "url",
+    "urls",
+    "uri",
+    "domain",
+    "domains",
+    "host",
+    "hosts",
+    "hostname",
+    "hostnames",
+    "ip",
+    "ips",
+    "ipv4",
+    "ipv6",
+    "addr",
+    "server",
+    "servers",
+    "hash",
+    "hashes",
+    "md5",
+    "sha1",
+    "sha256",
+    "ioc",
+    "iocs",
+    "indicator",
+    "indicators",
+    "fqdn",
+    "panel",
+];
+
+const MAX_DEPTH: usize = 256;
+
+/// A parsed JSON value that remembers where its strings were.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Json {
+    /// `null`, `true`, `false` or a number: never an indicator.
+    Scalar,
+    /// A string and its 1-based line.
+    Str(String, usize),
+    /// An array.
+    Arr(Vec<Json>),
+    /// An object, keys in document order.
+    Obj(Vec<(String, Json)>),
+}
+
+impl Json {
+    fn get(&self, key: &str) -> Option<&Json> {
+        match self {
+            Json::Obj(kv) => kv.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+    fn str(&self) -> Option<(&str, usize)> {
+        match self {
+            Json::Str(s, l) => Some((s, *l)),
+            _ => None,
+        }
+    }
+    fn items(&self) -> &[Json] {
+        match self {
+            Json::Arr(a) => a,
+            _ => &[],
+        }
+    }
+}
+
+pub(crate) fn parse(reader: impl Read, format: Format, sink: &mut Sink<'_>) -> std::io::Result<()> {
+    let mut bytes = Vec::new();
+    reader.take(MAX_DOCUMENT + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_DOCUMENT {
+        sink.reject(
+            0,
+            format!("document larger than {} MiB, not read", MAX_DOCUMENT >> 20),
+            "",
+        );
+        return Ok(());
+    }
+    let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    let text = match std::str::from_utf8(body) {
+        Ok(t) => std::borrow::Cow::Borrowed(t),
+        Err(e) => {
+            let line = 1 + body[..e.valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            sink.warn(format!("line {line}: invalid UTF-8 decoded lossily"));
+            String::from_utf8_lossy(body)
+        }
+    };
+    let doc = match Parser::new(&text).document() {
+        Ok(doc) => doc,
+        Err((line, msg)) => {
+            let what = match format {
+                Format::Misp => "MISP JSON",
+                Format::Stix => "STIX JSON",
+                _ => "JSON",
+            };
+            sink.warn(format!(
+                "malformed {what} (line {line}: {msg}): fell back to text extraction"
+            ));
+            sink.summary.format = Some(Format::Text);
+            return super::text::parse_bytes_as_text(body, sink);
+        }
+    };
+    // The content decides: a forced `--format misp` on a STIX bundle would find nothing.
+    let kind = if is_stix(&doc) {
+        Format::Stix
+    } else if !misp_events(&doc).is_empty() {
+        Format::Misp
+    } else {
+        Format::Json
+    };
+    sink.summary.format = Some(kind);
+    match kind {
+        Format::Stix => stix(&doc, sink),
+        Format::Misp => {
+            for event in misp_events(&doc) {
+                misp_event(event, sink);
+            }
+        }
+        _ => generic(&doc, false, sink),
+    }
+    Ok(())
+}
+
+fn is_stix(doc: &Json) -> bool {
+    doc.get("type")
+        .and_then(Json::str)
+        .is_some_and(|(t, _)| t == "bundle")
+        || doc
+            .get("objects")
+            .is_some_and(|o| o.items().iter().any(|x| x.get("pattern").is_some()))
+}
+
+// ---------------------------------------------------------------------------------------- STIX
+
+fn stix(doc: &Json, sink: &mut Sink<'_>) {
+    for obj in doc.get("objects").map(Json::items).unwrap_or_default() {
+        let is_indicator = obj
+            .get("type")
+            .and_then(Json::str)
+            .is_some_and(|(t, _)| t == "indicator");
+        let stix_pattern = obj
+            .get("pattern_type")
+            .and_then(Json::str)
+            .is_none_or(|(t, _)| t == "stix");
+        if let (true, true, Some((pattern, line))) = (
+            is_indicator,
+            stix_pattern,
+            obj.get("pattern").and_then(Json::str),
+        ) {
+            for (path, value) in stix_comparisons(pattern) {
+                stix_value(&path, &value, line, sink);
+            }
+        }
+    }
+}
+
+/// The `path = 'value'` comparisons of a STIX pattern, in order.
+pub fn stix_comparisons(pattern: &str) -> Vec<(String, String)> {
+    let b: Vec<char> = pattern.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut path_start = 0;
+    while i < b.len() {
+        match b[i] {
+            '\'' => {
+                // A literal that is not a comparison value (a quoted hash name in a path).
+                i = skip_literal(&b, i).1;
+            }
+            '[' | '(' | ')' | ']' => {
+                i += 1;
+                path_start = i;
+            }
+            '=' if i > 0 && !matches!(b[i - 1], '!' | '<' | '>') => {
+                let path: String = b[path_start..i]
+                    .iter()
+                    .collect::<String>()
+                    .trim()
+                    .to_owned();
+                let mut j = i + 1;
+                while j < b.len() && b[j].is_whitespace() {
+                    j += 1;
+                }
+                if j < b.len() && b[j] == '\'' {
+                    let (value, end) = skip_literal(&b, j);
+                    out.push((
+                        path.rsplit(char::is_whitespace)
+                            .next()
+                            .unwrap_or("")
+                            .to_owned(),
+                        value,
+                    ));
+                    i = end;
+                } else {
+                    i = j;
+                }
+                path_start = i;
+            }
+            c if c.is_whitespace() && i > path_start && path_is_keyword(&b[path_start..i]) => {
+                i += 1;
+                path_start = i;
+            }
+            _ => i += 1,
+        }
+    }
+    out
+}
+
+fn path_is_keyword(word: &[char]) -> bool {
+    let w: String = word.iter().collect::<String>().trim().to_ascii_uppercase();
+    matches!(w.as_str(), "AND" | "OR" | "NOT" | "FOLLOWEDBY")
+}
+
+/// Reads a `'...'` literal at `start` (backslash escapes); returns its value and the index after it.
+fn skip_literal(b: &[char], start: usize) -> (String, usize) {
+    let mut value = String::new();
+    let mut i = start + 1;
+    while i < b.len() {
+        match b[i] {
+            '\\' if i + 1 < b.len() => {
+                value.push(b[i + 1]);
+                i += 2;
+            }
+            '\'' => return (value, i + 1),
+            c => {
+                value.push(c);
+                i += 1;
+            }
+        }
+    }
+    (value, i)
+}
+
+fn stix_value(path: &str, value: &str, line: usize, sink: &mut Sink<'_>) {
+    let p = path.to_ascii_lowercase();
+    if let Some(algo) = p.strip_prefix("file:hashes.") {
+        let algo: String = algo.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+        if matches!(algo.as_str(), "md5" | "sha1" | "sha256") {
+            match FileHash::parse(value.trim()) {
+                Some(h) => sink.indicator(Indicator::Hash(h), line),
+                None => sink.reject(line, format!("{path} is not a valid {algo}"), value),
+            }
+        }
+        return;
+    }
+    let object = p.split(':').next().unwrap_or_default();
+    let wanted = matches!(
+        object,
+        "url" | "domain-name" | "ipv4-addr" | "ipv6-addr" | "email-addr"
+    ) || (object == "network-traffic" && p.ends_with("_ref.value"))
+        || (object == "email-message" && p.ends_with("_ref.value"));
+    if !wanted {
+        return;
+    }
+    let c = classify(&refang(value.trim()), sink.opts);
+    if !sink.offer(c, line) {
+        sink.reject(line, format!("{path} is not a valid indicator"), value);
+    }
+}
+
+// ---------------------------------------------------------------------------------------- MISP
+
+fn misp_events(doc: &Json) -> Vec<&Json> {
+    let mut events = Vec::new();
+    if let Some(e) = doc.get("Event") {
+        events.push(e);
+    }
+    let lists = [
+        doc.get("response").map(Json::items).unwrap_or_default(),
+        doc.items(),
+    ];
+    for list in lists {
+        for item in list {
+            if let Some(e) = item.get("Event") {
+                events.push(e);
+            }
+        }
+    }
+    events
+}
+
+fn misp_event(event: &Json, sink: &mut Sink<'_>) {
+    for attr in event.get("Attribute").map(Json::items).unwrap_or_default() {
+        misp_attribute(attr, sink);
+    }
+    for obj in event.get("Object").map(Json::items).unwrap_or_default() {
+        for attr in obj.get("Attribute").map(Json::items).unwrap_or_default() {
+            misp_attribute(attr, sink);
+        }
+    }
+}
+
+fn misp_attribute(attr: &Json, sink: &mut Sink<'_>) {
+    let (Some((types, _)), Some((value, line))) = (
+        attr.get("type").and_then(Json::str),
+        attr.get("value").and_then(Json::str),
+    ) else {
+        return;
+    };
+    let parts: Vec<&str> = types.split('|').collect();
+    let values: Vec<&str> = value.splitn(parts.len(), '|').collect();
+    for (t, v) in parts.iter().zip(values) {
+        let want = match *t {
+            "md5" | "sha1" | "sha256" => "hash",
+            "url" => "url",
+            "domain" | "hostname" => "domain",
+            "ip-src" | "ip-dst" => "ip",
+            t if t.starts_with("email")
+                && !matches!(t, "email-subject" | "email-body" | "email-attachment") =>
+            {
+                "email"
+            }
+            _ => continue,
+        };
+        let c = if want == "hash" {
+            FileHash::parse(v.trim()).map_or(Classified::NotAnIndicator, |h| {
+                Classified::Indicator(Indicator::Hash(h))
+            })
+        } else {
+            classify(&refang(v.trim()), sink.opts)
+        };
+        if !sink.offer(c, line) {
+            sink.reject(
+                line,
+                format!("MISP attribute of type {t} is not a valid {want}"),
+                v,
+            );
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------- generic
+
+fn generic(v: &Json, indicator_key: bool, sink: &mut Sink<'_>) {
+    match v {
+        Json::Str(s, line) if indicator_key => {
+            let c = classify(&refang(s.trim()), sink.opts);
+            sink.offer(c, *line);
+        }
+        Json::Arr(items) => items.iter().for_each(|i| generic(i, indicator_key, sink)),
+        Json::Obj(kv) => kv
+            .iter()
+            .for_each(|(k, v)| generic(v, is_indicator_key(k), sink)),
+        _ => {}
+    }
+}
+
+/// Whether a generic JSON key names an indicator (see the module documentation).
+pub fn is_indicator_key(key: &str) -> bool {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut prev_lower = false;
+    for c in key.chars() {
+        if c == '_' || c == '-' || c == '.' || c == ' ' {
+            words.push(std::mem::take(&mut cur));
+            prev_lower = false;
+            continue;
+        }
+        if c.is_uppercase() && prev_lower {
+            words.push(std::mem::take(&mut cur));
+        }
+        prev_lower = c.is_lowercase() || c.is_ascii_digit();
+        cur.extend(c.to_lowercase());
+    }
+    words.push(cur);
+    words
+        .iter()
+        .any(|w| INDICATOR_KEY_WORDS.contains(&w.as_str()))
+}
+
+// -------------------------------------------------------------------------------------- parser
+
+struct Parser<'a> {
+    s: &'a [u8],
+    text: &'a str,
+    i: usize,
+    line: usize,
+    depth: usize,
+}
+
+type PResult<T> = Result<T, (usize, String)>;
+
+impl<'a> Parser<'a> {
+    fn new(text: &'a str) -> Self {
+        Parser {
+            s: text.as_bytes(),
+            text,
+            i: 0,
+            line: 1,
+            depth: 0,
+        }
+    }
+
+    fn err<T>(&self, msg: impl Into<String>) -> PResult<T> {
+        Err((self.line, msg.into()))
+    }
+
+    fn document(mut self) -> PResult<Json> {
+        let v = self.value()?;
+        self.ws();
+        if self.i < self.s.len() {
+            return self.err("trailing characters after the document");
+        }
+        Ok(v)
+    }
+
+    fn ws(&mut self) {
+        while let Some(&c) = self.s.get(self.i) {
+            match c {
+                b'\n' => self.line += 1,
+                b' ' | b'\t' | b'\r' => {}
+                _ => return,
+            }
+            self.i += 1;
+        }
+    }
+
+    fn value(&mut self) -> PResult<Json> {
+        self.ws();
+        match self.s.get(self.i) {
+            None => self.err("unexpected end of document"),
+            Some(b'{') => self.nested(Self::object),
+            Some(b'[') => self.nested(Self::array),
+            Some(b'"') => {
+                let line = self.line;
+                Ok(Json::Str(self.string()?, line))
+            }
+            Some(_) => self.scalar(),
+        }
+    }
+
+    fn nested(&mut self, f: fn(&mut Self) -> PResult<Json>) -> PResult<Json> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return self.err("nested too deeply");
+        }
+        let v = f(self);
+        self.depth -= 1;
+        v
+    }
+
+    fn object(&mut self) -> PResult<Json> {
+        self.i += 1;
+        let mut kv = Vec::new();
+        self.ws();
+        if self.s.get(self.i) == Some(&b'}') {
+            self.i += 1;
+            return Ok(Json::Obj(kv));
+        }
+        loop {
+            self.ws();
+            if self.s.get(self.i) != Some(&b'"') {
+                return self.err("expected a key");
+            }
+            let k = self.string()?;
+            self.ws();
+            if self.s.get(self.i) != Some(&b':') {
+                return self.err("expected ':'");
+            }
+            self.i += 1;
+            let v = self.value()?;
+            kv.push((k, v));
+            self.ws();
+            match self.s.get(self.i) {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(Json::Obj(kv));
+                }
+                _ => return self.err("expected ',' or '}'"),
+            }
+        }
+    }
+
+    fn array(&mut self) -> PResult<Json> {
+        self.i += 1;
+        let mut items = Vec::new();
+        self.ws();
+        if self.s.get(self.i) == Some(&b']') {
+            self.i += 1;
+            return Ok(Json::Arr(items));
+        }
+        loop {
+            self.ws();
+            if self.s.get(self.i) == Some(&b']') {
+                return self.err("trailing comma before ']'");
+            }
+            items.push(self.value()?);
+            self.ws();
+            match self.s.get(self.i) {
+                Some(b',') => self.i += 1,
+                Some(b']') => {
+                    self.i += 1;
+                    return Ok(Json::Arr(items));
+                }
+                _ => return self.err("expected ',' or ']'"),
+            }
+        }
+    }
+
+    fn scalar(&mut self) -> PResult<Json> {
+        let start = self.i;
+        while let Some(&c) = self.s.get(self.i) {
+            if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'+' | b'.') {
+                self.i += 1;
+            } else {
+                break;
+            }
+        }
+        let word = &self.text[start..self.i];
+        let ok = matches!(word, "true" | "false" | "null")
+            || (!word.is_empty() && word.parse::<f64>().is_ok());
+        if ok {
+            Ok(Json::Scalar)
+        } else {
+            self.err(format!(
+                "unexpected {:?}",
+                &self.text[start..(start + 1).min(self.text.len())]
+            ))
+        }
+    }
+
+    fn string(&mut self) -> PResult<String> {
+        self.i += 1;
+        let mut out = String::new();
+        loop {
+            let start = self.i;
+            while let Some(&c) = self.s.get(self.i) {
+                if c == b'"' || c == b'\\' || c < 0x20 {
+                    break;
+                }
+                self.i += 1;
+            }
+            out.push_str(&self.text[start..self.i]);
+            match self.s.get(self.i) {
+                None => return self.err("unterminated string"),
+                Some(b'"') => {
+                    self.i += 1;
+                    return Ok(out);
+                }
+                Some(b'\\') => {
+                    let esc = self.s.get(self.i + 1).copied();
+                    self.i += 2;
+                    match esc {
+                        Some(b'"') => out.push('"'),
+                        Some(b'\\') => out.push('\\'),
+                        Some(b'/') => out.push('/'),
+                        Some(b'b') => out.push('\u{8}'),
+                        Some(b'f') => out.push('\u{c}'),
+                        Some(b'n') => out.push('\n'),
+                        Some(b'r') => out.push('\r'),
+                        Some(b't') => out.push('\t'),
+                        Some(b'u') => {
+                            let c = self.unicode_escape()?;
+                            out.push(c);
+                        }
+                        _ => return self.err("invalid escape"),
+                    }
+                }
+                Some(_) => return self.err("control character in a string"),
+            }
+        }
+    }
+
+    fn hex4(&mut self) -> PResult<u32> {
+        let h = self
+            .text
+            .get(self.i..self.i + 4)
+            .and_then(|h| u32::from_str_radix(h, 16).ok());
+        match h {
+            Some(v) => {
+                self.i += 4;
+                Ok(v)
+            }
+            None => self.err("invalid \\u escape"),
+        }
+    }
+
+    fn unicode_escape(&mut self) -> PResult<char> {
+        let hi = self.hex4()?;
+        if (0xD800..0xDC00).contains(&hi)
+            && self.s.get(self.i) == Some(&b'\\')
+            && self.s.get(self.i + 1) == Some(&b'u')
+        {
+            self.i += 2;
+            let lo = self.hex4()?;
+            if (0xDC00..0xE000).contains(&lo) {
+                let c = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+                return Ok(char::from_u32(c).unwrap_or('\u{FFFD}'));
+            }
+            return Ok('\u{FFFD}');
+        }
+        Ok(char::from_u32(hi).unwrap_or('\u{FFFD}'))
+    }
+}
+
+/// Parses a JSON document strictly, keeping the line of each string (for tests and callers
+/// that want the same view).
+pub fn parse_json(text: &str) -> Result<Json, (usize, String)> {
+    Parser::new(text).document()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parser_keeps_lines_and_refuses_trailing_commas() {
+        let doc = parse_json("{\n\"a\": [\n\"x\",\n\"y\"\n]\n}").unwrap();
+        assert_eq!(doc.get("a").unwrap().items()[1], Json::Str("y".into(), 4));
+        let err = parse_json("{\"a\": [1,\n2,\n]}").unwrap_err();
+        assert_eq!(err.0, 3);
+        assert!(parse_json("[[[[").is_err());
+        assert!(parse_json(&"[".repeat(10_000)).is_err());
+    }
+
+    #[test]
+    fn stix_or_chains_and_quoted_hash_names_are_read() {
+        let got = stix_comparisons(
+            "[file:hashes.'SHA-256' = 'ab\\'c' OR domain-name:value = 'x.com'] AND [ipv4-addr:value = '1.2.3.4']",
+        );
+        assert_eq!(
+            got,
+            vec![
+                ("file:hashes.'SHA-256'".to_string(), "ab'c".to_string()),
+                ("domain-name:value".to_string(), "x.com".to_string()),
+                ("ipv4-addr:value".to_string(), "1.2.3.4".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn indicator_keys_are_recognised_by_word() {
+        for k in [
+            "dnsServer",
+            "c2",
+            "C2_servers",
+            "url",
+            "domain",
+            "ip",
+            "sha256",
+            "hostName",
+        ] {
+            assert!(is_indicator_key(k), "{k}");
+        }
+        for k in ["blockList", "token", "description", "zip", "skipList"] {
+            assert!(!is_indicator_key(k), "{k}");
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Where every parser delivers what it finds: deduplication, counting, capped notes.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use super::{Classified, Found, Options, Rejected, SkipReason, Summary};
+use crate::indicator::Indicator;
+
+/// At most this many rejections and as many warnings are kept; the rest are only counted, so
+/// that a hostile list cannot grow the summary without bound.
+pub const MAX_NOTES: usize = 1000;
+
+pub(crate) struct Sink<'a> {
+    pub opts: &'a Options,
+    emit: &'a mut dyn FnMut(Found),
+    seen: HashSet<Indicator, BuildHasherDefault<FxHasher>>,
+    pub summary: Summary,
+    dropped_rejections: usize,
+    dropped_warnings: usize,
+}
+
+impl<'a> Sink<'a> {
+    pub fn new(opts: &'a Options, emit: &'a mut dyn FnMut(Found)) -> Sink<'a> {
+        Sink {
+            opts,
+            emit,
+            seen: HashSet::default(),
+            summary: Summary::default(),
+            dropped_rejections: 0,
+            dropped_warnings: 0,
+        }
+    }
+
+    /// Takes a classified value; returns whether it was an indicator or a deliberate skip.
+    pub fn offer(&mut self, c: Classified, line: usize) -> bool {
+        match c {
+            Classified::Indicator(i) => {
+                self.indicator(i, line);
+                true
+            }
+            Classified::Skip(reason) => {
+                self.skip(reason);
+                true
+            }
+            Classified::NotAnIndicator => false,
+        }
+    }
+
+    pub fn indicator(&mut self, indicator: Indicator, line: usize) {
+        if !self.seen.insert(indicator.clone()) {
+            self.summary.duplicates += 1;
+            return;
+        }
+        *self.summary.found.entry(indicator.type_name()).or_default() += 1;
+        (self.emit)(Found { indicator, line });
+    }
+
+    pub fn skip(&mut self, reason: SkipReason) {
+        if reason == SkipReason::Duplicate {
+            self.summary.duplicates += 1;
+        } else {
+            *self
+                .summary
+                .skipped
+                .entry(reason.as_str().to_owned())
+                .or_default() += 1;
+        }
+    }
+
+    pub fn reject(&mut self, line: usize, reason: impl Into<String>, text: &str) {
+        if self.summary.rejected.len() >= MAX_NOTES {
+            self.dropped_rejections += 1;
+            return;
+        }
+        self.summary.rejected.push(Rejected {
+            line,
+            reason: reason.into(),
+            excerpt: excerpt(text),
+        });
+    }
+
+    pub fn warn(&mut self, msg: String) {
+        if self.summary.warnings.len() >= MAX_NOTES {
+            self.dropped_warnings += 1;
+            return;
+        }
+        self.summary.warnings.push(msg);
+    }
+
+    pub fn finish(mut self) -> Summary {
+        if self.dropped_rejections > 0 {
+            let n = self.dropped_rejections;
+            self.summary
+                .warnings
+                .push(format!("{n} more rejections not listed"));
+        }
+        if self.dropped_warnings > 0 {
+            let n = self.dropped_warnings;
+            self.summary
+                .warnings
+                .push(format!("{n} more warnings not listed"));
+        }
+        self.summary
+    }
+}
+
+/// The first 80 characters of `text`, control characters escaped so that a terminal is safe.
+pub fn excerpt(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        let piece: String = if c.is_control() {
+            c.escape_default().collect()
+        } else {
+            c.to_string()
+        };
+        if out.chars().count() + piece.chars().count() > 80 {
+            break;
+        }
+        out.push_str(&piece);
+    }
+    out
+}
+
+/// The multiply-rotate hash of rustc (`FxHash`): deduplication keys come from the list being
+/// parsed, but a collision only costs time, and SipHash was a tenth of the parse time.
+#[derive(Default)]
+pub struct FxHasher {
+    hash: u64,
+}
+
+const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(FX_SEED);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().unwrap_or_default()));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut buf = [0u8; 8];
+            buf[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(buf));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(i.into());
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        // The multiply leaves the low bits weak and the table indexes by them: mix them in.
+        let mut h = self.hash;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^ (h >> 33)
+    }
+}

@@ -1,0 +1,314 @@
+//! On-demand triage: `vtriage lookup IOC...` (triage these indicators now and print them like
+//! `report`) and `vtriage recheck` (queue finished verdicts for another look).
+//!
+//! Both go through the queue like everything else, so a stored fresh verdict costs no request,
+//! duplicates are asked once, and the quota is shared with any daemon using the same database.
+//! This module parses command-line indicators and drives the pipeline; it does not talk to
+//! VirusTotal itself (the workers do).
+
+use std::io;
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::indicator::{Indicator, Kind};
+use crate::ingest::{self, Classified};
+use crate::pipeline::{Interrupted, Pipeline};
+use crate::report::{self, Filter, Format, Written};
+use crate::store::{Enqueued, NewJob, ReportQuery, Store, now_millis};
+use crate::verdict::Verdict;
+
+/// The source recorded for indicators given on the command line.
+pub const COMMAND_LINE: &str = "command line";
+
+/// `vtriage lookup`
+#[derive(Debug, Clone, Args)]
+pub struct LookupArgs {
+    /// Indicators: MD5/SHA-1/SHA-256 hashes, URLs, domains, IP addresses (defanged forms such
+    /// as hxxp://evil[.]example are accepted)
+    #[arg(required = true, value_name = "IOC")]
+    pub iocs: Vec<String>,
+    /// Output format [default: table on a terminal, else jsonl]
+    #[arg(long, short = 'f', value_enum)]
+    pub format: Option<Format>,
+}
+
+/// An argument that is not an indicator vtriage can look up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{arg:?} {why}")]
+pub struct Rejected {
+    /// The argument as given.
+    pub arg: String,
+    /// Why it cannot be looked up.
+    pub why: String,
+}
+
+/// Parses command-line indicators (refanged first). Every argument must be one: a typo is
+/// reported before anything is spent, instead of silently dropped.
+pub fn parse_iocs(
+    args: &[String],
+    opts: &ingest::Options,
+) -> Result<Vec<Indicator>, Vec<Rejected>> {
+    let mut found = Vec::new();
+    let mut rejected = Vec::new();
+    for arg in args {
+        let token = ingest::refang(arg.trim());
+        match ingest::classify(&token, opts) {
+            Classified::Indicator(i) => {
+                if !found.contains(&i) {
+                    found.push(i);
+                }
+            }
+            Classified::Skip(reason) => rejected.push(Rejected {
+                arg: arg.clone(),
+                why: format!("is not looked up ({})", reason.as_str()),
+            }),
+            Classified::NotAnIndicator => rejected.push(Rejected {
+                arg: arg.clone(),
+                why: "is not a hash, URL, domain or IP address".into(),
+            }),
+        }
+    }
+    if rejected.is_empty() {
+        Ok(found)
+    } else {
+        Err(rejected)
+    }
+}
+
+/// What a lookup did.
+#[derive(Debug)]
+pub struct LookupOutcome {
+    /// The jobs of the indicators, in the order given.
+    pub ids: Vec<i64>,
+    /// How each was queued (`Fresh`: a stored verdict was reused without a request).
+    pub enqueued: Vec<Enqueued>,
+    /// Why the run stopped early, if it did.
+    pub interrupted: Option<String>,
+}
+
+/// Triages `indicators` now: queue them (source `command line`), work the queue until each has
+/// a verdict, shut the pipeline's workers down.
+pub async fn lookup(
+    pipeline: &Pipeline,
+    indicators: &[Indicator],
+) -> anyhow::Result<LookupOutcome> {
+    let jobs: Vec<NewJob> = indicators
+        .iter()
+        .map(|i| NewJob {
+            kind: i.kind(),
+            indicator: i.value(),
+            allow_submit: false,
+            path: None,
+            source: Some((COMMAND_LINE.to_owned(), 0)),
+        })
+        .collect();
+    let max_age = (pipeline.config.verdict.max_age_days * 86_400_000.0) as i64;
+    let queued = pipeline
+        .store
+        .enqueue(
+            &jobs,
+            now_millis(),
+            max_age,
+            pipeline.config.daemon.max_attempts,
+        )
+        .await?;
+    let ids: Vec<i64> = queued.iter().map(|(id, _)| *id).collect();
+    let enqueued = queued.iter().map(|(_, e)| *e).collect();
+    let interrupted = work(pipeline, &ids).await;
+    Ok(LookupOutcome {
+        ids,
+        enqueued,
+        interrupted,
+    })
+}
+
+/// Works the queue until none of `ids` is unfinished, then shuts the pipeline down (it cannot
+/// be used again). Returns why it stopped early, if it did.
+pub async fn work(pipeline: &Pipeline, ids: &[i64]) -> Option<String> {
+    pipeline.spawn_workers();
+    let bar = crate::scan::progress_bar(ids.len() as u64, "triaging");
+    let drained = pipeline.drain(ids, |done, _| bar.set_position(done)).await;
+    bar.finish_and_clear();
+    pipeline.shutdown().await;
+    match drained {
+        Ok(()) => None,
+        Err(Interrupted::Shutdown) => {
+            Some("interrupted; unfinished indicators stay queued for the next run".into())
+        }
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+/// Exit status like `scan`'s: 2 when the run could not finish, 1 when something is malicious,
+/// else 0.
+pub fn exit_code(interrupted: bool, written: &Written) -> i32 {
+    if interrupted {
+        2
+    } else if written.count(Verdict::Malicious) > 0 {
+        1
+    } else {
+        0
+    }
+}
+
+/// Runs `vtriage lookup`; returns the exit code. `stop` is the shutdown signal.
+pub async fn run(
+    args: &LookupArgs,
+    config: Config,
+    stop: CancellationToken,
+) -> anyhow::Result<i32> {
+    let opts = ingest::Options::from(&config.ingest);
+    let indicators = parse_iocs(&args.iocs, &opts).map_err(|rejected| {
+        let lines: Vec<String> = rejected.iter().map(|r| r.to_string()).collect();
+        anyhow::anyhow!("nothing was looked up:\n  {}", lines.join("\n  "))
+    })?;
+    let pipeline = Pipeline::open(config, stop).await?;
+    let outcome = lookup(&pipeline, &indicators).await?;
+    let filter = Filter {
+        query: ReportQuery {
+            jobs: outcome.ids.clone(),
+            ..ReportQuery::default()
+        },
+        path: None,
+    };
+    let format = args.format.unwrap_or_else(Format::default_for_stdout);
+    let out = io::BufWriter::new(io::stdout());
+    let written = report::write(report::records(&*pipeline.store, &filter), format, out).await;
+    let written = match written {
+        Ok(w) => w,
+        Err(report::Error::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => Written::default(),
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(why) = &outcome.interrupted {
+        eprintln!("vtriage: stopped early: {why}");
+    }
+    Ok(exit_code(outcome.interrupted.is_some(), &written))
+}
+
+/// `vtriage recheck`
+#[derive(Debug, Clone, Args)]
+pub struct RecheckArgs {
+    /// Only verdicts older than this (a duration: 12h, 7d, 2w) [default: [verdict] max_age_days]
+    #[arg(long, value_name = "DURATION")]
+    pub older_than: Option<String>,
+    /// Only these verdicts (comma-separated), e.g. unknown,pending,suspicious [default: all]
+    #[arg(long, value_name = "LIST")]
+    pub verdict: Vec<String>,
+    /// Only these kinds (comma-separated): file, hash, url, domain, ip [default: all]
+    #[arg(long, value_name = "LIST")]
+    pub kind: Vec<String>,
+    /// Work the queue until the re-checks are done (otherwise a running daemon, or the next
+    /// scan or lookup, does them)
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// What `recheck` selects.
+#[derive(Debug, Clone)]
+pub struct Recheck {
+    /// Only these verdicts (all when empty).
+    pub verdicts: Vec<Verdict>,
+    /// Only these kinds (all when empty).
+    pub kinds: Vec<Kind>,
+    /// Only verdicts checked before this time.
+    pub older_than: crate::store::Millis,
+}
+
+impl RecheckArgs {
+    /// The selection these arguments describe, at `now`.
+    pub fn selection(
+        &self,
+        config: &Config,
+        now: crate::store::Millis,
+    ) -> Result<Recheck, report::Error> {
+        let age = match &self.older_than {
+            Some(d) => report::parse_duration(d)?,
+            None => (config.verdict.max_age_days * 86_400_000.0) as i64,
+        };
+        Ok(Recheck {
+            verdicts: report::parse_list(&self.verdict)?,
+            kinds: report::parse_list(&self.kind)?,
+            older_than: now - age,
+        })
+    }
+}
+
+/// Queues the selected finished jobs again; returns how many, and (when `list` is set) their
+/// ids, to wait for them.
+pub async fn reopen(
+    store: &dyn Store,
+    selection: &Recheck,
+    list: bool,
+) -> Result<(u64, Vec<i64>), report::Error> {
+    use futures_util::TryStreamExt;
+    // Read before reopening: afterwards they are indistinguishable from the rest of the queue.
+    let ids: Vec<i64> = if list {
+        let filter = Filter {
+            query: ReportQuery {
+                verdicts: selection.verdicts.clone(),
+                kinds: selection.kinds.clone(),
+                until: Some(selection.older_than),
+                ..ReportQuery::default()
+            },
+            path: None,
+        };
+        report::records(store, &filter)
+            .try_filter(|r| {
+                std::future::ready(matches!(r.state.as_str(), "completed" | "discarded"))
+            })
+            .map_ok(|r| r.job_id)
+            .try_collect()
+            .await?
+    } else {
+        Vec::new()
+    };
+    let n = store
+        .recheck(
+            &selection.verdicts,
+            &selection.kinds,
+            selection.older_than,
+            now_millis(),
+        )
+        .await?;
+    Ok((n, ids))
+}
+
+fn queued_message(n: u64) -> String {
+    let s = if n == 1 { "" } else { "s" };
+    format!("{n} verdict{s} queued for a re-check")
+}
+
+/// Runs `vtriage recheck`; returns the exit code. Without `--wait` it needs no API key: it only
+/// changes the queue.
+pub async fn run_recheck(
+    args: &RecheckArgs,
+    config: Config,
+    stop: CancellationToken,
+) -> anyhow::Result<i32> {
+    let selection = args.selection(&config, now_millis())?;
+    if !args.wait {
+        let store = crate::pipeline::open_store(&config).await?;
+        let (n, _) = reopen(&*store, &selection, false).await?;
+        println!("{}", queued_message(n));
+        return Ok(0);
+    }
+    let pipeline = Pipeline::open(config, stop).await?;
+    let (n, ids) = reopen(&*pipeline.store, &selection, true).await?;
+    println!("{}", queued_message(n));
+    if n == 0 {
+        pipeline.shutdown().await;
+        return Ok(0);
+    }
+    match work(&pipeline, &ids).await {
+        None => {
+            println!("re-checked {n}; see `vtriage report --sort checked_at`");
+            Ok(0)
+        }
+        Some(why) => {
+            eprintln!("vtriage: stopped early: {why}");
+            Ok(2)
+        }
+    }
+}

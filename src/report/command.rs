@@ -1,0 +1,104 @@
+//! The `vtriage report` command line: its arguments, and running it against the configured
+//! database.
+
+use std::io::{self, Write};
+use std::path::Path;
+
+use clap::Args;
+
+use super::{Error, Filter, Format, SortKey, parse_list, parse_time, records, write};
+use crate::config::Config;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Millis, ReportQuery, now_millis};
+
+/// `vtriage report`
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// Output format [default: table on a terminal, else jsonl]
+    #[arg(long, short = 'f', value_enum)]
+    pub format: Option<Format>,
+    /// Only these verdicts (comma-separated): malicious, suspicious, clean, unknown, failed, pending
+    #[arg(long, value_name = "LIST")]
+    pub verdict: Vec<String>,
+    /// Only these kinds (comma-separated): file, hash, url, domain, ip
+    #[arg(long, value_name = "LIST")]
+    pub kind: Vec<String>,
+    /// Only indicators from this IOC list (its path or file name, or "command line"), or files
+    /// seen at or under this path (repeatable)
+    #[arg(long, value_name = "PATH-OR-LIST")]
+    pub source: Vec<String>,
+    /// Only verdicts checked since this time: RFC 3339, a date (2026-11-01) or a duration ago (24h, 7d)
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only verdicts checked before this time (same forms as --since)
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Only files seen at a path matching this glob (`*`, `?`, `**`, `{a,b}`)
+    #[arg(long, value_name = "GLOB")]
+    pub path: Option<String>,
+    /// Order of the records
+    #[arg(long, value_enum, default_value_t = SortKey::FirstSeen)]
+    pub sort: SortKey,
+    /// At most this many records
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+    /// Print the full VirusTotal object stored for this indicator (pretty JSON) instead
+    #[arg(long, value_name = "INDICATOR")]
+    pub raw: Option<String>,
+}
+
+impl ReportArgs {
+    /// The filter these arguments describe (`now` anchors durations such as `--since 24h`).
+    pub fn filter(&self, now: Millis) -> Result<Filter, Error> {
+        let time = |t: &Option<String>| t.as_deref().map(|t| parse_time(t, now)).transpose();
+        let filter = Filter {
+            query: ReportQuery {
+                verdicts: parse_list(&self.verdict)?,
+                kinds: parse_list(&self.kind)?,
+                sources: self.source.clone(),
+                since: time(&self.since)?,
+                until: time(&self.until)?,
+                sort: self.sort.into(),
+                limit: self.limit,
+                ..ReportQuery::default()
+            },
+            path: None,
+        };
+        match &self.path {
+            Some(glob) => filter.with_path_glob(glob),
+            None => Ok(filter),
+        }
+    }
+}
+
+/// Runs `vtriage report`; returns the exit code.
+pub async fn run(args: &ReportArgs, config: &Config) -> anyhow::Result<i32> {
+    let filter = args.filter(now_millis())?;
+    let store = SqliteStore::open(Path::new(&config.db))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", config.db))?;
+    if let Some(indicator) = &args.raw {
+        let text = super::raw(&store, indicator).await?;
+        println!("{text}");
+        return Ok(0);
+    }
+    let format = args.format.unwrap_or_else(Format::default_for_stdout);
+    let out = io::BufWriter::new(io::stdout());
+    finish_output(
+        write(records(&store, &filter), format, out)
+            .await
+            .map(|_| ()),
+    )?;
+    Ok(0)
+}
+
+/// A closed pipe (`vtriage report | head`) is the reader's choice, not an error.
+pub fn finish_output(result: Result<(), Error>) -> Result<(), Error> {
+    match result {
+        Err(Error::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => {
+            let _ = io::stdout().flush();
+            other
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! `vtriage vt ...`: every VirusTotal endpoint vtriage knows, from the command line, printing
+//! VirusTotal's JSON (pretty).
+//!
+//! This module owns the argument definitions and the mapping from a subcommand to client
+//! calls. Every request goes through the same [`vt::Client`] as the workers, so it passes the
+//! shared quota gate; `url-id` and `file-id` compute ids locally and cost nothing. It never
+//! touches the job queue.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+use crate::vt::{self, Collection};
+
+/// `vtriage vt`
+#[derive(Debug, Clone, Args)]
+pub struct VtArgs {
+    /// What to ask VirusTotal
+    #[command(subcommand)]
+    pub command: VtCommand,
+}
+
+/// The `vt` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum VtCommand {
+    /// A file report (by MD5, SHA-1 or SHA-256), or its comments, votes or a relationship
+    File(ObjectArgs),
+    /// A URL report (by the URL itself or its VirusTotal id), or its comments, votes or a relationship
+    Url(ObjectArgs),
+    /// A domain report, or its comments, votes or a relationship
+    Domain(ObjectArgs),
+    /// An IP address report, or its comments, votes or a relationship
+    Ip(ObjectArgs),
+    /// Comments: `vt comment add KIND ID TEXT`
+    #[command(subcommand)]
+    Comment(CommentCommand),
+    /// Votes on an object: harmless or malicious
+    Vote {
+        /// What kind of object
+        #[arg(value_enum)]
+        kind: ObjectKind,
+        /// Its id (a hash, a URL or URL id, a domain, an IP address)
+        id: String,
+        /// The vote
+        #[arg(value_enum)]
+        verdict: Vote,
+    },
+    /// An analysis (what an upload or a URL submission returned)
+    Analysis {
+        /// The analysis id
+        id: String,
+    },
+    /// The VirusTotal id of a URL (offline: unpadded base64url of the URL)
+    UrlId {
+        /// The URL
+        url: String,
+    },
+    /// The VirusTotal id of a file (offline: its SHA-256)
+    FileId {
+        /// The file
+        path: PathBuf,
+    },
+    /// Downloads a file from VirusTotal (premium API keys only)
+    Download {
+        /// The file's SHA-256 (or MD5, SHA-1)
+        hash: String,
+        /// Where to write it
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+}
+
+/// `vt comment` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum CommentCommand {
+    /// Posts a comment on an object
+    Add {
+        /// What kind of object
+        #[arg(value_enum)]
+        kind: ObjectKind,
+        /// Its id (a hash, a URL or URL id, a domain, an IP address)
+        id: String,
+        /// The comment (words starting with # become tags on VirusTotal)
+        text: String,
+    },
+}
+
+/// Arguments of `vt file|url|domain|ip`.
+#[derive(Debug, Clone, Args)]
+pub struct ObjectArgs {
+    /// The object's id: a hash, a URL (or URL id), a domain, an IP address
+    pub id: String,
+    /// Print this relationship instead (e.g. contacted_domains, resolutions, urls)
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["comments", "votes"])]
+    pub relationship: Option<String>,
+    /// Print the object's comments instead
+    #[arg(long, conflicts_with = "votes")]
+    pub comments: bool,
+    /// Print the object's votes instead
+    #[arg(long)]
+    pub votes: bool,
+    /// Items per page (relationships, comments, votes)
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=40))]
+    pub limit: u32,
+    /// Follow the cursors and print every page's items (each page is one request)
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// Kinds of objects comments and votes are about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ObjectKind {
+    /// A file (by hash)
+    File,
+    /// A URL
+    Url,
+    /// A domain
+    Domain,
+    /// An IP address
+    Ip,
+}
+
+impl ObjectKind {
+    fn collection(self) -> Collection {
+        match self {
+            ObjectKind::File => Collection::Files,
+            ObjectKind::Url => Collection::Urls,
+            ObjectKind::Domain => Collection::Domains,
+            ObjectKind::Ip => Collection::IpAddresses,
+        }
+    }
+}
+
+/// A vote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Vote {
+    /// The object is harmless
+    Harmless,
+    /// The object is malicious
+    Malicious,
+}
+
+impl Vote {
+    fn as_str(self) -> &'static str {
+        match self {
+            Vote::Harmless => "harmless",
+            Vote::Malicious => "malicious",
+        }
+    }
+}
+
+/// Why a `vt` command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// VirusTotal (or the quota gate) refused or failed.
+    #[error(transparent)]
+    Vt(#[from] vt::Error),
+    /// The endpoint needs a premium key.
+    #[error("{what} needs a premium VirusTotal API key; this key was refused (HTTP 403 Forbidden)")]
+    PremiumOnly {
+        /// What was attempted.
+        what: &'static str,
+    },
+    /// A local file could not be read, or the output written.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Whether a subcommand works offline (no key, no request).
+pub fn is_offline(command: &VtCommand) -> bool {
+    matches!(command, VtCommand::UrlId { .. } | VtCommand::FileId { .. })
+}
+
+/// The id under which a collection knows `id`: a URL given as a URL becomes its URL id.
+fn object_id(collection: Collection, id: &str) -> String {
+    let id = id.trim();
+    if collection == Collection::Urls && id.contains("://") {
+        vt::url_id(id)
+    } else {
+        id.to_owned()
+    }
+}
+
+/// Runs an offline subcommand, writing its answer to `out`.
+pub async fn run_offline(command: &VtCommand, out: &mut impl Write) -> Result<(), Error> {
+    match command {
+        VtCommand::UrlId { url } => writeln!(out, "{}", vt::url_id(url.trim()))?,
+        VtCommand::FileId { path } => {
+            writeln!(out, "{}", crate::hashing::sha256_file(path).await?)?
+        }
+        _ => unreachable!("is_offline() chose the subcommand"),
+    }
+    Ok(())
+}
+
+/// Runs a subcommand against VirusTotal through `client`, writing the JSON answer to `out`.
+pub async fn run(
+    client: &vt::Client,
+    command: &VtCommand,
+    out: &mut impl Write,
+) -> Result<(), Error> {
+    if is_offline(command) {
+        return run_offline(command, out).await;
+    }
+    let value = match command {
+        VtCommand::File(a) => object(client, Collection::Files, a).await?,
+        VtCommand::Url(a) => object(client, Collection::Urls, a).await?,
+        VtCommand::Domain(a) => object(client, Collection::Domains, a).await?,
+        VtCommand::Ip(a) => object(client, Collection::IpAddresses, a).await?,
+        VtCommand::Comment(CommentCommand::Add { kind, id, text }) => {
+            let c = kind.collection();
+            client.add_comment(c, &object_id(c, id), text).await?
+        }
+        VtCommand::Vote { kind, id, verdict } => {
+            let c = kind.collection();
+            client
+                .add_vote(c, &object_id(c, id), verdict.as_str())
+                .await?
+        }
+        VtCommand::Analysis { id } => client.get_analysis(id.trim()).await?.raw,
+        VtCommand::Download { hash, output } => download(client, hash, output).await?,
+        VtCommand::UrlId { .. } | VtCommand::FileId { .. } => unreachable!("handled above"),
+    };
+    writeln!(
+        out,
+        "{}",
+        serde_json::to_string_pretty(&value).expect("a JSON value prints")
+    )?;
+    Ok(())
+}
+
+/// An object, or one of its collections (a relationship, comments, votes).
+async fn object(client: &vt::Client, c: Collection, a: &ObjectArgs) -> Result<Value, Error> {
+    let id = object_id(c, &a.id);
+    let relationship = match (&a.relationship, a.comments, a.votes) {
+        (Some(r), _, _) => r.trim(),
+        (None, true, _) => "comments",
+        (None, false, true) => "votes",
+        (None, false, false) => return Ok(client.get_object(c, &id).await?.raw),
+    };
+    let first = client
+        .get_relationship(c, &id, relationship, a.limit, None)
+        .await?;
+    if !a.all {
+        return Ok(first.raw);
+    }
+    let mut items = first.items;
+    let mut cursor = first.cursor;
+    let mut pages = 1u32;
+    let mut seen = std::collections::HashSet::new();
+    while let Some(c_next) = cursor.take() {
+        // A server that hands back a cursor it gave before would loop forever.
+        if !seen.insert(c_next.clone()) {
+            break;
+        }
+        let page = client
+            .get_relationship(c, &id, relationship, a.limit, Some(&c_next))
+            .await?;
+        pages += 1;
+        items.extend(page.items);
+        cursor = page.cursor;
+    }
+    Ok(json!({
+        "data": items,
+        "meta": {"count": items.len(), "pages": pages},
+    }))
+}
+
+async fn download(client: &vt::Client, hash: &str, output: &Path) -> Result<Value, Error> {
+    match client.download_file(hash.trim(), output).await {
+        Ok(bytes) => Ok(json!({
+            "sha256": hash.trim().to_ascii_lowercase(),
+            "path": output.display().to_string(),
+            "bytes": bytes,
+        })),
+        Err(vt::Error::Forbidden { .. }) => Err(Error::PremiumOnly {
+            what: "downloading files",
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_given_as_urls_become_url_ids_and_others_stay_as_given() {
+        assert_eq!(
+            object_id(Collection::Urls, "http://example.com/"),
+            "aHR0cDovL2V4YW1wbGUuY29tLw"
+        );
+        assert_eq!(
+            object_id(Collection::Urls, "aHR0cDovL2V4YW1wbGUuY29tLw"),
+            "aHR0cDovL2V4YW1wbGUuY29tLw"
+        );
+        assert_eq!(object_id(Collection::Domains, " a.example "), "a.example");
+    }
+
+    #[tokio::test]
+    async fn url_id_and_file_id_are_computed_offline() {
+        let mut out = Vec::new();
+        let cmd = VtCommand::UrlId {
+            url: "http://example.com/".into(),
+        };
+        assert!(is_offline(&cmd));
+        run_offline(&cmd, &mut out).await.unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "aHR0cDovL2V4YW1wbGUuY29tLw\n"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty");
+        std::fs::write(&path, b"").unwrap();
+        let mut out = Vec::new();
+        run_offline(&VtCommand::FileId { path }, &mut out)
+            .await
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n"
+        );
+    }
+}

@@ -1,0 +1,195 @@
+//! `vtriage ingest` end to end: a messy mixed list triages every kind with one request per
+//! unique indicator; `--dry-run --json` touches nothing; `status` reports the result.
+
+mod common;
+
+use std::process::Command;
+
+use common::{KEY, World, sha256};
+use vtriage::sim::{EngineStats, Known, KnownFile, KnownHost, KnownUrl};
+
+fn known_world_config() -> vtriage::sim::SimConfig {
+    let malicious = EngineStats {
+        malicious: 12,
+        undetected: 50,
+        ..EngineStats::CLEAN_FILE
+    };
+    let known = Known {
+        files: vec![
+            KnownFile::clean_content(b"known one"),
+            KnownFile {
+                stats: malicious,
+                ..KnownFile::clean_content(b"bad one")
+            },
+        ],
+        urls: vec![KnownUrl::clean("http://shop.example.com/login")],
+        domains: vec![KnownHost {
+            id: "evil.example.net".into(),
+            stats: Some(malicious),
+        }],
+        ips: vec![KnownHost {
+            id: "8.8.8.8".into(),
+            stats: Some(EngineStats::CLEAN_FILE),
+        }],
+    };
+    vtriage::sim::SimConfig {
+        known,
+        ..World::fast_sim()
+    }
+}
+
+fn vtriage(world: &World) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vtriage"));
+    cmd.env("VT_API_KEY", KEY)
+        .env("VTRIAGE_DB", &world.config.db)
+        .env("VTRIAGE_API_URL", world.sim.base_url())
+        .env("VTRIAGE_QUOTA_REQUESTS", "1000")
+        .env("VTRIAGE_QUOTA_WINDOW_SECS", "1")
+        .current_dir(world.dir.path());
+    cmd
+}
+
+/// A list in the style analysts paste around: defanged, duplicated, with prose and noise.
+fn messy_list() -> String {
+    let md5_of_known = {
+        use md5::Digest;
+        vtriage::hashing::hex(&md5::Md5::digest(b"known one"))
+    };
+    format!(
+        "# IOCs from the incident report\n\
+         {bad}  dropper.exe\n\
+         {md5}\n\
+         {md5_upper}\n\
+         {unknown}\n\
+         hxxp://shop[.]example[.]com/login\n\
+         evil[.]example[.]net\n\
+         8.8.8[.]8\n\
+         10.0.0.5\n\
+         contact: someone@example.org\n\
+         evil.example.net\n",
+        bad = sha256(b"bad one"),
+        md5 = md5_of_known,
+        md5_upper = md5_of_known.to_uppercase(),
+        unknown = sha256(b"nobody has seen this"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_list_triages_every_kind_with_one_request_per_unique_indicator() {
+    let world = World::new(known_world_config()).await;
+    let list = world.dir.path().join("iocs.txt");
+    std::fs::write(&list, messy_list()).unwrap();
+    let out = vtriage(&world)
+        .args(["ingest", "--wait", "--json"])
+        .arg(&list)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "something malicious: {stderr}");
+    let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = results["results"].as_array().unwrap();
+    // Unique: 3 hashes (the md5 twice in two cases is one), 1 URL, 1 domain (twice), 1 public IP.
+    assert_eq!(results.len(), 6, "{results:#?}");
+    let verdict = |indicator: &str| {
+        results
+            .iter()
+            .find(|r| r["indicator"] == indicator)
+            .map(|r| r["verdict"]["verdict"].as_str().unwrap().to_string())
+    };
+    assert_eq!(verdict(&sha256(b"bad one")).as_deref(), Some("malicious"));
+    assert_eq!(
+        verdict(&sha256(b"nobody has seen this")).as_deref(),
+        Some("unknown")
+    );
+    assert_eq!(
+        verdict("http://shop.example.com/login").as_deref(),
+        Some("clean")
+    );
+    assert_eq!(verdict("evil.example.net").as_deref(), Some("malicious"));
+    assert_eq!(verdict("8.8.8.8").as_deref(), Some("clean"));
+    let stats = world.sim.stats();
+    assert_eq!(
+        stats.api_requests, 6,
+        "one request per unique indicator: {stats:?}"
+    );
+    assert!(
+        stats.uploads.is_empty() && stats.url_submissions.is_empty(),
+        "nothing submitted by default"
+    );
+    assert!(
+        stderr.contains("1 private_ip") || stderr.contains("private"),
+        "the private IP is reported as skipped: {stderr}"
+    );
+
+    // Ingesting the same list again costs nothing: every verdict is fresh.
+    let again = vtriage(&world)
+        .args(["ingest", "--wait"])
+        .arg(&list)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(world.sim.stats().api_requests, 6);
+
+    // status reads the same database.
+    let status = vtriage(&world).args(["status", "--json"]).output().unwrap();
+    assert!(status.status.success());
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["remaining"], 0);
+    assert_eq!(status["finished"], 6);
+    assert_eq!(status["queue"]["by_verdict"]["malicious"], 2);
+    assert_eq!(status["quota"]["today"], 6);
+}
+
+#[tokio::test]
+async fn a_dry_run_prints_what_would_be_queued_and_touches_nothing() {
+    let world = World::new(World::fast_sim()).await;
+    let list = world.dir.path().join("iocs.txt");
+    std::fs::write(&list, messy_list()).unwrap();
+    let out = vtriage(&world)
+        .args(["ingest", "--dry-run", "--json"])
+        .arg(&list)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6);
+    let url = lines.iter().find(|l| l["type"] == "url").unwrap();
+    assert_eq!(url["value"], "http://shop.example.com/login");
+    assert_eq!(url["source"], format!("{}:6", list.display()));
+    assert!(lines.iter().any(|l| l["type"] == "md5"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["type"] == "ipv4" && l["value"] == "8.8.8.8")
+    );
+    assert_eq!(world.sim.stats().api_requests, 0);
+    assert!(
+        !std::path::Path::new(&world.config.db).exists(),
+        "no database was even created"
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_list_does_not_stop_the_others() {
+    let world = World::new(World::fast_sim()).await;
+    let good = world.dir.path().join("good.txt");
+    std::fs::write(&good, format!("{}\n", sha256(b"x"))).unwrap();
+    let missing = world.dir.path().join("missing.txt");
+    let out = vtriage(&world)
+        .arg("ingest")
+        .arg(&missing)
+        .arg(&good)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("missing.txt"), "names the file: {stderr}");
+    assert!(stderr.contains("queued 1 new"), "{stderr}");
+}

@@ -1,0 +1,199 @@
+//! `vtriage lookup` and `vtriage recheck` against the simulator: the freshness rule (a fresh
+//! stored verdict costs no request, a stale one costs one), re-checks ask VirusTotal again, and
+//! lookups print like `report`.
+
+mod common;
+
+use futures_util::StreamExt;
+use vtriage::indicator::{Indicator, Kind};
+use vtriage::lookup::{self, Recheck};
+use vtriage::report::{self, Filter, Format, Record};
+use vtriage::sim::{EngineStats, Known, KnownFile, KnownHost, SimConfig};
+use vtriage::store::{Enqueued, ReportQuery, now_millis};
+use vtriage::verdict::Verdict;
+
+use common::World;
+
+const SHA: &str = "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f";
+const MD5: &str = "44d88612fea8a8f36de82e1278abb02f";
+
+async fn world() -> World {
+    World::new(SimConfig {
+        known: Known {
+            files: vec![KnownFile {
+                sha256: SHA.into(),
+                md5: Some(MD5.into()),
+                sha1: None,
+                stats: EngineStats::EICAR,
+                label: Some("virus.eicar/test".into()),
+                size: Some(68),
+                name: None,
+            }],
+            domains: vec![KnownHost {
+                id: "evil.example.com".into(),
+                stats: Some(EngineStats::CLEAN_URL),
+            }],
+            ..Known::default()
+        },
+        ..World::fast_sim()
+    })
+    .await
+}
+
+fn parse(args: &[&str]) -> Vec<Indicator> {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    lookup::parse_iocs(&args, &vtriage::ingest::Options::default()).unwrap()
+}
+
+fn hits(w: &World, endpoint: &str) -> u64 {
+    w.sim.stats().requests.get(endpoint).copied().unwrap_or(0)
+}
+
+/// Looks `args` up through a fresh pipeline, returns the outcome and the printed records.
+async fn look(w: &World, args: &[&str]) -> (lookup::LookupOutcome, Vec<Record>) {
+    let pipeline = w.pipeline().await;
+    let outcome = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        lookup::lookup(&pipeline, &parse(args)),
+    )
+    .await
+    .expect("lookup finished in time")
+    .unwrap();
+    let filter = Filter {
+        query: ReportQuery {
+            jobs: outcome.ids.clone(),
+            ..ReportQuery::default()
+        },
+        path: None,
+    };
+    let records = report::records(&*pipeline.store, &filter)
+        .map(|r| r.unwrap())
+        .collect()
+        .await;
+    (outcome, records)
+}
+
+#[test]
+fn defanged_indicators_are_refanged_and_typos_are_refused() {
+    let found = parse(&[
+        "hxxp://evil[.]example[.]com/x",
+        "evil[.]example[.]com",
+        MD5,
+        "8.8.8.8",
+    ]);
+    let kinds: Vec<Kind> = found.iter().map(|i| i.kind()).collect();
+    assert_eq!(kinds, [Kind::Url, Kind::Domain, Kind::Hash, Kind::Ip]);
+    assert_eq!(found[0].value(), "http://evil.example.com/x");
+    assert_eq!(found[1].value(), "evil.example.com");
+
+    let args: Vec<String> = vec!["evil.example.com".into(), "not-an-indicator".into()];
+    let rejected = lookup::parse_iocs(&args, &vtriage::ingest::Options::default()).unwrap_err();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].arg, "not-an-indicator");
+}
+
+#[tokio::test]
+async fn a_fresh_stored_verdict_costs_no_request_and_a_stale_one_costs_one() {
+    let mut w = world().await;
+    let (first, records) = look(&w, &[MD5]).await;
+    assert_eq!(first.enqueued, [Enqueued::New]);
+    assert_eq!(records[0].verdict, Some(Verdict::Malicious));
+    assert_eq!(records[0].sha256.as_deref(), Some(SHA));
+    assert_eq!(hits(&w, "GET /files/{id}"), 1);
+
+    let (again, records) = look(&w, &[MD5]).await;
+    assert_eq!(again.enqueued, [Enqueued::Fresh]);
+    assert_eq!(records[0].verdict, Some(Verdict::Malicious));
+    assert_eq!(hits(&w, "GET /files/{id}"), 1, "fresh: no request");
+
+    // Verdicts now count as stale after a few milliseconds.
+    w.config.verdict.max_age_days = 1e-9;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let (stale, records) = look(&w, &[MD5]).await;
+    assert_eq!(stale.enqueued, [Enqueued::Reopened]);
+    assert_eq!(records[0].verdict, Some(Verdict::Malicious));
+    assert_eq!(hits(&w, "GET /files/{id}"), 2, "stale: one request");
+}
+
+#[tokio::test]
+async fn lookups_are_recorded_from_the_command_line_and_printed_like_report() {
+    let w = world().await;
+    let (outcome, records) =
+        look(&w, &["evil[.]example[.]com", MD5, "never-seen.example.net"]).await;
+    assert!(outcome.interrupted.is_none());
+    assert_eq!(records.len(), 3);
+    for r in &records {
+        assert_eq!(
+            r.sources,
+            [report::SourceRef {
+                source: "command line".into(),
+                line: 0
+            }]
+        );
+    }
+    let verdicts: Vec<(&str, Option<Verdict>)> = records
+        .iter()
+        .map(|r| (r.indicator.as_str(), r.verdict))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("evil.example.com", Some(Verdict::Clean)),
+            (MD5, Some(Verdict::Malicious)),
+            ("never-seen.example.net", Some(Verdict::Unknown)),
+        ]
+    );
+    let mut out = Vec::new();
+    let written = report::write(
+        futures_util::stream::iter(records.into_iter().map(Ok)),
+        Format::Table,
+        &mut out,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        lookup::exit_code(false, &written),
+        1,
+        "something is malicious"
+    );
+    assert_eq!(lookup::exit_code(true, &written), 2, "interrupted");
+    assert_eq!(
+        lookup::exit_code(false, &report::Written::default()),
+        0,
+        "nothing malicious"
+    );
+}
+
+#[tokio::test]
+async fn recheck_asks_virustotal_again() {
+    let w = world().await;
+    look(&w, &["evil.example.com", "never-seen.example.net"]).await;
+    assert_eq!(hits(&w, "GET /domains/{id}"), 2);
+
+    // Only the unknown one, and only verdicts older than now.
+    let pipeline = w.pipeline().await;
+    let selection = Recheck {
+        verdicts: vec![Verdict::Unknown],
+        kinds: vec![],
+        older_than: now_millis() + 1,
+    };
+    let (n, ids) = lookup::reopen(&*pipeline.store, &selection, true)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(ids.len(), 1);
+    assert!(lookup::work(&pipeline, &ids).await.is_none());
+    assert_eq!(hits(&w, "GET /domains/{id}"), 3, "one more request");
+
+    // Nothing older than a day: nothing to re-check.
+    let store = vtriage::pipeline::open_store(&w.config).await.unwrap();
+    let selection = Recheck {
+        verdicts: vec![],
+        kinds: vec![Kind::Domain],
+        older_than: now_millis() - 86_400_000,
+    };
+    assert_eq!(
+        lookup::reopen(&*store, &selection, false).await.unwrap().0,
+        0
+    );
+}

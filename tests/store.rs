@@ -454,3 +454,38 @@ on_both_backends!(
     concurrent_claims_never_hand_out_a_job_twice,
     concurrent_enqueues_of_the_same_indicators_make_one_job_each,
 );
+
+/// The reporting views read the same on both backends: the columns `sqlite3` users see are the
+/// ones `psql` users see, with the same text formats.
+async fn the_report_view_reads_the_same_on_both_backends(db: Backend) {
+    let s = db.store.clone();
+    register(&*s, "w", T0).await;
+    let mut job = hash_job(&"a".repeat(64));
+    job.source = Some(("list.txt".into(), 7));
+    s.enqueue(&[job], T0, DAY, 5).await.unwrap();
+    let claimed = s.claim("w", 1, T0, 1000).await.unwrap().pop().unwrap();
+    s.complete(&claimed, &clean(T0 + 1234), T0 + 1234)
+        .await
+        .unwrap();
+    const SQL: &str = "SELECT kind, verdict, sha256, sources, vt_link, first_seen, checked_at
+                       FROM v_report";
+    type Row = (String, String, String, String, String, String, String);
+    let row: Row = match &db.kind {
+        backends::Concrete::Sqlite(st) => sqlx::query_as(SQL).fetch_one(st.read_pool()).await,
+        backends::Concrete::Postgres(st) => sqlx::query_as(SQL).fetch_one(st.pool()).await,
+    }
+    .unwrap();
+    assert_eq!(row.0, "hash");
+    assert_eq!(row.1, "clean");
+    assert_eq!(row.2, "a".repeat(64));
+    assert_eq!(row.3, "list.txt:7");
+    assert_eq!(
+        row.4,
+        format!("https://www.virustotal.com/gui/file/{}", "a".repeat(64))
+    );
+    // T0 is 2026-09-21T14:13:20Z.
+    assert_eq!(row.5, "2026-09-21T14:13:20.000Z");
+    assert_eq!(row.6, "2026-09-21T14:13:21.234Z");
+}
+
+on_both_backends!(the_report_view_reads_the_same_on_both_backends);

@@ -19,13 +19,15 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 
 use super::sqlite::{compress, decompress, periods};
 use super::{
     Enqueued, Error, Job, JobResult, Millis, NewJob, QueueCounts, QuotaDecision, QuotaLimits,
-    QuotaUsage, Retried, Snooze, Step, Store,
+    QuotaUsage, RawObject, ReportQuery, ReportRow, ReportSort, Retried, Snooze, Step, Store,
 };
 use crate::indicator::Kind;
 use crate::verdict::{Stats, Verdict, VerdictRecord};
@@ -819,6 +821,171 @@ impl Store for PgStore {
             paused_until: paused_until.filter(|&u| u > now),
         })
     }
+
+    fn report(&self, query: &ReportQuery) -> BoxStream<'_, Result<ReportRow, Error>> {
+        let (sql, texts) = report_sql(query);
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for text in texts {
+            q = q.bind(text);
+        }
+        // NULL: no limit.
+        let limit = query.limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+        q.bind(limit)
+            .fetch(&self.pool)
+            .map(|row| row.and_then(|row| report_row(&row)))
+            .boxed()
+    }
+
+    async fn raw_object(&self, indicator: &str) -> Result<Option<RawObject>, Error> {
+        // One indexed look-up per way of naming the object, instead of an OR across tables
+        // that would scan every job.
+        let row = sqlx::query(
+            "SELECT j.kind, j.indicator, v.raw FROM jobs j LEFT JOIN verdicts v ON v.job_id = j.id
+             WHERE j.id IN (SELECT id FROM jobs WHERE indicator IN ($1, lower($1))
+                            UNION SELECT job_id FROM verdicts WHERE sha256 = lower($1)
+                            UNION SELECT job_id FROM verdicts WHERE md5 = lower($1)
+                            UNION SELECT job_id FROM verdicts WHERE sha1 = lower($1))
+             ORDER BY v.raw IS NULL, v.checked_at DESC, j.id LIMIT 1",
+        )
+        .bind(indicator)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let kind: String = row.get(0);
+        let blob: Option<Vec<u8>> = row.get(2);
+        Ok(Some(RawObject {
+            kind: kind.parse().unwrap_or(Kind::Hash),
+            indicator: row.get(1),
+            json: blob.as_deref().and_then(decompress),
+        }))
+    }
+}
+
+/// The report query for `query`, and the user-given texts to bind in order (`$1`, `$2`, ...;
+/// the limit is bound last). Job ids, times, verdict and kind filters are numbers or enum
+/// names, never user text, so they are inlined. The same query as SQLite's, in PostgreSQL's
+/// dialect (`json_agg` for `json_group_array`, `right` for a negative `substr`).
+fn report_sql(query: &ReportQuery) -> (String, Vec<String>) {
+    let quoted = |names: Vec<&str>| {
+        names
+            .iter()
+            .map(|n| format!("'{n}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut filter = String::new();
+    let mut texts = Vec::new();
+    if !query.jobs.is_empty() {
+        let ids: Vec<String> = query.jobs.iter().map(i64::to_string).collect();
+        filter += &format!(" AND j.id IN ({})", ids.join(", "));
+    }
+    if !query.verdicts.is_empty() {
+        let names = query.verdicts.iter().map(|v| v.as_str()).collect();
+        filter += &format!(" AND v.verdict IN ({})", quoted(names));
+    }
+    if !query.kinds.is_empty() {
+        let names = query.kinds.iter().map(|k| k.as_str()).collect();
+        filter += &format!(" AND j.kind IN ({})", quoted(names));
+    }
+    if query.only_with_paths {
+        filter += " AND EXISTS (SELECT 1 FROM file_paths p WHERE p.job_id = j.id)";
+    }
+    if !query.sources.is_empty() {
+        let mut any = Vec::new();
+        for source in &query.sources {
+            // "lists/a.txt/" and "lists/a.txt" name the same thing.
+            let trimmed = source.trim_end_matches('/');
+            texts.push(if trimmed.is_empty() {
+                source.clone()
+            } else {
+                trimmed.to_owned()
+            });
+            let n = texts.len();
+            // A list by its stored name or its file name; a file by its path or a folder above it.
+            any.push(format!(
+                "EXISTS (SELECT 1 FROM sources s WHERE s.job_id = j.id
+                     AND (s.source = ${n} OR right(s.source, length(${n}) + 1) = '/' || ${n}))
+                 OR EXISTS (SELECT 1 FROM file_paths p WHERE p.job_id = j.id
+                     AND (p.path = ${n} OR substr(p.path, 1, length(${n}) + 1) = rtrim(${n}, '/') || '/'))"
+            ));
+        }
+        filter += &format!(" AND ({})", any.join(" OR "));
+    }
+    for (bound, op) in [(query.since, ">="), (query.until, "<")] {
+        if let Some(at) = bound {
+            filter += &format!(" AND v.checked_at {op} {at}");
+        }
+    }
+    let rank = |names: Vec<&str>, column: &str| {
+        let arms: String = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!(" WHEN '{n}' THEN {i}"))
+            .collect();
+        format!("CASE {column}{arms} ELSE {} END", names.len())
+    };
+    let order = match query.sort {
+        ReportSort::FirstSeen => "j.id".to_owned(),
+        ReportSort::CheckedAt => "v.checked_at DESC, j.id".to_owned(),
+        ReportSort::Verdict => format!(
+            "{}, COALESCE(v.malicious, -1) DESC, j.id",
+            rank(
+                Verdict::ALL.iter().map(|v| v.as_str()).collect(),
+                "v.verdict"
+            )
+        ),
+        ReportSort::Indicator => "j.indicator, j.id".to_owned(),
+        ReportSort::Malicious => "COALESCE(v.malicious, -1) DESC, j.id".to_owned(),
+        ReportSort::Kind => format!(
+            "{}, j.id",
+            rank(Kind::ALL.iter().map(|k| k.as_str()).collect(), "j.kind")
+        ),
+    };
+    let limit = texts.len() + 1;
+    let columns = VERDICT_COLUMNS.replace("v.raw", "NULL::bytea");
+    let sql = format!(
+        "SELECT j.id, j.kind, j.indicator, j.state, j.created_at, j.last_error,
+             (SELECT json_agg(p.path ORDER BY p.path)::text FROM file_paths p WHERE p.job_id = j.id),
+             (SELECT json_agg(json_build_array(s.source, s.line) ORDER BY s.source, s.line)::text
+                FROM sources s WHERE s.job_id = j.id),
+             {columns}
+         FROM jobs j LEFT JOIN verdicts v ON v.job_id = j.id
+         WHERE 1 = 1{filter}
+         ORDER BY {order}
+         LIMIT ${limit}"
+    );
+    (sql, texts)
+}
+
+/// Reads a row of [`report_sql`].
+fn report_row(row: &PgRow) -> Result<ReportRow, Error> {
+    let kind: String = row.try_get(1)?;
+    let paths: Option<String> = row.try_get(6)?;
+    let sources: Option<String> = row.try_get(7)?;
+    let decode = |e: serde_json::Error| Error::Decode(Box::new(e));
+    let paths: Vec<String> = match paths {
+        Some(json) => serde_json::from_str(&json).map_err(decode)?,
+        None => Vec::new(),
+    };
+    let sources: Vec<(String, u32)> = match sources {
+        Some(json) => serde_json::from_str(&json).map_err(decode)?,
+        None => Vec::new(),
+    };
+    Ok(ReportRow {
+        job: JobResult {
+            id: row.try_get(0)?,
+            kind: kind.parse().unwrap_or(Kind::Hash),
+            indicator: row.try_get(2)?,
+            state: row.try_get(3)?,
+            verdict: verdict_from_row(row, 8),
+            paths,
+        },
+        sources,
+        created_at: row.try_get(4)?,
+        last_error: row.try_get(5)?,
+    })
 }
 
 /// Completes or discards a running job and writes its verdict, in one transaction.

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, secs};
 use crate::quota::Limiter;
+use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, now_millis};
 use crate::vt;
@@ -26,8 +27,8 @@ const STALE_MS: i64 = 30_000;
 pub struct Pipeline {
     /// The queue.
     pub store: Arc<dyn Store>,
-    /// The concrete SQLite store (reports read it directly).
-    pub sqlite: Arc<SqliteStore>,
+    /// The concrete SQLite store, when the database is SQLite (reports read it directly).
+    pub sqlite: Option<Arc<SqliteStore>>,
     /// VirusTotal behind the quota gate.
     pub client: Arc<vt::Client>,
     /// The configuration in force.
@@ -63,12 +64,60 @@ pub fn owner_name() -> (String, String, u32) {
     (format!("{host}:{pid}:{}", now_millis()), host, pid)
 }
 
-/// Opens the database named by the configuration.
-pub async fn open_store(config: &Config) -> anyhow::Result<Arc<SqliteStore>> {
+/// An opened database: the queue behind the trait, and the concrete SQLite store when it is one.
+pub struct OpenedStore {
+    /// The queue.
+    pub store: Arc<dyn Store>,
+    /// The same store as SQLite, for the reports that read it directly.
+    pub sqlite: Option<Arc<SqliteStore>>,
+}
+
+/// Is `db` a PostgreSQL URL (rather than a SQLite path)?
+pub fn is_postgres_url(db: &str) -> bool {
+    db.starts_with("postgres://") || db.starts_with("postgresql://")
+}
+
+/// Opens the database named by the configuration: a `postgres://` or `postgresql://` URL
+/// selects PostgreSQL (several daemons sharing one queue and quota), anything else is the path
+/// of a SQLite file.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(open_database(config).await?.store)
+}
+
+/// [`open_store`], keeping the concrete SQLite store when the database is SQLite.
+pub async fn open_database(config: &Config) -> anyhow::Result<OpenedStore> {
+    if is_postgres_url(&config.db) {
+        let store = PgStore::open(&config.db)
+            .await
+            // The URL may hold a password: name only where it points.
+            .with_context(|| {
+                format!("cannot open the PostgreSQL database {}", redact(&config.db))
+            })?;
+        return Ok(OpenedStore {
+            store: Arc::new(store),
+            sqlite: None,
+        });
+    }
     let store = SqliteStore::open(Path::new(&config.db))
         .await
         .with_context(|| format!("cannot open the database {}", config.db))?;
-    Ok(Arc::new(store))
+    let sqlite = Arc::new(store);
+    Ok(OpenedStore {
+        store: sqlite.clone(),
+        sqlite: Some(sqlite),
+    })
+}
+
+/// A database URL without its password.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "(unparsable URL)".into(),
+    }
 }
 
 impl Pipeline {
@@ -79,8 +128,7 @@ impl Pipeline {
                 "no VirusTotal API key: set VT_API_KEY (or [virustotal] api_key in the config file)"
             );
         };
-        let sqlite = open_store(&config).await?;
-        let store: Arc<dyn Store> = sqlite.clone();
+        let OpenedStore { store, sqlite } = open_database(&config).await?;
         let key_id = key.fingerprint();
         let gate = Arc::new(Limiter::new(
             store.clone(),

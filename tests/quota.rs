@@ -1,85 +1,147 @@
 //! The quota ledger, driven by a virtual clock: whatever the arrival pattern, no window of `W`
 //! milliseconds ever holds more than `N` granted requests, and a waiting caller is told the
-//! earliest moment it may go (so the limiter is exact, not merely safe).
+//! earliest moment it may go (so the limiter is exact, not merely safe). Every test runs against
+//! both backends; the last ones race several processes on one key.
 
-use proptest::prelude::*;
-use vtriage::store::sqlite::SqliteStore;
+mod backends;
+
+use std::sync::Arc;
+
+use tokio::sync::Barrier;
+
+use backends::Backend;
+use proptest::prop_assert;
+use proptest::prop_assert_eq;
+use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use vtriage::store::{QuotaDecision, QuotaLimits, Store};
 
 const T0: i64 = 1_790_000_000_000;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
-
-    #[test]
-    fn no_window_ever_holds_more_than_the_limit(
-        requests in 1u32..6,
-        window_ms in 50i64..2000,
-        gaps in proptest::collection::vec(0i64..400, 1..80),
-    ) {
-        let rt = runtime();
-        let dir = tempfile::tempdir().unwrap();
-        let (arrivals, granted): (Vec<i64>, Vec<i64>) = rt.block_on(async {
-            let store = SqliteStore::open(&dir.path().join("q.db")).await.unwrap();
-            let limits = QuotaLimits { requests, window_ms, daily: 1_000_000, monthly: None };
-            let mut now = T0;
-            let mut out = Vec::new();
-            // Each caller arrives after a random gap and waits, as the gate does, until the
-            // ledger admits it.
-            for gap in gaps {
-                now += gap;
-                let arrival = now;
-                loop {
-                    match store.take_quota("k", &limits, now).await.unwrap() {
-                        QuotaDecision::Granted => { out.push((arrival, now)); break; }
-                        QuotaDecision::WaitUntil(t) => { assert!(t > now); now = t; }
-                        QuotaDecision::Exhausted(_) => unreachable!("no daily cap here"),
-                    }
+/// One random arrival pattern: each caller arrives after a gap and waits, as the gate does,
+/// until the ledger admits it; then the grants are checked against the window.
+async fn check_arrivals(
+    store: &dyn Store,
+    key: &str,
+    requests: u32,
+    window_ms: i64,
+    gaps: Vec<i64>,
+) -> Result<(), TestCaseError> {
+    let limits = QuotaLimits {
+        requests,
+        window_ms,
+        daily: 1_000_000,
+        monthly: None,
+    };
+    let mut now = T0;
+    let mut arrivals = Vec::new();
+    let mut granted = Vec::new();
+    for gap in gaps {
+        now += gap;
+        let arrival = now;
+        loop {
+            match store.take_quota(key, &limits, now).await.unwrap() {
+                QuotaDecision::Granted => {
+                    arrivals.push(arrival);
+                    granted.push(now);
+                    break;
                 }
+                QuotaDecision::WaitUntil(t) => {
+                    prop_assert!(t > now);
+                    now = t;
+                }
+                QuotaDecision::Exhausted(_) => unreachable!("no daily cap here"),
             }
-            out.into_iter().unzip()
-        });
-        let n = requests as usize;
-        for (i, &start) in granted.iter().enumerate() {
-            let in_window = granted[i..].iter().take_while(|&&t| t < start + window_ms).count();
-            prop_assert!(in_window <= n, "{in_window} requests in a window starting at {start}");
-        }
-        // Exact: every request went at the earliest moment the window allowed, not later.
-        for i in 0..granted.len() {
-            let earliest = if i < n { arrivals[i] } else { arrivals[i].max(granted[i - n] + window_ms) };
-            prop_assert_eq!(granted[i], earliest, "request {} waited longer than necessary", i);
         }
     }
+    let n = requests as usize;
+    for (i, &start) in granted.iter().enumerate() {
+        let in_window = granted[i..]
+            .iter()
+            .take_while(|&&t| t < start + window_ms)
+            .count();
+        prop_assert!(
+            in_window <= n,
+            "{in_window} requests in a window starting at {start}"
+        );
+    }
+    // Exact: every request went at the earliest moment the window allowed, not later.
+    for i in 0..granted.len() {
+        let earliest = if i < n {
+            arrivals[i]
+        } else {
+            arrivals[i].max(granted[i - n] + window_ms)
+        };
+        prop_assert_eq!(
+            granted[i],
+            earliest,
+            "request {} waited longer than necessary",
+            i
+        );
+    }
+    Ok(())
 }
 
-#[tokio::test]
-async fn the_days_count_survives_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("q.db");
+/// Runs 48 random arrival patterns against one store, each under a key of its own (keys do
+/// not share anything, so each case starts from an empty ledger).
+fn no_window_ever_holds_more_than_the_limit(postgres: bool) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let backend = rt.block_on(async {
+        if postgres {
+            Backend::postgres().await
+        } else {
+            Some(Backend::sqlite().await)
+        }
+    });
+    let Some(b) = backend else { return };
+    let store = b.store.clone();
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: 48,
+        ..ProptestConfig::default()
+    });
+    let case = std::cell::Cell::new(0u32);
+    let strategy = (
+        1u32..6,
+        50i64..2000,
+        proptest::collection::vec(0i64..400, 1..80),
+    );
+    runner
+        .run(&strategy, |(requests, window_ms, gaps)| {
+            case.set(case.get() + 1);
+            let key = format!("k{}", case.get());
+            rt.block_on(check_arrivals(&*store, &key, requests, window_ms, gaps))
+        })
+        .unwrap();
+    rt.block_on(b.close());
+}
+
+#[test]
+fn no_window_ever_holds_more_than_the_limit_sqlite() {
+    no_window_ever_holds_more_than_the_limit(false);
+}
+
+#[test]
+fn no_window_ever_holds_more_than_the_limit_postgres() {
+    no_window_ever_holds_more_than_the_limit(true);
+}
+
+async fn the_days_count_survives_a_restart(b: Backend) {
     let limits = QuotaLimits {
         requests: 100,
         window_ms: 1000,
         daily: 3,
         monthly: None,
     };
-    {
-        let store = SqliteStore::open(&path).await.unwrap();
-        for i in 0..3 {
-            assert_eq!(
-                store.take_quota("k", &limits, T0 + i).await.unwrap(),
-                QuotaDecision::Granted
-            );
-        }
-        store.close().await;
+    for i in 0..3 {
+        assert_eq!(
+            b.store.take_quota("k", &limits, T0 + i).await.unwrap(),
+            QuotaDecision::Granted
+        );
     }
-    let store = SqliteStore::open(&path).await.unwrap();
+    b.close().await;
+    let store = b.open_again().await;
     assert!(matches!(
         store.take_quota("k", &limits, T0 + 10).await.unwrap(),
         QuotaDecision::Exhausted(_)
@@ -90,10 +152,8 @@ async fn the_days_count_survives_a_restart() {
     );
 }
 
-#[tokio::test]
-async fn a_monthly_cap_is_honoured_across_days() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("q.db")).await.unwrap();
+async fn a_monthly_cap_is_honoured_across_days(b: Backend) {
+    let store = b.store.clone();
     let limits = QuotaLimits {
         requests: 100,
         window_ms: 1000,
@@ -114,3 +174,88 @@ async fn a_monthly_cap_is_honoured_across_days() {
         QuotaDecision::Exhausted(_)
     ));
 }
+
+/// Four processes (each its own connection pool) ask for one key's quota as fast as they can,
+/// on a clock they share: together they are granted exactly the window's worth at any moment
+/// and exactly the day's worth in all.
+async fn processes_sharing_a_key_never_exceed_its_window_or_day(b: Backend) {
+    let limits = QuotaLimits {
+        requests: 5,
+        window_ms: 100,
+        daily: 60,
+        monthly: None,
+    };
+    let mut tasks = Vec::new();
+    // A virtual clock stepping 10 ms per round, shared as real clocks are: every process asks
+    // at every step, all at the same moment.
+    let round_done = Arc::new(Barrier::new(4));
+    for _ in 0..4 {
+        let store: Arc<dyn Store> = b.open_again().await;
+        let round_done = round_done.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut granted = Vec::new();
+            for round in 0..200i64 {
+                let now = T0 + round * 10;
+                match store.take_quota("shared", &limits, now).await.unwrap() {
+                    QuotaDecision::Granted => granted.push(now),
+                    QuotaDecision::WaitUntil(t) => assert!(t > now),
+                    QuotaDecision::Exhausted(_) => {}
+                }
+                round_done.wait().await;
+            }
+            granted
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all.sort();
+    assert_eq!(all.len(), 60, "the day's budget is spent, and not exceeded");
+    for (i, &start) in all.iter().enumerate() {
+        let in_window = all[i..].iter().take_while(|&&t| t < start + 100).count();
+        assert!(
+            in_window <= 5,
+            "{in_window} grants in the window at {start}"
+        );
+    }
+    let usage = b
+        .store
+        .quota_usage("shared", 100, T0 + 10_000)
+        .await
+        .unwrap();
+    assert_eq!(usage.today, 60);
+}
+
+/// A 429 seen by one process pauses the key for all of them.
+async fn a_pause_by_one_process_holds_the_others(b: Backend) {
+    let limits = QuotaLimits {
+        requests: 100,
+        window_ms: 1000,
+        daily: 1000,
+        monthly: None,
+    };
+    let other = b.open_again().await;
+    b.store.pause_quota("k", T0 + 60_000).await.unwrap();
+    // A shorter pause reported later does not shorten it.
+    other.pause_quota("k", T0 + 1_000).await.unwrap();
+    assert_eq!(
+        other.take_quota("k", &limits, T0 + 2_000).await.unwrap(),
+        QuotaDecision::WaitUntil(T0 + 60_000)
+    );
+    assert_eq!(
+        other
+            .quota_usage("k", 1000, T0 + 2_000)
+            .await
+            .unwrap()
+            .paused_until,
+        Some(T0 + 60_000)
+    );
+}
+
+on_both_backends!(
+    the_days_count_survives_a_restart,
+    a_monthly_cap_is_honoured_across_days,
+    processes_sharing_a_key_never_exceed_its_window_or_day,
+    a_pause_by_one_process_holds_the_others,
+);

@@ -1,20 +1,17 @@
-//! The job state machine, one transition per test, on a fresh SQLite database each.
+//! The job state machine, one transition per test, each run against both backends (a fresh
+//! SQLite file, and a fresh PostgreSQL database when `VTRIAGE_TEST_PG` names a server).
 
-use std::sync::Arc;
+mod backends;
 
+use std::collections::HashSet;
+
+use backends::Backend;
 use vtriage::indicator::Kind;
-use vtriage::store::sqlite::SqliteStore;
 use vtriage::store::{Enqueued, NewJob, QuotaDecision, QuotaLimits, Retried, Snooze, Step, Store};
 use vtriage::verdict::{Stats, Verdict, VerdictRecord};
 
 const DAY: i64 = 86_400_000;
 const T0: i64 = 1_790_000_000_000; // a fixed "now" (Nov 2026), so tests do not depend on the clock
-
-async fn store() -> (tempfile::TempDir, Arc<SqliteStore>) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("q.db")).await.unwrap();
-    (dir, Arc::new(store))
-}
 
 fn hash_job(indicator: &str) -> NewJob {
     NewJob {
@@ -38,16 +35,15 @@ fn clean(now: i64) -> VerdictRecord {
     }
 }
 
-async fn register(store: &SqliteStore, owner: &str, now: i64) {
+async fn register(store: &dyn Store, owner: &str, now: i64) {
     store
         .heartbeat(owner, "host", 1, now, 60_000, &[])
         .await
         .unwrap();
 }
 
-#[tokio::test]
-async fn duplicate_indicators_become_one_job_with_every_source() {
-    let (_d, s) = store().await;
+async fn duplicate_indicators_become_one_job_with_every_source(db: Backend) {
+    let s = db.store.clone();
     let mut a = hash_job(&"a".repeat(64));
     a.source = Some(("list1.txt".into(), 3));
     let mut b = a.clone();
@@ -55,17 +51,12 @@ async fn duplicate_indicators_become_one_job_with_every_source() {
     let out = s.enqueue(&[a, b], T0, DAY, 5).await.unwrap();
     assert_eq!(out[0].1, Enqueued::New);
     assert_eq!(out[1], (out[0].0, Enqueued::Queued));
-    let sources: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sources")
-        .fetch_one(s.read_pool())
-        .await
-        .unwrap();
-    assert_eq!(sources, 2);
+    assert_eq!(db.rows("sources").await, 2);
 }
 
-#[tokio::test]
-async fn claim_takes_due_jobs_once_and_polls_first() {
-    let (_d, s) = store().await;
-    register(&s, "w1", T0).await;
+async fn claim_takes_due_jobs_once_and_polls_first(db: Backend) {
+    let s = db.store.clone();
+    register(&*s, "w1", T0).await;
     s.enqueue(
         &[hash_job(&"1".repeat(32)), hash_job(&"2".repeat(32))],
         T0,
@@ -107,10 +98,9 @@ async fn claim_takes_due_jobs_once_and_polls_first() {
     assert_eq!(next[0].analysis_id.as_deref(), Some("an-1"));
 }
 
-#[tokio::test]
-async fn snooze_gives_the_attempt_back_and_retry_keeps_it() {
-    let (_d, s) = store().await;
-    register(&s, "w", T0).await;
+async fn snooze_gives_the_attempt_back_and_retry_keeps_it(db: Backend) {
+    let s = db.store.clone();
+    register(&*s, "w", T0).await;
     s.enqueue(&[hash_job(&"c".repeat(40))], T0, DAY, 2)
         .await
         .unwrap();
@@ -139,17 +129,16 @@ async fn snooze_gives_the_attempt_back_and_retry_keeps_it() {
     assert!(v.error.as_deref().unwrap().contains("503 again"));
 }
 
-#[tokio::test]
-async fn completion_is_fenced_by_the_lease() {
-    let (_d, s) = store().await;
-    register(&s, "w1", T0).await;
+async fn completion_is_fenced_by_the_lease(db: Backend) {
+    let s = db.store.clone();
+    register(&*s, "w1", T0).await;
     s.enqueue(&[hash_job(&"d".repeat(64))], T0, DAY, 5)
         .await
         .unwrap();
     let job = s.claim("w1", 1, T0, 1000).await.unwrap().pop().unwrap();
     // The lease expires; the rescuer gives the job back and w2 takes it.
     assert_eq!(s.rescue(T0 + 2000).await.unwrap(), 1);
-    register(&s, "w2", T0 + 2000).await;
+    register(&*s, "w2", T0 + 2000).await;
     let stolen = s
         .claim("w2", 1, T0 + 2000, 1000)
         .await
@@ -166,10 +155,9 @@ async fn completion_is_fenced_by_the_lease() {
     assert_eq!(r[0].verdict.as_ref().unwrap().verdict, Verdict::Clean);
 }
 
-#[tokio::test]
-async fn jobs_of_a_worker_that_died_are_rescued_at_once() {
-    let (_d, s) = store().await;
-    register(&s, "dead", T0).await;
+async fn jobs_of_a_worker_that_died_are_rescued_at_once(db: Backend) {
+    let s = db.store.clone();
+    register(&*s, "dead", T0).await;
     s.enqueue(&[hash_job(&"e".repeat(64))], T0, DAY, 5)
         .await
         .unwrap();
@@ -187,13 +175,12 @@ async fn jobs_of_a_worker_that_died_are_rescued_at_once() {
     assert_eq!(s.claim("new", 1, T0 + 3, 1000).await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn a_job_abandoned_too_often_is_discarded_as_failed() {
-    let (_d, s) = store().await;
+async fn a_job_abandoned_too_often_is_discarded_as_failed(db: Backend) {
+    let s = db.store.clone();
     s.enqueue(&[hash_job(&"f".repeat(64))], T0, DAY, 1)
         .await
         .unwrap();
-    register(&s, "w", T0).await;
+    register(&*s, "w", T0).await;
     let job = s.claim("w", 1, T0, 10).await.unwrap().pop().unwrap();
     assert_eq!(s.rescue(T0 + 100).await.unwrap(), 1);
     let r = s.results(&[job.id]).await.unwrap();
@@ -201,10 +188,9 @@ async fn a_job_abandoned_too_often_is_discarded_as_failed() {
     assert_eq!(r[0].verdict.as_ref().unwrap().verdict, Verdict::Failed);
 }
 
-#[tokio::test]
-async fn fresh_verdicts_are_reused_and_stale_ones_reopened() {
-    let (_d, s) = store().await;
-    register(&s, "w", T0).await;
+async fn fresh_verdicts_are_reused_and_stale_ones_reopened(db: Backend) {
+    let s = db.store.clone();
+    register(&*s, "w", T0).await;
     let [(id, _)] = s
         .enqueue(&[hash_job(&"a".repeat(64))], T0, DAY, 5)
         .await
@@ -238,10 +224,9 @@ async fn fresh_verdicts_are_reused_and_stale_ones_reopened() {
     assert_eq!(found.stats.unwrap().undetected, 70);
 }
 
-#[tokio::test]
-async fn an_unknown_file_is_reopened_when_uploads_become_allowed() {
-    let (_d, s) = store().await;
-    register(&s, "w", T0).await;
+async fn an_unknown_file_is_reopened_when_uploads_become_allowed(db: Backend) {
+    let s = db.store.clone();
+    register(&*s, "w", T0).await;
     let file = |allow| NewJob {
         kind: Kind::File,
         indicator: "9".repeat(64),
@@ -274,10 +259,9 @@ async fn an_unknown_file_is_reopened_when_uploads_become_allowed() {
     );
 }
 
-#[tokio::test]
-async fn a_failed_recheck_keeps_the_earlier_verdict() {
-    let (_d, s) = store().await;
-    register(&s, "w", T0).await;
+async fn a_failed_recheck_keeps_the_earlier_verdict(db: Backend) {
+    let s = db.store.clone();
+    register(&*s, "w", T0).await;
     s.enqueue(&[hash_job(&"a".repeat(64))], T0, DAY, 1)
         .await
         .unwrap();
@@ -300,10 +284,9 @@ async fn a_failed_recheck_keeps_the_earlier_verdict() {
     assert_eq!(r[0].verdict.as_ref().unwrap().verdict, Verdict::Clean);
 }
 
-#[tokio::test]
-async fn submission_intent_survives_a_restart() {
-    let (dir, s) = store().await;
-    register(&s, "w", T0).await;
+async fn submission_intent_survives_a_restart(db: Backend) {
+    let s = db.store.clone();
+    register(&*s, "w", T0).await;
     let mut job = NewJob {
         kind: Kind::Url,
         indicator: "http://x.test/".into(),
@@ -315,9 +298,9 @@ async fn submission_intent_survives_a_restart() {
     s.enqueue(&[job], T0, DAY, 5).await.unwrap();
     let job = s.claim("w", 1, T0, 1000).await.unwrap().pop().unwrap();
     assert!(s.mark_submitting(&job, T0 + 1).await.unwrap());
-    s.close().await;
+    db.close().await;
     // "Crash": reopen the database; the rescuer returns the job with its intent record.
-    let s = SqliteStore::open(&dir.path().join("q.db")).await.unwrap();
+    let s = db.open_again().await;
     s.heartbeat("w2", "host", 2, T0 + 2, 60_000, &["w".to_string()])
         .await
         .unwrap();
@@ -327,9 +310,8 @@ async fn submission_intent_survives_a_restart() {
     assert_eq!(job.analysis_id, None);
 }
 
-#[tokio::test]
-async fn the_quota_ledger_never_grants_more_than_the_window_allows() {
-    let (_d, s) = store().await;
+async fn the_quota_ledger_never_grants_more_than_the_window_allows(db: Backend) {
+    let s = db.store.clone();
     let limits = QuotaLimits {
         requests: 3,
         window_ms: 1000,
@@ -367,9 +349,8 @@ async fn the_quota_ledger_never_grants_more_than_the_window_allows() {
     );
 }
 
-#[tokio::test]
-async fn a_pause_holds_every_request_of_the_key() {
-    let (_d, s) = store().await;
+async fn a_pause_holds_every_request_of_the_key(db: Backend) {
+    let s = db.store.clone();
     let limits = QuotaLimits {
         requests: 100,
         window_ms: 1000,
@@ -386,3 +367,125 @@ async fn a_pause_holds_every_request_of_the_key() {
         QuotaDecision::Granted
     );
 }
+
+/// Several processes claim from one queue at once: every job goes to exactly one of them.
+async fn concurrent_claims_never_hand_out_a_job_twice(db: Backend) {
+    let jobs: Vec<NewJob> = (0..200).map(|i| hash_job(&format!("{i:064x}"))).collect();
+    db.store.enqueue(&jobs, T0, DAY, 5).await.unwrap();
+    let mut daemons = Vec::new();
+    for d in 0..4 {
+        let store = db.open_again().await;
+        let owner = format!("daemon-{d}");
+        register(&*store, &owner, T0).await;
+        daemons.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = store.claim(&owner, 7, T0, 60_000).await.unwrap();
+                if got.is_empty() {
+                    return mine;
+                }
+                for job in got {
+                    assert!(store.complete(&job, &clean(T0), T0).await.unwrap());
+                    mine.push(job.id);
+                }
+            }
+        }));
+    }
+    let mut seen = HashSet::new();
+    let mut busy = 0;
+    for daemon in daemons {
+        let ids = daemon.await.unwrap();
+        busy += usize::from(!ids.is_empty());
+        for id in ids {
+            assert!(seen.insert(id), "job {id} was claimed twice");
+        }
+    }
+    assert_eq!(seen.len(), 200, "every job was claimed");
+    assert!(busy >= 2, "the work was shared");
+}
+
+/// Two hosts enqueue overlapping batches (the same file dropped on both) at the same moment:
+/// one job per indicator, and no enqueue fails.
+async fn concurrent_enqueues_of_the_same_indicators_make_one_job_each(db: Backend) {
+    let all: Vec<NewJob> = (0..60).map(|i| hash_job(&format!("{i:040x}"))).collect();
+    let mut tasks = Vec::new();
+    for d in 0..3usize {
+        let store = db.open_again().await;
+        // Each host sees the indicators in its own order.
+        let mut batch = all.clone();
+        batch.rotate_left(d * 20);
+        if d == 1 {
+            batch.reverse();
+        }
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for chunk in batch.chunks(15) {
+                out.extend(store.enqueue(chunk, T0, DAY, 5).await.unwrap());
+            }
+            out
+        }));
+    }
+    let mut new = 0;
+    let mut ids = HashSet::new();
+    for task in tasks {
+        for (id, outcome) in task.await.unwrap() {
+            new += usize::from(outcome == Enqueued::New);
+            ids.insert(id);
+        }
+    }
+    assert_eq!(new, 60, "each indicator is new exactly once");
+    assert_eq!(ids.len(), 60);
+    assert_eq!(db.rows("jobs").await, 60);
+}
+
+on_both_backends!(
+    duplicate_indicators_become_one_job_with_every_source,
+    claim_takes_due_jobs_once_and_polls_first,
+    snooze_gives_the_attempt_back_and_retry_keeps_it,
+    completion_is_fenced_by_the_lease,
+    jobs_of_a_worker_that_died_are_rescued_at_once,
+    a_job_abandoned_too_often_is_discarded_as_failed,
+    fresh_verdicts_are_reused_and_stale_ones_reopened,
+    an_unknown_file_is_reopened_when_uploads_become_allowed,
+    a_failed_recheck_keeps_the_earlier_verdict,
+    submission_intent_survives_a_restart,
+    the_quota_ledger_never_grants_more_than_the_window_allows,
+    a_pause_holds_every_request_of_the_key,
+    concurrent_claims_never_hand_out_a_job_twice,
+    concurrent_enqueues_of_the_same_indicators_make_one_job_each,
+);
+
+/// The reporting views read the same on both backends: the columns `sqlite3` users see are the
+/// ones `psql` users see, with the same text formats.
+async fn the_report_view_reads_the_same_on_both_backends(db: Backend) {
+    let s = db.store.clone();
+    register(&*s, "w", T0).await;
+    let mut job = hash_job(&"a".repeat(64));
+    job.source = Some(("list.txt".into(), 7));
+    s.enqueue(&[job], T0, DAY, 5).await.unwrap();
+    let claimed = s.claim("w", 1, T0, 1000).await.unwrap().pop().unwrap();
+    s.complete(&claimed, &clean(T0 + 1234), T0 + 1234)
+        .await
+        .unwrap();
+    const SQL: &str = "SELECT kind, verdict, sha256, sources, vt_link, first_seen, checked_at
+                       FROM v_report";
+    type Row = (String, String, String, String, String, String, String);
+    let row: Row = match &db.kind {
+        backends::Concrete::Sqlite(st) => sqlx::query_as(SQL).fetch_one(st.read_pool()).await,
+        backends::Concrete::Postgres(st) => sqlx::query_as(SQL).fetch_one(st.pool()).await,
+    }
+    .unwrap();
+    assert_eq!(row.0, "hash");
+    assert_eq!(row.1, "clean");
+    assert_eq!(row.2, "a".repeat(64));
+    assert_eq!(row.3, "list.txt:7");
+    assert_eq!(
+        row.4,
+        format!("https://www.virustotal.com/gui/file/{}", "a".repeat(64))
+    );
+    // T0 is 2026-09-21T14:13:20Z.
+    assert_eq!(row.5, "2026-09-21T14:13:20.000Z");
+    assert_eq!(row.6, "2026-09-21T14:13:21.234Z");
+}
+
+on_both_backends!(the_report_view_reads_the_same_on_both_backends);

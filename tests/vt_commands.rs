@@ -284,7 +284,6 @@ async fn url_id_and_file_id_cost_no_request() {
 
 #[tokio::test]
 async fn every_request_is_counted_in_the_shared_quota_ledger() {
-    use vtriage::store::Store;
     let w = world(false).await;
     let c = client(&w).await;
     vt(&c, &["file", SHA]).await.unwrap();

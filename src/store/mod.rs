@@ -1,5 +1,5 @@
 //! The durable job queue, the verdicts and the shared quota ledger, behind the [`Store`] trait
-//! (one adapter per database; SQLite in [`sqlite`]).
+//! (one adapter per database: SQLite in [`sqlite`], PostgreSQL in [`postgres`]).
 //!
 //! # The job state machine
 //!
@@ -31,6 +31,7 @@
 //!   submit again, so a crash never causes a second upload of content VirusTotal received.
 //! - The verdict is written in the same transaction that completes or discards the job.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::BTreeMap;

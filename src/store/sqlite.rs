@@ -196,7 +196,7 @@ fn job_from_row(row: &SqliteRow, owner: &str) -> Job {
 }
 
 /// The start of the UTC day and month holding `now`, as period names and their ends.
-fn periods(now: Millis) -> ((String, Millis), (String, Millis)) {
+pub(crate) fn periods(now: Millis) -> ((String, Millis), (String, Millis)) {
     let t: DateTime<Utc> = Utc.timestamp_millis_opt(now).single().unwrap_or_default();
     let day = t.date_naive();
     let next_day = day

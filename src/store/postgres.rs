@@ -1,0 +1,1019 @@
+//! The PostgreSQL adapter: the same queue, verdicts and quota ledger as [`super::sqlite`], for
+//! several daemons on several hosts sharing one database.
+//!
+//! It mirrors the SQLite adapter statement by statement; what differs is what concurrent
+//! writers need, since SQLite has one writer at a time and PostgreSQL has many:
+//! - claims lock their rows with `FOR UPDATE SKIP LOCKED` in a CTE, so two daemons never claim
+//!   the same job and never wait for each other;
+//! - `take_quota` serialises the requests of one key with a transaction-scoped advisory lock,
+//!   so every process using that key sees one sliding window, one day and one month; it is a
+//!   database function (in the migration) so that the lock is held for one round trip only;
+//! - enqueue locks the job rows it may reopen, in a fixed order, and inserts with
+//!   `ON CONFLICT DO NOTHING`, so two hosts seeing the same file make one job;
+//! - a transaction that PostgreSQL aborts as a deadlock victim is run again.
+//!
+//! Unsigned counts are stored as INTEGER/BIGINT (PostgreSQL has no unsigned types) and
+//! converted at this boundary.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
+
+use super::sqlite::{compress, decompress, periods};
+use super::{
+    Enqueued, Error, Job, JobResult, Millis, NewJob, QueueCounts, QuotaDecision, QuotaLimits,
+    QuotaUsage, RawObject, ReportQuery, ReportRow, ReportSort, Retried, Snooze, Step, Store,
+};
+use crate::indicator::Kind;
+use crate::verdict::{Stats, Verdict, VerdictRecord};
+
+/// The PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    /// Connections for every statement: PostgreSQL handles concurrent writers itself.
+    pool: PgPool,
+}
+
+/// Columns of a verdict row, in the order [`verdict_from_row`] reads them.
+const VERDICT_COLUMNS: &str = "v.verdict, v.malicious, v.suspicious, v.harmless, v.undetected, v.timeout, \
+     v.type_unsupported, v.failure, v.threat_label, v.sha256, v.md5, v.sha1, v.vt_id, v.vt_analysis_date, \
+     v.checked_at, v.note, v.error, v.raw";
+
+/// The fence of every change to a running job (binds: id, owner).
+const FENCE: &str = "id = $1 AND lease_owner = $2 AND state = 'running'";
+
+/// How often a transaction chosen as a deadlock victim is run again before the error is
+/// returned.
+const DEADLOCK_RETRIES: u32 = 5;
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/database`) and
+    /// applies the migrations. Several processes may do this at once: the migrator takes a
+    /// database-wide lock.
+    pub async fn open(url: &str) -> Result<PgStore, Error> {
+        let options = PgConnectOptions::from_str(url)?.application_name("vtriage");
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(120))
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        Ok(PgStore { pool })
+    }
+
+    /// The connection pool, for reports that stream rows.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Is this the error PostgreSQL gives the victim of a deadlock (SQLSTATE 40P01)?
+fn is_deadlock(e: &Error) -> bool {
+    matches!(e, Error::Database(db) if db.code().as_deref() == Some("40P01"))
+}
+
+/// `u32` counts as PostgreSQL integers.
+fn int(n: u32) -> i64 {
+    i64::from(n)
+}
+
+/// A stored count back as `u32` (negative values cannot be written by this adapter).
+fn count(n: i32) -> u32 {
+    u32::try_from(n).unwrap_or(0)
+}
+
+/// Inserts or replaces the verdict of a job. `keep_better`: a failed attempt does not replace a
+/// verdict VirusTotal already gave (a failed re-check must not lose the earlier verdict).
+async fn upsert_verdict(
+    conn: &mut PgConnection,
+    job_id: i64,
+    v: &VerdictRecord,
+    keep_better: bool,
+) -> Result<(), Error> {
+    let raw = v.raw.as_deref().map(compress);
+    let s = v.stats;
+    let sql = if keep_better {
+        "INSERT INTO verdicts (job_id, verdict, malicious, suspicious, harmless, undetected, timeout,
+             type_unsupported, failure, engines, threat_label, sha256, md5, sha1, vt_id, vt_analysis_date,
+             checked_at, note, error, raw)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+         ON CONFLICT (job_id) DO UPDATE SET verdict = excluded.verdict, checked_at = excluded.checked_at,
+             note = excluded.note, error = excluded.error
+         WHERE verdicts.verdict IN ('failed', 'pending')"
+    } else {
+        "INSERT INTO verdicts (job_id, verdict, malicious, suspicious, harmless, undetected, timeout,
+             type_unsupported, failure, engines, threat_label, sha256, md5, sha1, vt_id, vt_analysis_date,
+             checked_at, note, error, raw)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+         ON CONFLICT (job_id) DO UPDATE SET verdict = excluded.verdict, malicious = excluded.malicious,
+             suspicious = excluded.suspicious, harmless = excluded.harmless, undetected = excluded.undetected,
+             timeout = excluded.timeout, type_unsupported = excluded.type_unsupported,
+             failure = excluded.failure, engines = excluded.engines, threat_label = excluded.threat_label,
+             sha256 = COALESCE(excluded.sha256, verdicts.sha256), md5 = COALESCE(excluded.md5, verdicts.md5),
+             sha1 = COALESCE(excluded.sha1, verdicts.sha1), vt_id = COALESCE(excluded.vt_id, verdicts.vt_id),
+             vt_analysis_date = excluded.vt_analysis_date, checked_at = excluded.checked_at,
+             note = excluded.note, error = excluded.error, raw = COALESCE(excluded.raw, verdicts.raw)"
+    };
+    // INTEGER columns: counts beyond i32 cannot come from VirusTotal (about 70 engines).
+    let c = |f: fn(&Stats) -> u32| s.as_ref().map(|s| f(s).min(i32::MAX as u32) as i32);
+    sqlx::query(sql)
+        .bind(job_id)
+        .bind(v.verdict.as_str())
+        .bind(c(|s| s.malicious))
+        .bind(c(|s| s.suspicious))
+        .bind(c(|s| s.harmless))
+        .bind(c(|s| s.undetected))
+        .bind(c(|s| s.timeout))
+        .bind(c(|s| s.type_unsupported))
+        .bind(c(|s| s.failure))
+        .bind(c(Stats::engines))
+        .bind(&v.threat_label)
+        .bind(&v.sha256)
+        .bind(&v.md5)
+        .bind(&v.sha1)
+        .bind(&v.vt_id)
+        .bind(v.vt_analysis_date)
+        .bind(v.checked_at)
+        .bind(&v.note)
+        .bind(&v.error)
+        .bind(raw)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Reads the verdict columns starting at `at` (see [`VERDICT_COLUMNS`]); `None` when the job has
+/// no verdict (a LEFT JOIN gave NULLs).
+fn verdict_from_row(row: &PgRow, at: usize) -> Option<VerdictRecord> {
+    let name: Option<String> = row.get(at);
+    let verdict = Verdict::from_str(&name?).ok()?;
+    let n = |i: usize| row.get::<Option<i32>, _>(at + i).map(count);
+    let stats = n(1).map(|malicious| Stats {
+        malicious,
+        suspicious: n(2).unwrap_or(0),
+        harmless: n(3).unwrap_or(0),
+        undetected: n(4).unwrap_or(0),
+        timeout: n(5).unwrap_or(0),
+        type_unsupported: n(6).unwrap_or(0),
+        failure: n(7).unwrap_or(0),
+        ..Stats::default()
+    });
+    let raw: Option<Vec<u8>> = row.get(at + 17);
+    Some(VerdictRecord {
+        verdict,
+        stats,
+        threat_label: row.get(at + 8),
+        sha256: row.get(at + 9),
+        md5: row.get(at + 10),
+        sha1: row.get(at + 11),
+        vt_id: row.get(at + 12),
+        vt_analysis_date: row.get(at + 13),
+        checked_at: row.get(at + 14),
+        note: row.get(at + 15),
+        error: row.get(at + 16),
+        raw: raw.as_deref().and_then(decompress),
+    })
+}
+
+fn job_from_row(row: &PgRow, owner: &str) -> Job {
+    let kind: String = row.get("kind");
+    let step: String = row.get("step");
+    Job {
+        id: row.get("id"),
+        kind: kind.parse().unwrap_or(Kind::Hash),
+        indicator: row.get("indicator"),
+        step: Step::parse(&step),
+        attempt: count(row.get("attempt")),
+        max_attempts: count(row.get("max_attempts")),
+        allow_submit: row.get("allow_submit"),
+        submitted_at: row.get("submitted_at"),
+        analysis_id: row.get("analysis_id"),
+        polls: count(row.get("polls")),
+        owner: owner.to_owned(),
+    }
+}
+
+impl PgStore {
+    /// One attempt at [`Store::enqueue`]; `order` visits the jobs sorted by (kind, indicator),
+    /// so concurrent enqueues lock shared rows in the same order and cannot deadlock each other.
+    /// Mentions of one indicator keep their given order, so the first one decides, as in SQLite.
+    async fn enqueue_once(
+        &self,
+        jobs: &[NewJob],
+        order: &[usize],
+        now: Millis,
+        max_age_ms: i64,
+        max_attempts: u32,
+    ) -> Result<Vec<(i64, Enqueued)>, Error> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = vec![(0, Enqueued::Queued); jobs.len()];
+        for &i in order {
+            let job = &jobs[i];
+            let (id, outcome) = loop {
+                // Locks the job row: a concurrent enqueue of the same indicator waits, then sees
+                // what this one decided.
+                let existing = sqlx::query(
+                    "SELECT j.id, j.state, j.allow_submit, j.analysis_id, v.verdict, v.checked_at
+                     FROM jobs j LEFT JOIN verdicts v ON v.job_id = j.id
+                     WHERE j.kind = $1 AND j.indicator = $2 FOR UPDATE OF j",
+                )
+                .bind(job.kind.as_str())
+                .bind(&job.indicator)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = existing else {
+                    // Another host may insert the same indicator at this moment: the loser of
+                    // the race finds no row to return and reads the winner's on the next turn.
+                    let inserted: Option<i64> = sqlx::query_scalar(
+                        "INSERT INTO jobs (kind, indicator, max_attempts, scheduled_at, allow_submit,
+                             priority, created_at, updated_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $4, $4)
+                         ON CONFLICT (kind, indicator) DO NOTHING RETURNING id",
+                    )
+                    .bind(job.kind.as_str())
+                    .bind(&job.indicator)
+                    .bind(int(max_attempts) as i32)
+                    .bind(now)
+                    .bind(job.allow_submit)
+                    .bind(Step::Lookup.priority() as i32)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    match inserted {
+                        Some(id) => break (id, Enqueued::New),
+                        None => continue,
+                    }
+                };
+                let id: i64 = row.get(0);
+                let state: String = row.get(1);
+                let allowed_before: bool = row.get(2);
+                let analysis_id: Option<String> = row.get(3);
+                let verdict: Option<String> = row.get(4);
+                let checked_at: Option<Millis> = row.get(5);
+                let newly_allowed = job.allow_submit && !allowed_before;
+                let finished = state == "completed" || state == "discarded";
+                let stale = match (verdict.as_deref(), checked_at) {
+                    (None | Some("failed") | Some("pending"), _) | (_, None) => true,
+                    (Some("unknown"), _) if newly_allowed => true,
+                    (_, Some(at)) => at < now - max_age_ms,
+                };
+                if !finished {
+                    if newly_allowed {
+                        sqlx::query(
+                            "UPDATE jobs SET allow_submit = TRUE, updated_at = $2 WHERE id = $1",
+                        )
+                        .bind(id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    break (id, Enqueued::Queued);
+                } else if stale {
+                    // A pending analysis is polled again; anything else is looked up afresh.
+                    let step = if verdict.as_deref() == Some("pending") && analysis_id.is_some() {
+                        Step::Poll
+                    } else {
+                        Step::Lookup
+                    };
+                    sqlx::query(
+                        "UPDATE jobs SET state = 'available', step = $2, priority = $3, attempt = 0,
+                             max_attempts = $4, scheduled_at = $5, updated_at = $5, finished_at = NULL,
+                             allow_submit = allow_submit OR $6, last_error = NULL,
+                             submitted_at = CASE WHEN $2 = 'poll' THEN submitted_at END,
+                             analysis_id = CASE WHEN $2 = 'poll' THEN analysis_id END,
+                             polls = CASE WHEN $2 = 'poll' THEN polls ELSE 0 END
+                         WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(step.as_str())
+                    .bind(step.priority() as i32)
+                    .bind(int(max_attempts) as i32)
+                    .bind(now)
+                    .bind(job.allow_submit)
+                    .execute(&mut *tx)
+                    .await?;
+                    break (id, Enqueued::Reopened);
+                } else {
+                    break (id, Enqueued::Fresh);
+                }
+            };
+            if let Some((path, size)) = &job.path {
+                sqlx::query(
+                    "INSERT INTO file_paths (job_id, path, size, seen_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (job_id, path) DO UPDATE SET size = excluded.size, seen_at = excluded.seen_at",
+                )
+                .bind(id)
+                .bind(path)
+                .bind(i64::try_from(*size).unwrap_or(i64::MAX))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            if let Some((source, line)) = &job.source {
+                sqlx::query(
+                    "INSERT INTO sources (job_id, source, line, seen_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(id)
+                .bind(source)
+                .bind(int(*line))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            out[i] = (id, outcome);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// One attempt at [`Store::rescue`].
+    async fn rescue_once(&self, now: Millis) -> Result<u64, Error> {
+        let mut tx = self.pool.begin().await?;
+        // Rows are locked in id order and locked ones skipped (a worker is finishing them, or
+        // another daemon is rescuing them): two rescuers never deadlock, and what one skips
+        // the next round picks up if it is still abandoned.
+        let rescued: Vec<(i64, String, i32)> = sqlx::query_as(
+            "WITH abandoned AS (
+                 SELECT id FROM jobs
+                 WHERE state = 'running' AND (lease_expires_at < $1 OR lease_owner IS NULL
+                       OR lease_owner NOT IN (SELECT owner FROM workers))
+                 ORDER BY id FOR UPDATE SKIP LOCKED)
+             UPDATE jobs SET state = CASE WHEN attempt >= max_attempts THEN 'discarded' ELSE 'available' END,
+                 finished_at = CASE WHEN attempt >= max_attempts THEN $1 END,
+                 lease_owner = NULL, lease_expires_at = NULL, updated_at = $1
+             FROM abandoned WHERE jobs.id = abandoned.id
+             RETURNING jobs.id, jobs.state, jobs.attempt",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (id, _, attempts) in rescued.iter().filter(|(_, s, _)| s == "discarded") {
+            let why = format!(
+                "abandoned {attempts} times by workers that stopped or crashed while working on it"
+            );
+            upsert_verdict(&mut tx, *id, &VerdictRecord::failed(why, now), true).await?;
+        }
+        tx.commit().await?;
+        Ok(rescued.len() as u64)
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn enqueue(
+        &self,
+        jobs: &[NewJob],
+        now: Millis,
+        max_age_ms: i64,
+        max_attempts: u32,
+    ) -> Result<Vec<(i64, Enqueued)>, Error> {
+        let mut order: Vec<usize> = (0..jobs.len()).collect();
+        order.sort_by(|&a, &b| {
+            (jobs[a].kind.as_str(), &jobs[a].indicator, a).cmp(&(
+                jobs[b].kind.as_str(),
+                &jobs[b].indicator,
+                b,
+            ))
+        });
+        let mut tries = 0;
+        loop {
+            match self
+                .enqueue_once(jobs, &order, now, max_age_ms, max_attempts)
+                .await
+            {
+                Err(e) if is_deadlock(&e) && tries < DEADLOCK_RETRIES => tries += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn claim(
+        &self,
+        owner: &str,
+        n: u32,
+        now: Millis,
+        lease_ms: i64,
+    ) -> Result<Vec<Job>, Error> {
+        // SKIP LOCKED: daemons claiming at the same moment take different jobs instead of
+        // queueing behind each other's row locks.
+        let rows = sqlx::query(
+            "WITH picked AS (
+                 SELECT id FROM jobs WHERE state = 'available' AND scheduled_at <= $3
+                 ORDER BY priority DESC, scheduled_at, id LIMIT $4
+                 FOR UPDATE SKIP LOCKED),
+             claimed AS (
+                 UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires_at = $2,
+                     attempt = attempt + 1, updated_at = $3
+                 FROM picked WHERE jobs.id = picked.id
+                 RETURNING jobs.id, jobs.kind, jobs.indicator, jobs.step, jobs.attempt,
+                     jobs.max_attempts, jobs.allow_submit, jobs.submitted_at, jobs.analysis_id,
+                     jobs.polls, jobs.priority, jobs.scheduled_at)
+             SELECT * FROM claimed ORDER BY priority DESC, scheduled_at, id",
+        )
+        .bind(owner)
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(int(n))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| job_from_row(r, owner)).collect())
+    }
+
+    async fn extend_lease(&self, job: &Job, until: Millis) -> Result<bool, Error> {
+        let sql = format!("UPDATE jobs SET lease_expires_at = $3 WHERE {FENCE}");
+        let done = sqlx::query(AssertSqlSafe(sql))
+            .bind(job.id)
+            .bind(&job.owner)
+            .bind(until)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn mark_submitting(&self, job: &Job, now: Millis) -> Result<bool, Error> {
+        let sql = format!("UPDATE jobs SET submitted_at = $3, updated_at = $3 WHERE {FENCE}");
+        let done = sqlx::query(AssertSqlSafe(sql))
+            .bind(job.id)
+            .bind(&job.owner)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn snooze(&self, job: &Job, snooze: &Snooze, now: Millis) -> Result<bool, Error> {
+        let sql = format!(
+            "UPDATE jobs SET state = 'available', attempt = GREATEST(attempt - 1, 0), scheduled_at = $3,
+                 step = $4, priority = $5, analysis_id = COALESCE($6, analysis_id), polls = $7,
+                 lease_owner = NULL, lease_expires_at = NULL, updated_at = $8
+             WHERE {FENCE}"
+        );
+        let done = sqlx::query(AssertSqlSafe(sql))
+            .bind(job.id)
+            .bind(&job.owner)
+            .bind(snooze.until)
+            .bind(snooze.step.as_str())
+            .bind(snooze.step.priority() as i32)
+            .bind(&snooze.analysis_id)
+            .bind(int(snooze.polls) as i32)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn retry(
+        &self,
+        job: &Job,
+        until: Millis,
+        error: &str,
+        now: Millis,
+    ) -> Result<Retried, Error> {
+        let mut tx = self.pool.begin().await?;
+        let sql = format!(
+            "UPDATE jobs SET state = CASE WHEN attempt >= max_attempts THEN 'discarded' ELSE 'available' END,
+                 finished_at = CASE WHEN attempt >= max_attempts THEN $5 END,
+                 scheduled_at = $3, last_error = $4, lease_owner = NULL, lease_expires_at = NULL,
+                 updated_at = $5
+             WHERE {FENCE} RETURNING state"
+        );
+        let state: Option<String> = sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(job.id)
+            .bind(&job.owner)
+            .bind(until)
+            .bind(error)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let outcome = match state.as_deref() {
+            None => Retried::LeaseLost,
+            Some("discarded") => {
+                let why = format!("gave up after {} attempts: {error}", job.attempt);
+                upsert_verdict(&mut tx, job.id, &VerdictRecord::failed(why, now), true).await?;
+                Retried::Discarded
+            }
+            Some(_) => Retried::Later,
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn complete(
+        &self,
+        job: &Job,
+        verdict: &VerdictRecord,
+        now: Millis,
+    ) -> Result<bool, Error> {
+        finish(&self.pool, job, "completed", verdict, now).await
+    }
+
+    async fn discard(
+        &self,
+        job: &Job,
+        verdict: &VerdictRecord,
+        now: Millis,
+    ) -> Result<bool, Error> {
+        finish(&self.pool, job, "discarded", verdict, now).await
+    }
+
+    async fn release(&self, job: &Job, now: Millis) -> Result<bool, Error> {
+        let sql = format!(
+            "UPDATE jobs SET state = 'available', attempt = GREATEST(attempt - 1, 0), lease_owner = NULL,
+                 lease_expires_at = NULL, updated_at = $3
+             WHERE {FENCE}"
+        );
+        let done = sqlx::query(AssertSqlSafe(sql))
+            .bind(job.id)
+            .bind(&job.owner)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn rescue(&self, now: Millis) -> Result<u64, Error> {
+        let mut tries = 0;
+        loop {
+            match self.rescue_once(now).await {
+                Err(e) if is_deadlock(&e) && tries < DEADLOCK_RETRIES => tries += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        owner: &str,
+        host: &str,
+        pid: u32,
+        now: Millis,
+        stale_ms: i64,
+        dead: &[String],
+    ) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO workers (owner, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $4)
+             ON CONFLICT (owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+        )
+        .bind(owner)
+        .bind(host)
+        .bind(int(pid))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM workers WHERE heartbeat_at < $1")
+            .bind(now - stale_ms)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM workers WHERE owner = ANY($1)")
+            .bind(dead)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+
+    async fn workers(&self) -> Result<Vec<(String, String, u32, Millis)>, Error> {
+        let rows: Vec<(String, String, i64, Millis)> =
+            sqlx::query_as("SELECT owner, host, pid, heartbeat_at FROM workers ORDER BY host, pid")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(owner, host, pid, beat)| (owner, host, u32::try_from(pid).unwrap_or(0), beat))
+            .collect())
+    }
+
+    async fn unregister(&self, owner: &str) -> Result<(), Error> {
+        sqlx::query("DELETE FROM workers WHERE owner = $1")
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn file_paths(&self, job_id: i64) -> Result<Vec<String>, Error> {
+        sqlx::query_scalar(
+            "SELECT path FROM file_paths WHERE job_id = $1 ORDER BY seen_at DESC, path",
+        )
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    async fn fresh_verdict_for_hash(
+        &self,
+        hash: &str,
+        since: Millis,
+    ) -> Result<Option<VerdictRecord>, Error> {
+        let sql = format!(
+            "SELECT {VERDICT_COLUMNS} FROM verdicts v
+             WHERE (v.sha256 = $1 OR v.md5 = $1 OR v.sha1 = $1) AND v.checked_at >= $2
+               AND v.verdict IN ('malicious', 'suspicious', 'clean')
+             ORDER BY v.checked_at DESC LIMIT 1"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(hash)
+            .bind(since)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.and_then(|r| verdict_from_row(&r, 0)))
+    }
+
+    async fn results(&self, ids: &[i64]) -> Result<Vec<JobResult>, Error> {
+        let sql = format!(
+            "SELECT j.id, j.kind, j.indicator, j.state, {VERDICT_COLUMNS}
+             FROM jobs j LEFT JOIN verdicts v ON v.job_id = j.id WHERE j.id = $1"
+        );
+        let mut out = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let Some(row) = sqlx::query(AssertSqlSafe(sql.clone()))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+            else {
+                continue;
+            };
+            let kind: String = row.get(1);
+            out.push(JobResult {
+                id,
+                kind: kind.parse().unwrap_or(Kind::Hash),
+                indicator: row.get(2),
+                state: row.get(3),
+                verdict: verdict_from_row(&row, 4),
+                paths: self.file_paths(id).await?,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn unfinished(&self, ids: &[i64]) -> Result<u64, Error> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE state IN ('available', 'running') AND id = ANY($1)",
+        )
+        .bind(ids)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
+    }
+
+    async fn counts(&self) -> Result<QueueCounts, Error> {
+        let mut counts = QueueCounts::default();
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT state, kind, COUNT(*) FROM jobs GROUP BY state, kind")
+                .fetch_all(&self.pool)
+                .await?;
+        for (state, kind, n) in rows {
+            counts
+                .by_state
+                .entry(state)
+                .or_default()
+                .insert(kind, n as u64);
+        }
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT verdict, COUNT(*) FROM verdicts GROUP BY verdict")
+                .fetch_all(&self.pool)
+                .await?;
+        counts.by_verdict = rows.into_iter().map(|(v, n)| (v, n as u64)).collect();
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT step, COUNT(*) FROM jobs WHERE state IN ('available', 'running') GROUP BY step",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        counts.remaining_by_step = rows.into_iter().map(|(s, n)| (s, n as u64)).collect();
+        counts.oldest_pending = sqlx::query_as(
+            "SELECT indicator, created_at FROM jobs WHERE state IN ('available', 'running')
+             ORDER BY created_at, id LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        counts.last_errors = sqlx::query_as(
+            "SELECT indicator, last_error, updated_at FROM jobs WHERE last_error IS NOT NULL
+             ORDER BY updated_at DESC LIMIT 5",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(counts)
+    }
+
+    async fn recheck(
+        &self,
+        verdicts: &[Verdict],
+        kinds: &[Kind],
+        older_than: Millis,
+        now: Millis,
+    ) -> Result<u64, Error> {
+        // Empty filters mean "all"; arrays keep the statement fixed.
+        let verdicts: Vec<&str> = verdicts.iter().map(|v| v.as_str()).collect();
+        let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'available', attempt = 0, scheduled_at = $2, updated_at = $2,
+                 finished_at = NULL, last_error = NULL,
+                 step = CASE WHEN analysis_id IS NOT NULL AND
+                     (SELECT verdict FROM verdicts WHERE job_id = jobs.id) = 'pending' THEN 'poll' ELSE 'lookup' END,
+                 priority = CASE WHEN analysis_id IS NOT NULL AND
+                     (SELECT verdict FROM verdicts WHERE job_id = jobs.id) = 'pending' THEN 2 ELSE 1 END
+             WHERE id IN (SELECT j.id FROM jobs j JOIN verdicts v ON v.job_id = j.id
+                          WHERE j.state IN ('completed', 'discarded') AND v.checked_at < $1
+                            AND (cardinality($3::text[]) = 0 OR v.verdict = ANY($3))
+                            AND (cardinality($4::text[]) = 0 OR j.kind = ANY($4)))",
+        )
+        .bind(older_than)
+        .bind(now)
+        .bind(&verdicts)
+        .bind(&kinds)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn take_quota(
+        &self,
+        key_id: &str,
+        limits: &QuotaLimits,
+        now: Millis,
+    ) -> Result<QuotaDecision, Error> {
+        let ((day, day_end), (month, month_end)) = periods(now);
+        // One statement: the check, the per-key lock and the record are the database function
+        // `take_quota` (migrations/postgres), so the lock is held for one round trip's work.
+        let (decision, at): (String, Millis) = sqlx::query_as(
+            "SELECT o_decision, o_at FROM take_quota($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(key_id)
+        .bind(now)
+        .bind(i32::try_from(limits.requests).unwrap_or(i32::MAX))
+        .bind(limits.window_ms)
+        .bind(int(limits.daily))
+        .bind(limits.monthly.map(int))
+        .bind(day)
+        .bind(day_end)
+        .bind(month)
+        .bind(month_end)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(match decision.as_str() {
+            "granted" => QuotaDecision::Granted,
+            "exhausted" => QuotaDecision::Exhausted(at),
+            _ => QuotaDecision::WaitUntil(at),
+        })
+    }
+
+    async fn pause_quota(&self, key_id: &str, until: Millis) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO quota_pauses (key_id, until) VALUES ($1, $2)
+             ON CONFLICT (key_id) DO UPDATE SET until = GREATEST(quota_pauses.until, excluded.until)",
+        )
+        .bind(key_id)
+        .bind(until)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn quota_keys(&self) -> Result<Vec<String>, Error> {
+        sqlx::query_scalar(
+            "SELECT key_id FROM quota_periods GROUP BY key_id ORDER BY MAX(period) DESC",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    async fn quota_usage(
+        &self,
+        key_id: &str,
+        window_ms: i64,
+        now: Millis,
+    ) -> Result<QuotaUsage, Error> {
+        let ((day, _), (month, _)) = periods(now);
+        let in_window: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM quota_log WHERE key_id = $1 AND at > $2")
+                .bind(key_id)
+                .bind(now - window_ms)
+                .fetch_one(&self.pool)
+                .await?;
+        let used = |period: String| {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT used FROM quota_periods WHERE key_id = $1 AND period = $2",
+            )
+            .bind(key_id.to_owned())
+            .bind(period)
+        };
+        let today = used(day).fetch_optional(&self.pool).await?.unwrap_or(0);
+        let this_month = used(month).fetch_optional(&self.pool).await?.unwrap_or(0);
+        let paused_until: Option<Millis> =
+            sqlx::query_scalar("SELECT until FROM quota_pauses WHERE key_id = $1")
+                .bind(key_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(QuotaUsage {
+            in_window: in_window as u64,
+            today: today as u64,
+            this_month: this_month as u64,
+            paused_until: paused_until.filter(|&u| u > now),
+        })
+    }
+
+    fn report(&self, query: &ReportQuery) -> BoxStream<'_, Result<ReportRow, Error>> {
+        let (sql, texts) = report_sql(query);
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for text in texts {
+            q = q.bind(text);
+        }
+        // NULL: no limit.
+        let limit = query.limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+        q.bind(limit)
+            .fetch(&self.pool)
+            .map(|row| row.and_then(|row| report_row(&row)))
+            .boxed()
+    }
+
+    async fn raw_object(&self, indicator: &str) -> Result<Option<RawObject>, Error> {
+        // One indexed look-up per way of naming the object, instead of an OR across tables
+        // that would scan every job.
+        let row = sqlx::query(
+            "SELECT j.kind, j.indicator, v.raw FROM jobs j LEFT JOIN verdicts v ON v.job_id = j.id
+             WHERE j.id IN (SELECT id FROM jobs WHERE indicator IN ($1, lower($1))
+                            UNION SELECT job_id FROM verdicts WHERE sha256 = lower($1)
+                            UNION SELECT job_id FROM verdicts WHERE md5 = lower($1)
+                            UNION SELECT job_id FROM verdicts WHERE sha1 = lower($1))
+             ORDER BY v.raw IS NULL, v.checked_at DESC, j.id LIMIT 1",
+        )
+        .bind(indicator)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let kind: String = row.get(0);
+        let blob: Option<Vec<u8>> = row.get(2);
+        Ok(Some(RawObject {
+            kind: kind.parse().unwrap_or(Kind::Hash),
+            indicator: row.get(1),
+            json: blob.as_deref().and_then(decompress),
+        }))
+    }
+}
+
+/// The report query for `query`, and the user-given texts to bind in order (`$1`, `$2`, ...;
+/// the limit is bound last). Job ids, times, verdict and kind filters are numbers or enum
+/// names, never user text, so they are inlined. The same query as SQLite's, in PostgreSQL's
+/// dialect (`json_agg` for `json_group_array`, `right` for a negative `substr`).
+fn report_sql(query: &ReportQuery) -> (String, Vec<String>) {
+    let quoted = |names: Vec<&str>| {
+        names
+            .iter()
+            .map(|n| format!("'{n}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut filter = String::new();
+    let mut texts = Vec::new();
+    if !query.jobs.is_empty() {
+        let ids: Vec<String> = query.jobs.iter().map(i64::to_string).collect();
+        filter += &format!(" AND j.id IN ({})", ids.join(", "));
+    }
+    if !query.verdicts.is_empty() {
+        let names = query.verdicts.iter().map(|v| v.as_str()).collect();
+        filter += &format!(" AND v.verdict IN ({})", quoted(names));
+    }
+    if !query.kinds.is_empty() {
+        let names = query.kinds.iter().map(|k| k.as_str()).collect();
+        filter += &format!(" AND j.kind IN ({})", quoted(names));
+    }
+    if query.only_with_paths {
+        filter += " AND EXISTS (SELECT 1 FROM file_paths p WHERE p.job_id = j.id)";
+    }
+    if !query.sources.is_empty() {
+        let mut any = Vec::new();
+        for source in &query.sources {
+            // "lists/a.txt/" and "lists/a.txt" name the same thing.
+            let trimmed = source.trim_end_matches('/');
+            texts.push(if trimmed.is_empty() {
+                source.clone()
+            } else {
+                trimmed.to_owned()
+            });
+            let n = texts.len();
+            // A list by its stored name or its file name; a file by its path or a folder above it.
+            any.push(format!(
+                "EXISTS (SELECT 1 FROM sources s WHERE s.job_id = j.id
+                     AND (s.source = ${n} OR right(s.source, length(${n}) + 1) = '/' || ${n}))
+                 OR EXISTS (SELECT 1 FROM file_paths p WHERE p.job_id = j.id
+                     AND (p.path = ${n} OR substr(p.path, 1, length(${n}) + 1) = rtrim(${n}, '/') || '/'))"
+            ));
+        }
+        filter += &format!(" AND ({})", any.join(" OR "));
+    }
+    for (bound, op) in [(query.since, ">="), (query.until, "<")] {
+        if let Some(at) = bound {
+            filter += &format!(" AND v.checked_at {op} {at}");
+        }
+    }
+    let rank = |names: Vec<&str>, column: &str| {
+        let arms: String = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!(" WHEN '{n}' THEN {i}"))
+            .collect();
+        format!("CASE {column}{arms} ELSE {} END", names.len())
+    };
+    let order = match query.sort {
+        ReportSort::FirstSeen => "j.id".to_owned(),
+        ReportSort::CheckedAt => "v.checked_at DESC, j.id".to_owned(),
+        ReportSort::Verdict => format!(
+            "{}, COALESCE(v.malicious, -1) DESC, j.id",
+            rank(
+                Verdict::ALL.iter().map(|v| v.as_str()).collect(),
+                "v.verdict"
+            )
+        ),
+        ReportSort::Indicator => "j.indicator, j.id".to_owned(),
+        ReportSort::Malicious => "COALESCE(v.malicious, -1) DESC, j.id".to_owned(),
+        ReportSort::Kind => format!(
+            "{}, j.id",
+            rank(Kind::ALL.iter().map(|k| k.as_str()).collect(), "j.kind")
+        ),
+    };
+    let limit = texts.len() + 1;
+    let columns = VERDICT_COLUMNS.replace("v.raw", "NULL::bytea");
+    let sql = format!(
+        "SELECT j.id, j.kind, j.indicator, j.state, j.created_at, j.last_error,
+             (SELECT json_agg(p.path ORDER BY p.path)::text FROM file_paths p WHERE p.job_id = j.id),
+             (SELECT json_agg(json_build_array(s.source, s.line) ORDER BY s.source, s.line)::text
+                FROM sources s WHERE s.job_id = j.id),
+             {columns}
+         FROM jobs j LEFT JOIN verdicts v ON v.job_id = j.id
+         WHERE 1 = 1{filter}
+         ORDER BY {order}
+         LIMIT ${limit}"
+    );
+    (sql, texts)
+}
+
+/// Reads a row of [`report_sql`].
+fn report_row(row: &PgRow) -> Result<ReportRow, Error> {
+    let kind: String = row.try_get(1)?;
+    let paths: Option<String> = row.try_get(6)?;
+    let sources: Option<String> = row.try_get(7)?;
+    let decode = |e: serde_json::Error| Error::Decode(Box::new(e));
+    let paths: Vec<String> = match paths {
+        Some(json) => serde_json::from_str(&json).map_err(decode)?,
+        None => Vec::new(),
+    };
+    let sources: Vec<(String, u32)> = match sources {
+        Some(json) => serde_json::from_str(&json).map_err(decode)?,
+        None => Vec::new(),
+    };
+    Ok(ReportRow {
+        job: JobResult {
+            id: row.try_get(0)?,
+            kind: kind.parse().unwrap_or(Kind::Hash),
+            indicator: row.try_get(2)?,
+            state: row.try_get(3)?,
+            verdict: verdict_from_row(row, 8),
+            paths,
+        },
+        sources,
+        created_at: row.try_get(4)?,
+        last_error: row.try_get(5)?,
+    })
+}
+
+/// Completes or discards a running job and writes its verdict, in one transaction.
+async fn finish(
+    pool: &PgPool,
+    job: &Job,
+    state: &'static str,
+    verdict: &VerdictRecord,
+    now: Millis,
+) -> Result<bool, Error> {
+    let mut tx = pool.begin().await?;
+    let sql = format!(
+        "UPDATE jobs SET state = $3, finished_at = $4, updated_at = $4, lease_owner = NULL,
+             lease_expires_at = NULL, last_error = $5
+         WHERE {FENCE}"
+    );
+    let done = sqlx::query(AssertSqlSafe(sql))
+        .bind(job.id)
+        .bind(&job.owner)
+        .bind(state)
+        .bind(now)
+        .bind(&verdict.error)
+        .execute(&mut *tx)
+        .await?;
+    if done.rows_affected() != 1 {
+        return Ok(false);
+    }
+    upsert_verdict(&mut tx, job.id, verdict, state == "discarded").await?;
+    tx.commit().await?;
+    Ok(true)
+}

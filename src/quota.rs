@@ -70,8 +70,9 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    /// A limiter for `key_id`. The window is widened by 2% (at least 10 ms, at most 1 s): the
-    /// server counts arrival times, and a request's latency varies by more than zero.
+    /// A limiter for `key_id`. The window is widened by 5% (at least 50 ms, at most 1 s): the
+    /// server counts arrival times, and on a loaded machine one request's latency can exceed
+    /// another's by tens of milliseconds. (1 s of a 60 s window costs under 2% of throughput.)
     pub fn new(
         store: Arc<dyn Store>,
         key_id: String,
@@ -79,7 +80,7 @@ impl Limiter {
         shutdown: CancellationToken,
     ) -> Limiter {
         let window_ms = (cfg.window_secs * 1000.0).round() as i64;
-        let margin = (window_ms / 50).clamp(10, 1000);
+        let margin = (window_ms / 20).clamp(50, 1000);
         Limiter {
             store,
             key_id,

@@ -273,13 +273,13 @@ async fn dead_local_workers(store: &dyn Store, host: &str) -> Vec<String> {
     };
     workers
         .into_iter()
-        .filter(|(_, h, pid, _)| {
-            h == host
-                && *pid != std::process::id()
+        .filter(|w| {
+            w.host == host
+                && w.pid != i64::from(std::process::id())
                 && Path::new("/proc/self").exists()
-                && !Path::new(&format!("/proc/{pid}")).exists()
+                && !Path::new(&format!("/proc/{}", w.pid)).exists()
         })
-        .map(|(owner, ..)| owner)
+        .map(|w| w.owner)
         .collect()
 }
 

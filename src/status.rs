@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::store::{Millis, QueueCounts, QuotaUsage, Store, now_millis};
+use crate::store::{Millis, QueueCounts, QuotaUsage, Store, WorkerInfo, now_millis};
 
 /// Everything `status` shows.
 #[derive(Debug, Serialize)]
@@ -21,8 +21,8 @@ pub struct Status {
     pub quota: Option<QuotaUsage>,
     /// The limits in force.
     pub limits: Limits,
-    /// Workers: owner, host, pid, seconds since the last heartbeat.
-    pub workers: Vec<(String, String, u32, i64)>,
+    /// Worker processes: host, pid, last heartbeat, jobs in flight.
+    pub workers: Vec<WorkerInfo>,
     /// Lower bound of the requests the backlog needs.
     pub requests_needed: u64,
     /// Estimated seconds until the backlog is done at the configured quota.
@@ -62,12 +62,7 @@ pub async fn gather(store: &dyn Store, config: &Config) -> anyhow::Result<Status
         Some(k) => Some(store.quota_usage(&k, window_ms, now).await?),
         None => None,
     };
-    let workers = store
-        .workers()
-        .await?
-        .into_iter()
-        .map(|(owner, host, pid, beat)| (owner, host, pid, (now - beat) / 1000))
-        .collect();
+    let workers = store.workers().await?;
     // Every unfinished job needs at least one more request (a lookup or a poll).
     let requests_needed = remaining;
     let eta_secs = eta(
@@ -189,8 +184,12 @@ pub fn render(s: &Status) -> String {
             human_duration(((now_millis() - created) / 1000).max(0) as u64)
         );
     }
-    for (owner, _, _, ago) in &s.workers {
-        out += &format!("worker: {owner} (heartbeat {ago} s ago)\n");
+    for w in &s.workers {
+        let ago = (now_millis() - w.heartbeat_at).max(0) / 1000;
+        out += &format!(
+            "worker: {} ({} in flight, heartbeat {ago} s ago)\n",
+            w.owner, w.in_flight
+        );
     }
     for (indicator, error, _) in &s.queue.last_errors {
         out += &format!("recent error: {indicator}: {error}\n");

@@ -2,13 +2,11 @@
 //! database.
 
 use std::io::{self, Write};
-use std::path::Path;
 
 use clap::Args;
 
 use super::{Error, Filter, Format, SortKey, parse_list, parse_time, records, write};
 use crate::config::Config;
-use crate::store::sqlite::SqliteStore;
 use crate::store::{Millis, ReportQuery, now_millis};
 
 /// `vtriage report`
@@ -74,18 +72,16 @@ impl ReportArgs {
 /// Runs `vtriage report`; returns the exit code.
 pub async fn run(args: &ReportArgs, config: &Config) -> anyhow::Result<i32> {
     let filter = args.filter(now_millis())?;
-    let store = SqliteStore::open(Path::new(&config.db))
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", config.db))?;
+    let store = crate::pipeline::open_store(config).await?;
     if let Some(indicator) = &args.raw {
-        let text = super::raw(&store, indicator).await?;
+        let text = super::raw(&*store, indicator).await?;
         println!("{text}");
         return Ok(0);
     }
     let format = args.format.unwrap_or_else(Format::default_for_stdout);
     let out = io::BufWriter::new(io::stdout());
     finish_output(
-        write(records(&store, &filter), format, out)
+        write(records(&*store, &filter), format, out)
             .await
             .map(|_| ()),
     )?;

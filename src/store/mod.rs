@@ -199,6 +199,21 @@ pub struct JobResult {
     pub paths: Vec<String>,
 }
 
+/// A worker process registered in the database.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct WorkerInfo {
+    /// Its lease name: `host:pid:start`.
+    pub owner: String,
+    /// The host it runs on.
+    pub host: String,
+    /// Its process id on that host.
+    pub pid: i64,
+    /// Its last heartbeat.
+    pub heartbeat_at: Millis,
+    /// Jobs it holds right now.
+    pub in_flight: i64,
+}
+
 /// The quota limits that one API key must honour.
 #[derive(Debug, Clone, Copy)]
 pub struct QuotaLimits {
@@ -309,8 +324,8 @@ pub trait Store: Send + Sync + 'static {
         dead: &[String],
     ) -> Result<(), Error>;
 
-    /// Registered workers: (owner, host, pid, heartbeat_at).
-    async fn workers(&self) -> Result<Vec<(String, String, u32, Millis)>, Error>;
+    /// Registered worker processes, with the jobs each holds.
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, Error>;
 
     /// Unregisters a worker (clean shutdown).
     async fn unregister(&self, owner: &str) -> Result<(), Error>;

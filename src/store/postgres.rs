@@ -28,6 +28,7 @@ use super::sqlite::{compress, decompress, periods};
 use super::{
     Enqueued, Error, Job, JobResult, Millis, NewJob, QueueCounts, QuotaDecision, QuotaLimits,
     QuotaUsage, RawObject, ReportQuery, ReportRow, ReportSort, Retried, Snooze, Step, Store,
+    WorkerInfo,
 };
 use crate::indicator::Kind;
 use crate::verdict::{Stats, Verdict, VerdictRecord};
@@ -582,15 +583,14 @@ impl Store for PgStore {
         tx.commit().await
     }
 
-    async fn workers(&self) -> Result<Vec<(String, String, u32, Millis)>, Error> {
-        let rows: Vec<(String, String, i64, Millis)> =
-            sqlx::query_as("SELECT owner, host, pid, heartbeat_at FROM workers ORDER BY host, pid")
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(owner, host, pid, beat)| (owner, host, u32::try_from(pid).unwrap_or(0), beat))
-            .collect())
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, Error> {
+        sqlx::query_as(
+            "SELECT w.owner, w.host, w.pid, w.heartbeat_at,
+                    (SELECT COUNT(*) FROM jobs j WHERE j.lease_owner = w.owner AND j.state = 'running') AS in_flight
+             FROM workers w ORDER BY w.host, w.pid",
+        )
+        .fetch_all(&self.pool)
+        .await
     }
 
     async fn unregister(&self, owner: &str) -> Result<(), Error> {

@@ -20,6 +20,7 @@ use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
 use super::{
     Enqueued, Error, Job, JobResult, Millis, NewJob, QueueCounts, QuotaDecision, QuotaLimits,
     QuotaUsage, RawObject, ReportQuery, ReportRow, ReportSort, Retried, Snooze, Step, Store,
+    WorkerInfo,
 };
 use crate::indicator::Kind;
 use crate::verdict::{Stats, Verdict, VerdictRecord};
@@ -545,10 +546,14 @@ impl Store for SqliteStore {
         tx.commit().await
     }
 
-    async fn workers(&self) -> Result<Vec<(String, String, u32, Millis)>, Error> {
-        sqlx::query_as("SELECT owner, host, pid, heartbeat_at FROM workers ORDER BY host, pid")
-            .fetch_all(&self.read)
-            .await
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, Error> {
+        sqlx::query_as(
+            "SELECT w.owner, w.host, w.pid, w.heartbeat_at,
+                    (SELECT COUNT(*) FROM jobs j WHERE j.lease_owner = w.owner AND j.state = 'running') AS in_flight
+             FROM workers w ORDER BY w.host, w.pid",
+        )
+        .fetch_all(&self.read)
+        .await
     }
 
     async fn unregister(&self, owner: &str) -> Result<(), Error> {

@@ -83,7 +83,7 @@ fn fixture_objects() -> Vec<Vec<u8>> {
     out
 }
 
-#[path = "workload.rs"]
+#[path = "support/workload.rs"]
 mod workload;
 use workload::ioc_lines as vtriage_bench_list;
 

@@ -653,7 +653,10 @@ mod tests {
         // The best any schedule of 1.5 polls can do on U(20 s, 120 s) is about 23 s late.
         assert!(late < 35_000.0, "verdicts {late} ms late on average");
         let first = clock.first_delay();
-        assert!((70_000..=100_000).contains(&first), "first poll at {first} ms");
+        assert!(
+            (70_000..=100_000).contains(&first),
+            "first poll at {first} ms"
+        );
     }
 
     #[test]

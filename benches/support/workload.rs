@@ -5,7 +5,7 @@
 pub struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -14,14 +14,14 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
 }
 
 fn hex_of(rng: &mut Rng, chars: usize) -> String {
     let mut s = String::with_capacity(chars);
     while s.len() < chars {
-        s.push_str(&format!("{:016x}", rng.next()));
+        s.push_str(&format!("{:016x}", rng.next_u64()));
     }
     s.truncate(chars);
     s

@@ -166,6 +166,7 @@ impl Pipeline {
             owner: owner.clone(),
             fatal: CancellationToken::new(),
             fatal_reason: Arc::new(Mutex::new(None)),
+            poll_clock: Arc::new(crate::worker::PollClock::new(&config.poll)),
         };
         let pipeline = Pipeline {
             store,

@@ -41,6 +41,8 @@ pub struct Worker {
     pub fatal: CancellationToken,
     /// The fatal error, for the user.
     pub fatal_reason: Arc<std::sync::Mutex<Option<String>>>,
+    /// When to poll analyses, learned from what earlier polls saw (shared by all workers).
+    pub poll_clock: Arc<PollClock>,
 }
 
 /// What to do with a job after one claim.
@@ -324,7 +326,7 @@ impl Worker {
     }
 
     fn first_poll(&self, analysis_id: String) -> Outcome {
-        let delay = (self.config.poll.first_delay_secs * 1000.0) as i64;
+        let delay = self.poll_clock.first_delay();
         Outcome::Snooze(Snooze {
             until: now_millis() + delay,
             step: Step::Poll,
@@ -341,11 +343,31 @@ impl Worker {
                 "no analysis id; looking the object up",
             );
         };
-        match self.client.get_analysis(id).await {
+        let result = self.client.get_analysis(id).await;
+        let now = now_millis();
+        let waited = job.submitted_at.map(|at| now - at);
+        match result {
             Ok(a) if a.status == AnalysisStatus::Completed => {
+                if let Some(waited) = waited {
+                    self.poll_clock.observe(job.polls, waited, true);
+                }
                 Outcome::Complete(verdict_of_analysis(&a, &self.config))
             }
-            Ok(_) => self.wait_for_analysis(job, Step::Poll, "analysis not finished"),
+            Ok(_) => {
+                let Some(waited) = waited else {
+                    return self.wait_for_analysis(job, Step::Poll, "analysis not finished");
+                };
+                self.poll_clock.observe(job.polls, waited, false);
+                match self.give_up(job, now, "analysis not finished") {
+                    Some(pending) => pending,
+                    None => Outcome::Snooze(Snooze {
+                        until: now + self.poll_clock.next_delay(job.polls + 1, waited),
+                        step: Step::Poll,
+                        analysis_id: None,
+                        polls: job.polls + 1,
+                    }),
+                }
+            }
             // The analysis is gone (expired): the object itself tells the verdict.
             Err(vt::Error::NotFound) => {
                 self.wait_for_analysis(job, Step::Lookup, "analysis expired")
@@ -357,17 +379,8 @@ impl Worker {
     /// Snoozes until the next poll, or records `pending` once polling has gone on too long.
     fn wait_for_analysis(&self, job: &Job, step: Step, why: &str) -> Outcome {
         let now = now_millis();
-        let started = job.submitted_at.unwrap_or(now);
-        let give_up = (self.config.poll.give_up_after_secs * 1000.0) as i64;
-        if job.submitted_at.is_some() && now - started >= give_up && job.analysis_id.is_some() {
-            return Outcome::Complete(VerdictRecord::noted(
-                Verdict::Pending,
-                format!(
-                    "{why} after {} s; it will be polled again later",
-                    (now - started) / 1000
-                ),
-                now,
-            ));
+        if let Some(pending) = self.give_up(job, now, why) {
+            return pending;
         }
         let polls = job.polls + 1;
         Outcome::Snooze(Snooze {
@@ -375,6 +388,22 @@ impl Worker {
             step,
             analysis_id: None,
             polls,
+        })
+    }
+
+    /// `pending` (the analysis id kept) once polling has gone on for `give_up_after_secs`.
+    fn give_up(&self, job: &Job, now: Millis, why: &str) -> Option<Outcome> {
+        let started = job.submitted_at?;
+        let give_up = (self.config.poll.give_up_after_secs * 1000.0) as i64;
+        (now - started >= give_up && job.analysis_id.is_some()).then(|| {
+            Outcome::Complete(VerdictRecord::noted(
+                Verdict::Pending,
+                format!(
+                    "{why} after {} s; it will be polled again later",
+                    (now - started) / 1000
+                ),
+                now,
+            ))
         })
     }
 
@@ -408,6 +437,103 @@ impl Worker {
             e if e.is_retryable() => Outcome::Retry(e.to_string()),
             e => Outcome::Discard(VerdictRecord::failed(e.to_string(), now)),
         }
+    }
+}
+
+/// Fraction of analyses the first poll should find finished.
+const FIRST_QUANTILE: f64 = 0.65;
+/// Fraction of the analyses still running at the first poll that the second should find finished.
+const SECOND_QUANTILE: f64 = 0.9;
+/// Learning rate, in log-time: one observation moves an estimate by at most about 15 %.
+const STEP: f64 = 0.15;
+
+/// When to poll analyses, learned from what the polls see.
+///
+/// Every poll costs quota, so polling on a fixed clock (vt-py: every 20 s) wastes it: with
+/// analyses of 20 to 120 s that is about 4 polls per analysis. Instead the first poll is made
+/// when about [`FIRST_QUANTILE`] of analyses are done, and the second when about
+/// [`SECOND_QUANTILE`] of the rest are; after that the interval backs off by 1.5. Each estimate
+/// is a stochastic quantile estimate (Robbins-Monro, in log-time): a poll that finds the analysis
+/// finished nudges it down by `STEP * (1 - q)`, one that finds it running nudges it up by
+/// `STEP * q`, so it settles where a fraction `q` are done; it follows a change in VirusTotal's
+/// load within tens of analyses. A nudge starts from the time that poll really waited, so a burst
+/// of analyses scheduled with the same estimate moves it about once, not once per analysis.
+///
+/// The estimates live in memory: a restarted daemon starts again from `[poll] first_delay_secs`.
+#[derive(Debug)]
+pub struct PollClock {
+    estimates: std::sync::Mutex<PollEstimates>,
+    /// The shortest delay ever used (a twentieth of the configured first delay).
+    min_ms: f64,
+    /// The longest delay ever used for the first two polls (`give_up_after_secs`).
+    max_ms: f64,
+    /// `[poll] max_interval_secs`, for the back-off after the second poll.
+    max_interval_ms: f64,
+}
+
+/// The learned times since submission, in milliseconds.
+#[derive(Debug, Clone, Copy)]
+struct PollEstimates {
+    first_ms: f64,
+    second_ms: f64,
+}
+
+impl PollClock {
+    /// Starts from `first_delay_secs` (and twice that for the second poll).
+    pub fn new(poll: &crate::config::PollConfig) -> PollClock {
+        let first = (poll.first_delay_secs * 1000.0).max(1.0);
+        let max_ms = (poll.give_up_after_secs * 1000.0).max(first);
+        PollClock {
+            estimates: std::sync::Mutex::new(PollEstimates {
+                first_ms: first,
+                second_ms: (2.0 * first).min(max_ms),
+            }),
+            min_ms: (first / 20.0).max(1.0),
+            max_ms,
+            max_interval_ms: (poll.max_interval_secs * 1000.0).max(1.0),
+        }
+    }
+
+    fn estimates(&self) -> PollEstimates {
+        *self.estimates.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How long after a submission to poll the analysis for the first time.
+    pub fn first_delay(&self) -> Millis {
+        self.estimates().first_ms as Millis
+    }
+
+    /// Records what a poll saw: `polls_before` polls had been made before it (0 for the first),
+    /// `waited_ms` had passed since the submission, and the analysis was `done` or not.
+    pub fn observe(&self, polls_before: u32, waited_ms: Millis, done: bool) {
+        let mut e = self.estimates.lock().unwrap_or_else(|p| p.into_inner());
+        let waited = (waited_ms as f64).max(1.0);
+        let (estimate, q) = match polls_before {
+            0 => (&mut e.first_ms, FIRST_QUANTILE),
+            1 => (&mut e.second_ms, SECOND_QUANTILE),
+            _ => return,
+        };
+        *estimate = if done {
+            let down = (-STEP * (1.0 - q)).exp();
+            estimate.min((*estimate * down).max(waited * down))
+        } else {
+            let up = (STEP * q).exp();
+            estimate.max((*estimate * up).min(waited * up))
+        }
+        .clamp(self.min_ms, self.max_ms);
+    }
+
+    /// How long to wait before poll number `polls + 1` of an analysis submitted `waited_ms` ago
+    /// that `polls` polls have found unfinished.
+    pub fn next_delay(&self, polls: u32, waited_ms: Millis) -> Millis {
+        let e = self.estimates();
+        let gap = (e.second_ms - e.first_ms).max(self.min_ms);
+        let delay = if polls <= 1 {
+            (e.second_ms.max(e.first_ms + self.min_ms) - waited_ms as f64).max(self.min_ms)
+        } else {
+            (gap * 1.5f64.powi(polls.saturating_sub(1).min(60) as i32)).min(self.max_interval_ms)
+        };
+        delay.max(1.0) as Millis
     }
 }
 
@@ -474,4 +600,87 @@ pub fn verdict_of_analysis(analysis: &Analysis, config: &Config) -> VerdictRecor
     record.vt_analysis_date = analysis.date;
     record.raw = serde_json::to_vec(&analysis.raw).ok();
     record
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PollConfig;
+
+    fn clock(first_delay_secs: f64) -> PollClock {
+        PollClock::new(&PollConfig {
+            first_delay_secs,
+            max_interval_secs: 300.0,
+            give_up_after_secs: 3600.0,
+        })
+    }
+
+    /// Polls one analysis of `duration` ms the way the worker does; returns the polls made and
+    /// how late the verdict was seen.
+    fn poll_one(clock: &PollClock, duration: Millis) -> (u32, Millis) {
+        let mut at = clock.first_delay();
+        let mut polls = 0;
+        loop {
+            let done = at >= duration;
+            clock.observe(polls, at, done);
+            polls += 1;
+            if done {
+                return (polls, at - duration);
+            }
+            at += clock.next_delay(polls, at);
+        }
+    }
+
+    #[test]
+    fn analyses_of_20_to_120_s_take_fewer_than_one_and_a_half_polls_once_learned() {
+        let clock = clock(30.0);
+        let mut seed = 7u64;
+        let mut durations = std::iter::from_fn(move || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            Some(20_000 + ((seed >> 33) % 100_001) as Millis)
+        });
+        for d in durations.by_ref().take(200) {
+            poll_one(&clock, d);
+        }
+        let runs: Vec<(u32, Millis)> = durations.take(2000).map(|d| poll_one(&clock, d)).collect();
+        let polls = runs.iter().map(|r| r.0 as f64).sum::<f64>() / runs.len() as f64;
+        let late = runs.iter().map(|r| r.1 as f64).sum::<f64>() / runs.len() as f64;
+        assert!(polls <= 1.5, "{polls} polls per analysis");
+        // The best any schedule of 1.5 polls can do on U(20 s, 120 s) is about 23 s late.
+        assert!(late < 35_000.0, "verdicts {late} ms late on average");
+        let first = clock.first_delay();
+        assert!(
+            (70_000..=100_000).contains(&first),
+            "first poll at {first} ms"
+        );
+    }
+
+    #[test]
+    fn a_burst_of_unfinished_analyses_moves_the_estimate_about_once() {
+        let clock = clock(30.0);
+        for _ in 0..1000 {
+            clock.observe(0, 30_000, false);
+        }
+        let first = clock.first_delay();
+        assert!(first > 30_000 && first < 34_000, "first poll at {first} ms");
+    }
+
+    #[test]
+    fn analyses_that_finish_early_bring_the_first_poll_forward() {
+        let clock = clock(30.0);
+        for _ in 0..100 {
+            let at = clock.first_delay();
+            clock.observe(0, at, true);
+        }
+        assert!(clock.first_delay() < 5_000);
+    }
+
+    #[test]
+    fn polls_after_the_second_back_off_up_to_the_maximum_interval() {
+        let clock = clock(30.0);
+        let third = clock.next_delay(2, 60_000);
+        let fourth = clock.next_delay(3, 60_000 + third);
+        assert!(fourth > third);
+        assert_eq!(clock.next_delay(40, 0), 300_000);
+    }
 }

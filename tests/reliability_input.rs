@@ -218,7 +218,11 @@ async fn bad_files_and_bad_lists_each_get_an_outcome_and_the_daemon_keeps_runnin
     let vanished = path_of("vanishing.bin");
     let failed = results
         .iter()
-        .filter(|r| r.verdict.as_ref().is_some_and(|v| v.verdict.as_str() == "failed"))
+        .filter(|r| {
+            r.verdict
+                .as_ref()
+                .is_some_and(|v| v.verdict.as_str() == "failed")
+        })
         .count();
     eprintln!(
         "FIGURES bad-input: {} jobs in {:.1} s: {SMALL_FILES} small files, nesting {DEPTH}, \
@@ -228,7 +232,10 @@ async fn bad_files_and_bad_lists_each_get_an_outcome_and_the_daemon_keeps_runnin
         results.len(),
         elapsed.as_secs_f64()
     );
-    assert_eq!(special, 0, "FIFOs, sockets and symlink loops are not triaged");
+    assert_eq!(
+        special, 0,
+        "FIFOs, sockets and symlink loops are not triaged"
+    );
     assert_eq!(growing_jobs, 1, "a growing file is triaged once, complete");
     assert!(vanished <= 1);
     assert_eq!(failed, 0, "nothing failed");

@@ -180,7 +180,11 @@ async fn a_full_disk_gives_a_clear_error_no_corruption_and_work_resumes_with_spa
     let ballast = disk.fill();
     hash_list(&lists, "during", 400);
     for i in 0..20 {
-        std::fs::write(drop.join(format!("f{i}")), format!("dropped while full {i}")).unwrap();
+        std::fs::write(
+            drop.join(format!("f{i}")),
+            format!("dropped while full {i}"),
+        )
+        .unwrap();
     }
     // The daemon meets the full disk: it says so and keeps running.
     let started = Instant::now();
@@ -197,7 +201,10 @@ async fn a_full_disk_gives_a_clear_error_no_corruption_and_work_resumes_with_spa
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(daemon.running(), "the daemon keeps running while the disk is full");
+    assert!(
+        daemon.running(),
+        "the daemon keeps running while the disk is full"
+    );
     let full_for = started.elapsed();
     disk.free_up();
     let counts = tokio::time::timeout(
@@ -268,7 +275,11 @@ async fn a_long_read_transaction_elsewhere_does_not_stop_the_daemon() {
     let counts = wait_all_finished(&store, 270, Duration::from_secs(60)).await;
     let held = held_since.elapsed();
     // The reader is still inside its transaction: it still sees the database as it was.
-    writeln!(stdin, "SELECT 'jobs in its snapshot', count(*) FROM jobs; COMMIT;").unwrap();
+    writeln!(
+        stdin,
+        "SELECT 'jobs in its snapshot', count(*) FROM jobs; COMMIT;"
+    )
+    .unwrap();
     writeln!(stdin, "SELECT 'jobs after', count(*) FROM jobs;").unwrap();
     drop_stdin(stdin);
     let out = reader.wait_with_output().unwrap();

@@ -126,7 +126,10 @@ impl Setup {
                 "not finished: {counts:?}"
             );
             if let Some(status) = daemon.try_wait().unwrap() {
-                panic!("the daemon stopped ({status}): {}", std::fs::read_to_string(log).unwrap());
+                panic!(
+                    "the daemon stopped ({status}): {}",
+                    std::fs::read_to_string(log).unwrap()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -198,7 +201,11 @@ async fn a_canary_key_appears_in_no_log_error_database_report_or_simulator_state
         .unwrap();
     assert!(report.status.success(), "{}", output_text(&report));
     scanned.push(("report --format json".into(), output_text(&report).into()));
-    let status = setup.command("unknown").args(["-vv", "status"]).output().unwrap();
+    let status = setup
+        .command("unknown")
+        .args(["-vv", "status"])
+        .output()
+        .unwrap();
     scanned.push(("status -vv".into(), output_text(&status).into()));
     let raw = setup
         .command("unknown")
@@ -299,7 +306,11 @@ async fn with_uploads_and_submissions_never_nothing_is_uploaded_or_submitted() {
     assert_ne!(scan.status.code(), Some(2), "{}", output_text(&scan));
     let lookup = setup
         .command("never")
-        .args(["lookup", "http://another.example.net/y", &sha256(b"one more")])
+        .args([
+            "lookup",
+            "http://another.example.net/y",
+            &sha256(b"one more"),
+        ])
         .output()
         .unwrap();
     assert_ne!(lookup.status.code(), Some(2), "{}", output_text(&lookup));
@@ -315,7 +326,11 @@ async fn with_uploads_and_submissions_never_nothing_is_uploaded_or_submitted() {
     assert_eq!(counts.by_verdict.get("unknown"), Some(&12), "{counts:?}");
     assert!(!log.contains("uploading"), "{log}");
     assert!(stats.uploads.is_empty(), "{:?}", stats.uploads);
-    assert!(stats.url_submissions.is_empty(), "{:?}", stats.url_submissions);
+    assert!(
+        stats.url_submissions.is_empty(),
+        "{:?}",
+        stats.url_submissions
+    );
     assert_eq!(stats.requests.get("POST /files"), None);
     assert_eq!(stats.requests.get("POST /urls"), None);
     assert_eq!(stats.requests.get("GET /files/upload_url"), None);

@@ -464,13 +464,14 @@ enum Broken {
     Truncated,
     Huge,
     NullData,
+    NeverAnalysed,
     Fine,
 }
 
 /// The padding of the huge reply: 40 MB.
 const HUGE: usize = 40 * 1024 * 1024;
 
-const BROKEN: [Broken; 8] = [
+const BROKEN: [Broken; 9] = [
     Broken::MissingFields,
     Broken::WrongTypes,
     Broken::NotJson,
@@ -478,6 +479,7 @@ const BROKEN: [Broken; 8] = [
     Broken::Truncated,
     Broken::Huge,
     Broken::NullData,
+    Broken::NeverAnalysed,
     Broken::Fine,
 ];
 
@@ -508,6 +510,10 @@ async fn broken_server() -> String {
                 ))
             }
             Broken::NullData => ok(r#"{"data":null}"#.into()),
+            // Known, but without engine results: VirusTotal is (forever) analysing it.
+            Broken::NeverAnalysed => ok(format!(
+                r#"{{"data":{{"id":"{id}","type":"file","attributes":{{"sha256":"{id}"}}}}}}"#
+            )),
             Broken::Fine => ok(format!(
                 r#"{{"data":{{"id":"{id}","type":"file","attributes":{{"sha256":"{id}","last_analysis_date":1700000000,"last_analysis_results":{{"E":{{"category":"malicious"}}}},"last_analysis_stats":{{"malicious":3,"suspicious":0,"undetected":60,"harmless":0}}}}}}}}"#
             )),
@@ -530,6 +536,7 @@ async fn malformed_replies_each_get_a_clear_outcome_and_the_work_goes_on() {
     }
     let mut world = World::new(World::fast_sim()).await;
     world.config.virustotal.api_url = broken_server().await;
+    world.config.poll.give_up_after_secs = 1.0;
     world.config.daemon.max_attempts = 2;
     world.config.daemon.retry_delay_secs = 0.05;
     world.config.daemon.workers = 2;
@@ -582,6 +589,11 @@ async fn malformed_replies_each_get_a_clear_outcome_and_the_work_goes_on() {
         outcomes.push(format!("{b:?} -> {} ({why})", v.verdict.as_str()));
         match b {
             Broken::Fine => assert_eq!(v.verdict.as_str(), "malicious"),
+            // Polled until `give_up_after_secs`, then `pending` (re-checked later), not forever.
+            Broken::NeverAnalysed => {
+                assert_eq!(v.verdict.as_str(), "pending", "{v:?}");
+                assert!(why.contains("looked up again later"), "{why}");
+            }
             // Refused unread (memory stays bounded), then failed once attempts ran out.
             Broken::Huge => {
                 assert_eq!(v.verdict.as_str(), "failed", "{v:?}");

@@ -382,6 +382,20 @@ impl Worker {
         if let Some(pending) = self.give_up(job, now, why) {
             return pending;
         }
+        // An object VirusTotal shows as not analysed that we never submitted (someone else's
+        // upload, or a file VirusTotal never finishes) has no submission time of ours: the
+        // polls spent on it measure the wait, so that it too ends `pending` instead of being
+        // polled forever.
+        if job.submitted_at.is_none() && polled_ms(&self.config, job.polls) >= give_up {
+            return Outcome::Complete(VerdictRecord::noted(
+                Verdict::Pending,
+                format!(
+                    "{why} after {} polls; it will be looked up again later",
+                    job.polls
+                ),
+                now,
+            ));
+        }
         let polls = job.polls + 1;
         Outcome::Snooze(Snooze {
             until: now + poll_interval(&self.config, polls),
@@ -552,6 +566,13 @@ pub fn poll_interval(config: &Config, n: u32) -> Millis {
     (first * 1.5f64.powi(n.saturating_sub(1).min(60) as i32))
         .min(max)
         .max(1.0) as Millis
+}
+
+/// The time the first `polls` polls waited in all.
+fn polled_ms(config: &Config, polls: u32) -> Millis {
+    (1..=polls.min(10_000))
+        .map(|n| poll_interval(config, n))
+        .sum()
 }
 
 /// Failed attempt `n` waits `retry_delay_secs * 2^(n-1)`, at most 10 minutes (in ms).

@@ -188,6 +188,17 @@ impl SimHandle {
         self.sim.api.clone()
     }
 
+    /// Revokes `key` while running: every later request with it gets a 401, as when a key is
+    /// revoked on VirusTotal mid-run. Tests of how the pipeline stops use it.
+    pub fn revoke_key(&self, key: &str) {
+        self.sim.set_revoked(key, true);
+    }
+
+    /// Accepts a key revoked with [`SimHandle::revoke_key`] again.
+    pub fn restore_key(&self, key: &str) {
+        self.sim.set_revoked(key, false);
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> SimStats {
         self.sim.stats()

@@ -427,6 +427,9 @@ pub(crate) struct Sim {
     /// `http://127.0.0.1:PORT/api/v3`: `links.self` start with it.
     pub api: String,
     keys: Keys,
+    /// Hashes of keys revoked while running (`SimHandle::revoke_key`): refused with 401 even
+    /// when listed in `keys`, as VirusTotal refuses a key an administrator revoked.
+    revoked: Mutex<HashSet<[u8; 32]>>,
     quota: Option<SimQuota>,
     analysis_delay: (Duration, Duration),
     /// Fault injection settings.
@@ -479,6 +482,7 @@ impl Sim {
             api: format!("{origin}/api/v3"),
             origin,
             keys,
+            revoked: Mutex::new(HashSet::new()),
             quota,
             analysis_delay,
             faults,
@@ -556,7 +560,12 @@ impl Sim {
             return Auth::Missing;
         };
         let hash: [u8; 32] = Sha256::digest(key).into();
-        if !self.keys.any && !self.keys.valid.contains(&hash) {
+        let revoked = self
+            .revoked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&hash);
+        if revoked || (!self.keys.any && !self.keys.valid.contains(&hash)) {
             return Auth::Wrong;
         }
         let id = u64::from_be_bytes(hash[..8].try_into().expect("8 bytes"));
@@ -564,6 +573,15 @@ impl Sim {
             id,
             premium: self.keys.premium.contains(&hash),
         }
+    }
+
+    /// Refuses `key` from now on (`revoked = true`) or accepts it again (`false`).
+    pub fn set_revoked(&self, key: &str, revoked: bool) {
+        let mut set = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        match revoked {
+            true => set.insert(key_hash(key)),
+            false => set.remove(&key_hash(key)),
+        };
     }
 
     /// Counts a 401.

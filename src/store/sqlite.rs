@@ -15,7 +15,7 @@ use futures_util::stream::BoxStream;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
+use sqlx::{AssertSqlSafe, Connection as _, Row, SqliteConnection, SqlitePool};
 
 use super::{
     Enqueued, Error, Job, JobResult, Millis, NewJob, QueueCounts, QuotaDecision, QuotaLimits,
@@ -55,9 +55,13 @@ impl SqliteStore {
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(120))
+            // A COMMIT that failed (the disk was full) leaves the connection inside a
+            // transaction as far as sqlx knows, and every later BEGIN on it fails: the one write
+            // connection is replaced instead of poisoning the store for good.
+            .after_release(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
             .connect_with(options.clone())
             .await?;
-        sqlx::migrate!("migrations/sqlite").run(&write).await?;
+        migrate(&write).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))
@@ -74,6 +78,25 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
+    }
+}
+
+/// Applies the migrations. Two processes opening a new database at the same moment (a daemon
+/// and a `status`, or two daemons started together) race to create the schema, and the loser
+/// fails with "table ... already exists": its migration was rolled back, so running it again
+/// finds the winner's schema recorded and has nothing to do.
+async fn migrate(write: &SqlitePool) -> Result<(), Error> {
+    let mut tries = 0;
+    loop {
+        match sqlx::migrate!("migrations/sqlite").run(write).await {
+            Ok(()) => return Ok(()),
+            Err(e) if tries < 5 => {
+                tries += 1;
+                tracing::debug!(error = %e, "migration raced another process; trying again");
+                tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

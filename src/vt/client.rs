@@ -14,7 +14,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 use reqwest::header::{ACCEPT, HeaderValue};
-use reqwest::{Method, RequestBuilder, StatusCode};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use tokio::io::AsyncWriteExt;
 use url::{Origin, Url};
 
@@ -28,6 +28,10 @@ use crate::quota::Gate;
 /// there directly; larger ones through an upload URL. The margin below 32 MB leaves room for
 /// the multipart framing, as vt-go does.
 pub const DIRECT_UPLOAD_LIMIT: u64 = 30 * 1024 * 1024;
+
+/// The largest API reply read (a file object with its full engine results is well under a
+/// megabyte; relationship pages a few): anything larger is refused unread.
+pub const MAX_REPLY_BYTES: usize = 32 * 1024 * 1024;
 
 /// The largest file VirusTotal accepts through an upload URL (650 MB).
 pub const MAX_UPLOAD_SIZE: u64 = 650 * 1024 * 1024;
@@ -583,16 +587,41 @@ impl Client {
             .map_err(|e| self.transport_failure(label, e))?;
         let status = response.status();
         if status.is_success() {
-            response
-                .bytes()
-                .await
-                .map_err(|e| self.transport_failure(label, e))
+            self.read_capped(label, response).await
         } else {
             // The body only helps to classify: one that cannot be read (a 429 mislabelled as
             // gzip, a connection cut) is classified on the status alone.
             let body = response.bytes().await.unwrap_or_default();
             Err(self.status_failure(status, &body).into())
         }
+    }
+
+    /// Reads a reply body of at most [`MAX_REPLY_BYTES`], so that a broken server or proxy
+    /// cannot make a worker hold an unbounded body in memory.
+    async fn read_capped(&self, label: &str, mut response: Response) -> Result<Bytes, Failure> {
+        let status = response.status().as_u16();
+        let too_big = || Error::Transient {
+            status: Some(status),
+            detail: format!("{label}: the reply is larger than {MAX_REPLY_BYTES} bytes; not read"),
+        };
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_REPLY_BYTES as u64)
+        {
+            return Err(too_big().into());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.transport_failure(label, e))?
+        {
+            if body.len() + chunk.len() > MAX_REPLY_BYTES {
+                return Err(too_big().into());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(body))
     }
 
     fn status_failure(&self, status: StatusCode, body: &[u8]) -> Error {

@@ -1,0 +1,612 @@
+//! Reliability against VirusTotal's faults: 20% injected faults on a mixed workload, retries
+//! that are bounded and spaced, a key revoked mid-run, and replies that are malformed in every
+//! way a proxy or a bug can make them. Each test prints its figures (`--nocapture`) for
+//! RELIABILITY.md.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use common::{KEY, World, sha256};
+use tokio_util::sync::CancellationToken;
+use vtriage::config::UploadPolicy;
+use vtriage::daemon::{self, Watched};
+use vtriage::indicator::Kind;
+use vtriage::pipeline::Pipeline;
+use vtriage::sim::{Faults, Known, KnownFile, KnownUrl, SimConfig};
+use vtriage::store::sqlite::SqliteStore;
+use vtriage::store::{NewJob, QueueCounts, Store, now_millis};
+use vtriage::vt::RetryPolicy;
+
+/// A mixed workload: unknown files (to upload), known files, known and unknown hashes, known
+/// and new URLs (to submit), in a drop directory and one IOC list.
+struct Mixed {
+    drop: PathBuf,
+    lists: PathBuf,
+    items: u64,
+    unknown_files: usize,
+    new_urls: usize,
+}
+
+/// What the simulator knows for [`Mixed`] with `n` of each group.
+fn mixed_known(n: usize) -> Known {
+    Known {
+        files: (0..n)
+            .flat_map(|i| {
+                [
+                    KnownFile::clean_content(format!("known file {i}").as_bytes()),
+                    KnownFile::clean_content(format!("known hash {i}").as_bytes()),
+                ]
+            })
+            .collect(),
+        urls: (0..n)
+            .map(|i| KnownUrl::clean(&format!("http://known{i}.example.com/path")))
+            .collect(),
+        ..Known::default()
+    }
+}
+
+/// Writes the workload: `3n` unknown files, `n` of every other group (`8n` items).
+fn mixed_workload(root: &Path, n: usize) -> Mixed {
+    let drop = root.join("drop");
+    let lists = root.join("lists");
+    std::fs::create_dir_all(&drop).unwrap();
+    std::fs::create_dir_all(&lists).unwrap();
+    for i in 0..3 * n {
+        std::fs::write(
+            drop.join(format!("unknown{i}.bin")),
+            format!("unknown file {i}"),
+        )
+        .unwrap();
+    }
+    for i in 0..n {
+        std::fs::write(
+            drop.join(format!("known{i}.bin")),
+            format!("known file {i}"),
+        )
+        .unwrap();
+    }
+    let mut list = String::new();
+    for i in 0..n {
+        list += &format!("{}\n", sha256(format!("known hash {i}").as_bytes()));
+        list += &format!("{}\n", sha256(format!("never seen {i}").as_bytes()));
+        list += &format!("http://known{i}.example.com/path\n");
+        list += &format!("hxxp://new{i}[.]example[.]com/landing\n");
+    }
+    std::fs::write(lists.join("iocs.txt"), list).unwrap();
+    Mixed {
+        drop,
+        lists,
+        items: 8 * n as u64,
+        unknown_files: 3 * n,
+        new_urls: n,
+    }
+}
+
+/// Client retries scaled down from seconds to milliseconds, so faults cost little time.
+const FAST_RETRY: RetryPolicy = RetryPolicy {
+    max_retries: 4,
+    min_delay: Duration::from_millis(20),
+    max_delay: Duration::from_millis(200),
+};
+
+/// A pipeline whose client retries with `retry` (the pipeline builds its client with the
+/// default policy, whose delays are seconds).
+async fn pipeline_with_retry(world: &World, retry: RetryPolicy) -> Arc<Pipeline> {
+    let mut p = Pipeline::open(world.config.clone(), CancellationToken::new())
+        .await
+        .unwrap();
+    let client = Arc::new((*p.client).clone().with_retry(retry));
+    p.client = client.clone();
+    p.worker.client = client;
+    Arc::new(p)
+}
+
+fn finished(counts: &QueueCounts) -> (u64, u64) {
+    let done: u64 = ["completed", "discarded"]
+        .iter()
+        .filter_map(|s| counts.by_state.get(*s))
+        .flat_map(|k| k.values())
+        .sum();
+    let total: u64 = counts.by_state.values().flat_map(|k| k.values()).sum();
+    (done, total)
+}
+
+/// Waits until `items` jobs exist and all are finished.
+async fn wait_all_finished(store: &dyn Store, items: u64, limit: Duration) -> QueueCounts {
+    let started = Instant::now();
+    loop {
+        let counts = store.counts().await.unwrap();
+        let (done, total) = finished(&counts);
+        if total == items && done == items {
+            return counts;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "not finished after {limit:?}: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn integrity(store: &SqliteStore) -> String {
+    sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(store.read_pool())
+        .await
+        .unwrap()
+}
+
+async fn max_attempt(store: &SqliteStore) -> i64 {
+    sqlx::query_scalar("SELECT COALESCE(MAX(attempt), 0) FROM jobs")
+        .fetch_one(store.read_pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_item_completes_under_twenty_percent_faults_without_a_second_upload() {
+    let n = 10;
+    let sim = SimConfig {
+        known: mixed_known(n),
+        analysis_delay: (Duration::from_millis(100), Duration::from_millis(300)),
+        faults: Faults {
+            rate: 0.2,
+            latency: Duration::from_millis(300),
+        },
+        seed: 6,
+        ..SimConfig::default()
+    };
+    let mut world = World::new(sim).await.allow_uploads();
+    world.config.upload.urls = UploadPolicy::Unknown;
+    world.config.watch.settle_ms = 100;
+    world.config.daemon.workers = 8;
+    // A submission that failed before VirusTotal acted on it (503, 504, HTML 500) is confirmed
+    // absent for this long before it is made again: scaled down from minutes.
+    world.config.poll.give_up_after_secs = 2.0;
+    let work = mixed_workload(world.dir.path(), n);
+    let pipeline = pipeline_with_retry(&world, FAST_RETRY).await;
+    let p = pipeline.clone();
+    let watched = Watched {
+        drop: Some(work.drop.clone()),
+        lists: Some(work.lists.clone()),
+    };
+    let task = tokio::spawn(async move { daemon::run(&p, &watched).await });
+
+    let started = Instant::now();
+    let counts = wait_all_finished(&*pipeline.store, work.items, Duration::from_secs(60)).await;
+    let elapsed = started.elapsed();
+    pipeline.stop.cancel();
+    task.await.unwrap().unwrap();
+
+    let stats = world.sim.stats();
+    let attempts = max_attempt(&pipeline.sqlite).await;
+    let dup_uploads = stats.uploads.values().filter(|&&n| n > 1).count();
+    let dup_urls = stats.url_submissions.values().filter(|&&n| n > 1).count();
+    eprintln!(
+        "FIGURES vt-faults: items {}, faults injected {} {:?}, api requests {}, verdicts {:?}, \
+         uploads {} (duplicates {dup_uploads}), URL submissions {} (duplicates {dup_urls}), \
+         max attempts of a job {attempts}, {:.1} s",
+        work.items,
+        stats.faults_injected,
+        stats.faults_by_kind,
+        stats.api_requests,
+        counts.by_verdict,
+        stats.uploads.len(),
+        stats.url_submissions.len(),
+        elapsed.as_secs_f64(),
+    );
+    assert!(
+        stats.faults_injected >= 10,
+        "faults were injected: {stats:?}"
+    );
+    assert_eq!(counts.by_verdict.get("failed"), None, "{counts:?}");
+    assert_eq!(counts.by_verdict.get("pending"), None, "{counts:?}");
+    assert_eq!(counts.by_verdict.values().sum::<u64>(), work.items);
+    assert_eq!(
+        stats.uploads.len(),
+        work.unknown_files,
+        "every unknown file uploaded"
+    );
+    assert_eq!(dup_uploads, 0, "no second upload: {:?}", stats.uploads);
+    assert_eq!(stats.url_submissions.len(), work.new_urls);
+    assert_eq!(
+        dup_urls, 0,
+        "no second submission: {:?}",
+        stats.url_submissions
+    );
+    assert!(
+        attempts <= i64::from(world.config.daemon.max_attempts),
+        "attempts are bounded"
+    );
+    assert_eq!(integrity(&pipeline.sqlite).await, "ok");
+}
+
+/// A fake VirusTotal that answers every request with a 503 and records when each came.
+async fn always_503() -> (String, Arc<Mutex<Vec<Instant>>>) {
+    let seen: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    async fn reply(State(seen): State<Arc<Mutex<Vec<Instant>>>>) -> Response {
+        seen.lock().unwrap().push(Instant::now());
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "<html><body>503 Service Unavailable</body></html>",
+        )
+            .into_response()
+    }
+    let app = Router::new().fallback(reply).with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/api/v3"), seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_always_fails_gets_bounded_spaced_attempts_then_a_failed_verdict() {
+    let (url, seen) = always_503().await;
+    let mut world = World::new(World::fast_sim()).await;
+    world.config.virustotal.api_url = url;
+    world.config.daemon.max_attempts = 3;
+    world.config.daemon.retry_delay_secs = 0.2;
+    world.config.daemon.workers = 1;
+    let retry = RetryPolicy {
+        max_retries: 2,
+        min_delay: Duration::from_millis(50),
+        max_delay: Duration::from_millis(100),
+    };
+    let pipeline = pipeline_with_retry(&world, retry).await;
+    let job = NewJob {
+        kind: Kind::Hash,
+        indicator: sha256(b"never answered"),
+        allow_submit: false,
+        path: None,
+        source: None,
+    };
+    let ids: Vec<i64> = pipeline
+        .store
+        .enqueue(&[job], now_millis(), 86_400_000, 3)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    pipeline.spawn_workers();
+    tokio::time::timeout(Duration::from_secs(20), pipeline.drain(&ids, |_, _| {}))
+        .await
+        .expect("finished in time")
+        .unwrap();
+    let results = pipeline.store.results(&ids).await.unwrap();
+    pipeline.shutdown().await;
+
+    let times = seen.lock().unwrap().clone();
+    let gaps: Vec<u128> = times
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_millis())
+        .collect();
+    eprintln!(
+        "FIGURES bounded-retries: {} requests for 3 attempts x 3 tries, gaps (ms) {gaps:?}",
+        times.len()
+    );
+    // 3 worker attempts, each 1 try + 2 client retries: exactly 9 requests, never more.
+    assert_eq!(times.len(), 9, "gaps {gaps:?}");
+    // Every request waits at least the client's first delay after the one before it, and
+    // each new attempt at least the worker's retry delay (0.2 s, then 0.4 s).
+    assert!(gaps.iter().all(|&g| g >= 45), "spaced: {gaps:?}");
+    assert!(
+        gaps[2] >= 190 && gaps[5] >= 390,
+        "attempts back off: {gaps:?}"
+    );
+    let v = results[0].verdict.as_ref().expect("a verdict");
+    assert_eq!(v.verdict.as_str(), "failed");
+    let error = v.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("503"),
+        "the error says what happened: {error}"
+    );
+}
+
+/// Starts `vtriage run` on the workload with stderr going to `log`.
+fn start_daemon(world: &World, work: &Mixed, log: &Path, extra: &[(&str, &str)]) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vtriage"));
+    cmd.args(["run", "--drop"])
+        .arg(&work.drop)
+        .arg("--lists")
+        .arg(&work.lists)
+        .env("VT_API_KEY", KEY)
+        .env("VTRIAGE_DB", &world.config.db)
+        .env("VTRIAGE_API_URL", world.sim.base_url())
+        .env("VTRIAGE_UPLOAD_FILES", "unknown")
+        .env("VTRIAGE_UPLOAD_URLS", "unknown")
+        .env("VTRIAGE_QUOTA_REQUESTS", "10000")
+        .env("VTRIAGE_QUOTA_WINDOW_SECS", "1")
+        .env("VTRIAGE_QUOTA_DAILY", "1000000")
+        .env("VTRIAGE_WATCH_SETTLE_MS", "100")
+        .env("VTRIAGE_POLL_FIRST_DELAY_SECS", "0.3")
+        .env("VTRIAGE_POLL_MAX_INTERVAL_SECS", "0.5")
+        .env("VTRIAGE_POLL_GIVE_UP_AFTER_SECS", "3")
+        .env("VTRIAGE_DAEMON_RETRY_DELAY_SECS", "0.1")
+        .env("VTRIAGE_DAEMON_WORKERS", "8")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// SIGTERM, then wait (a graceful stop).
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap()
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_revoked_mid_run_stops_every_worker_once_and_a_restart_finishes() {
+    let n = 8;
+    let sim = SimConfig {
+        known: mixed_known(n),
+        analysis_delay: (Duration::from_millis(500), Duration::from_millis(1500)),
+        ..SimConfig::default()
+    };
+    let world = World::new(sim).await;
+    let work = mixed_workload(world.dir.path(), n);
+    let log = world.dir.path().join("first.log");
+    let mut child = start_daemon(&world, &work, &log, &[]);
+    let store = SqliteStore::open(Path::new(&world.config.db))
+        .await
+        .unwrap();
+    // Revoke once some work is done and some is in flight.
+    let started = Instant::now();
+    loop {
+        let done: u64 = store.counts().await.unwrap().by_verdict.values().sum();
+        if done >= 10 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no progress");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    world.sim.revoke_key(KEY);
+    let status = wait_exit(&mut child, Duration::from_secs(20));
+    let Some(status) = status else {
+        child.kill().unwrap();
+        panic!("the daemon kept running with a revoked key");
+    };
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    let counts = store.counts().await.unwrap();
+    let auth_failures = world.sim.stats().auth_failures;
+    let done_before: u64 = counts.by_verdict.values().sum();
+    let mentions: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("refused the API key"))
+        .collect();
+    eprintln!(
+        "FIGURES key-revoked: items {}, verdicts before revocation stop {done_before}, 401s \
+         received {auth_failures}, exit {status}, messages {mentions:?}",
+        work.items
+    );
+    assert_eq!(status.code(), Some(2), "an error exit: {stderr}");
+    // One log line from the workers (whichever saw the 401 first) and the exit message.
+    assert_eq!(mentions.len(), 2, "one clear message: {stderr}");
+    assert!(
+        mentions.last().unwrap().starts_with("vtriage: "),
+        "{stderr}"
+    );
+    assert!(
+        auth_failures <= 8,
+        "the workers stopped at once: {auth_failures} 401s"
+    );
+    assert!(
+        !counts.by_state.contains_key("running"),
+        "in-flight jobs were given back: {counts:?}"
+    );
+    assert_eq!(
+        counts.by_verdict.get("failed"),
+        None,
+        "nothing failed: {counts:?}"
+    );
+    assert!(!stderr.contains(KEY), "the key is not in the message");
+
+    world.sim.restore_key(KEY);
+    let log2 = world.dir.path().join("second.log");
+    let mut child = start_daemon(&world, &work, &log2, &[]);
+    let counts = wait_all_finished(&store, work.items, Duration::from_secs(60)).await;
+    terminate(&mut child);
+    let stats = world.sim.stats();
+    eprintln!(
+        "FIGURES key-revoked restart: verdicts {:?}, uploads {} (max per file {}), URL \
+         submissions {} (max per URL {})",
+        counts.by_verdict,
+        stats.uploads.len(),
+        stats.uploads.values().max().unwrap_or(&0),
+        stats.url_submissions.len(),
+        stats.url_submissions.values().max().unwrap_or(&0),
+    );
+    assert_eq!(counts.by_verdict.get("failed"), None);
+    assert_eq!(counts.by_verdict.values().sum::<u64>(), work.items);
+    assert_eq!(stats.uploads.len(), work.unknown_files);
+    assert!(
+        stats.uploads.values().all(|&n| n == 1),
+        "{:?}",
+        stats.uploads
+    );
+    assert_eq!(stats.url_submissions.len(), work.new_urls);
+    assert!(stats.url_submissions.values().all(|&n| n == 1));
+    assert_eq!(integrity(&store).await, "ok");
+}
+
+/// What a broken VirusTotal (or a proxy in front of it) answers for one hash.
+#[derive(Clone, Copy, Debug)]
+enum Broken {
+    MissingFields,
+    WrongTypes,
+    NotJson,
+    Empty,
+    Truncated,
+    Huge,
+    NullData,
+    NeverAnalysed,
+    Fine,
+}
+
+/// The padding of the huge reply: 40 MB.
+const HUGE: usize = 40 * 1024 * 1024;
+
+const BROKEN: [Broken; 9] = [
+    Broken::MissingFields,
+    Broken::WrongTypes,
+    Broken::NotJson,
+    Broken::Empty,
+    Broken::Truncated,
+    Broken::Huge,
+    Broken::NullData,
+    Broken::NeverAnalysed,
+    Broken::Fine,
+];
+
+fn broken_hash(b: Broken) -> String {
+    sha256(format!("{b:?}").as_bytes())
+}
+
+async fn broken_server() -> String {
+    async fn reply(UrlPath(id): UrlPath<String>) -> Response {
+        let Some(b) = BROKEN.iter().find(|b| broken_hash(**b) == id) else {
+            return (StatusCode::NOT_FOUND, "{}").into_response();
+        };
+        let ok = |body: String| (StatusCode::OK, body).into_response();
+        match b {
+            Broken::MissingFields => ok(r#"{"data":{}}"#.into()),
+            Broken::WrongTypes => ok(
+                r#"{"data":{"id":5,"type":["file"],"attributes":{"last_analysis_stats":"many","sha256":{},"last_analysis_date":"yesterday"}}}"#
+                    .into(),
+            ),
+            Broken::NotJson => ok("<html><body>Bad gateway, but 200</body></html>".into()),
+            Broken::Empty => ok(String::new()),
+            Broken::Truncated => ok(format!(r#"{{"data":{{"id":"{id}","type":"file","attr"#)),
+            Broken::Huge => {
+                // A valid object, most of it one padding string.
+                let pad = "A".repeat(HUGE);
+                ok(format!(
+                    r#"{{"data":{{"id":"{id}","type":"file","attributes":{{"sha256":"{id}","pad":"{pad}","last_analysis_date":1700000000,"last_analysis_results":{{"E":{{"category":"undetected"}}}},"last_analysis_stats":{{"malicious":0,"suspicious":0,"undetected":60,"harmless":0}}}}}}}}"#
+                ))
+            }
+            Broken::NullData => ok(r#"{"data":null}"#.into()),
+            // Known, but without engine results: VirusTotal is (forever) analysing it.
+            Broken::NeverAnalysed => ok(format!(
+                r#"{{"data":{{"id":"{id}","type":"file","attributes":{{"sha256":"{id}"}}}}}}"#
+            )),
+            Broken::Fine => ok(format!(
+                r#"{{"data":{{"id":"{id}","type":"file","attributes":{{"sha256":"{id}","last_analysis_date":1700000000,"last_analysis_results":{{"E":{{"category":"malicious"}}}},"last_analysis_stats":{{"malicious":3,"suspicious":0,"undetected":60,"harmless":0}}}}}}}}"#
+            )),
+        }
+    }
+    let app = Router::new().route("/api/v3/files/{id}", axum::routing::get(reply));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/api/v3")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_replies_each_get_a_clear_outcome_and_the_work_goes_on() {
+    if std::env::var_os("DBG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("vtriage=trace,sqlx=debug")
+            .with_test_writer()
+            .try_init();
+    }
+    let mut world = World::new(World::fast_sim()).await;
+    world.config.virustotal.api_url = broken_server().await;
+    world.config.poll.give_up_after_secs = 1.0;
+    world.config.daemon.max_attempts = 2;
+    world.config.daemon.retry_delay_secs = 0.05;
+    world.config.daemon.workers = 2;
+    let retry = RetryPolicy {
+        max_retries: 1,
+        min_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(20),
+    };
+    let pipeline = pipeline_with_retry(&world, retry).await;
+    let jobs: Vec<NewJob> = BROKEN
+        .iter()
+        .map(|b| NewJob {
+            kind: Kind::Hash,
+            indicator: broken_hash(*b),
+            allow_submit: false,
+            path: None,
+            source: None,
+        })
+        .collect();
+    let ids: Vec<i64> = pipeline
+        .store
+        .enqueue(&jobs, now_millis(), 86_400_000, 2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    pipeline.spawn_workers();
+    let drained =
+        tokio::time::timeout(Duration::from_secs(30), pipeline.drain(&ids, |_, _| {})).await;
+    let rows: Vec<(String, String, i64, Option<String>)> =
+        sqlx::query_as("SELECT indicator, state, attempt, last_error FROM jobs ORDER BY id")
+            .fetch_all(pipeline.sqlite.read_pool())
+            .await
+            .unwrap();
+    drained
+        .unwrap_or_else(|_| panic!("every malformed reply got an outcome in time: {rows:?}"))
+        .expect("nothing stopped the workers");
+    let mut results = pipeline.store.results(&ids).await.unwrap();
+    results.sort_by_key(|r| BROKEN.iter().position(|b| broken_hash(*b) == r.indicator));
+    pipeline.shutdown().await;
+    let mut outcomes = Vec::new();
+    for (b, r) in BROKEN.iter().zip(&results) {
+        assert_eq!(r.indicator, broken_hash(*b));
+        let v = r
+            .verdict
+            .as_ref()
+            .unwrap_or_else(|| panic!("{b:?}: no verdict"));
+        let why = v.error.clone().or(v.note.clone()).unwrap_or_default();
+        outcomes.push(format!("{b:?} -> {} ({why})", v.verdict.as_str()));
+        match b {
+            Broken::Fine => assert_eq!(v.verdict.as_str(), "malicious"),
+            // Polled until `give_up_after_secs`, then `pending` (re-checked later), not forever.
+            Broken::NeverAnalysed => {
+                assert_eq!(v.verdict.as_str(), "pending", "{v:?}");
+                assert!(why.contains("looked up again later"), "{why}");
+            }
+            // Refused unread (memory stays bounded), then failed once attempts ran out.
+            Broken::Huge => {
+                assert_eq!(v.verdict.as_str(), "failed", "{v:?}");
+                assert!(why.contains("larger than"), "{why}");
+            }
+            _ => {
+                assert!(
+                    matches!(v.verdict.as_str(), "failed" | "unknown"),
+                    "{b:?} is not a verdict VirusTotal gave: {v:?}"
+                );
+                assert!(!why.is_empty(), "{b:?}: the outcome says why");
+            }
+        }
+    }
+    eprintln!("FIGURES malformed-replies: {outcomes:#?}");
+}

@@ -386,7 +386,8 @@ impl Worker {
         // upload, or a file VirusTotal never finishes) has no submission time of ours: the
         // polls spent on it measure the wait, so that it too ends `pending` instead of being
         // polled forever.
-        if job.submitted_at.is_none() && polled_ms(&self.config, job.polls) >= give_up {
+        let give_up_ms = (self.config.poll.give_up_after_secs * 1000.0) as i64;
+        if job.submitted_at.is_none() && polled_ms(&self.config, job.polls) >= give_up_ms {
             return Outcome::Complete(VerdictRecord::noted(
                 Verdict::Pending,
                 format!(

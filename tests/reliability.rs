@@ -186,7 +186,7 @@ async fn every_item_completes_under_twenty_percent_faults_without_a_second_uploa
     task.await.unwrap().unwrap();
 
     let stats = world.sim.stats();
-    let attempts = max_attempt(&pipeline.sqlite).await;
+    let attempts = max_attempt(pipeline.sqlite.as_deref().expect("a SQLite pipeline")).await;
     let dup_uploads = stats.uploads.values().filter(|&&n| n > 1).count();
     let dup_urls = stats.url_submissions.values().filter(|&&n| n > 1).count();
     eprintln!(
@@ -225,7 +225,10 @@ async fn every_item_completes_under_twenty_percent_faults_without_a_second_uploa
         attempts <= i64::from(world.config.daemon.max_attempts),
         "attempts are bounded"
     );
-    assert_eq!(integrity(&pipeline.sqlite).await, "ok");
+    assert_eq!(
+        integrity(pipeline.sqlite.as_deref().expect("a SQLite pipeline")).await,
+        "ok"
+    );
 }
 
 /// A fake VirusTotal that answers every request with a 503 and records when each came.
@@ -569,7 +572,13 @@ async fn malformed_replies_each_get_a_clear_outcome_and_the_work_goes_on() {
         tokio::time::timeout(Duration::from_secs(30), pipeline.drain(&ids, |_, _| {})).await;
     let rows: Vec<(String, String, i64, Option<String>)> =
         sqlx::query_as("SELECT indicator, state, attempt, last_error FROM jobs ORDER BY id")
-            .fetch_all(pipeline.sqlite.read_pool())
+            .fetch_all(
+                pipeline
+                    .sqlite
+                    .as_deref()
+                    .expect("a SQLite pipeline")
+                    .read_pool(),
+            )
             .await
             .unwrap();
     drained

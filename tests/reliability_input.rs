@@ -254,3 +254,24 @@ async fn bad_files_and_bad_lists_each_get_an_outcome_and_the_daemon_keeps_runnin
 fn drop_file(f: std::fs::File) {
     drop(f);
 }
+
+/// Regression test for the first crash found by fuzzing (`fuzz/` target `ioc_parser`): a JSON
+/// list starting with an invalid byte (decoded as U+FFFD, three bytes) panicked when the error
+/// message cut the text in the middle of that character.
+#[test]
+fn a_json_list_starting_with_an_invalid_byte_is_rejected_without_a_panic() {
+    use vtriage::ingest::{self, Format, Options};
+    for format in [Format::Stix, Format::Misp, Format::Json] {
+        let mut found = 0;
+        let summary = ingest::parse_reader(
+            "n.md",
+            &b"\xff\x01\x00"[..],
+            Some(format),
+            &Options::default(),
+            |_| found += 1,
+        )
+        .unwrap();
+        assert_eq!(found, 0, "{format:?}: {summary:?}");
+    }
+    assert!(vtriage::ingest::json::parse_json("\u{fffd}\u{1}").is_err());
+}

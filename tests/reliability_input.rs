@@ -275,3 +275,29 @@ fn a_json_list_starting_with_an_invalid_byte_is_rejected_without_a_panic() {
     }
     assert!(vtriage::ingest::json::parse_json("\u{fffd}\u{1}").is_err());
 }
+
+/// Regression test for the second crash found by fuzzing (`ioc_parser`): a token with a
+/// multi-byte character right before `://` panicked when the URL's start was cut one byte after
+/// that character's first byte.
+#[test]
+fn a_multi_byte_character_before_a_scheme_separator_does_not_panic() {
+    use vtriage::ingest::{self, Format, Options};
+    let body = b"`\n`\xbd://a\xef\xbf\xbd\xef`\n`\n";
+    for format in [None, Some(Format::Text), Some(Format::Markdown)] {
+        ingest::parse_reader("list.txt", &body[..], format, &Options::default(), |_| {}).unwrap();
+    }
+    let mut urls = Vec::new();
+    ingest::parse_reader(
+        "list.txt",
+        "see\u{e9}://x and caf\u{e9}http://evil.example.com/a\n".as_bytes(),
+        Some(Format::Text),
+        &Options::default(),
+        |f| urls.push(f.indicator.to_string()),
+    )
+    .unwrap();
+    assert_eq!(
+        urls,
+        ["http://evil.example.com/a"],
+        "the URL starts at its scheme"
+    );
+}

@@ -254,3 +254,50 @@ async fn bad_files_and_bad_lists_each_get_an_outcome_and_the_daemon_keeps_runnin
 fn drop_file(f: std::fs::File) {
     drop(f);
 }
+
+/// Regression test for the first crash found by fuzzing (`fuzz/` target `ioc_parser`): a JSON
+/// list starting with an invalid byte (decoded as U+FFFD, three bytes) panicked when the error
+/// message cut the text in the middle of that character.
+#[test]
+fn a_json_list_starting_with_an_invalid_byte_is_rejected_without_a_panic() {
+    use vtriage::ingest::{self, Format, Options};
+    for format in [Format::Stix, Format::Misp, Format::Json] {
+        let mut found = 0;
+        let summary = ingest::parse_reader(
+            "n.md",
+            &b"\xff\x01\x00"[..],
+            Some(format),
+            &Options::default(),
+            |_| found += 1,
+        )
+        .unwrap();
+        assert_eq!(found, 0, "{format:?}: {summary:?}");
+    }
+    assert!(vtriage::ingest::json::parse_json("\u{fffd}\u{1}").is_err());
+}
+
+/// Regression test for the second crash found by fuzzing (`ioc_parser`): a token with a
+/// multi-byte character right before `://` panicked when the URL's start was cut one byte after
+/// that character's first byte.
+#[test]
+fn a_multi_byte_character_before_a_scheme_separator_does_not_panic() {
+    use vtriage::ingest::{self, Format, Options};
+    let body = b"`\n`\xbd://a\xef\xbf\xbd\xef`\n`\n";
+    for format in [None, Some(Format::Text), Some(Format::Markdown)] {
+        ingest::parse_reader("list.txt", &body[..], format, &Options::default(), |_| {}).unwrap();
+    }
+    let mut urls = Vec::new();
+    ingest::parse_reader(
+        "list.txt",
+        "see\u{e9}://x and caf\u{e9}http://evil.example.com/a\n".as_bytes(),
+        Some(Format::Text),
+        &Options::default(),
+        |f| urls.push(f.indicator.to_string()),
+    )
+    .unwrap();
+    assert_eq!(
+        urls,
+        ["http://evil.example.com/a"],
+        "the URL starts at its scheme"
+    );
+}

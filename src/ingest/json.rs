@@ -544,9 +544,12 @@ impl<'a> Parser<'a> {
         if ok {
             Ok(Json::Scalar)
         } else {
+            // The first character, not byte: the text may hold multi-byte characters here
+            // (found by fuzzing: a replacement character after a decoding error panicked).
+            let next = self.text[start..].chars().next();
             self.err(format!(
                 "unexpected {:?}",
-                &self.text[start..(start + 1).min(self.text.len())]
+                next.map(String::from).unwrap_or_default()
             ))
         }
     }

@@ -183,9 +183,13 @@ fn take(raw: &str, n: usize, sink: &mut Sink<'_>, flavor: Flavor) -> bool {
     }
     if let Some(idx) = t.find("://") {
         // `url=http://...`, `(see:https://...`: the URL starts at its scheme.
+        // After the last character that is not a letter, which may be several bytes long
+        // (found by fuzzing: `\u{fffd}://a` panicked when cut one byte after its start).
         let start = t[..idx]
-            .rfind(|c: char| !c.is_ascii_alphabetic())
-            .map_or(0, |i| i + 1);
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !c.is_ascii_alphabetic())
+            .map_or(0, |(i, c)| i + c.len_utf8());
         t = &t[start..];
         // Refanging removed every defang bracket, so a `[` left after an AsciiDoc URL opens a
         // link macro's text: a reference (blog post, report), not an indicator. Elsewhere `[`

@@ -7,12 +7,11 @@ mod common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{KEY, World, sha256};
 use rand::RngExt;
 use vtriage::sim::{Known, KnownFile, KnownUrl, SimConfig};
-use vtriage::store::Store;
 use vtriage::store::sqlite::SqliteStore;
 
 const KILLS: usize = 20;
@@ -112,24 +111,7 @@ async fn sigkill_twenty_times_loses_nothing_and_uploads_nothing_twice() {
     let store = SqliteStore::open(&world.dir.path().join("vtriage.db"))
         .await
         .unwrap();
-    let started = Instant::now();
-    let counts = loop {
-        let counts = store.counts().await.unwrap();
-        let finished: u64 = ["completed", "discarded"]
-            .iter()
-            .filter_map(|s| counts.by_state.get(*s))
-            .flat_map(|k| k.values())
-            .sum();
-        let total: u64 = counts.by_state.values().flat_map(|k| k.values()).sum();
-        if total == 200 && finished == 200 {
-            break counts;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "not finished: {counts:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let counts = common::wait_all_finished(&store, 200, Duration::from_secs(120)).await;
     last.kill().unwrap();
     last.wait().unwrap();
 
@@ -165,9 +147,5 @@ async fn sigkill_twenty_times_loses_nothing_and_uploads_nothing_twice() {
         "no URL submitted twice: {:?}",
         stats.url_submissions
     );
-    let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
-        .fetch_one(store.read_pool())
-        .await
-        .unwrap();
-    assert_eq!(integrity, "ok");
+    assert_eq!(common::integrity(&store).await, "ok");
 }

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::{integrity, wait_all_finished};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -22,7 +24,7 @@ use vtriage::indicator::Kind;
 use vtriage::pipeline::Pipeline;
 use vtriage::sim::{Faults, Known, KnownFile, KnownUrl, SimConfig};
 use vtriage::store::sqlite::SqliteStore;
-use vtriage::store::{NewJob, QueueCounts, Store, now_millis};
+use vtriage::store::{NewJob, Store, now_millis};
 use vtriage::vt::RetryPolicy;
 
 /// A mixed workload: unknown files (to upload), known files, known and unknown hashes, known
@@ -107,40 +109,6 @@ async fn pipeline_with_retry(world: &World, retry: RetryPolicy) -> Arc<Pipeline>
     p.client = client.clone();
     p.worker.client = client;
     Arc::new(p)
-}
-
-fn finished(counts: &QueueCounts) -> (u64, u64) {
-    let done: u64 = ["completed", "discarded"]
-        .iter()
-        .filter_map(|s| counts.by_state.get(*s))
-        .flat_map(|k| k.values())
-        .sum();
-    let total: u64 = counts.by_state.values().flat_map(|k| k.values()).sum();
-    (done, total)
-}
-
-/// Waits until `items` jobs exist and all are finished.
-async fn wait_all_finished(store: &dyn Store, items: u64, limit: Duration) -> QueueCounts {
-    let started = Instant::now();
-    loop {
-        let counts = store.counts().await.unwrap();
-        let (done, total) = finished(&counts);
-        if total == items && done == items {
-            return counts;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "not finished after {limit:?}: {counts:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn integrity(store: &SqliteStore) -> String {
-    sqlx::query_scalar("PRAGMA integrity_check")
-        .fetch_one(store.read_pool())
-        .await
-        .unwrap()
 }
 
 async fn max_attempt(store: &SqliteStore) -> i64 {

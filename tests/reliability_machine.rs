@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::{integrity, wait_all_finished};
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,7 +14,6 @@ use std::time::{Duration, Instant};
 use common::{KEY, World, sha256};
 use vtriage::sim::{Known, KnownFile, KnownUrl, SimConfig};
 use vtriage::store::sqlite::SqliteStore;
-use vtriage::store::{QueueCounts, Store};
 
 /// A daemon process; killed if the test ends early.
 struct Daemon(Child);
@@ -65,39 +66,6 @@ impl Drop for Daemon {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn finished(counts: &QueueCounts) -> (u64, u64) {
-    let done: u64 = ["completed", "discarded"]
-        .iter()
-        .filter_map(|s| counts.by_state.get(*s))
-        .flat_map(|k| k.values())
-        .sum();
-    let total: u64 = counts.by_state.values().flat_map(|k| k.values()).sum();
-    (done, total)
-}
-
-async fn wait_all_finished(store: &dyn Store, items: u64, limit: Duration) -> QueueCounts {
-    let started = Instant::now();
-    loop {
-        let counts = store.counts().await.unwrap();
-        let (done, total) = finished(&counts);
-        if total == items && done == items {
-            return counts;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "not finished after {limit:?}: {counts:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn integrity(store: &SqliteStore) -> String {
-    sqlx::query_scalar("PRAGMA integrity_check")
-        .fetch_one(store.read_pool())
-        .await
-        .unwrap()
 }
 
 /// A list of `n` hashes VirusTotal does not know, distinct per `tag`.

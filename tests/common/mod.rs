@@ -111,3 +111,39 @@ pub fn sha256(content: &[u8]) -> String {
     use sha2::Digest;
     vtriage::hashing::hex(&sha2::Sha256::digest(content))
 }
+
+/// Waits until exactly `items` jobs exist and all are finished (completed or discarded), or
+/// panics after `limit`. Returns the final counts.
+pub async fn wait_all_finished(
+    store: &dyn vtriage::store::Store,
+    items: u64,
+    limit: Duration,
+) -> vtriage::store::QueueCounts {
+    let started = std::time::Instant::now();
+    loop {
+        let counts = store.counts().await.unwrap();
+        let count = |states: &[&str]| -> u64 {
+            states
+                .iter()
+                .filter_map(|s| counts.by_state.get(*s))
+                .flat_map(|k| k.values())
+                .sum()
+        };
+        if count(&["completed", "discarded"]) == items && count(&["available", "running"]) == 0 {
+            return counts;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "not finished after {limit:?}: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `PRAGMA integrity_check` of a SQLite store: "ok" when the file is sound.
+pub async fn integrity(store: &vtriage::store::sqlite::SqliteStore) -> String {
+    sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(store.read_pool())
+        .await
+        .unwrap()
+}

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::indicator::Kind;
 use crate::pipeline::{Interrupted, Pipeline};
-use crate::store::{JobResult, NewJob, now_millis};
+use crate::store::{JobResult, NewJob};
 use crate::verdict::Verdict;
 
 /// A file that could not be triaged before it reached the queue.
@@ -119,20 +119,7 @@ pub async fn scan(
     }
     bar.finish_and_clear();
 
-    let max_age = (pipeline.config.verdict.max_age_days * 86_400_000.0) as i64;
-    let mut ids = Vec::new();
-    for chunk in jobs.chunks(1000) {
-        let queued = pipeline
-            .store
-            .enqueue(
-                chunk,
-                now_millis(),
-                max_age,
-                pipeline.config.daemon.max_attempts,
-            )
-            .await?;
-        ids.extend(queued.into_iter().map(|(id, _)| id));
-    }
+    let (mut ids, _) = crate::lists::enqueue(&*pipeline.store, &jobs, &pipeline.config).await?;
     ids.sort_unstable();
     ids.dedup();
 

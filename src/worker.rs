@@ -600,7 +600,7 @@ pub fn verdict_of_object(object: &Object, config: &Config, now: Millis) -> Verdi
     record.sha1 = object.sha1().map(str::to_owned);
     record.vt_id = Some(object.id.clone());
     record.vt_analysis_date = object.last_analysis_date();
-    record.raw = serde_json::to_vec(&object.raw).ok();
+    record.raw = Some(object.body.clone());
     record
 }
 

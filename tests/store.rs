@@ -438,6 +438,76 @@ async fn concurrent_enqueues_of_the_same_indicators_make_one_job_each(db: Backen
     assert_eq!(db.rows("jobs").await, 60);
 }
 
+/// `status` reads counts that SQLite keeps with triggers rather than counting every job: after
+/// each kind of transition they say what a full count would.
+async fn status_counts_follow_every_transition(db: Backend) {
+    use std::collections::BTreeMap;
+    let s = db.store.clone();
+    register(&*s, "w", T0).await;
+    let hashes: Vec<String> = ["1", "2", "3", "4"].iter().map(|c| c.repeat(64)).collect();
+    let mut jobs: Vec<NewJob> = hashes.iter().map(|h| hash_job(h)).collect();
+    jobs.push(NewJob {
+        kind: Kind::Url,
+        ..hash_job("http://example.com/")
+    });
+    s.enqueue(&jobs, T0, DAY, 1).await.unwrap();
+    let claimed = s.claim("w", 3, T0, 60_000).await.unwrap();
+    let running = s.counts().await.unwrap();
+    assert_eq!(running.by_state["running"]["hash"], 3);
+    assert_eq!(running.remaining_by_step["lookup"], 5);
+
+    assert!(s.complete(&claimed[0], &clean(T0), T0).await.unwrap());
+    assert_eq!(
+        s.retry(&claimed[1], T0, "503", T0).await.unwrap(),
+        Retried::Discarded
+    );
+    let to_poll = Snooze {
+        until: T0 + 1000,
+        step: Step::Poll,
+        analysis_id: Some("an-analysis".into()),
+        polls: 0,
+    };
+    assert!(s.snooze(&claimed[2], &to_poll, T0).await.unwrap());
+
+    let counts = s.counts().await.unwrap();
+    let kinds = |pairs: &[(&str, u64)]| -> BTreeMap<String, u64> {
+        pairs.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+    };
+    let expected: BTreeMap<String, BTreeMap<String, u64>> = [
+        ("available", kinds(&[("hash", 2), ("url", 1)])),
+        ("completed", kinds(&[("hash", 1)])),
+        ("discarded", kinds(&[("hash", 1)])),
+    ]
+    .into_iter()
+    .map(|(state, k)| (state.to_string(), k))
+    .collect();
+    assert_eq!(counts.by_state, expected);
+    assert_eq!(counts.by_verdict, kinds(&[("clean", 1), ("failed", 1)]));
+    assert_eq!(
+        counts.remaining_by_step,
+        kinds(&[("lookup", 2), ("poll", 1)])
+    );
+    assert_eq!(
+        counts.oldest_pending.map(|(indicator, _)| indicator),
+        Some(claimed[2].indicator.clone())
+    );
+    assert_eq!(counts.last_errors.len(), 1, "{:?}", counts.last_errors);
+
+    // The failed job is queued again: it leaves `discarded`, its old verdict stays until replaced.
+    let again = s
+        .enqueue(&[hash_job(&hashes[1])], T0, DAY, 1)
+        .await
+        .unwrap();
+    assert_eq!(again[0].1, Enqueued::Reopened);
+    let counts = s.counts().await.unwrap();
+    assert_eq!(
+        counts.by_state["available"],
+        kinds(&[("hash", 3), ("url", 1)])
+    );
+    assert!(!counts.by_state.contains_key("discarded"), "{counts:?}");
+    assert_eq!(counts.by_verdict, kinds(&[("clean", 1), ("failed", 1)]));
+}
+
 on_both_backends!(
     duplicate_indicators_become_one_job_with_every_source,
     claim_takes_due_jobs_once_and_polls_first,
@@ -453,6 +523,7 @@ on_both_backends!(
     a_pause_holds_every_request_of_the_key,
     concurrent_claims_never_hand_out_a_job_twice,
     concurrent_enqueues_of_the_same_indicators_make_one_job_each,
+    status_counts_follow_every_transition,
 );
 
 /// The reporting views read the same on both backends: the columns `sqlite3` users see are the

@@ -200,7 +200,7 @@ pub struct JobResult {
 }
 
 /// A worker process registered in the database.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct WorkerInfo {
     /// Its lease name: `host:pid:start`.
     pub owner: String,
@@ -212,6 +212,21 @@ pub struct WorkerInfo {
     pub heartbeat_at: Millis,
     /// Jobs it holds right now.
     pub in_flight: i64,
+}
+
+impl From<(String, String, i64, Millis, i64)> for WorkerInfo {
+    /// From a row of `owner, host, pid, heartbeat_at, in_flight`.
+    fn from(
+        (owner, host, pid, heartbeat_at, in_flight): (String, String, i64, Millis, i64),
+    ) -> Self {
+        WorkerInfo {
+            owner,
+            host,
+            pid,
+            heartbeat_at,
+            in_flight,
+        }
+    }
 }
 
 /// The quota limits that one API key must honour.
@@ -461,6 +476,29 @@ pub struct RawObject {
     pub indicator: String,
     /// The object as VirusTotal sent it (JSON), when one is stored.
     pub json: Option<Vec<u8>>,
+}
+
+/// The schema migrations of one backend, embedded in the binary: (version, description, SQL).
+/// Built by hand rather than by `sqlx::migrate!`, whose proc macro compiles a second copy of
+/// both database drivers (and SQLite's C source) for the build host. The checksums are the same
+/// ones `migrate!` records, so databases created either way are interchangeable.
+fn migrator(migrations: &[(i64, &'static str, &'static str)]) -> sqlx::migrate::Migrator {
+    use sqlx::SqlSafeStr as _;
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    Migrator::with_migrations(
+        migrations
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(
+                    version,
+                    description.into(),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
 }
 
 /// The current time in Unix milliseconds.

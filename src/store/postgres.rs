@@ -33,6 +33,20 @@ use super::{
 use crate::indicator::Kind;
 use crate::verdict::{Stats, Verdict, VerdictRecord};
 
+/// The schema, oldest first (see `migrations/postgres/`).
+const MIGRATIONS: [(i64, &str, &str); 2] = [
+    (
+        1,
+        "queue",
+        include_str!("../../migrations/postgres/0001_queue.sql"),
+    ),
+    (
+        2,
+        "report views",
+        include_str!("../../migrations/postgres/0002_report_views.sql"),
+    ),
+];
+
 /// The PostgreSQL store.
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -63,7 +77,7 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(120))
             .connect_with(options)
             .await?;
-        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        super::migrator(&MIGRATIONS).run(&pool).await?;
         Ok(PgStore { pool })
     }
 
@@ -584,13 +598,14 @@ impl Store for PgStore {
     }
 
     async fn workers(&self) -> Result<Vec<WorkerInfo>, Error> {
-        sqlx::query_as(
+        let rows: Vec<(String, String, i64, Millis, i64)> = sqlx::query_as(
             "SELECT w.owner, w.host, w.pid, w.heartbeat_at,
                     (SELECT COUNT(*) FROM jobs j WHERE j.lease_owner = w.owner AND j.state = 'running') AS in_flight
              FROM workers w ORDER BY w.host, w.pid",
         )
         .fetch_all(&self.pool)
-        .await
+        .await?;
+        Ok(rows.into_iter().map(WorkerInfo::from).collect())
     }
 
     async fn unregister(&self, owner: &str) -> Result<(), Error> {

@@ -4,6 +4,7 @@
 //! WAL, `busy_timeout` and `synchronous=NORMAL` are set in the connect options, so every pooled
 //! connection has them.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -15,7 +16,9 @@ use futures_util::stream::BoxStream;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Connection as _, Row, SqliteConnection, SqlitePool};
+use sqlx::{
+    AssertSqlSafe, Connection as _, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool,
+};
 
 use super::{
     Enqueued, Error, Job, JobResult, Millis, NewJob, QueueCounts, QuotaDecision, QuotaLimits,
@@ -24,6 +27,25 @@ use super::{
 };
 use crate::indicator::Kind;
 use crate::verdict::{Stats, Verdict, VerdictRecord};
+
+/// The schema, oldest first (see `migrations/sqlite/`).
+const MIGRATIONS: [(i64, &str, &str); 3] = [
+    (
+        1,
+        "queue",
+        include_str!("../../migrations/sqlite/0001_queue.sql"),
+    ),
+    (
+        2,
+        "report views",
+        include_str!("../../migrations/sqlite/0002_report_views.sql"),
+    ),
+    (
+        3,
+        "status counts",
+        include_str!("../../migrations/sqlite/0003_status_counts.sql"),
+    ),
+];
 
 /// The SQLite store.
 #[derive(Debug, Clone)]
@@ -88,7 +110,7 @@ impl SqliteStore {
 async fn migrate(write: &SqlitePool) -> Result<(), Error> {
     let mut tries = 0;
     loop {
-        match sqlx::migrate!("migrations/sqlite").run(write).await {
+        match super::migrator(&MIGRATIONS).run(write).await {
             Ok(()) => return Ok(()),
             Err(e) if tries < 5 => {
                 tries += 1;
@@ -101,14 +123,177 @@ async fn migrate(write: &SqlitePool) -> Result<(), Error> {
 }
 
 /// Inserts or replaces the verdict of a job. `keep_better`: a failed attempt does not replace a
+/// Jobs per multi-row statement of [`Store::enqueue`] (8 bound values each, far below SQLite's
+/// limit of 32,766).
+const ROWS_PER_INSERT: usize = 256;
+
+/// Inserts the jobs whose indicator is new, in one statement; returns their ids. Indicators
+/// already queued (or listed twice in `jobs`) are left to [`requeue_known`].
+async fn insert_new_jobs<'a>(
+    tx: &mut SqliteConnection,
+    jobs: &'a [NewJob],
+    now: Millis,
+    max_attempts: u32,
+) -> Result<HashMap<(Kind, &'a str), i64>, Error> {
+    let mut insert = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO jobs (kind, indicator, max_attempts, scheduled_at, allow_submit, priority,
+             created_at, updated_at) ",
+    );
+    insert.push_values(jobs, |mut row, job| {
+        row.push_bind(job.kind.as_str())
+            .push_bind(job.indicator.clone())
+            .push_bind(max_attempts)
+            .push_bind(now)
+            .push_bind(job.allow_submit)
+            .push_bind(Step::Lookup.priority())
+            .push_bind(now)
+            .push_bind(now);
+    });
+    insert.push(" ON CONFLICT (kind, indicator) DO NOTHING RETURNING id, kind, indicator");
+    let rows = insert.build().fetch_all(&mut *tx).await?;
+    let by_name: HashMap<(Kind, &str), &'a NewJob> = jobs
+        .iter()
+        .map(|j| ((j.kind, j.indicator.as_str()), j))
+        .collect();
+    let mut ids = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let kind: String = row.get(1);
+        let indicator: String = row.get(2);
+        let job = Kind::from_str(&kind)
+            .ok()
+            .and_then(|k| by_name.get(&(k, indicator.as_str())));
+        if let Some(job) = job {
+            ids.insert((job.kind, job.indicator.as_str()), row.get(0));
+        }
+    }
+    Ok(ids)
+}
+
+/// Enqueues a job whose indicator is already in the queue: nothing to do while it is queued
+/// or running; a finished one is queued again when its verdict is stale (or may now improve).
+async fn requeue_known(
+    tx: &mut SqliteConnection,
+    job: &NewJob,
+    now: Millis,
+    max_age_ms: i64,
+    max_attempts: u32,
+) -> Result<(i64, Enqueued), Error> {
+    let row = sqlx::query(
+        "SELECT j.id, j.state, j.allow_submit, j.analysis_id, v.verdict, v.checked_at
+         FROM jobs j LEFT JOIN verdicts v ON v.job_id = j.id
+         WHERE j.kind = ?1 AND j.indicator = ?2",
+    )
+    .bind(job.kind.as_str())
+    .bind(&job.indicator)
+    .fetch_one(&mut *tx)
+    .await?;
+    let id: i64 = row.get(0);
+    let state: String = row.get(1);
+    let allowed_before: bool = row.get(2);
+    let analysis_id: Option<String> = row.get(3);
+    let verdict: Option<String> = row.get(4);
+    let checked_at: Option<Millis> = row.get(5);
+    let newly_allowed = job.allow_submit && !allowed_before;
+    let finished = state == "completed" || state == "discarded";
+    let stale = match (verdict.as_deref(), checked_at) {
+        (None | Some("failed") | Some("pending"), _) | (_, None) => true,
+        (Some("unknown"), _) if newly_allowed => true,
+        (_, Some(at)) => at < now - max_age_ms,
+    };
+    if !finished {
+        if newly_allowed {
+            sqlx::query("UPDATE jobs SET allow_submit = 1, updated_at = ?2 WHERE id = ?1")
+                .bind(id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok((id, Enqueued::Queued))
+    } else if stale {
+        // A pending analysis is polled again; anything else is looked up afresh.
+        let step = if verdict.as_deref() == Some("pending") && analysis_id.is_some() {
+            Step::Poll
+        } else {
+            Step::Lookup
+        };
+        sqlx::query(
+            "UPDATE jobs SET state = 'available', step = ?2, priority = ?3, attempt = 0,
+                     max_attempts = ?4, scheduled_at = ?5, updated_at = ?5, finished_at = NULL,
+                     allow_submit = MAX(allow_submit, ?6), last_error = NULL,
+                     submitted_at = CASE WHEN ?2 = 'poll' THEN submitted_at END,
+                     analysis_id = CASE WHEN ?2 = 'poll' THEN analysis_id END,
+                     polls = CASE WHEN ?2 = 'poll' THEN polls ELSE 0 END
+                 WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(step.as_str())
+        .bind(step.priority())
+        .bind(max_attempts)
+        .bind(now)
+        .bind(job.allow_submit)
+        .execute(&mut *tx)
+        .await?;
+        Ok((id, Enqueued::Reopened))
+    } else {
+        Ok((id, Enqueued::Fresh))
+    }
+}
+
+/// Records where each job came from (`ids` are the jobs' ids, in order): its file path and
+/// size, its list and line.
+async fn insert_provenance(
+    tx: &mut SqliteConnection,
+    jobs: &[NewJob],
+    ids: &[(i64, Enqueued)],
+    now: Millis,
+) -> Result<(), Error> {
+    let paths: Vec<_> = jobs
+        .iter()
+        .zip(ids)
+        .filter_map(|(job, (id, _))| job.path.as_ref().map(|p| (*id, p)))
+        .collect();
+    if !paths.is_empty() {
+        let mut insert =
+            QueryBuilder::<Sqlite>::new("INSERT INTO file_paths (job_id, path, size, seen_at) ");
+        insert.push_values(&paths, |mut row, (id, (path, size))| {
+            row.push_bind(*id)
+                .push_bind(path.clone())
+                .push_bind(*size as i64)
+                .push_bind(now);
+        });
+        insert.push(
+            " ON CONFLICT (job_id, path) DO UPDATE SET size = excluded.size, seen_at = excluded.seen_at",
+        );
+        insert.build().execute(&mut *tx).await?;
+    }
+    let sources: Vec<_> = jobs
+        .iter()
+        .zip(ids)
+        .filter_map(|(job, (id, _))| job.source.as_ref().map(|s| (*id, s)))
+        .collect();
+    if !sources.is_empty() {
+        let mut insert =
+            QueryBuilder::<Sqlite>::new("INSERT INTO sources (job_id, source, line, seen_at) ");
+        insert.push_values(&sources, |mut row, (id, (source, line))| {
+            row.push_bind(*id)
+                .push_bind(source.clone())
+                .push_bind(*line)
+                .push_bind(now);
+        });
+        insert.push(" ON CONFLICT DO NOTHING");
+        insert.build().execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
 /// verdict VirusTotal already gave (a failed re-check must not lose the earlier verdict).
 async fn upsert_verdict(
     conn: &mut SqliteConnection,
     job_id: i64,
     v: &VerdictRecord,
+    raw: Option<Vec<u8>>,
     keep_better: bool,
 ) -> Result<(), Error> {
-    let raw = v.raw.as_deref().map(compress);
     let s = v.stats;
     let sql = if keep_better {
         "INSERT INTO verdicts (job_id, verdict, malicious, suspicious, harmless, undetected, timeout,
@@ -158,9 +343,10 @@ async fn upsert_verdict(
     Ok(())
 }
 
-/// zstd at a middle level: VT objects are repetitive JSON and shrink to a small fraction.
+/// zstd at its default level: VT objects are repetitive JSON and shrink to about a fifth;
+/// level 9 saved a little more but cost a millisecond per verdict (see BENCHMARKS.md).
 pub fn compress(json: &[u8]) -> Vec<u8> {
-    zstd::encode_all(json, 9).expect("compressing into memory cannot fail")
+    zstd::encode_all(json, 3).expect("compressing into memory cannot fail")
 }
 
 /// The inverse of [`compress`]; `None` for a damaged blob.
@@ -258,114 +444,19 @@ impl Store for SqliteStore {
     ) -> Result<Vec<(i64, Enqueued)>, Error> {
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let mut out = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            let existing = sqlx::query(
-                "SELECT j.id, j.state, j.allow_submit, j.analysis_id, v.verdict, v.checked_at
-                 FROM jobs j LEFT JOIN verdicts v ON v.job_id = j.id
-                 WHERE j.kind = ?1 AND j.indicator = ?2",
-            )
-            .bind(job.kind.as_str())
-            .bind(&job.indicator)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let (id, outcome) = match existing {
-                None => {
-                    let id: i64 = sqlx::query_scalar(
-                        "INSERT INTO jobs (kind, indicator, max_attempts, scheduled_at, allow_submit,
-                             priority, created_at, updated_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?4, ?4) RETURNING id",
-                    )
-                    .bind(job.kind.as_str())
-                    .bind(&job.indicator)
-                    .bind(max_attempts)
-                    .bind(now)
-                    .bind(job.allow_submit)
-                    .bind(Step::Lookup.priority())
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    (id, Enqueued::New)
-                }
-                Some(row) => {
-                    let id: i64 = row.get(0);
-                    let state: String = row.get(1);
-                    let allowed_before: bool = row.get(2);
-                    let analysis_id: Option<String> = row.get(3);
-                    let verdict: Option<String> = row.get(4);
-                    let checked_at: Option<Millis> = row.get(5);
-                    let newly_allowed = job.allow_submit && !allowed_before;
-                    let finished = state == "completed" || state == "discarded";
-                    let stale = match (verdict.as_deref(), checked_at) {
-                        (None | Some("failed") | Some("pending"), _) | (_, None) => true,
-                        (Some("unknown"), _) if newly_allowed => true,
-                        (_, Some(at)) => at < now - max_age_ms,
-                    };
-                    if !finished {
-                        if newly_allowed {
-                            sqlx::query(
-                                "UPDATE jobs SET allow_submit = 1, updated_at = ?2 WHERE id = ?1",
-                            )
-                            .bind(id)
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?;
-                        }
-                        (id, Enqueued::Queued)
-                    } else if stale {
-                        // A pending analysis is polled again; anything else is looked up afresh.
-                        let step = if verdict.as_deref() == Some("pending") && analysis_id.is_some()
-                        {
-                            Step::Poll
-                        } else {
-                            Step::Lookup
-                        };
-                        sqlx::query(
-                            "UPDATE jobs SET state = 'available', step = ?2, priority = ?3, attempt = 0,
-                                 max_attempts = ?4, scheduled_at = ?5, updated_at = ?5, finished_at = NULL,
-                                 allow_submit = MAX(allow_submit, ?6), last_error = NULL,
-                                 submitted_at = CASE WHEN ?2 = 'poll' THEN submitted_at END,
-                                 analysis_id = CASE WHEN ?2 = 'poll' THEN analysis_id END,
-                                 polls = CASE WHEN ?2 = 'poll' THEN polls ELSE 0 END
-                             WHERE id = ?1",
-                        )
-                        .bind(id)
-                        .bind(step.as_str())
-                        .bind(step.priority())
-                        .bind(max_attempts)
-                        .bind(now)
-                        .bind(job.allow_submit)
-                        .execute(&mut *tx)
-                        .await?;
-                        (id, Enqueued::Reopened)
-                    } else {
-                        (id, Enqueued::Fresh)
-                    }
-                }
-            };
-            if let Some((path, size)) = &job.path {
-                sqlx::query(
-                    "INSERT INTO file_paths (job_id, path, size, seen_at) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (job_id, path) DO UPDATE SET size = excluded.size, seen_at = excluded.seen_at",
-                )
-                .bind(id)
-                .bind(path)
-                .bind(*size as i64)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+        // A few statements per chunk rather than per job: every statement is a round trip to
+        // the connection's thread, and a million-line list must queue in seconds.
+        for chunk in jobs.chunks(ROWS_PER_INSERT) {
+            let mut inserted = insert_new_jobs(&mut tx, chunk, now, max_attempts).await?;
+            for job in chunk {
+                let queued = match inserted.remove(&(job.kind, job.indicator.as_str())) {
+                    Some(id) => (id, Enqueued::New),
+                    None => requeue_known(&mut tx, job, now, max_age_ms, max_attempts).await?,
+                };
+                out.push(queued);
             }
-            if let Some((source, line)) = &job.source {
-                sqlx::query(
-                    "INSERT INTO sources (job_id, source, line, seen_at) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(id)
-                .bind(source)
-                .bind(line)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
-            out.push((id, outcome));
+            let ids = &out[out.len() - chunk.len()..];
+            insert_provenance(&mut tx, chunk, ids, now).await?;
         }
         tx.commit().await?;
         Ok(out)
@@ -465,7 +556,14 @@ impl Store for SqliteStore {
             None => Retried::LeaseLost,
             Some("discarded") => {
                 let why = format!("gave up after {} attempts: {error}", job.attempt);
-                upsert_verdict(&mut tx, job.id, &VerdictRecord::failed(why, now), true).await?;
+                upsert_verdict(
+                    &mut tx,
+                    job.id,
+                    &VerdictRecord::failed(why, now),
+                    None,
+                    true,
+                )
+                .await?;
                 Retried::Discarded
             }
             Some(_) => Retried::Later,
@@ -521,7 +619,7 @@ impl Store for SqliteStore {
             let why = format!(
                 "abandoned {attempts} times by workers that stopped or crashed while working on it"
             );
-            upsert_verdict(&mut tx, id, &VerdictRecord::failed(why, now), true).await?;
+            upsert_verdict(&mut tx, id, &VerdictRecord::failed(why, now), None, true).await?;
         }
         let done = sqlx::query(AssertSqlSafe(format!(
             "UPDATE jobs SET state = CASE WHEN attempt >= max_attempts THEN 'discarded' ELSE 'available' END,
@@ -570,13 +668,14 @@ impl Store for SqliteStore {
     }
 
     async fn workers(&self) -> Result<Vec<WorkerInfo>, Error> {
-        sqlx::query_as(
+        let rows: Vec<(String, String, i64, Millis, i64)> = sqlx::query_as(
             "SELECT w.owner, w.host, w.pid, w.heartbeat_at,
                     (SELECT COUNT(*) FROM jobs j WHERE j.lease_owner = w.owner AND j.state = 'running') AS in_flight
              FROM workers w ORDER BY w.host, w.pid",
         )
         .fetch_all(&self.read)
-        .await
+        .await?;
+        Ok(rows.into_iter().map(WorkerInfo::from).collect())
     }
 
     async fn unregister(&self, owner: &str) -> Result<(), Error> {
@@ -601,10 +700,12 @@ impl Store for SqliteStore {
         hash: &str,
         since: Millis,
     ) -> Result<Option<VerdictRecord>, Error> {
+        // The unary `+` keeps the planner on the three hash indexes: left to itself it walks
+        // `verdicts_by_verdict` through every recent verdict, once per lookup.
         let sql = format!(
             "SELECT {VERDICT_COLUMNS} FROM verdicts v
-             WHERE (v.sha256 = ?1 OR v.md5 = ?1 OR v.sha1 = ?1) AND v.checked_at >= ?2
-               AND v.verdict IN ('malicious', 'suspicious', 'clean')
+             WHERE (v.sha256 = ?1 OR v.md5 = ?1 OR v.sha1 = ?1) AND +v.checked_at >= ?2
+               AND +v.verdict IN ('malicious', 'suspicious', 'clean')
              ORDER BY v.checked_at DESC LIMIT 1"
         );
         let row = sqlx::query(AssertSqlSafe(sql))
@@ -660,10 +761,12 @@ impl Store for SqliteStore {
 
     async fn counts(&self) -> Result<QueueCounts, Error> {
         let mut counts = QueueCounts::default();
-        let rows: Vec<(String, String, i64)> =
-            sqlx::query_as("SELECT state, kind, COUNT(*) FROM jobs GROUP BY state, kind")
-                .fetch_all(&self.read)
-                .await?;
+        // Counts kept by triggers (migration 0003): a few dozen rows, however large the queue.
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT state, kind, SUM(n) FROM job_counts WHERE n > 0 GROUP BY state, kind",
+        )
+        .fetch_all(&self.read)
+        .await?;
         for (state, kind, n) in rows {
             counts
                 .by_state
@@ -672,19 +775,21 @@ impl Store for SqliteStore {
                 .insert(kind, n as u64);
         }
         let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT verdict, COUNT(*) FROM verdicts GROUP BY verdict")
+            sqlx::query_as("SELECT verdict, n FROM verdict_counts WHERE n > 0")
                 .fetch_all(&self.read)
                 .await?;
         counts.by_verdict = rows.into_iter().map(|(v, n)| (v, n as u64)).collect();
         let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT step, COUNT(*) FROM jobs WHERE state IN ('available', 'running') GROUP BY step",
+            "SELECT step, SUM(n) FROM job_counts WHERE state IN ('available', 'running')
+             GROUP BY step HAVING SUM(n) > 0",
         )
         .fetch_all(&self.read)
         .await?;
         counts.remaining_by_step = rows.into_iter().map(|(s, n)| (s, n as u64)).collect();
+        // Ids grow with creation, so the first unfinished id is the oldest (`jobs_by_state`).
         counts.oldest_pending = sqlx::query_as(
-            "SELECT indicator, created_at FROM jobs WHERE state IN ('available', 'running')
-             ORDER BY created_at, id LIMIT 1",
+            "SELECT indicator, created_at FROM jobs
+             WHERE id = (SELECT MIN(id) FROM jobs WHERE state IN ('available', 'running'))",
         )
         .fetch_optional(&self.read)
         .await?;
@@ -750,73 +855,58 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> Result<QuotaDecision, Error> {
         let ((day, day_end), (month, month_end)) = periods(now);
+        // The sliding window: with `requests` already sent after `window_start`, the next one
+        // fits once the oldest of the last `requests` leaves the window.
+        let window_start = now - limits.window_ms;
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        let paused: Option<Millis> =
-            sqlx::query_scalar("SELECT until FROM quota_pauses WHERE key_id = ?1")
-                .bind(key_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        // Everything to decide in one statement: each one is a round trip to the connection's
+        // thread while every other writer waits.
+        let (paused, today, this_month, window_full_since): (
+            Option<Millis>,
+            i64,
+            i64,
+            Option<Millis>,
+        ) = sqlx::query_as(
+            "SELECT (SELECT until FROM quota_pauses WHERE key_id = ?1),
+                    COALESCE((SELECT used FROM quota_periods WHERE key_id = ?1 AND period = ?2), 0),
+                    COALESCE((SELECT used FROM quota_periods WHERE key_id = ?1 AND period = ?3), 0),
+                    (SELECT at FROM quota_log WHERE key_id = ?1 AND at > ?4
+                     ORDER BY at DESC LIMIT 1 OFFSET ?5)",
+        )
+        .bind(key_id)
+        .bind(&day)
+        .bind(&month)
+        .bind(window_start)
+        .bind(limits.requests.saturating_sub(1))
+        .fetch_one(&mut *tx)
+        .await?;
         if let Some(until) = paused.filter(|&u| u > now) {
             return Ok(QuotaDecision::WaitUntil(until));
         }
-        let used = |period: String| {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT used FROM quota_periods WHERE key_id = ?1 AND period = ?2",
-            )
-            .bind(key_id.to_owned())
-            .bind(period)
-        };
-        let today = used(day.clone())
-            .fetch_optional(&mut *tx)
-            .await?
-            .unwrap_or(0);
         if today >= i64::from(limits.daily) {
             return Ok(QuotaDecision::Exhausted(day_end));
         }
-        if let Some(monthly) = limits.monthly {
-            let this_month = used(month.clone())
-                .fetch_optional(&mut *tx)
-                .await?
-                .unwrap_or(0);
-            if this_month >= i64::from(monthly) {
-                return Ok(QuotaDecision::Exhausted(month_end));
-            }
+        if limits.monthly.is_some_and(|m| this_month >= i64::from(m)) {
+            return Ok(QuotaDecision::Exhausted(month_end));
         }
-        // The sliding window: with `requests` already sent after `now - window`, the next one
-        // fits once the oldest of the last `requests` leaves the window.
-        let window_start = now - limits.window_ms;
-        let recent: Vec<Millis> = sqlx::query_scalar(
-            "SELECT at FROM quota_log WHERE key_id = ?1 AND at > ?2 ORDER BY at DESC LIMIT ?3",
-        )
-        .bind(key_id)
-        .bind(window_start)
-        .bind(limits.requests)
-        .fetch_all(&mut *tx)
-        .await?;
-        if recent.len() >= limits.requests as usize {
-            let oldest = recent[recent.len() - 1];
+        // `requests` sent within the window already: the oldest of them frees the next slot.
+        if let Some(oldest) = window_full_since {
             return Ok(QuotaDecision::WaitUntil(oldest + limits.window_ms));
         }
-        sqlx::query("INSERT INTO quota_log (key_id, at) VALUES (?1, ?2)")
-            .bind(key_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM quota_log WHERE key_id = ?1 AND at <= ?2")
-            .bind(key_id)
-            .bind(window_start)
-            .execute(&mut *tx)
-            .await?;
-        for period in [day, month] {
-            sqlx::query(
-                "INSERT INTO quota_periods (key_id, period, used) VALUES (?1, ?2, 1)
-                 ON CONFLICT (key_id, period) DO UPDATE SET used = used + 1",
-            )
-            .bind(key_id)
-            .bind(period)
-            .execute(&mut *tx)
-            .await?;
-        }
+        // Every write in one round trip (numbered parameters are shared by the statements).
+        sqlx::query(
+            "INSERT INTO quota_log (key_id, at) VALUES (?1, ?2);
+             DELETE FROM quota_log WHERE key_id = ?1 AND at <= ?3;
+             INSERT INTO quota_periods (key_id, period, used) VALUES (?1, ?4, 1), (?1, ?5, 1)
+             ON CONFLICT (key_id, period) DO UPDATE SET used = used + 1;",
+        )
+        .bind(key_id)
+        .bind(now)
+        .bind(window_start)
+        .bind(&day)
+        .bind(&month)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(QuotaDecision::Granted)
     }
@@ -983,6 +1073,9 @@ fn report_sql(query: &ReportQuery) -> (String, Vec<String>) {
         format!("CASE {column}{arms} ELSE {} END", names.len())
     };
     let order = match query.sort {
+        // One verdict: its rows come in job order from `verdicts_by_verdict_job`, no sorting
+        // (the filter leaves only jobs with a verdict, so `v.job_id` is `j.id`).
+        ReportSort::FirstSeen if query.verdicts.len() == 1 => "v.job_id".to_owned(),
         ReportSort::FirstSeen => "j.id".to_owned(),
         ReportSort::CheckedAt => "v.checked_at DESC, j.id".to_owned(),
         ReportSort::Verdict => format!(
@@ -1003,10 +1096,9 @@ fn report_sql(query: &ReportQuery) -> (String, Vec<String>) {
     let columns = VERDICT_COLUMNS.replace("v.raw", "NULL");
     let sql = format!(
         "SELECT j.id, j.kind, j.indicator, j.state, j.created_at, j.last_error,
-             (SELECT json_group_array(path)
-                FROM (SELECT path FROM file_paths WHERE job_id = j.id ORDER BY path)),
-             (SELECT json_group_array(json_array(source, line))
-                FROM (SELECT source, line FROM sources WHERE job_id = j.id ORDER BY source, line)),
+             (SELECT json_group_array(path ORDER BY path) FROM file_paths WHERE job_id = j.id),
+             (SELECT json_group_array(json_array(source, line) ORDER BY source, line)
+                FROM sources WHERE job_id = j.id),
              {columns}
          FROM jobs j LEFT JOIN verdicts v ON v.job_id = j.id
          WHERE 1 = 1{filter}
@@ -1053,6 +1145,8 @@ async fn finish(
     verdict: &VerdictRecord,
     now: Millis,
 ) -> Result<bool, Error> {
+    // Compressed before the transaction: the one writer connection is not held meanwhile.
+    let raw = verdict.raw.as_deref().map(compress);
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let sql = format!(
         "UPDATE jobs SET state = ?3, finished_at = ?4, updated_at = ?4, lease_owner = NULL,
@@ -1070,7 +1164,7 @@ async fn finish(
     if done.rows_affected() != 1 {
         return Ok(false);
     }
-    upsert_verdict(&mut tx, job.id, verdict, state == "discarded").await?;
+    upsert_verdict(&mut tx, job.id, verdict, raw, state == "discarded").await?;
     tx.commit().await?;
     Ok(true)
 }

@@ -16,10 +16,10 @@ pub struct Object {
     pub id: String,
     /// `data.type`: `file`, `url`, `domain`, `ip_address` ...
     pub kind: String,
-    /// `data.attributes` (an empty object when absent).
-    pub attributes: Value,
     /// The whole body, kept for reports and for fields not typed here.
     pub raw: Value,
+    /// The body exactly as VirusTotal sent it (what the store keeps, without re-encoding).
+    pub body: Vec<u8>,
 }
 
 impl Object {
@@ -30,22 +30,27 @@ impl Object {
         Ok(Object {
             id: lenient_id(&data["id"]).unwrap_or_default(),
             kind: data["type"].as_str().unwrap_or_default().to_owned(),
-            attributes: match &data["attributes"] {
-                Value::Object(_) => data["attributes"].clone(),
-                _ => Value::Object(Default::default()),
-            },
             raw,
+            body: body.to_vec(),
         })
+    }
+
+    /// `data.attributes` (`Null` when absent, which indexes like an empty object).
+    pub fn attributes(&self) -> &Value {
+        match data_object(&self.raw) {
+            Ok(data) => &data["attributes"],
+            Err(_) => &Value::Null,
+        }
     }
 
     /// `last_analysis_stats`, `None` when absent (older domain and IP objects lack it).
     pub fn last_analysis_stats(&self) -> Option<Stats> {
-        Stats::from_value(&self.attributes["last_analysis_stats"])
+        Stats::from_value(&self.attributes()["last_analysis_stats"])
     }
 
     /// `last_analysis_date` as unix seconds (accepts an integer, a float or a date string).
     pub fn last_analysis_date(&self) -> Option<i64> {
-        lenient_timestamp(&self.attributes["last_analysis_date"])
+        lenient_timestamp(&self.attributes()["last_analysis_date"])
     }
 
     /// A file (or URL) that VirusTotal knows but has not analysed yet: no analysis date or no
@@ -55,7 +60,7 @@ impl Object {
         if !matches!(self.kind.as_str(), "file" | "url") {
             return false;
         }
-        let no_results = match &self.attributes["last_analysis_results"] {
+        let no_results = match &self.attributes()["last_analysis_results"] {
             Value::Object(m) => m.is_empty(),
             _ => true,
         };
@@ -66,7 +71,7 @@ impl Object {
     /// objects without one, the most counted category and name (`[["trojan", 19], ...]` pairs or
     /// `{"value", "count"}` entries) joined as VirusTotal does (`trojan.hill`).
     pub fn threat_label(&self) -> Option<String> {
-        let ptc = &self.attributes["popular_threat_classification"];
+        let ptc = &self.attributes()["popular_threat_classification"];
         if let Some(label) = ptc["suggested_threat_label"].as_str() {
             // Seen live: "trojan." when no family name was agreed on.
             let label = label.trim().trim_end_matches(['.', '/']);
@@ -105,7 +110,7 @@ impl Object {
 
     /// The size in bytes of a file object.
     pub fn size(&self) -> Option<u64> {
-        lenient_u64(&self.attributes["size"])
+        lenient_u64(&self.attributes()["size"])
     }
 
     /// The name VirusTotal thinks most meaningful among those the file was submitted under.
@@ -114,7 +119,7 @@ impl Object {
     }
 
     fn attr_str(&self, key: &str) -> Option<&str> {
-        self.attributes[key].as_str().filter(|s| !s.is_empty())
+        self.attributes()[key].as_str().filter(|s| !s.is_empty())
     }
 }
 

@@ -156,10 +156,12 @@ pub struct RunArgs {
 /// Sets up logging on standard error. The API key cannot reach a log line: it is only ever
 /// held as `ApiKey`, whose `Debug`/`Display` print `[redacted]`.
 pub fn init_logging(format: LogFormat, verbose: u8, daemon: bool) {
+    // sqlx warns of every statement over a second, and streaming a large report is one long
+    // statement: that is expected, not worth a warning (-v shows it).
     let default = match verbose {
         // A daemon logs each verdict; one-shot commands print their results instead.
-        0 if daemon => "vtriage=info,warn",
-        0 => "warn",
+        0 if daemon => "vtriage=info,sqlx::query=error,warn",
+        0 => "sqlx::query=error,warn",
         1 => "vtriage=debug,info",
         _ => "trace",
     };

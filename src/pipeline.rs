@@ -220,13 +220,18 @@ impl Pipeline {
         mut progress: impl FnMut(u64, u64),
     ) -> Result<(), Interrupted> {
         let total = ids.len() as u64;
+        // Finished jobs stay finished: each look asks only about those still unfinished.
+        let mut left = ids.to_vec();
         loop {
-            match self.store.unfinished(ids).await {
-                Ok(0) => {
+            match self.store.unfinished(&left).await {
+                Ok(still) if still.is_empty() => {
                     progress(total, total);
                     return Ok(());
                 }
-                Ok(left) => progress(total - left, total),
+                Ok(still) => {
+                    left = still;
+                    progress(total - left.len() as u64, total);
+                }
                 Err(e) => tracing::warn!(error = %e, "cannot read progress"),
             }
             tokio::select! {

@@ -21,8 +21,12 @@ use vtriage::store::postgres::PgStore;
 
 const KEY: &str = "multi-daemon-test-key-0123456789";
 const BIN: &str = env!("CARGO_BIN_EXE_vtriage");
-/// The quota the simulator enforces and every daemon is configured with.
-const QUOTA: u32 = 20;
+/// The quota the simulator enforces and every daemon is configured with: QUOTA requests in any
+/// WINDOW_SECS. The window is long enough for the limiter's margin (5 %: 100 ms) to cover the
+/// delay between a grant and the request's arrival with three debug daemons on two cores; with
+/// a 1 s window (a 50 ms margin) an occasional request arrived late enough to draw a 429.
+const QUOTA: u32 = 40;
+const WINDOW_SECS: &str = "2";
 const DAEMONS: usize = 3;
 const FILES: usize = 100;
 /// Files dropped on two hosts at once (same content, two paths): one job each.
@@ -107,7 +111,7 @@ async fn start_sim() -> (Child, String) {
             "--quota-requests",
             &QUOTA.to_string(),
             "--quota-window-secs",
-            "1",
+            WINDOW_SECS,
         ])
         .args(["--analysis-secs", "0.1,0.3"])
         .stdout(Stdio::piped())
@@ -136,7 +140,7 @@ fn deployment(cmd: &mut Command, db: &str, api_url: &str, dir: &Path) {
         .env("VTRIAGE_API_URL", api_url)
         .env("VT_API_KEY", KEY)
         .env("VTRIAGE_QUOTA_REQUESTS", QUOTA.to_string())
-        .env("VTRIAGE_QUOTA_WINDOW_SECS", "1")
+        .env("VTRIAGE_QUOTA_WINDOW_SECS", WINDOW_SECS)
         .env("VTRIAGE_QUOTA_DAILY", "100000")
         .env("VTRIAGE_UPLOAD_FILES", "unknown")
         .env("VTRIAGE_POLL_FIRST_DELAY_SECS", "0.3")

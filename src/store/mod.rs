@@ -358,8 +358,8 @@ pub trait Store: Send + Sync + 'static {
     /// Results of the given jobs.
     async fn results(&self, ids: &[i64]) -> Result<Vec<JobResult>, Error>;
 
-    /// How many of the given jobs are not finished yet.
-    async fn unfinished(&self, ids: &[i64]) -> Result<u64, Error>;
+    /// Those of the given jobs that are not finished yet.
+    async fn unfinished(&self, ids: &[i64]) -> Result<Vec<i64>, Error>;
 
     /// The queue at a glance.
     async fn counts(&self) -> Result<QueueCounts, Error>;

@@ -671,14 +671,13 @@ impl Store for PgStore {
         Ok(out)
     }
 
-    async fn unfinished(&self, ids: &[i64]) -> Result<u64, Error> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM jobs WHERE state IN ('available', 'running') AND id = ANY($1)",
+    async fn unfinished(&self, ids: &[i64]) -> Result<Vec<i64>, Error> {
+        sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE state IN ('available', 'running') AND id = ANY($1)",
         )
         .bind(ids)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(n as u64)
+        .fetch_all(&self.pool)
+        .await
     }
 
     async fn counts(&self) -> Result<QueueCounts, Error> {

@@ -743,20 +743,20 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    async fn unfinished(&self, ids: &[i64]) -> Result<u64, Error> {
-        let mut total = 0u64;
+    async fn unfinished(&self, ids: &[i64]) -> Result<Vec<i64>, Error> {
+        let mut left = Vec::new();
         for chunk in ids.chunks(500) {
             let marks = vec!["?"; chunk.len()].join(",");
             let sql = format!(
-                "SELECT COUNT(*) FROM jobs WHERE state IN ('available', 'running') AND id IN ({marks})"
+                "SELECT id FROM jobs WHERE state IN ('available', 'running') AND id IN ({marks})"
             );
             let mut q = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql));
             for id in chunk {
                 q = q.bind(id);
             }
-            total += q.fetch_one(&self.read).await? as u64;
+            left.extend(q.fetch_all(&self.read).await?);
         }
-        Ok(total)
+        Ok(left)
     }
 
     async fn counts(&self) -> Result<QueueCounts, Error> {

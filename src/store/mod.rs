@@ -478,6 +478,50 @@ pub struct RawObject {
     pub json: Option<Vec<u8>>,
 }
 
+/// An indicator already in the queue, as `enqueue` finds it: `(state, allow_submit,
+/// analysis_id, verdict, checked_at)` of its job and verdict.
+pub(crate) type KnownJob = (String, bool, Option<String>, Option<String>, Option<Millis>);
+
+/// What enqueueing an indicator that is already queued does (both backends apply it).
+pub(crate) enum Requeue {
+    /// Queued or running: nothing, or only allow the submission that is now allowed.
+    Queued { allow_submit: bool },
+    /// Finished with a stale verdict (or one that may now improve): queue it again at `Step`.
+    Reopen(Step),
+    /// Finished with a fresh verdict: nothing to do.
+    Fresh,
+}
+
+/// Decides [`Requeue`] for `known` when enqueued again with `allow_submit` at `now`.
+pub(crate) fn requeue(
+    known: KnownJob,
+    allow_submit: bool,
+    now: Millis,
+    max_age_ms: i64,
+) -> Requeue {
+    let (state, allowed_before, analysis_id, verdict, checked_at) = known;
+    let newly_allowed = allow_submit && !allowed_before;
+    if state != "completed" && state != "discarded" {
+        return Requeue::Queued {
+            allow_submit: newly_allowed,
+        };
+    }
+    let stale = match (verdict.as_deref(), checked_at) {
+        (None | Some("failed") | Some("pending"), _) | (_, None) => true,
+        (Some("unknown"), _) if newly_allowed => true,
+        (_, Some(at)) => at < now - max_age_ms,
+    };
+    if !stale {
+        return Requeue::Fresh;
+    }
+    // A pending analysis is polled again; anything else is looked up afresh.
+    if verdict.as_deref() == Some("pending") && analysis_id.is_some() {
+        Requeue::Reopen(Step::Poll)
+    } else {
+        Requeue::Reopen(Step::Lookup)
+    }
+}
+
 /// The schema migrations of one backend, embedded in the binary: (version, description, SQL).
 /// Built by hand rather than by `sqlx::migrate!`, whose proc macro compiles a second copy of
 /// both database drivers (and SQLite's C source) for the build host. The checksums are the same

@@ -22,8 +22,8 @@ use sqlx::{
 
 use super::{
     Enqueued, Error, Job, JobResult, Millis, NewJob, QueueCounts, QuotaDecision, QuotaLimits,
-    QuotaUsage, RawObject, ReportQuery, ReportRow, ReportSort, Retried, Snooze, Step, Store,
-    WorkerInfo,
+    QuotaUsage, RawObject, ReportQuery, ReportRow, ReportSort, Requeue, Retried, Snooze, Step,
+    Store, WorkerInfo,
 };
 use crate::indicator::Kind;
 use crate::verdict::{Stats, Verdict, VerdictRecord};
@@ -188,54 +188,39 @@ async fn requeue_known(
     .fetch_one(&mut *tx)
     .await?;
     let id: i64 = row.get(0);
-    let state: String = row.get(1);
-    let allowed_before: bool = row.get(2);
-    let analysis_id: Option<String> = row.get(3);
-    let verdict: Option<String> = row.get(4);
-    let checked_at: Option<Millis> = row.get(5);
-    let newly_allowed = job.allow_submit && !allowed_before;
-    let finished = state == "completed" || state == "discarded";
-    let stale = match (verdict.as_deref(), checked_at) {
-        (None | Some("failed") | Some("pending"), _) | (_, None) => true,
-        (Some("unknown"), _) if newly_allowed => true,
-        (_, Some(at)) => at < now - max_age_ms,
-    };
-    if !finished {
-        if newly_allowed {
-            sqlx::query("UPDATE jobs SET allow_submit = 1, updated_at = ?2 WHERE id = ?1")
-                .bind(id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+    let known = (row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
+    match super::requeue(known, job.allow_submit, now, max_age_ms) {
+        Requeue::Queued { allow_submit } => {
+            if allow_submit {
+                sqlx::query("UPDATE jobs SET allow_submit = 1, updated_at = ?2 WHERE id = ?1")
+                    .bind(id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok((id, Enqueued::Queued))
         }
-        Ok((id, Enqueued::Queued))
-    } else if stale {
-        // A pending analysis is polled again; anything else is looked up afresh.
-        let step = if verdict.as_deref() == Some("pending") && analysis_id.is_some() {
-            Step::Poll
-        } else {
-            Step::Lookup
-        };
-        sqlx::query(
-            "UPDATE jobs SET state = 'available', step = ?2, priority = ?3, attempt = 0,
-                     max_attempts = ?4, scheduled_at = ?5, updated_at = ?5, finished_at = NULL,
-                     allow_submit = MAX(allow_submit, ?6), last_error = NULL,
-                     submitted_at = CASE WHEN ?2 = 'poll' THEN submitted_at END,
-                     analysis_id = CASE WHEN ?2 = 'poll' THEN analysis_id END,
-                     polls = CASE WHEN ?2 = 'poll' THEN polls ELSE 0 END
-                 WHERE id = ?1",
-        )
-        .bind(id)
-        .bind(step.as_str())
-        .bind(step.priority())
-        .bind(max_attempts)
-        .bind(now)
-        .bind(job.allow_submit)
-        .execute(&mut *tx)
-        .await?;
-        Ok((id, Enqueued::Reopened))
-    } else {
-        Ok((id, Enqueued::Fresh))
+        Requeue::Reopen(step) => {
+            sqlx::query(
+                "UPDATE jobs SET state = 'available', step = ?2, priority = ?3, attempt = 0,
+                         max_attempts = ?4, scheduled_at = ?5, updated_at = ?5, finished_at = NULL,
+                         allow_submit = MAX(allow_submit, ?6), last_error = NULL,
+                         submitted_at = CASE WHEN ?2 = 'poll' THEN submitted_at END,
+                         analysis_id = CASE WHEN ?2 = 'poll' THEN analysis_id END,
+                         polls = CASE WHEN ?2 = 'poll' THEN polls ELSE 0 END
+                     WHERE id = ?1",
+            )
+            .bind(id)
+            .bind(step.as_str())
+            .bind(step.priority())
+            .bind(max_attempts)
+            .bind(now)
+            .bind(job.allow_submit)
+            .execute(&mut *tx)
+            .await?;
+            Ok((id, Enqueued::Reopened))
+        }
+        Requeue::Fresh => Ok((id, Enqueued::Fresh)),
     }
 }
 

@@ -650,21 +650,23 @@ async fn ingest(quick: bool, f: &mut Failures) {
         config.ingest.skip_private_ips = false;
         let store = vtriage::pipeline::open_store(&config).await.unwrap();
         let started = Instant::now();
-        let parsed = vtriage::lists::parse(&list, None, &config).unwrap();
-        let (_, counts) = vtriage::lists::enqueue(&*store, &parsed.jobs, &config)
+        let queued_list = vtriage::lists::queue(&*store, &list, None, &config)
             .await
             .unwrap();
         ours.push(started.elapsed().as_secs_f64());
-        queued = counts.new;
+        queued = queued_list.counts.new;
         drop(store);
 
         // The floor: sqlite3 importing as many plain rows into the same unique index.
         let csv = dir.path().join("plain.csv");
         if !csv.exists() {
             let mut out = std::io::BufWriter::new(std::fs::File::create(&csv).unwrap());
-            for (i, j) in parsed.jobs.iter().enumerate() {
+            let mut i = 0;
+            vtriage::lists::parse(&list, None, &config, |j| {
                 writeln!(out, "{},{},{i}", j.kind.as_str(), j.indicator).unwrap();
-            }
+                i += 1;
+            })
+            .unwrap();
         }
         let db = dir.path().join(format!("sqlite3-{run}.db"));
         let started = Instant::now();

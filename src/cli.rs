@@ -304,27 +304,26 @@ async fn ingest(args: IngestArgs, global: &GlobalArgs) -> anyhow::Result<i32> {
     use crate::lists;
     let config = load_config(global)?;
     let mut unreadable = 0;
-    let mut parsed = Vec::new();
-    for file in &args.files {
-        match lists::parse(file, args.format, &config) {
-            Ok(list) => {
-                eprint!("{}", lists::describe(&list, args.verbose_rejects));
-                parsed.push(list);
-            }
-            Err(e) => {
-                eprintln!("vtriage: cannot read {}: {e}", file.display());
-                unreadable += 1;
-            }
-        }
-    }
     if args.dry_run {
         let mut out = std::io::stdout().lock();
-        for list in &parsed {
-            lists::print_dry_run(list, args.json, &mut out)?;
+        for file in &args.files {
+            let mut printed = Ok(());
+            let parsed = lists::parse(file, args.format, &config, |job| {
+                if printed.is_ok() {
+                    printed = lists::print_dry_run(&job, args.json, &mut out);
+                }
+            });
+            printed?;
+            match parsed {
+                Ok(list) => eprint!("{}", lists::describe(&list, args.verbose_rejects)),
+                Err(e) => {
+                    eprintln!("vtriage: {e}");
+                    unreadable += 1;
+                }
+            }
         }
         return Ok(if unreadable > 0 { 2 } else { 0 });
     }
-    let jobs: Vec<_> = parsed.into_iter().flat_map(|l| l.jobs).collect();
     let pipeline = match args.wait {
         true => Some(Pipeline::open(config.clone(), shutdown_signal()).await?),
         false => None,
@@ -333,7 +332,22 @@ async fn ingest(args: IngestArgs, global: &GlobalArgs) -> anyhow::Result<i32> {
         Some(p) => p.store.clone(),
         None => crate::pipeline::open_store(&config).await?,
     };
-    let (mut ids, queued) = lists::enqueue(&*store, &jobs, &config).await?;
+    let mut ids = Vec::new();
+    let mut queued = lists::Queued::default();
+    for file in &args.files {
+        match lists::queue(&*store, file, args.format, &config).await {
+            Ok(list) => {
+                eprint!("{}", lists::describe(&list.list, args.verbose_rejects));
+                ids.extend(list.ids);
+                queued.add(list.counts);
+            }
+            Err(e @ lists::ListError::Read { .. }) => {
+                eprintln!("vtriage: {e}");
+                unreadable += 1;
+            }
+            Err(lists::ListError::Store(e)) => return Err(e.into()),
+        }
+    }
     eprintln!(
         "queued {} new and {} stale indicators; {} already queued; {} answered by a fresh stored verdict",
         queued.new, queued.reopened, queued.queued, queued.fresh

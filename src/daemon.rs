@@ -194,24 +194,27 @@ async fn queue_lists(
     config: Arc<Config>,
 ) -> anyhow::Result<()> {
     while let Some(file) = rx.recv().await {
-        let (path, cfg) = (file.path.clone(), config.clone());
-        let parsed = tokio::task::spawn_blocking(move || lists::parse(&path, None, &cfg)).await?;
-        let list = match parsed {
-            Ok(list) => list,
-            Err(e) => {
-                tracing::warn!(list = %file.path.display(), error = %e, "cannot read a list");
-                continue;
-            }
-        };
-        for line in lists::describe(&list, false).lines() {
-            tracing::info!("{line}");
-        }
-        // Like the drop directory: a database that refuses the batch now is retried.
+        // Like the drop directory: a database that refuses a batch is retried (queueing a list
+        // again only adds its provenance to what is already queued).
         let mut delay = Duration::from_millis(200);
-        while let Err(e) = lists::enqueue(&*store, &list.jobs, &config).await {
-            tracing::error!(error = %e, list = %file.path.display(), "cannot queue a list; retrying");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(30));
+        loop {
+            match lists::queue(&*store, &file.path, None, &config).await {
+                Ok(list) => {
+                    for line in lists::describe(&list.list, false).lines() {
+                        tracing::info!("{line}");
+                    }
+                    break;
+                }
+                Err(e @ lists::ListError::Read { .. }) => {
+                    tracing::warn!(error = %e, "cannot read a list");
+                    break;
+                }
+                Err(lists::ListError::Store(e)) => {
+                    tracing::error!(error = %e, list = %file.path.display(), "cannot queue a list; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
         }
     }
     Ok(())

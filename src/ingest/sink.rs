@@ -1,7 +1,9 @@
 //! Where every parser delivers what it finds: deduplication, counting, capped notes.
 
 use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+
+use sha2::{Digest, Sha256};
 
 use super::{Classified, Found, Options, Rejected, SkipReason, Summary};
 use crate::indicator::Indicator;
@@ -13,7 +15,9 @@ pub const MAX_NOTES: usize = 1000;
 pub(crate) struct Sink<'a> {
     pub opts: &'a Options,
     emit: &'a mut dyn FnMut(Found),
-    seen: HashSet<Indicator, BuildHasherDefault<FxHasher>>,
+    /// Fingerprints of the indicators taken so far (a million-line list would otherwise hold a
+    /// second copy of every indicator).
+    seen: HashSet<Fingerprint, BuildHasherDefault<FxHasher>>,
     pub summary: Summary,
     dropped_rejections: usize,
     dropped_warnings: usize,
@@ -47,7 +51,7 @@ impl<'a> Sink<'a> {
     }
 
     pub fn indicator(&mut self, indicator: Indicator, line: usize) {
-        if !self.seen.insert(indicator.clone()) {
+        if !self.seen.insert(Fingerprint::of(&indicator)) {
             self.summary.duplicates += 1;
             return;
         }
@@ -104,6 +108,35 @@ impl<'a> Sink<'a> {
     }
 }
 
+/// The first 128 bits of the SHA-256 of an indicator: two different indicators share one by
+/// chance with odds far below a disk error, and no list can be crafted to make them collide
+/// (a list that could would hide an indicator as a duplicate of another).
+#[derive(PartialEq, Eq, Hash)]
+struct Fingerprint([u8; 16]);
+
+impl Fingerprint {
+    fn of(indicator: &Indicator) -> Fingerprint {
+        let mut digest = DigestWriter(Sha256::new());
+        indicator.hash(&mut digest);
+        let full = digest.0.finalize();
+        let mut head = [0; 16];
+        head.copy_from_slice(&full[..16]);
+        Fingerprint(head)
+    }
+}
+
+/// Feeds what [`Hash`] writes (the variant, then the value) into a digest.
+struct DigestWriter(Sha256);
+
+impl Hasher for DigestWriter {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+    fn finish(&self) -> u64 {
+        unreachable!("only the digest is read")
+    }
+}
+
 /// The first 80 characters of `text`, control characters escaped so that a terminal is safe.
 pub fn excerpt(text: &str) -> String {
     let mut out = String::new();
@@ -121,8 +154,8 @@ pub fn excerpt(text: &str) -> String {
     out
 }
 
-/// The multiply-rotate hash of rustc (`FxHash`): deduplication keys come from the list being
-/// parsed, but a collision only costs time, and SipHash was a tenth of the parse time.
+/// The multiply-rotate hash of rustc (`FxHash`), enough for keys that are already digests
+/// (SipHash was a tenth of the parse time).
 #[derive(Default)]
 pub struct FxHasher {
     hash: u64,

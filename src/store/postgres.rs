@@ -34,7 +34,7 @@ use crate::indicator::Kind;
 use crate::verdict::{Stats, Verdict, VerdictRecord};
 
 /// The schema, oldest first (see `migrations/postgres/`).
-const MIGRATIONS: [(i64, &str, &str); 2] = [
+const MIGRATIONS: [(i64, &str, &str); 3] = [
     (
         1,
         "queue",
@@ -44,6 +44,11 @@ const MIGRATIONS: [(i64, &str, &str); 2] = [
         2,
         "report views",
         include_str!("../../migrations/postgres/0002_report_views.sql"),
+    ),
+    (
+        3,
+        "lean ingest",
+        include_str!("../../migrations/postgres/0003_lean_ingest.sql"),
     ),
 ];
 
@@ -837,10 +842,12 @@ impl Store for PgStore {
 
     async fn raw_object(&self, indicator: &str) -> Result<Option<RawObject>, Error> {
         // One indexed look-up per way of naming the object, instead of an OR across tables
-        // that would scan every job.
+        // that would scan every job; naming every kind lets the unique (kind, indicator) index serve.
         let row = sqlx::query(
             "SELECT j.kind, j.indicator, v.raw FROM jobs j LEFT JOIN verdicts v ON v.job_id = j.id
-             WHERE j.id IN (SELECT id FROM jobs WHERE indicator IN ($1, lower($1))
+             WHERE j.id IN (SELECT id FROM jobs
+                            WHERE kind IN ('file', 'hash', 'url', 'domain', 'ip')
+                              AND indicator IN ($1, lower($1))
                             UNION SELECT job_id FROM verdicts WHERE sha256 = lower($1)
                             UNION SELECT job_id FROM verdicts WHERE md5 = lower($1)
                             UNION SELECT job_id FROM verdicts WHERE sha1 = lower($1))

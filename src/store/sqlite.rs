@@ -29,7 +29,7 @@ use crate::indicator::Kind;
 use crate::verdict::{Stats, Verdict, VerdictRecord};
 
 /// The schema, oldest first (see `migrations/sqlite/`).
-const MIGRATIONS: [(i64, &str, &str); 3] = [
+const MIGRATIONS: [(i64, &str, &str); 4] = [
     (
         1,
         "queue",
@@ -44,6 +44,11 @@ const MIGRATIONS: [(i64, &str, &str); 3] = [
         3,
         "status counts",
         include_str!("../../migrations/sqlite/0003_status_counts.sql"),
+    ),
+    (
+        4,
+        "lean ingest",
+        include_str!("../../migrations/sqlite/0004_lean_ingest.sql"),
     ),
 ];
 
@@ -81,7 +86,16 @@ impl SqliteStore {
             // transaction as far as sqlx knows, and every later BEGIN on it fails: the one write
             // connection is replaced instead of poisoning the store for good.
             .after_release(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
-            .connect_with(options.clone())
+            // A 64 MiB page cache (SQLite's default is 2 MiB) keeps a large list's index pages
+            // in memory between its batches; statement journals (one per multi-row insert) are
+            // kept in memory instead of temporary files: together a million-line ingest took
+            // a quarter less time.
+            .connect_with(
+                options
+                    .clone()
+                    .pragma("cache_size", "-65536")
+                    .pragma("temp_store", "memory"),
+            )
             .await?;
         migrate(&write).await?;
         let read = SqlitePoolOptions::new()
@@ -970,10 +984,12 @@ impl Store for SqliteStore {
 
     async fn raw_object(&self, indicator: &str) -> Result<Option<RawObject>, Error> {
         // One indexed look-up per way of naming the object, instead of an OR across tables
-        // that would scan every job.
+        // that would scan every job; naming every kind lets the unique (kind, indicator) index serve.
         let row = sqlx::query(
             "SELECT j.kind, j.indicator, v.raw FROM jobs j LEFT JOIN verdicts v ON v.job_id = j.id
-             WHERE j.id IN (SELECT id FROM jobs WHERE indicator IN (?1, lower(?1))
+             WHERE j.id IN (SELECT id FROM jobs
+                            WHERE kind IN ('file', 'hash', 'url', 'domain', 'ip')
+                              AND indicator IN (?1, lower(?1))
                             UNION SELECT job_id FROM verdicts WHERE sha256 = lower(?1)
                             UNION SELECT job_id FROM verdicts WHERE md5 = lower(?1)
                             UNION SELECT job_id FROM verdicts WHERE sha1 = lower(?1))

@@ -738,6 +738,34 @@ async fn a_large_report_streams_each_record_as_the_database_yields_it() {
         );
         assert!(probe.bytes > 20 * ROWS as u64);
     }
+    // In job order the records come a chunk at a time: each once, in order, up to the limit.
+    for (verdicts, limit) in [
+        (vec![], None),
+        (vec![Verdict::Malicious], None),
+        (vec![], Some(2_345)),
+        (vec![Verdict::Malicious], Some(1_001)),
+    ] {
+        let filter = query(|q| {
+            q.verdicts = verdicts.clone();
+            q.limit = limit;
+        });
+        let records: Vec<Record> = report::records(&*store, &filter)
+            .map(Result::unwrap)
+            .collect()
+            .await;
+        let ids: Vec<i64> = records.iter().map(|r| r.job_id).collect();
+        let expected: Vec<i64> = (1..=ROWS)
+            .filter(|id| verdicts.is_empty() || id % 10 == 0)
+            .take(limit.unwrap_or(u64::MAX) as usize)
+            .collect();
+        assert_eq!(ids, expected, "{verdicts:?} limit {limit:?}");
+        for r in &records {
+            assert_eq!(r.indicator, format!("host{}.example", r.job_id));
+            let malicious = r.stats.as_ref().map(|s| s.malicious);
+            assert_eq!(malicious, Some((r.job_id % 10) as u32));
+            assert_eq!(r.engines, Some(60 + (r.job_id % 10) as u32));
+        }
+    }
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::io::{self, IsTerminal, Write};
 use std::net::IpAddr;
 
-use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, SecondsFormat, TimeZone, Utc};
 use clap::ValueEnum;
 use futures_util::stream::{BoxStream, Stream, StreamExt};
 use serde::Serialize;
@@ -266,16 +266,14 @@ pub fn rfc3339_millis(at: Millis) -> String {
     Utc.timestamp_millis_opt(at)
         .single()
         .unwrap_or_default()
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 fn rfc3339_secs(at: i64) -> String {
     Utc.timestamp_opt(at, 0)
         .single()
         .unwrap_or_default()
-        .format("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+        .to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 /// The VirusTotal web page of an indicator.

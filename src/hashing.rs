@@ -18,7 +18,10 @@ pub async fn sha256_file(path: &Path) -> std::io::Result<String> {
 pub fn sha256_file_blocking(path: &Path) -> std::io::Result<String> {
     let mut file = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
+    // A MiB at a time; a small file gets a buffer of its own size instead of a zeroed MiB.
+    let size = file.metadata().map_or(0, |m| m.len());
+    let len = usize::try_from(size).unwrap_or(usize::MAX);
+    let mut buf = vec![0u8; len.saturating_add(1).min(1 << 20)];
     loop {
         let n = file.read(&mut buf)?;
         if n == 0 {

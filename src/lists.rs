@@ -118,7 +118,7 @@ pub async fn queue(
     format: Option<Format>,
     config: &Config,
 ) -> Result<QueuedList, ListError> {
-    // Two batches in flight: the parser fills the next while the store writes this one.
+    // The parser fills a batch while the store writes the one before (and one more may wait).
     let (tx, mut rx) = mpsc::channel::<Vec<NewJob>>(1);
     let parser = {
         let (path, config) = (path.to_owned(), config.clone());
@@ -126,10 +126,10 @@ pub async fn queue(
             let mut batch = Vec::with_capacity(BATCH);
             let parsed = parse(&path, format, &config, |job| {
                 batch.push(job);
-                // A send fails once the store gave up: the rest of the list is only read.
-                if batch.len() == BATCH && !tx.is_closed() {
-                    let _ =
-                        tx.blocking_send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
+                if batch.len() == BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    // Fails once the store gave up: the rest of the list is then only read.
+                    let _ = tx.blocking_send(full);
                 }
             });
             if !batch.is_empty() {

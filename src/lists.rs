@@ -216,7 +216,10 @@ pub fn print_dry_run(job: &NewJob, json: bool, out: &mut impl Write) -> std::io:
     let Some(indicator) = crate::indicator::Indicator::from_stored(job.kind, &job.indicator) else {
         return Ok(());
     };
-    let (source, line) = job.source.clone().unwrap_or_default();
+    let (source, line) = job
+        .source
+        .as_ref()
+        .map_or(("", 0), |(source, line)| (source.as_str(), *line));
     let line = DryRunLine {
         kind: indicator.type_name(),
         value: job.indicator.clone(),

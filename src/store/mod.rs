@@ -41,7 +41,7 @@ use futures_util::stream::BoxStream;
 use serde::Serialize;
 
 use crate::indicator::Kind;
-use crate::verdict::{Verdict, VerdictRecord};
+use crate::verdict::{Stats, Verdict, VerdictRecord};
 
 /// Unix time in milliseconds, as stored.
 pub type Millis = i64;
@@ -543,6 +543,30 @@ fn migrator(migrations: &[(i64, &'static str, &'static str)]) -> sqlx::migrate::
             })
             .collect(),
     )
+}
+
+/// The engine counts of a verdict row, in the order of its columns (`malicious`, `suspicious`,
+/// `harmless`, `undetected`, `timeout`, `type_unsupported`, `failure`); `None` when it has none.
+pub(crate) fn stats_from_counts(counts: [Option<u32>; 7]) -> Option<Stats> {
+    let [
+        malicious,
+        suspicious,
+        harmless,
+        undetected,
+        timeout,
+        type_unsupported,
+        failure,
+    ] = counts;
+    malicious.map(|malicious| Stats {
+        malicious,
+        suspicious: suspicious.unwrap_or(0),
+        harmless: harmless.unwrap_or(0),
+        undetected: undetected.unwrap_or(0),
+        timeout: timeout.unwrap_or(0),
+        type_unsupported: type_unsupported.unwrap_or(0),
+        failure: failure.unwrap_or(0),
+        ..Stats::default()
+    })
 }
 
 /// The current time in Unix milliseconds.

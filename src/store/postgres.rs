@@ -178,16 +178,7 @@ fn verdict_from_row(row: &PgRow, at: usize) -> Option<VerdictRecord> {
     let name: Option<String> = row.get(at);
     let verdict = Verdict::from_str(&name?).ok()?;
     let n = |i: usize| row.get::<Option<i32>, _>(at + i).map(count);
-    let stats = n(1).map(|malicious| Stats {
-        malicious,
-        suspicious: n(2).unwrap_or(0),
-        harmless: n(3).unwrap_or(0),
-        undetected: n(4).unwrap_or(0),
-        timeout: n(5).unwrap_or(0),
-        type_unsupported: n(6).unwrap_or(0),
-        failure: n(7).unwrap_or(0),
-        ..Stats::default()
-    });
+    let stats = super::stats_from_counts(std::array::from_fn(|i| n(1 + i)));
     let raw: Option<Vec<u8>> = row.get(at + 17);
     Some(VerdictRecord {
         verdict,

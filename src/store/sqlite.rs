@@ -26,7 +26,7 @@ use super::{
     Store, WorkerInfo,
 };
 use crate::indicator::Kind;
-use crate::verdict::{Stats, Verdict, VerdictRecord};
+use crate::verdict::{Verdict, VerdictRecord};
 
 /// The schema, oldest first (see `migrations/sqlite/`).
 const MIGRATIONS: [(i64, &str, &str); 4] = [
@@ -89,7 +89,7 @@ impl SqliteStore {
             // A 64 MiB page cache (SQLite's default is 2 MiB) keeps a large list's index pages
             // in memory between its batches; statement journals (one per multi-row insert) are
             // kept in memory instead of temporary files: together a million-line ingest took
-            // a quarter less time.
+            // a fifth less time (40 s -> 32 s here).
             .connect_with(
                 options
                     .clone()
@@ -136,7 +136,6 @@ async fn migrate(write: &SqlitePool) -> Result<(), Error> {
     }
 }
 
-/// Inserts or replaces the verdict of a job. `keep_better`: a failed attempt does not replace a
 /// Jobs per multi-row statement of [`Store::enqueue`] (8 bound values each, far below SQLite's
 /// limit of 32,766).
 const ROWS_PER_INSERT: usize = 256;
@@ -285,7 +284,9 @@ async fn insert_provenance(
     Ok(())
 }
 
-/// verdict VirusTotal already gave (a failed re-check must not lose the earlier verdict).
+/// Inserts or replaces the verdict of a job (`raw`: its VirusTotal object, compressed).
+/// `keep_better`: a failed attempt does not replace a verdict VirusTotal already gave (a failed
+/// re-check must not lose the earlier verdict).
 async fn upsert_verdict(
     conn: &mut SqliteConnection,
     job_id: i64,
@@ -358,17 +359,7 @@ pub fn decompress(blob: &[u8]) -> Option<Vec<u8>> {
 pub(crate) fn verdict_from_row(row: &SqliteRow, at: usize) -> Option<VerdictRecord> {
     let name: Option<String> = row.get(at);
     let verdict = Verdict::from_str(&name?).ok()?;
-    let count = |i: usize| row.get::<Option<u32>, _>(at + i);
-    let stats = count(1).map(|malicious| Stats {
-        malicious,
-        suspicious: count(2).unwrap_or(0),
-        harmless: count(3).unwrap_or(0),
-        undetected: count(4).unwrap_or(0),
-        timeout: count(5).unwrap_or(0),
-        type_unsupported: count(6).unwrap_or(0),
-        failure: count(7).unwrap_or(0),
-        ..Stats::default()
-    });
+    let stats = super::stats_from_counts(std::array::from_fn(|i| row.get(at + 1 + i)));
     let raw: Option<Vec<u8>> = row.get(at + 17);
     Some(VerdictRecord {
         verdict,
@@ -972,12 +963,16 @@ impl Store for SqliteStore {
         let limit = query
             .limit
             .map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        // The statement with the user-given texts bound as `?1`, `?2`, ...
+        let with_texts = |sql: &str, texts: &[String]| {
+            texts
+                .iter()
+                .fold(sqlx::query(AssertSqlSafe(sql.to_owned())), |q, text| {
+                    q.bind(text.clone())
+                })
+        };
         if query.sort != ReportSort::FirstSeen {
-            let mut q = sqlx::query(AssertSqlSafe(report.rows));
-            for text in &report.texts {
-                q = q.bind(text.clone());
-            }
-            return q
+            return with_texts(&report.rows, &report.texts)
                 .bind(limit)
                 .fetch(&self.read)
                 .map(|row| row.and_then(|row| decode_report_record(row.try_get(1)?)))
@@ -985,16 +980,12 @@ impl Store for SqliteStore {
         }
         // In job order, a chunk of records per query (after the last id of the one before).
         let chunks = futures_util::stream::try_unfold((0_i64, limit), move |(after, left)| {
-            let (sql, texts) = (report.chunk.clone(), report.texts.clone());
+            let chunk = with_texts(&report.chunk, &report.texts);
             async move {
                 if left <= 0 {
                     return Ok::<_, Error>(None);
                 }
-                let mut q = sqlx::query(AssertSqlSafe(sql));
-                for text in texts {
-                    q = q.bind(text);
-                }
-                let row = q
+                let row = chunk
                     .bind(left.min(REPORT_CHUNK))
                     .bind(after)
                     .fetch_one(&self.read)
@@ -1206,16 +1197,15 @@ impl From<ReportJson> for ReportRow {
             .and_then(|v| Verdict::from_str(&v).ok())
             .map(|verdict| VerdictRecord {
                 verdict,
-                stats: r.malicious.map(|malicious| Stats {
-                    malicious,
-                    suspicious: r.suspicious.unwrap_or(0),
-                    harmless: r.harmless.unwrap_or(0),
-                    undetected: r.undetected.unwrap_or(0),
-                    timeout: r.timeout.unwrap_or(0),
-                    type_unsupported: r.type_unsupported.unwrap_or(0),
-                    failure: r.failure.unwrap_or(0),
-                    ..Stats::default()
-                }),
+                stats: super::stats_from_counts([
+                    r.malicious,
+                    r.suspicious,
+                    r.harmless,
+                    r.undetected,
+                    r.timeout,
+                    r.type_unsupported,
+                    r.failure,
+                ]),
                 threat_label: r.threat_label,
                 sha256: r.sha256,
                 md5: r.md5,

@@ -560,3 +560,29 @@ async fn the_report_view_reads_the_same_on_both_backends(db: Backend) {
 }
 
 on_both_backends!(the_report_view_reads_the_same_on_both_backends);
+
+/// Processes started together (two daemons, a daemon and a `status`) open a new database at
+/// the same moment: switching it to WAL cannot wait on `busy_timeout`, and only one can create
+/// the schema. Every opener must still get a working store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_opening_a_new_database_at_once_all_succeed() {
+    use vtriage::store::sqlite::SqliteStore;
+    for round in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("vtriage.db");
+        let opens: Vec<_> = (0..8)
+            .map(|_| {
+                let db = db.clone();
+                tokio::spawn(async move { SqliteStore::open(&db).await })
+            })
+            .collect();
+        for open in opens {
+            let store = open
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert!(store.counts().await.unwrap().by_state.is_empty());
+            store.close().await;
+        }
+    }
+}

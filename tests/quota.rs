@@ -39,7 +39,7 @@ async fn check_arrivals(
         now += gap;
         let arrival = now;
         loop {
-            match store.take_quota(key, &limits, now).await.unwrap() {
+            match store.take_quota(key, &limits, &|| now).await.unwrap() {
                 QuotaDecision::Granted => {
                     arrivals.push(arrival);
                     granted.push(now);
@@ -136,14 +136,14 @@ async fn the_days_count_survives_a_restart(b: Backend) {
     };
     for i in 0..3 {
         assert_eq!(
-            b.store.take_quota("k", &limits, T0 + i).await.unwrap(),
+            b.store.take_quota("k", &limits, &|| T0 + i).await.unwrap(),
             QuotaDecision::Granted
         );
     }
     b.close().await;
     let store = b.open_again().await;
     assert!(matches!(
-        store.take_quota("k", &limits, T0 + 10).await.unwrap(),
+        store.take_quota("k", &limits, &|| T0 + 10).await.unwrap(),
         QuotaDecision::Exhausted(_)
     ));
     assert_eq!(
@@ -162,15 +162,18 @@ async fn a_monthly_cap_is_honoured_across_days(b: Backend) {
     };
     let day = 86_400_000;
     assert_eq!(
-        store.take_quota("k", &limits, T0).await.unwrap(),
+        store.take_quota("k", &limits, &|| T0).await.unwrap(),
         QuotaDecision::Granted
     );
     assert_eq!(
-        store.take_quota("k", &limits, T0 + day).await.unwrap(),
+        store.take_quota("k", &limits, &|| T0 + day).await.unwrap(),
         QuotaDecision::Granted
     );
     assert!(matches!(
-        store.take_quota("k", &limits, T0 + 2 * day).await.unwrap(),
+        store
+            .take_quota("k", &limits, &|| T0 + 2 * day)
+            .await
+            .unwrap(),
         QuotaDecision::Exhausted(_)
     ));
 }
@@ -196,7 +199,7 @@ async fn processes_sharing_a_key_never_exceed_its_window_or_day(b: Backend) {
             let mut granted = Vec::new();
             for round in 0..200i64 {
                 let now = T0 + round * 10;
-                match store.take_quota("shared", &limits, now).await.unwrap() {
+                match store.take_quota("shared", &limits, &|| now).await.unwrap() {
                     QuotaDecision::Granted => granted.push(now),
                     QuotaDecision::WaitUntil(t) => assert!(t > now),
                     QuotaDecision::Exhausted(_) => {}
@@ -240,7 +243,10 @@ async fn a_pause_by_one_process_holds_the_others(b: Backend) {
     // A shorter pause reported later does not shorten it.
     other.pause_quota("k", T0 + 1_000).await.unwrap();
     assert_eq!(
-        other.take_quota("k", &limits, T0 + 2_000).await.unwrap(),
+        other
+            .take_quota("k", &limits, &|| T0 + 2_000)
+            .await
+            .unwrap(),
         QuotaDecision::WaitUntil(T0 + 60_000)
     );
     assert_eq!(
@@ -259,3 +265,45 @@ on_both_backends!(
     processes_sharing_a_key_never_exceed_its_window_or_day,
     a_pause_by_one_process_holds_the_others,
 );
+
+/// SQLite has one writer: a grant that waited for it (here another process's transaction holds
+/// the database for 300 ms) is recorded at the moment it was made, not when it was asked for,
+/// so the requests after it are not counted from too early a start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_that_waited_for_the_ledger_is_recorded_when_made() {
+    use sqlx::Connection;
+    use vtriage::store::sqlite::SqliteStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("q.db");
+    let store = Arc::new(SqliteStore::open(&db).await.unwrap());
+    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let limits = QuotaLimits {
+        requests: 4,
+        window_ms: 1000,
+        daily: 1000,
+        monthly: None,
+    };
+    let asked = std::time::Instant::now();
+    let grant = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let clock = || T0 + asked.elapsed().as_millis() as i64;
+            store.take_quota("k", &limits, &clock).await.unwrap()
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    assert_eq!(grant.await.unwrap(), QuotaDecision::Granted);
+    let (at,): (i64,) = sqlx::query_as("SELECT at FROM quota_log WHERE key_id = 'k'")
+        .fetch_one(store.read_pool())
+        .await
+        .unwrap();
+    assert!(at >= T0 + 300, "recorded {} ms after asking", at - T0);
+}

@@ -375,12 +375,15 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> Result<u64, Error>;
 
-    /// Atomically checks the quota of `key_id` and, if a request fits, records it.
+    /// Atomically checks the quota of `key_id` and, if a request fits, records it at the time
+    /// `clock` tells. The clock is read once the backend holds the key's lock: a time read
+    /// before waiting for the lock would be stale by the wait, and the requests granted after
+    /// it would be counted from too early a start and reach VirusTotal too soon.
     async fn take_quota(
         &self,
         key_id: &str,
         limits: &QuotaLimits,
-        now: Millis,
+        clock: &(dyn Fn() -> Millis + Sync),
     ) -> Result<QuotaDecision, Error>;
 
     /// Pauses `key_id` for every process until `until` (after a 429).

@@ -735,11 +735,13 @@ impl Store for PgStore {
         &self,
         key_id: &str,
         limits: &QuotaLimits,
-        now: Millis,
+        clock: &(dyn Fn() -> Millis + Sync),
     ) -> Result<QuotaDecision, Error> {
-        let ((day, day_end), (month, month_end)) = periods(now);
         // One statement: the check, the per-key lock and the record are the database function
-        // `take_quota` (migrations/postgres), so the lock is held for one round trip's work.
+        // `take_quota` (migrations/postgres), so the lock is held for one round trip's work,
+        // and the clock is read just before it (a connection of its own: no queue to wait in).
+        let now = clock();
+        let ((day, day_end), (month, month_end)) = periods(now);
         let (decision, at): (String, Millis) = sqlx::query_as(
             "SELECT o_decision, o_at FROM take_quota($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )

@@ -852,13 +852,14 @@ impl Store for SqliteStore {
         &self,
         key_id: &str,
         limits: &QuotaLimits,
-        now: Millis,
+        clock: &(dyn Fn() -> Millis + Sync),
     ) -> Result<QuotaDecision, Error> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let now = clock();
         let ((day, day_end), (month, month_end)) = periods(now);
         // The sliding window: with `requests` already sent after `window_start`, the next one
         // fits once the oldest of the last `requests` leaves the window.
         let window_start = now - limits.window_ms;
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         // Everything to decide in one statement: each one is a round trip to the connection's
         // thread while every other writer waits.
         let (paused, today, this_month, window_full_since): (

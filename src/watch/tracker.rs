@@ -131,6 +131,10 @@ pub(crate) struct Tracker {
     pending: HashMap<PathBuf, Observation>,
     /// Ordered so that everything under a vanished directory is one range.
     known: BTreeMap<PathBuf, Known>,
+    /// Directories walked when they appeared, with when: each is walked once more a settle
+    /// period later. Notify reports a new directory before it watches it, so files created in
+    /// it between our walk and its watch have no events.
+    new_dirs: Vec<(PathBuf, Instant)>,
     /// Events were lost or the pending map overflowed: walk the whole tree at the next tick.
     /// Hints are ignored meanwhile: the walk finds those paths anyway.
     rescan_needed: bool,
@@ -157,6 +161,7 @@ impl Tracker {
             cap: cap.max(1),
             pending: HashMap::new(),
             known: BTreeMap::new(),
+            new_dirs: Vec::new(),
             rescan_needed: true,
             generation: 0,
             root_lost: false,
@@ -197,7 +202,7 @@ impl Tracker {
 
     /// Whether a tick has anything to do.
     pub(crate) fn has_work(&self) -> bool {
-        self.rescan_needed || !self.pending.is_empty()
+        self.rescan_needed || !self.pending.is_empty() || !self.new_dirs.is_empty()
     }
 
     /// Whether the watched directory disappeared: watching it is over.
@@ -215,6 +220,14 @@ impl Tracker {
     pub(crate) fn tick(&mut self, now: Instant, stop: &AtomicBool) -> Vec<SettledFile> {
         if self.rescan_needed {
             self.rescan(now, stop);
+        }
+        let settle = self.settle;
+        let (again, young) = std::mem::take(&mut self.new_dirs)
+            .into_iter()
+            .partition(|(_, seen)| now.saturating_duration_since(*seen) >= settle);
+        self.new_dirs = young;
+        for (dir, _) in again {
+            self.walk(&dir, false, now, stop);
         }
         let mut settled = Vec::new();
         let mut dirs = Vec::new();
@@ -299,6 +312,7 @@ impl Tracker {
             // Files may already be inside a directory that was just created or moved in:
             // their events came before the directory was watched.
             self.walk(&dir, false, now, stop);
+            self.new_dirs.push((dir, now));
         }
         settled.sort_by(|a, b| a.path.cmp(&b.path));
         settled
@@ -596,6 +610,26 @@ mod tests {
         );
         assert_eq!(t.pending_len(), 1);
         assert_eq!(names(&settle_round(&mut t, t0 + SETTLE)), ["x"]);
+    }
+
+    #[test]
+    fn a_new_directory_is_walked_again_for_files_created_before_it_was_watched() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = tracker(dir.path(), 100);
+        assert!(settle_round(&mut t, Instant::now()).is_empty());
+        let sub = dir.path().join("new");
+        fs::create_dir(&sub).unwrap();
+        t.hint(sub.clone());
+        let never = AtomicBool::new(false);
+        let t0 = Instant::now();
+        assert!(t.tick(t0, &never).is_empty());
+        // Created after the walk, before notify watched the directory: no hint.
+        fs::write(sub.join("late"), b"x").unwrap();
+        assert!(t.has_work(), "the directory is due for a second walk");
+        assert!(t.tick(t0 + SETTLE, &never).is_empty(), "found, not settled");
+        assert_eq!(t.pending_len(), 1);
+        assert_eq!(names(&t.tick(t0 + 2 * SETTLE, &never)), ["late"]);
+        assert!(!t.has_work(), "walked twice, then left to notify");
     }
 
     #[test]

@@ -26,6 +26,10 @@ use workload::Rng;
 
 const KEY: &str = "bench-key-0123456789";
 
+/// The allocator the `vtriage` binary uses (src/main.rs), so the in-process figures match it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A failed guard, for `--quick`.
 struct Failures(Vec<String>);
 

@@ -4,6 +4,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: the workers free many short-lived buffers of very
+/// different sizes (VT objects, SQL arguments), and glibc spent a sixth of the pipeline's CPU
+/// coalescing them (`unlink_chunk`, `malloc_consolidate`); see BENCHMARKS.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = vtriage::cli::Cli::parse();

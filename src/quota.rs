@@ -119,7 +119,7 @@ impl Gate for Limiter {
                 }
                 match self
                     .store
-                    .take_quota(&self.key_id, &self.limits, &now_millis)
+                    .take_quota(&self.key_id, &self.limits, Arc::new(now_millis))
                     .await
                 {
                     Ok(QuotaDecision::Granted) => return Ok(()),

@@ -39,7 +39,11 @@ async fn check_arrivals(
         now += gap;
         let arrival = now;
         loop {
-            match store.take_quota(key, &limits, &|| now).await.unwrap() {
+            match store
+                .take_quota(key, &limits, Arc::new(move || now))
+                .await
+                .unwrap()
+            {
                 QuotaDecision::Granted => {
                     arrivals.push(arrival);
                     granted.push(now);
@@ -136,14 +140,20 @@ async fn the_days_count_survives_a_restart(b: Backend) {
     };
     for i in 0..3 {
         assert_eq!(
-            b.store.take_quota("k", &limits, &|| T0 + i).await.unwrap(),
+            b.store
+                .take_quota("k", &limits, Arc::new(move || T0 + i))
+                .await
+                .unwrap(),
             QuotaDecision::Granted
         );
     }
     b.close().await;
     let store = b.open_again().await;
     assert!(matches!(
-        store.take_quota("k", &limits, &|| T0 + 10).await.unwrap(),
+        store
+            .take_quota("k", &limits, Arc::new(move || T0 + 10))
+            .await
+            .unwrap(),
         QuotaDecision::Exhausted(_)
     ));
     assert_eq!(
@@ -162,16 +172,22 @@ async fn a_monthly_cap_is_honoured_across_days(b: Backend) {
     };
     let day = 86_400_000;
     assert_eq!(
-        store.take_quota("k", &limits, &|| T0).await.unwrap(),
+        store
+            .take_quota("k", &limits, Arc::new(move || T0))
+            .await
+            .unwrap(),
         QuotaDecision::Granted
     );
     assert_eq!(
-        store.take_quota("k", &limits, &|| T0 + day).await.unwrap(),
+        store
+            .take_quota("k", &limits, Arc::new(move || T0 + day))
+            .await
+            .unwrap(),
         QuotaDecision::Granted
     );
     assert!(matches!(
         store
-            .take_quota("k", &limits, &|| T0 + 2 * day)
+            .take_quota("k", &limits, Arc::new(move || T0 + 2 * day))
             .await
             .unwrap(),
         QuotaDecision::Exhausted(_)
@@ -199,7 +215,11 @@ async fn processes_sharing_a_key_never_exceed_its_window_or_day(b: Backend) {
             let mut granted = Vec::new();
             for round in 0..200i64 {
                 let now = T0 + round * 10;
-                match store.take_quota("shared", &limits, &|| now).await.unwrap() {
+                match store
+                    .take_quota("shared", &limits, Arc::new(move || now))
+                    .await
+                    .unwrap()
+                {
                     QuotaDecision::Granted => granted.push(now),
                     QuotaDecision::WaitUntil(t) => assert!(t > now),
                     QuotaDecision::Exhausted(_) => {}
@@ -244,7 +264,7 @@ async fn a_pause_by_one_process_holds_the_others(b: Backend) {
     other.pause_quota("k", T0 + 1_000).await.unwrap();
     assert_eq!(
         other
-            .take_quota("k", &limits, &|| T0 + 2_000)
+            .take_quota("k", &limits, Arc::new(move || T0 + 2_000))
             .await
             .unwrap(),
         QuotaDecision::WaitUntil(T0 + 60_000)
@@ -294,8 +314,11 @@ async fn a_grant_that_waited_for_the_ledger_is_recorded_when_made() {
     let grant = tokio::spawn({
         let store = store.clone();
         async move {
-            let clock = || T0 + asked.elapsed().as_millis() as i64;
-            store.take_quota("k", &limits, &clock).await.unwrap()
+            let clock = move || T0 + asked.elapsed().as_millis() as i64;
+            store
+                .take_quota("k", &limits, Arc::new(clock))
+                .await
+                .unwrap()
         }
     });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;

@@ -31,6 +31,7 @@
 //!   submit again, so a crash never causes a second upload of content VirusTotal received.
 //! - The verdict is written in the same transaction that completes or discards the job.
 
+mod group_commit;
 pub mod postgres;
 pub mod sqlite;
 
@@ -49,6 +50,9 @@ pub type Millis = i64;
 /// Errors from the database. Callers rarely branch on them: a store error stops the work and
 /// is reported, the queue itself stays consistent.
 pub type Error = sqlx::Error;
+
+/// A clock in milliseconds since the Unix epoch: [`now_millis`], or a virtual one in tests.
+pub type Clock = std::sync::Arc<dyn Fn() -> Millis + Send + Sync>;
 
 /// What the next claim of a job does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -383,7 +387,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         key_id: &str,
         limits: &QuotaLimits,
-        clock: &(dyn Fn() -> Millis + Sync),
+        clock: Clock,
     ) -> Result<QuotaDecision, Error>;
 
     /// Pauses `key_id` for every process until `until` (after a 429).

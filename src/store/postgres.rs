@@ -26,9 +26,9 @@ use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 
 use super::sqlite::{compress, decompress, periods};
 use super::{
-    Enqueued, Error, Job, JobResult, Millis, NewJob, QueueCounts, QuotaDecision, QuotaLimits,
-    QuotaUsage, RawObject, ReportQuery, ReportRow, ReportSort, Requeue, Retried, Snooze, Step,
-    Store, WorkerInfo,
+    Clock, Enqueued, Error, Job, JobResult, Millis, NewJob, QueueCounts, QuotaDecision,
+    QuotaLimits, QuotaUsage, RawObject, ReportQuery, ReportRow, ReportSort, Requeue, Retried,
+    Snooze, Step, Store, WorkerInfo,
 };
 use crate::indicator::Kind;
 use crate::verdict::{Stats, Verdict, VerdictRecord};
@@ -735,7 +735,7 @@ impl Store for PgStore {
         &self,
         key_id: &str,
         limits: &QuotaLimits,
-        clock: &(dyn Fn() -> Millis + Sync),
+        clock: Clock,
     ) -> Result<QuotaDecision, Error> {
         // One statement: the check, the per-key lock and the record are the database function
         // `take_quota` (migrations/postgres), so the lock is held for one round trip's work,

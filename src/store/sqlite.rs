@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,10 +21,11 @@ use sqlx::{
     AssertSqlSafe, Connection as _, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool,
 };
 
+use super::group_commit::GroupCommit;
 use super::{
-    Enqueued, Error, Job, JobResult, Millis, NewJob, QueueCounts, QuotaDecision, QuotaLimits,
-    QuotaUsage, RawObject, ReportQuery, ReportRow, ReportSort, Requeue, Retried, Snooze, Step,
-    Store, WorkerInfo,
+    Clock, Enqueued, Error, Job, JobResult, Millis, NewJob, QueueCounts, QuotaDecision,
+    QuotaLimits, QuotaUsage, RawObject, ReportQuery, ReportRow, ReportSort, Requeue, Retried,
+    Snooze, Step, Store, WorkerInfo,
 };
 use crate::indicator::Kind;
 use crate::verdict::{Verdict, VerdictRecord};
@@ -57,6 +59,9 @@ const MIGRATIONS: [(i64, &str, &str); 4] = [
 pub struct SqliteStore {
     /// The one connection that writes.
     write: SqlitePool,
+    /// The queue in front of it for the writes of every job (claims, quota grants, outcomes),
+    /// committed in groups.
+    grouped: GroupCommit,
     /// Read-only connections for reports and status, so that they never wait for the writer.
     read: SqlitePool,
 }
@@ -109,7 +114,78 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(SqliteStore { write, read })
+        let grouped = GroupCommit::start(write.clone());
+        Ok(SqliteStore {
+            write,
+            grouped,
+            read,
+        })
+    }
+
+    /// Runs one fenced `UPDATE jobs SET {set}` (binds: id, owner, `value` as ?3) with the next
+    /// group of writes; returns whether the lease still held.
+    async fn fenced_update(
+        &self,
+        job: &Job,
+        set: &'static str,
+        value: Millis,
+    ) -> Result<bool, Error> {
+        let (id, owner): (i64, Arc<str>) = (job.id, job.owner.as_str().into());
+        self.grouped
+            .write(move |conn| {
+                let owner = owner.clone();
+                Box::pin(async move {
+                    let sql = format!("UPDATE jobs SET {set} WHERE {FENCE}");
+                    let done = sqlx::query(AssertSqlSafe(sql))
+                        .bind(id)
+                        .bind(&*owner)
+                        .bind(value)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(done.rows_affected() == 1)
+                })
+            })
+            .await
+    }
+
+    /// Finishes a job (`completed` or `discarded`) with its verdict, if the lease still holds.
+    async fn finish(
+        &self,
+        job: &Job,
+        state: &'static str,
+        verdict: &VerdictRecord,
+        now: Millis,
+    ) -> Result<bool, Error> {
+        // Compressed before queueing: the writer connection is not held meanwhile.
+        let raw = verdict.raw.as_deref().map(compress);
+        let args = Arc::new((job.id, job.owner.clone(), verdict.clone(), raw));
+        self.grouped
+            .write(move |conn| {
+                let args = args.clone();
+                Box::pin(async move {
+                    let (id, owner, verdict, raw) = &*args;
+                    let sql = format!(
+                        "UPDATE jobs SET state = ?3, finished_at = ?4, updated_at = ?4,
+                             lease_owner = NULL, lease_expires_at = NULL, last_error = ?5
+                         WHERE {FENCE}"
+                    );
+                    let done = sqlx::query(AssertSqlSafe(sql))
+                        .bind(id)
+                        .bind(owner)
+                        .bind(state)
+                        .bind(now)
+                        .bind(&verdict.error)
+                        .execute(&mut *conn)
+                        .await?;
+                    if done.rows_affected() != 1 {
+                        return Ok(false);
+                    }
+                    let keep_better = state == "discarded";
+                    upsert_verdict(conn, *id, verdict, raw.as_deref(), keep_better).await?;
+                    Ok(true)
+                })
+            })
+            .await
     }
 
     /// The read-only pool, for reports that stream rows.
@@ -144,6 +220,64 @@ where
             Err(e) => return Err(e),
         }
     }
+}
+
+/// The quota decision for `key_id` at `now`, recording the request when it is granted.
+async fn take_quota(
+    conn: &mut SqliteConnection,
+    key_id: &str,
+    limits: &QuotaLimits,
+    now: Millis,
+) -> Result<QuotaDecision, Error> {
+    let ((day, day_end), (month, month_end)) = periods(now);
+    // The sliding window: with `requests` already sent after `window_start`, the next one
+    // fits once the oldest of the last `requests` leaves the window.
+    let window_start = now - limits.window_ms;
+    // Everything to decide in one statement: each one is a round trip to the connection's
+    // thread while every other writer waits.
+    let (paused, today, this_month, window_full_since): (Option<Millis>, i64, i64, Option<Millis>) =
+        sqlx::query_as(
+            "SELECT (SELECT until FROM quota_pauses WHERE key_id = ?1),
+                COALESCE((SELECT used FROM quota_periods WHERE key_id = ?1 AND period = ?2), 0),
+                COALESCE((SELECT used FROM quota_periods WHERE key_id = ?1 AND period = ?3), 0),
+                (SELECT at FROM quota_log WHERE key_id = ?1 AND at > ?4
+                 ORDER BY at DESC LIMIT 1 OFFSET ?5)",
+        )
+        .bind(key_id)
+        .bind(&day)
+        .bind(&month)
+        .bind(window_start)
+        .bind(limits.requests.saturating_sub(1))
+        .fetch_one(&mut *conn)
+        .await?;
+    if let Some(until) = paused.filter(|&u| u > now) {
+        return Ok(QuotaDecision::WaitUntil(until));
+    }
+    if today >= i64::from(limits.daily) {
+        return Ok(QuotaDecision::Exhausted(day_end));
+    }
+    if limits.monthly.is_some_and(|m| this_month >= i64::from(m)) {
+        return Ok(QuotaDecision::Exhausted(month_end));
+    }
+    // `requests` sent within the window already: the oldest of them frees the next slot.
+    if let Some(oldest) = window_full_since {
+        return Ok(QuotaDecision::WaitUntil(oldest + limits.window_ms));
+    }
+    // Every write in one round trip (numbered parameters are shared by the statements).
+    sqlx::query(
+        "INSERT INTO quota_log (key_id, at) VALUES (?1, ?2);
+         DELETE FROM quota_log WHERE key_id = ?1 AND at <= ?3;
+         INSERT INTO quota_periods (key_id, period, used) VALUES (?1, ?4, 1), (?1, ?5, 1)
+         ON CONFLICT (key_id, period) DO UPDATE SET used = used + 1;",
+    )
+    .bind(key_id)
+    .bind(now)
+    .bind(window_start)
+    .bind(&day)
+    .bind(&month)
+    .execute(&mut *conn)
+    .await?;
+    Ok(QuotaDecision::Granted)
 }
 
 /// Jobs per multi-row statement of [`Store::enqueue`] (8 bound values each, far below SQLite's
@@ -301,7 +435,7 @@ async fn upsert_verdict(
     conn: &mut SqliteConnection,
     job_id: i64,
     v: &VerdictRecord,
-    raw: Option<Vec<u8>>,
+    raw: Option<&[u8]>,
     keep_better: bool,
 ) -> Result<(), Error> {
     let s = v.stats;
@@ -469,64 +603,70 @@ impl Store for SqliteStore {
         now: Millis,
         lease_ms: i64,
     ) -> Result<Vec<Job>, Error> {
-        let rows = sqlx::query(
-            "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_expires_at = ?2,
-                 attempt = attempt + 1, updated_at = ?3
-             WHERE id IN (SELECT id FROM jobs WHERE state = 'available' AND scheduled_at <= ?3
-                          ORDER BY priority DESC, scheduled_at, id LIMIT ?4)
-             RETURNING id, kind, indicator, step, attempt, max_attempts, allow_submit, submitted_at,
-                       analysis_id, polls",
-        )
-        .bind(owner)
-        .bind(now + lease_ms)
-        .bind(now)
-        .bind(n)
-        .fetch_all(&self.write)
-        .await?;
-        Ok(rows.iter().map(|r| job_from_row(r, owner)).collect())
+        let owner: Arc<str> = owner.into();
+        self.grouped
+            .write(move |conn| {
+                let owner = owner.clone();
+                Box::pin(async move {
+                    let rows = sqlx::query(
+                        "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_expires_at = ?2,
+                             attempt = attempt + 1, updated_at = ?3
+                         WHERE id IN (SELECT id FROM jobs WHERE state = 'available' AND scheduled_at <= ?3
+                                      ORDER BY priority DESC, scheduled_at, id LIMIT ?4)
+                         RETURNING id, kind, indicator, step, attempt, max_attempts, allow_submit,
+                                   submitted_at, analysis_id, polls",
+                    )
+                    .bind(&*owner)
+                    .bind(now + lease_ms)
+                    .bind(now)
+                    .bind(n)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                    Ok(rows.iter().map(|r| job_from_row(r, &owner)).collect())
+                })
+            })
+            .await
     }
 
     async fn extend_lease(&self, job: &Job, until: Millis) -> Result<bool, Error> {
-        let sql = format!("UPDATE jobs SET lease_expires_at = ?3 WHERE {FENCE}");
-        let done = sqlx::query(AssertSqlSafe(sql))
-            .bind(job.id)
-            .bind(&job.owner)
-            .bind(until)
-            .execute(&self.write)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        const SET: &str = "lease_expires_at = ?3";
+        self.fenced_update(job, SET, until).await
     }
 
     async fn mark_submitting(&self, job: &Job, now: Millis) -> Result<bool, Error> {
-        let sql = format!("UPDATE jobs SET submitted_at = ?3, updated_at = ?3 WHERE {FENCE}");
-        let done = sqlx::query(AssertSqlSafe(sql))
-            .bind(job.id)
-            .bind(&job.owner)
-            .bind(now)
-            .execute(&self.write)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        const SET: &str = "submitted_at = ?3, updated_at = ?3";
+        self.fenced_update(job, SET, now).await
     }
 
     async fn snooze(&self, job: &Job, snooze: &Snooze, now: Millis) -> Result<bool, Error> {
-        let sql = format!(
-            "UPDATE jobs SET state = 'available', attempt = MAX(attempt - 1, 0), scheduled_at = ?3,
-                 step = ?4, priority = ?5, analysis_id = COALESCE(?6, analysis_id), polls = ?7,
-                 lease_owner = NULL, lease_expires_at = NULL, updated_at = ?8
-             WHERE {FENCE}"
-        );
-        let done = sqlx::query(AssertSqlSafe(sql))
-            .bind(job.id)
-            .bind(&job.owner)
-            .bind(snooze.until)
-            .bind(snooze.step.as_str())
-            .bind(snooze.step.priority())
-            .bind(&snooze.analysis_id)
-            .bind(snooze.polls)
-            .bind(now)
-            .execute(&self.write)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        let args = Arc::new((job.id, job.owner.clone(), snooze.clone()));
+        self.grouped
+            .write(move |conn| {
+                let args = args.clone();
+                Box::pin(async move {
+                    let (id, owner, snooze) = &*args;
+                    let sql = format!(
+                        "UPDATE jobs SET state = 'available', attempt = MAX(attempt - 1, 0),
+                             scheduled_at = ?3, step = ?4, priority = ?5,
+                             analysis_id = COALESCE(?6, analysis_id), polls = ?7,
+                             lease_owner = NULL, lease_expires_at = NULL, updated_at = ?8
+                         WHERE {FENCE}"
+                    );
+                    let done = sqlx::query(AssertSqlSafe(sql))
+                        .bind(id)
+                        .bind(owner)
+                        .bind(snooze.until)
+                        .bind(snooze.step.as_str())
+                        .bind(snooze.step.priority())
+                        .bind(&snooze.analysis_id)
+                        .bind(snooze.polls)
+                        .bind(now)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(done.rows_affected() == 1)
+                })
+            })
+            .await
     }
 
     async fn retry(
@@ -536,40 +676,41 @@ impl Store for SqliteStore {
         error: &str,
         now: Millis,
     ) -> Result<Retried, Error> {
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        let sql = format!(
-            "UPDATE jobs SET state = CASE WHEN attempt >= max_attempts THEN 'discarded' ELSE 'available' END,
-                 finished_at = CASE WHEN attempt >= max_attempts THEN ?5 END,
-                 scheduled_at = ?3, last_error = ?4, lease_owner = NULL, lease_expires_at = NULL,
-                 updated_at = ?5
-             WHERE {FENCE} RETURNING state"
-        );
-        let state: Option<String> = sqlx::query_scalar(AssertSqlSafe(sql))
-            .bind(job.id)
-            .bind(&job.owner)
-            .bind(until)
-            .bind(error)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let outcome = match state.as_deref() {
-            None => Retried::LeaseLost,
-            Some("discarded") => {
-                let why = format!("gave up after {} attempts: {error}", job.attempt);
-                upsert_verdict(
-                    &mut tx,
-                    job.id,
-                    &VerdictRecord::failed(why, now),
-                    None,
-                    true,
-                )
-                .await?;
-                Retried::Discarded
-            }
-            Some(_) => Retried::Later,
-        };
-        tx.commit().await?;
-        Ok(outcome)
+        let args = Arc::new((job.id, job.owner.clone(), job.attempt, error.to_owned()));
+        self.grouped
+            .write(move |conn| {
+                let args = args.clone();
+                Box::pin(async move {
+                    let (id, owner, attempt, error) = &*args;
+                    let sql = format!(
+                        "UPDATE jobs SET state = CASE WHEN attempt >= max_attempts THEN 'discarded'
+                                                      ELSE 'available' END,
+                             finished_at = CASE WHEN attempt >= max_attempts THEN ?5 END,
+                             scheduled_at = ?3, last_error = ?4, lease_owner = NULL,
+                             lease_expires_at = NULL, updated_at = ?5
+                         WHERE {FENCE} RETURNING state"
+                    );
+                    let state: Option<String> = sqlx::query_scalar(AssertSqlSafe(sql))
+                        .bind(id)
+                        .bind(owner)
+                        .bind(until)
+                        .bind(error)
+                        .bind(now)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                    Ok(match state.as_deref() {
+                        None => Retried::LeaseLost,
+                        Some("discarded") => {
+                            let why = format!("gave up after {attempt} attempts: {error}");
+                            let failed = VerdictRecord::failed(why, now);
+                            upsert_verdict(conn, *id, &failed, None, true).await?;
+                            Retried::Discarded
+                        }
+                        Some(_) => Retried::Later,
+                    })
+                })
+            })
+            .await
     }
 
     async fn complete(
@@ -578,7 +719,7 @@ impl Store for SqliteStore {
         verdict: &VerdictRecord,
         now: Millis,
     ) -> Result<bool, Error> {
-        finish(&self.write, job, "completed", verdict, now).await
+        self.finish(job, "completed", verdict, now).await
     }
 
     async fn discard(
@@ -587,22 +728,13 @@ impl Store for SqliteStore {
         verdict: &VerdictRecord,
         now: Millis,
     ) -> Result<bool, Error> {
-        finish(&self.write, job, "discarded", verdict, now).await
+        self.finish(job, "discarded", verdict, now).await
     }
 
     async fn release(&self, job: &Job, now: Millis) -> Result<bool, Error> {
-        let sql = format!(
-            "UPDATE jobs SET state = 'available', attempt = MAX(attempt - 1, 0), lease_owner = NULL,
-                 lease_expires_at = NULL, updated_at = ?3
-             WHERE {FENCE}"
-        );
-        let done = sqlx::query(AssertSqlSafe(sql))
-            .bind(job.id)
-            .bind(&job.owner)
-            .bind(now)
-            .execute(&self.write)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        const SET: &str = "state = 'available', attempt = MAX(attempt - 1, 0), lease_owner = NULL,
+             lease_expires_at = NULL, updated_at = ?3";
+        self.fenced_update(job, SET, now).await
     }
 
     async fn rescue(&self, now: Millis) -> Result<u64, Error> {
@@ -852,64 +984,15 @@ impl Store for SqliteStore {
         &self,
         key_id: &str,
         limits: &QuotaLimits,
-        clock: &(dyn Fn() -> Millis + Sync),
+        clock: Clock,
     ) -> Result<QuotaDecision, Error> {
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        let now = clock();
-        let ((day, day_end), (month, month_end)) = periods(now);
-        // The sliding window: with `requests` already sent after `window_start`, the next one
-        // fits once the oldest of the last `requests` leaves the window.
-        let window_start = now - limits.window_ms;
-        // Everything to decide in one statement: each one is a round trip to the connection's
-        // thread while every other writer waits.
-        let (paused, today, this_month, window_full_since): (
-            Option<Millis>,
-            i64,
-            i64,
-            Option<Millis>,
-        ) = sqlx::query_as(
-            "SELECT (SELECT until FROM quota_pauses WHERE key_id = ?1),
-                    COALESCE((SELECT used FROM quota_periods WHERE key_id = ?1 AND period = ?2), 0),
-                    COALESCE((SELECT used FROM quota_periods WHERE key_id = ?1 AND period = ?3), 0),
-                    (SELECT at FROM quota_log WHERE key_id = ?1 AND at > ?4
-                     ORDER BY at DESC LIMIT 1 OFFSET ?5)",
-        )
-        .bind(key_id)
-        .bind(&day)
-        .bind(&month)
-        .bind(window_start)
-        .bind(limits.requests.saturating_sub(1))
-        .fetch_one(&mut *tx)
-        .await?;
-        if let Some(until) = paused.filter(|&u| u > now) {
-            return Ok(QuotaDecision::WaitUntil(until));
-        }
-        if today >= i64::from(limits.daily) {
-            return Ok(QuotaDecision::Exhausted(day_end));
-        }
-        if limits.monthly.is_some_and(|m| this_month >= i64::from(m)) {
-            return Ok(QuotaDecision::Exhausted(month_end));
-        }
-        // `requests` sent within the window already: the oldest of them frees the next slot.
-        if let Some(oldest) = window_full_since {
-            return Ok(QuotaDecision::WaitUntil(oldest + limits.window_ms));
-        }
-        // Every write in one round trip (numbered parameters are shared by the statements).
-        sqlx::query(
-            "INSERT INTO quota_log (key_id, at) VALUES (?1, ?2);
-             DELETE FROM quota_log WHERE key_id = ?1 AND at <= ?3;
-             INSERT INTO quota_periods (key_id, period, used) VALUES (?1, ?4, 1), (?1, ?5, 1)
-             ON CONFLICT (key_id, period) DO UPDATE SET used = used + 1;",
-        )
-        .bind(key_id)
-        .bind(now)
-        .bind(window_start)
-        .bind(&day)
-        .bind(&month)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(QuotaDecision::Granted)
+        let (key_id, limits): (Arc<str>, QuotaLimits) = (key_id.into(), *limits);
+        self.grouped
+            .write(move |conn| {
+                let (key_id, clock) = (key_id.clone(), clock.clone());
+                Box::pin(async move { take_quota(conn, &key_id, &limits, clock()).await })
+            })
+            .await
     }
 
     async fn pause_quota(&self, key_id: &str, until: Millis) -> Result<(), Error> {
@@ -1242,36 +1325,4 @@ impl From<ReportJson> for ReportRow {
             last_error: r.last_error,
         }
     }
-}
-
-/// Completes or discards a running job and writes its verdict, in one transaction.
-async fn finish(
-    pool: &SqlitePool,
-    job: &Job,
-    state: &'static str,
-    verdict: &VerdictRecord,
-    now: Millis,
-) -> Result<bool, Error> {
-    // Compressed before the transaction: the one writer connection is not held meanwhile.
-    let raw = verdict.raw.as_deref().map(compress);
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let sql = format!(
-        "UPDATE jobs SET state = ?3, finished_at = ?4, updated_at = ?4, lease_owner = NULL,
-             lease_expires_at = NULL, last_error = ?5
-         WHERE {FENCE}"
-    );
-    let done = sqlx::query(AssertSqlSafe(sql))
-        .bind(job.id)
-        .bind(&job.owner)
-        .bind(state)
-        .bind(now)
-        .bind(&verdict.error)
-        .execute(&mut *tx)
-        .await?;
-    if done.rows_affected() != 1 {
-        return Ok(false);
-    }
-    upsert_verdict(&mut tx, job.id, verdict, raw, state == "discarded").await?;
-    tx.commit().await?;
-    Ok(true)
 }

@@ -85,7 +85,8 @@ async fn run(pool: SqlitePool, mut waiting: mpsc::Receiver<Queued>) {
                 let _ = batch.pop().expect("one").reply.send(Err(e));
             }
             Err(e) => {
-                tracing::debug!(error = %e, writes = batch.len(), "a grouped write failed; running each alone");
+                let writes = batch.len();
+                tracing::debug!(error = %e, writes, "a grouped write failed; running each alone");
                 for mut queued in batch.drain(..) {
                     let result = in_one_transaction(&pool, std::slice::from_mut(&mut queued))
                         .await

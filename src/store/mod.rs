@@ -382,7 +382,9 @@ pub trait Store: Send + Sync + 'static {
     /// Atomically checks the quota of `key_id` and, if a request fits, records it at the time
     /// `clock` tells. The clock is read once the backend holds the key's lock: a time read
     /// before waiting for the lock would be stale by the wait, and the requests granted after
-    /// it would be counted from too early a start and reach VirusTotal too soon.
+    /// it would be counted from too early a start and reach VirusTotal too soon. (SQLite answers
+    /// once the group of writes the grant ran in has committed: milliseconds, well within the
+    /// limiter's margin.)
     async fn take_quota(
         &self,
         key_id: &str,

@@ -1,6 +1,9 @@
 //! The SQLite adapter: one writer connection (SQLite has one writer at a time anyway, and a
 //! single connection makes every write transaction `BEGIN IMMEDIATE` without SQLITE_BUSY
-//! surprises inside this process) and a small read-only pool for reports and status.
+//! surprises inside this process) and a small read-only pool for reports and status. The
+//! writes each job makes (claim, quota grant, lease, outcome) go through [`GroupCommit`], which
+//! commits those waiting together in one transaction; bulk and housekeeping writes (enqueue,
+//! rescue, registration) take the connection directly.
 //! WAL, `busy_timeout` and `synchronous=NORMAL` are set in the connect options, so every pooled
 //! connection has them.
 

@@ -150,6 +150,12 @@ async fn completion_is_fenced_by_the_lease(db: Backend) {
         !s.complete(&job, &clean(T0), T0 + 2001).await.unwrap(),
         "the old owner is fenced out"
     );
+    let r = s.results(&[job.id]).await.unwrap();
+    assert_eq!(r[0].state, "running", "still the new owner's");
+    assert!(
+        r[0].verdict.is_none(),
+        "and no verdict was written by the old one"
+    );
     assert!(s.complete(&stolen, &clean(T0), T0 + 2002).await.unwrap());
     let r = s.results(&[job.id]).await.unwrap();
     assert_eq!(r[0].state, "completed");

@@ -167,25 +167,21 @@ impl SqliteStore {
                 let args = args.clone();
                 Box::pin(async move {
                     let (id, owner, verdict, raw) = &*args;
-                    let sql = format!(
-                        "UPDATE jobs SET state = ?3, finished_at = ?4, updated_at = ?4,
-                             lease_owner = NULL, lease_expires_at = NULL, last_error = ?5
-                         WHERE {FENCE}"
-                    );
-                    let done = sqlx::query(AssertSqlSafe(sql))
-                        .bind(id)
-                        .bind(owner)
-                        .bind(state)
-                        .bind(now)
-                        .bind(&verdict.error)
-                        .execute(&mut *conn)
-                        .await?;
-                    if done.rows_affected() != 1 {
-                        return Ok(false);
-                    }
+                    let finish = Finish {
+                        owner,
+                        state,
+                        at: now,
+                    };
                     let keep_better = state == "discarded";
-                    upsert_verdict(conn, *id, verdict, raw.as_deref(), keep_better).await?;
-                    Ok(true)
+                    upsert_verdict(
+                        conn,
+                        *id,
+                        verdict,
+                        raw.as_deref(),
+                        keep_better,
+                        Some(finish),
+                    )
+                    .await
                 })
             })
             .await
@@ -431,40 +427,64 @@ async fn insert_provenance(
     Ok(())
 }
 
+/// The columns of a verdict row as [`upsert_verdict`] writes them, and their parameters.
+const VERDICT_INSERT: &str = "INSERT INTO verdicts (job_id, verdict, malicious, suspicious, harmless,
+     undetected, timeout, type_unsupported, failure, engines, threat_label, sha256, md5, sha1, vt_id,
+     vt_analysis_date, checked_at, note, error, raw)";
+const VERDICT_VALUES: &str =
+    "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20";
+/// A failed attempt does not replace a verdict VirusTotal already gave.
+const KEEP_BETTER: &str = "ON CONFLICT (job_id) DO UPDATE SET verdict = excluded.verdict,
+     checked_at = excluded.checked_at, note = excluded.note, error = excluded.error
+     WHERE verdicts.verdict IN ('failed', 'pending')";
+const REPLACE: &str = "ON CONFLICT (job_id) DO UPDATE SET verdict = excluded.verdict,
+     malicious = excluded.malicious, suspicious = excluded.suspicious, harmless = excluded.harmless,
+     undetected = excluded.undetected, timeout = excluded.timeout,
+     type_unsupported = excluded.type_unsupported, failure = excluded.failure,
+     engines = excluded.engines, threat_label = excluded.threat_label,
+     sha256 = COALESCE(excluded.sha256, verdicts.sha256), md5 = COALESCE(excluded.md5, verdicts.md5),
+     sha1 = COALESCE(excluded.sha1, verdicts.sha1), vt_id = COALESCE(excluded.vt_id, verdicts.vt_id),
+     vt_analysis_date = excluded.vt_analysis_date, checked_at = excluded.checked_at,
+     note = excluded.note, error = excluded.error, raw = COALESCE(excluded.raw, verdicts.raw)";
+
+/// The end of a running job, written together with its verdict by [`upsert_verdict`].
+struct Finish<'a> {
+    /// The lease holder: nothing is written unless it still holds the job.
+    owner: &'a str,
+    /// `completed` or `discarded`.
+    state: &'static str,
+    at: Millis,
+}
+
 /// Inserts or replaces the verdict of a job (`raw`: its VirusTotal object, compressed).
 /// `keep_better`: a failed attempt does not replace a verdict VirusTotal already gave (a failed
-/// re-check must not lose the earlier verdict).
+/// re-check must not lose the earlier verdict). With `finish`, the job is finished in the same
+/// round trip, both fenced by its lease; returns whether the lease held (always true without).
 async fn upsert_verdict(
     conn: &mut SqliteConnection,
     job_id: i64,
     v: &VerdictRecord,
     raw: Option<&[u8]>,
     keep_better: bool,
-) -> Result<(), Error> {
+    finish: Option<Finish<'_>>,
+) -> Result<bool, Error> {
     let s = v.stats;
-    let sql = if keep_better {
-        "INSERT INTO verdicts (job_id, verdict, malicious, suspicious, harmless, undetected, timeout,
-             type_unsupported, failure, engines, threat_label, sha256, md5, sha1, vt_id, vt_analysis_date,
-             checked_at, note, error, raw)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
-         ON CONFLICT (job_id) DO UPDATE SET verdict = excluded.verdict, checked_at = excluded.checked_at,
-             note = excluded.note, error = excluded.error
-         WHERE verdicts.verdict IN ('failed', 'pending')"
-    } else {
-        "INSERT INTO verdicts (job_id, verdict, malicious, suspicious, harmless, undetected, timeout,
-             type_unsupported, failure, engines, threat_label, sha256, md5, sha1, vt_id, vt_analysis_date,
-             checked_at, note, error, raw)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
-         ON CONFLICT (job_id) DO UPDATE SET verdict = excluded.verdict, malicious = excluded.malicious,
-             suspicious = excluded.suspicious, harmless = excluded.harmless, undetected = excluded.undetected,
-             timeout = excluded.timeout, type_unsupported = excluded.type_unsupported,
-             failure = excluded.failure, engines = excluded.engines, threat_label = excluded.threat_label,
-             sha256 = COALESCE(excluded.sha256, verdicts.sha256), md5 = COALESCE(excluded.md5, verdicts.md5),
-             sha1 = COALESCE(excluded.sha1, verdicts.sha1), vt_id = COALESCE(excluded.vt_id, verdicts.vt_id),
-             vt_analysis_date = excluded.vt_analysis_date, checked_at = excluded.checked_at,
-             note = excluded.note, error = excluded.error, raw = COALESCE(excluded.raw, verdicts.raw)"
+    let conflict = if keep_better { KEEP_BETTER } else { REPLACE };
+    // One round trip for both statements: the verdict is written first, while the fence can
+    // still be checked (the UPDATE then releases the lease). The rows changed add up to at least
+    // one exactly when the fence held (the UPDATE's).
+    let sql = match finish {
+        None => format!("{VERDICT_INSERT} VALUES ({VERDICT_VALUES}) {conflict}"),
+        Some(_) => format!(
+            "{VERDICT_INSERT} SELECT {VERDICT_VALUES}
+             WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ?1 AND lease_owner = ?21 AND state = 'running')
+             {conflict};
+             UPDATE jobs SET state = ?22, finished_at = ?23, updated_at = ?23, lease_owner = NULL,
+                 lease_expires_at = NULL, last_error = ?19
+             WHERE id = ?1 AND lease_owner = ?21 AND state = 'running';"
+        ),
     };
-    sqlx::query(sql)
+    let mut query = sqlx::query(AssertSqlSafe(sql))
         .bind(job_id)
         .bind(v.verdict.as_str())
         .bind(s.map(|s| s.malicious))
@@ -484,10 +504,12 @@ async fn upsert_verdict(
         .bind(v.checked_at)
         .bind(&v.note)
         .bind(&v.error)
-        .bind(raw)
-        .execute(conn)
-        .await?;
-    Ok(())
+        .bind(raw);
+    if let Some(f) = &finish {
+        query = query.bind(f.owner).bind(f.state).bind(f.at);
+    }
+    let done = query.execute(conn).await?;
+    Ok(finish.is_none() || done.rows_affected() > 0)
 }
 
 /// zstd at its default level: VT objects are repetitive JSON and shrink to about a fifth;
@@ -706,7 +728,7 @@ impl Store for SqliteStore {
                         Some("discarded") => {
                             let why = format!("gave up after {attempt} attempts: {error}");
                             let failed = VerdictRecord::failed(why, now);
-                            upsert_verdict(conn, *id, &failed, None, true).await?;
+                            upsert_verdict(conn, *id, &failed, None, true, None).await?;
                             Retried::Discarded
                         }
                         Some(_) => Retried::Later,
@@ -754,7 +776,8 @@ impl Store for SqliteStore {
             let why = format!(
                 "abandoned {attempts} times by workers that stopped or crashed while working on it"
             );
-            upsert_verdict(&mut tx, id, &VerdictRecord::failed(why, now), None, true).await?;
+            let failed = VerdictRecord::failed(why, now);
+            upsert_verdict(&mut tx, id, &failed, None, true, None).await?;
         }
         let done = sqlx::query(AssertSqlSafe(format!(
             "UPDATE jobs SET state = CASE WHEN attempt >= max_attempts THEN 'discarded' ELSE 'available' END,

@@ -13,9 +13,14 @@ use backends::Backend;
 use proptest::prop_assert;
 use proptest::prop_assert_eq;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
-use vtriage::store::{QuotaDecision, QuotaLimits, Store};
+use vtriage::store::{Clock, QuotaDecision, QuotaLimits, Store};
 
 const T0: i64 = 1_790_000_000_000;
+
+/// A clock stopped at `t`, for the quota ledger.
+fn at(t: i64) -> Clock {
+    Arc::new(move || t)
+}
 
 /// One random arrival pattern: each caller arrives after a gap and waits, as the gate does,
 /// until the ledger admits it; then the grants are checked against the window.
@@ -39,11 +44,7 @@ async fn check_arrivals(
         now += gap;
         let arrival = now;
         loop {
-            match store
-                .take_quota(key, &limits, Arc::new(move || now))
-                .await
-                .unwrap()
-            {
+            match store.take_quota(key, &limits, at(now)).await.unwrap() {
                 QuotaDecision::Granted => {
                     arrivals.push(arrival);
                     granted.push(now);
@@ -140,20 +141,14 @@ async fn the_days_count_survives_a_restart(b: Backend) {
     };
     for i in 0..3 {
         assert_eq!(
-            b.store
-                .take_quota("k", &limits, Arc::new(move || T0 + i))
-                .await
-                .unwrap(),
+            b.store.take_quota("k", &limits, at(T0 + i)).await.unwrap(),
             QuotaDecision::Granted
         );
     }
     b.close().await;
     let store = b.open_again().await;
     assert!(matches!(
-        store
-            .take_quota("k", &limits, Arc::new(move || T0 + 10))
-            .await
-            .unwrap(),
+        store.take_quota("k", &limits, at(T0 + 10)).await.unwrap(),
         QuotaDecision::Exhausted(_)
     ));
     assert_eq!(
@@ -172,22 +167,16 @@ async fn a_monthly_cap_is_honoured_across_days(b: Backend) {
     };
     let day = 86_400_000;
     assert_eq!(
-        store
-            .take_quota("k", &limits, Arc::new(move || T0))
-            .await
-            .unwrap(),
+        store.take_quota("k", &limits, at(T0)).await.unwrap(),
         QuotaDecision::Granted
     );
     assert_eq!(
-        store
-            .take_quota("k", &limits, Arc::new(move || T0 + day))
-            .await
-            .unwrap(),
+        store.take_quota("k", &limits, at(T0 + day)).await.unwrap(),
         QuotaDecision::Granted
     );
     assert!(matches!(
         store
-            .take_quota("k", &limits, Arc::new(move || T0 + 2 * day))
+            .take_quota("k", &limits, at(T0 + 2 * day))
             .await
             .unwrap(),
         QuotaDecision::Exhausted(_)
@@ -215,11 +204,7 @@ async fn processes_sharing_a_key_never_exceed_its_window_or_day(b: Backend) {
             let mut granted = Vec::new();
             for round in 0..200i64 {
                 let now = T0 + round * 10;
-                match store
-                    .take_quota("shared", &limits, Arc::new(move || now))
-                    .await
-                    .unwrap()
-                {
+                match store.take_quota("shared", &limits, at(now)).await.unwrap() {
                     QuotaDecision::Granted => granted.push(now),
                     QuotaDecision::WaitUntil(t) => assert!(t > now),
                     QuotaDecision::Exhausted(_) => {}
@@ -264,7 +249,7 @@ async fn a_pause_by_one_process_holds_the_others(b: Backend) {
     other.pause_quota("k", T0 + 1_000).await.unwrap();
     assert_eq!(
         other
-            .take_quota("k", &limits, Arc::new(move || T0 + 2_000))
+            .take_quota("k", &limits, at(T0 + 2_000))
             .await
             .unwrap(),
         QuotaDecision::WaitUntil(T0 + 60_000)

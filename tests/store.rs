@@ -8,11 +8,18 @@ use std::sync::Arc;
 
 use backends::Backend;
 use vtriage::indicator::Kind;
-use vtriage::store::{Enqueued, NewJob, QuotaDecision, QuotaLimits, Retried, Snooze, Step, Store};
+use vtriage::store::{
+    Clock, Enqueued, NewJob, QuotaDecision, QuotaLimits, Retried, Snooze, Step, Store,
+};
 use vtriage::verdict::{Stats, Verdict, VerdictRecord};
 
 const DAY: i64 = 86_400_000;
 const T0: i64 = 1_790_000_000_000; // a fixed "now" (Nov 2026), so tests do not depend on the clock
+
+/// A clock stopped at `t`, for the quota ledger.
+fn at(t: i64) -> Clock {
+    Arc::new(move || t)
+}
 
 fn hash_job(indicator: &str) -> NewJob {
     NewJob {
@@ -327,45 +334,31 @@ async fn the_quota_ledger_never_grants_more_than_the_window_allows(db: Backend) 
     };
     for i in 0..3 {
         assert_eq!(
-            s.take_quota("k", &limits, Arc::new(move || T0 + i))
-                .await
-                .unwrap(),
+            s.take_quota("k", &limits, at(T0 + i)).await.unwrap(),
             QuotaDecision::Granted
         );
     }
     assert_eq!(
-        s.take_quota("k", &limits, Arc::new(move || T0 + 10))
-            .await
-            .unwrap(),
+        s.take_quota("k", &limits, at(T0 + 10)).await.unwrap(),
         QuotaDecision::WaitUntil(T0 + 1000)
     );
     assert_eq!(
-        s.take_quota("k", &limits, Arc::new(move || T0 + 1000))
-            .await
-            .unwrap(),
+        s.take_quota("k", &limits, at(T0 + 1000)).await.unwrap(),
         QuotaDecision::Granted
     );
     assert_eq!(
-        s.take_quota("k", &limits, Arc::new(move || T0 + 2500))
-            .await
-            .unwrap(),
+        s.take_quota("k", &limits, at(T0 + 2500)).await.unwrap(),
         QuotaDecision::Granted
     );
     // Five today: the daily cap holds until midnight UTC.
-    match s
-        .take_quota("k", &limits, Arc::new(move || T0 + 5000))
-        .await
-        .unwrap()
-    {
+    match s.take_quota("k", &limits, at(T0 + 5000)).await.unwrap() {
         QuotaDecision::Exhausted(until) => assert_eq!(until % DAY, 0, "resets at midnight UTC"),
         other => panic!("expected exhaustion, got {other:?}"),
     }
     assert_eq!(s.quota_usage("k", 1000, T0 + 5000).await.unwrap().today, 5);
     // Another key has its own budget.
     assert_eq!(
-        s.take_quota("other", &limits, Arc::new(move || T0 + 5000))
-            .await
-            .unwrap(),
+        s.take_quota("other", &limits, at(T0 + 5000)).await.unwrap(),
         QuotaDecision::Granted
     );
 }
@@ -380,15 +373,11 @@ async fn a_pause_holds_every_request_of_the_key(db: Backend) {
     };
     s.pause_quota("k", T0 + 500).await.unwrap();
     assert_eq!(
-        s.take_quota("k", &limits, Arc::new(move || T0))
-            .await
-            .unwrap(),
+        s.take_quota("k", &limits, at(T0)).await.unwrap(),
         QuotaDecision::WaitUntil(T0 + 500)
     );
     assert_eq!(
-        s.take_quota("k", &limits, Arc::new(move || T0 + 500))
-            .await
-            .unwrap(),
+        s.take_quota("k", &limits, at(T0 + 500)).await.unwrap(),
         QuotaDecision::Granted
     );
 }

@@ -23,8 +23,8 @@ const QUEUE: usize = 1024;
 
 type Output = Box<dyn Any + Send>;
 
-/// One write: runs inside a transaction it does not own (and may run twice, see the module
-/// documentation), so it neither begins nor commits.
+/// One write: runs inside a transaction it does not own, so it neither begins nor commits, and
+/// may run twice (see the module documentation), so it has no effect outside the database.
 type Write =
     Box<dyn for<'c> FnMut(&'c mut SqliteConnection) -> BoxFuture<'c, Result<Output, Error>> + Send>;
 

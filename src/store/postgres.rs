@@ -738,8 +738,9 @@ impl Store for PgStore {
         clock: Clock,
     ) -> Result<QuotaDecision, Error> {
         // One statement: the check, the per-key lock and the record are the database function
-        // `take_quota` (migrations/postgres), so the lock is held for one round trip's work,
-        // and the clock is read just before it (a connection of its own: no queue to wait in).
+        // `take_quota` (migrations/postgres), so the lock is held for one round trip's work. The
+        // clock is read just before it: the only wait left in between is another process's grant
+        // for the same key, one statement long (there is no writer queue as in SQLite).
         let now = clock();
         let ((day, day_end), (month, month_end)) = periods(now);
         let (decision, at): (String, Millis) = sqlx::query_as(

@@ -167,6 +167,7 @@ impl Pipeline {
             fatal: CancellationToken::new(),
             fatal_reason: Arc::new(Mutex::new(None)),
             poll_clock: Arc::new(crate::worker::PollClock::new(&config.poll)),
+            claims: Arc::default(),
         };
         let pipeline = Pipeline {
             store,

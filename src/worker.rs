@@ -12,8 +12,10 @@
 //! The worker never holds a database transaction across a request; every change to its job is
 //! fenced by the lease (see `store`).
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -43,6 +45,47 @@ pub struct Worker {
     pub fatal_reason: Arc<std::sync::Mutex<Option<String>>>,
     /// When to poll analyses, learned from what earlier polls saw (shared by all workers).
     pub poll_clock: Arc<PollClock>,
+    /// Claims made for all the idle workers of this process at once.
+    pub claims: Arc<SharedClaims>,
+}
+
+/// The workers of one process claim together: a worker that needs a job takes one claimed for
+/// it a moment ago, or claims for every worker asking at that moment, in one statement (one
+/// round trip to the database instead of one each). Every job claimed is for a worker already
+/// asking, so none waits here longer than it takes that worker to get the lock.
+#[derive(Debug, Default)]
+pub struct SharedClaims {
+    /// Workers inside [`SharedClaims::next`].
+    asking: AtomicUsize,
+    /// Jobs claimed for workers that are asking and have not taken theirs yet.
+    claimed: tokio::sync::Mutex<VecDeque<Job>>,
+}
+
+impl SharedClaims {
+    /// The next job for a worker of `owner`, if any is due.
+    pub async fn next(
+        &self,
+        store: &dyn Store,
+        owner: &str,
+        lease_ms: i64,
+    ) -> Result<Option<Job>, crate::store::Error> {
+        self.asking.fetch_add(1, Ordering::SeqCst);
+        let taken = async {
+            let mut claimed = self.claimed.lock().await;
+            if let Some(job) = claimed.pop_front() {
+                return Ok(Some(job));
+            }
+            let asking = self.asking.load(Ordering::SeqCst).max(1);
+            let n = u32::try_from(asking).unwrap_or(u32::MAX);
+            let mut jobs = VecDeque::from(store.claim(owner, n, now_millis(), lease_ms).await?);
+            let mine = jobs.pop_front();
+            claimed.extend(jobs);
+            Ok(mine)
+        }
+        .await;
+        self.asking.fetch_sub(1, Ordering::SeqCst);
+        taken
+    }
 }
 
 /// What to do with a job after one claim.
@@ -71,18 +114,14 @@ impl Worker {
                 return;
             }
             let lease_ms = (self.config.daemon.lease_secs * 1000.0) as i64;
-            let jobs = match self
-                .store
-                .claim(&self.owner, 1, now_millis(), lease_ms)
-                .await
-            {
-                Ok(jobs) => jobs,
+            let job = match self.claims.next(&*self.store, &self.owner, lease_ms).await {
+                Ok(job) => job,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot claim jobs; retrying");
-                    Vec::new()
+                    None
                 }
             };
-            let Some(job) = jobs.into_iter().next() else {
+            let Some(job) = job else {
                 tokio::select! {
                     _ = tokio::time::sleep(idle) => {}
                     _ = stop.cancelled() => return,

@@ -418,6 +418,40 @@ async fn concurrent_claims_never_hand_out_a_job_twice(db: Backend) {
     assert!(busy >= 2, "the work was shared");
 }
 
+/// The workers of one process claim together (`worker::SharedClaims`): twelve ask at once for
+/// five due jobs; each job goes to exactly one of them, the others find none, none is left over.
+async fn workers_of_one_process_share_their_claims(db: Backend) {
+    let jobs: Vec<NewJob> = (0..5).map(|i| hash_job(&format!("{i:064x}"))).collect();
+    db.store.enqueue(&jobs, T0, DAY, 5).await.unwrap();
+    register(&*db.store, "w", T0).await;
+    let claims = Arc::new(vtriage::worker::SharedClaims::default());
+    let mut workers = Vec::new();
+    for _ in 0..12 {
+        let (claims, store) = (claims.clone(), db.store.clone());
+        workers.push(tokio::spawn(async move {
+            claims.next(&*store, "w", 60_000).await.unwrap()
+        }));
+    }
+    let mut got = HashSet::new();
+    let mut none = 0;
+    for worker in workers {
+        match worker.await.unwrap() {
+            Some(job) => assert!(got.insert(job.id), "job {} handed out twice", job.id),
+            None => none += 1,
+        }
+    }
+    assert_eq!((got.len(), none), (5, 7));
+    let counts = db.store.counts().await.unwrap();
+    assert_eq!(counts.by_state["running"]["hash"], 5, "all five are leased");
+    assert!(
+        claims
+            .next(&*db.store, "w", 60_000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
 /// Two hosts enqueue overlapping batches (the same file dropped on both) at the same moment:
 /// one job per indicator, and no enqueue fails.
 async fn concurrent_enqueues_of_the_same_indicators_make_one_job_each(db: Backend) {
@@ -536,6 +570,7 @@ on_both_backends!(
     the_quota_ledger_never_grants_more_than_the_window_allows,
     a_pause_holds_every_request_of_the_key,
     concurrent_claims_never_hand_out_a_job_twice,
+    workers_of_one_process_share_their_claims,
     concurrent_enqueues_of_the_same_indicators_make_one_job_each,
     status_counts_follow_every_transition,
 );

@@ -106,8 +106,9 @@ enum Outcome {
 }
 
 impl Worker {
-    /// Runs one worker until `stop` is cancelled (or a fatal error), claiming one job at a
-    /// time. When idle it checks for due work every `idle` interval.
+    /// Runs one worker until `stop` is cancelled (or a fatal error), working on one job at a
+    /// time (claimed together with the other workers, see [`SharedClaims`]). When idle it
+    /// checks for due work every `idle` interval.
     pub async fn run(self, stop: CancellationToken, idle: Duration) {
         loop {
             if stop.is_cancelled() || self.fatal.is_cancelled() {

@@ -62,29 +62,34 @@ pub struct SharedClaims {
 }
 
 impl SharedClaims {
-    /// The next job for a worker of `owner`, if any is due.
+    /// The next job for a worker of `owner`, if any is due. A worker awaits this to the end
+    /// (dropping it midway could drop jobs just claimed: they would come back to the queue only
+    /// when their lease expires or this process unregisters).
     pub async fn next(
         &self,
         store: &dyn Store,
         owner: &str,
         lease_ms: i64,
     ) -> Result<Option<Job>, crate::store::Error> {
-        self.asking.fetch_add(1, Ordering::SeqCst);
-        let taken = async {
-            let mut claimed = self.claimed.lock().await;
-            if let Some(job) = claimed.pop_front() {
-                return Ok(Some(job));
+        /// Counts this worker as asking until it has its answer (or gives up).
+        struct Asking<'a>(&'a AtomicUsize);
+        impl Drop for Asking<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
             }
-            let asking = self.asking.load(Ordering::SeqCst).max(1);
-            let n = u32::try_from(asking).unwrap_or(u32::MAX);
-            let mut jobs = VecDeque::from(store.claim(owner, n, now_millis(), lease_ms).await?);
-            let mine = jobs.pop_front();
-            claimed.extend(jobs);
-            Ok(mine)
         }
-        .await;
-        self.asking.fetch_sub(1, Ordering::SeqCst);
-        taken
+        self.asking.fetch_add(1, Ordering::SeqCst);
+        let _asking = Asking(&self.asking);
+        let mut claimed = self.claimed.lock().await;
+        if let Some(job) = claimed.pop_front() {
+            return Ok(Some(job));
+        }
+        let asking = self.asking.load(Ordering::SeqCst).max(1);
+        let n = u32::try_from(asking).unwrap_or(u32::MAX);
+        let mut jobs = VecDeque::from(store.claim(owner, n, now_millis(), lease_ms).await?);
+        let mine = jobs.pop_front();
+        claimed.extend(jobs);
+        Ok(mine)
     }
 }
 

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -22,6 +23,16 @@ use crate::watch::{self, SettledFile};
 
 /// Files (or indicators) queued per transaction.
 const BATCH: usize = 500;
+
+/// How a batch the database refused (disk full, locked) is offered again: after 200 ms, then
+/// twice as long each time up to 30 s, for as long as it takes, since what the watcher handed
+/// over is not handed over again.
+fn until_the_database_takes_it() -> ExponentialBuilder {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(30))
+        .without_max_times()
+}
 
 /// What the daemon watches.
 #[derive(Debug, Clone, Default)]
@@ -168,22 +179,14 @@ async fn flush(store: &dyn Store, batch: &mut Vec<NewJob>, max_age_ms: i64, max_
     if batch.is_empty() {
         return;
     }
-    // A database that cannot take the batch now (disk full, locked) is retried: the watcher
-    // will not send these files again.
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match store
-            .enqueue(batch, now_millis(), max_age_ms, max_attempts)
-            .await
-        {
-            Ok(_) => break,
-            Err(e) => {
-                tracing::error!(error = %e, files = batch.len(), "cannot queue files; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
-            }
-        }
-    }
+    let jobs: &[NewJob] = batch;
+    // Retried without end: this returns once the batch is queued.
+    let _ = (|| store.enqueue(jobs, now_millis(), max_age_ms, max_attempts))
+        .retry(until_the_database_takes_it())
+        .notify(|e, _| {
+            tracing::error!(error = %e, files = jobs.len(), "cannot queue files; retrying");
+        })
+        .await;
     batch.clear();
 }
 
@@ -196,25 +199,20 @@ async fn queue_lists(
     while let Some(file) = rx.recv().await {
         // Like the drop directory: a database that refuses a batch is retried (queueing a list
         // again only adds its provenance to what is already queued).
-        let mut delay = Duration::from_millis(200);
-        loop {
-            match lists::queue(&*store, &file.path, None, &config).await {
-                Ok(list) => {
-                    for line in lists::describe(&list.list, false).lines() {
-                        tracing::info!("{line}");
-                    }
-                    break;
-                }
-                Err(e @ lists::ListError::Read { .. }) => {
-                    tracing::warn!(error = %e, "cannot read a list");
-                    break;
-                }
-                Err(lists::ListError::Store(e)) => {
-                    tracing::error!(error = %e, list = %file.path.display(), "cannot queue a list; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(30));
+        let queued = (|| lists::queue(&*store, &file.path, None, &config))
+            .retry(until_the_database_takes_it())
+            .when(|e| matches!(e, lists::ListError::Store(_)))
+            .notify(|e, _| {
+                tracing::error!(error = %e, list = %file.path.display(), "cannot queue a list; retrying");
+            })
+            .await;
+        match queued {
+            Ok(list) => {
+                for line in lists::describe(&list.list, false).lines() {
+                    tracing::info!("{line}");
                 }
             }
+            Err(e) => tracing::warn!(error = %e, "cannot read a list"),
         }
     }
     Ok(())

@@ -147,7 +147,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn writes_waiting_together_commit_together_and_one_failure_stays_its_own() {
+    async fn writes_queued_together_each_get_their_answer_and_one_failure_stays_its_own() {
         let dir = tempfile::tempdir().unwrap();
         let pool = pool(dir.path()).await;
         let grouped = GroupCommit::start(pool.clone());

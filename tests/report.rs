@@ -769,6 +769,48 @@ async fn a_large_report_streams_each_record_as_the_database_yields_it() {
 }
 
 #[tokio::test]
+async fn a_report_in_job_order_spans_gaps_in_the_job_ids() {
+    let (dir, store) = open().await;
+    // Job ids need not be dense: the report reads them a range at a time, some ranges empty.
+    {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", dir.path().join("vtriage.db").display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        for id in [3_i64, 2_500, 9_999] {
+            sqlx::query(
+                "INSERT INTO jobs (id, kind, indicator, state, max_attempts, scheduled_at, created_at, updated_at)
+                 VALUES (?1, 'domain', 'host' || ?1 || '.example', 'completed', 5, ?2, ?2, ?2)",
+            )
+            .bind(id)
+            .bind(T0)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO verdicts (job_id, verdict, checked_at)
+                 VALUES (?1, CASE WHEN ?1 = 2500 THEN 'clean' ELSE 'malicious' END, ?2)",
+            )
+            .bind(id)
+            .bind(T0)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+    }
+    for (verdicts, expected) in [
+        (vec![], vec![3, 2_500, 9_999]),
+        (vec![Verdict::Malicious], vec![3, 9_999]),
+    ] {
+        let filter = query(|q| q.verdicts = verdicts.clone());
+        let ids: Vec<i64> = report::records(&*store, &filter)
+            .map(|r| r.unwrap().job_id)
+            .collect()
+            .await;
+        assert_eq!(ids, expected, "{verdicts:?}");
+    }
+}
+
+#[tokio::test]
 async fn the_report_view_works_from_the_sqlite3_shell() {
     let shell = std::path::Path::new("/usr/bin/sqlite3");
     if !shell.exists() {

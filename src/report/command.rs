@@ -79,7 +79,7 @@ pub async fn run(args: &ReportArgs, config: &Config) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let format = args.format.unwrap_or_else(Format::default_for_stdout);
-    let out = io::BufWriter::new(io::stdout());
+    let out = io::BufWriter::with_capacity(1 << 16, io::stdout());
     finish_output(
         write(records(&*store, &filter), format, out)
             .await

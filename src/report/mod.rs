@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use crate::indicator::{FileHash, HashAlgo, Kind};
 use crate::store::{self, Millis, ReportQuery, ReportRow, ReportSort, Store};
-use crate::verdict::Verdict;
+use crate::verdict::{Verdict, VerdictRecord};
 
 /// Why a report could not be produced.
 #[derive(Debug, thiserror::Error)]
@@ -307,12 +307,12 @@ impl Record {
             created_at,
             last_error,
         } = row;
-        let v = job.verdict.as_ref();
-        let stored =
-            |f: fn(&crate::verdict::VerdictRecord) -> &Option<String>| v.and_then(|v| f(v).clone());
-        let mut sha256 = stored(|v| &v.sha256);
-        let mut md5 = stored(|v| &v.md5);
-        let mut sha1 = stored(|v| &v.sha1);
+        // Without a verdict yet every verdict field stays empty (the fields are moved, not cloned).
+        let has_verdict = job.verdict.is_some();
+        let v = job
+            .verdict
+            .unwrap_or_else(|| VerdictRecord::bare(Verdict::Unknown, 0));
+        let (mut sha256, mut md5, mut sha1) = (v.sha256, v.md5, v.sha1);
         // The indicator of a file or hash is itself one of its hashes.
         if matches!(job.kind, Kind::File | Kind::Hash)
             && let Some(h) = FileHash::parse(&job.indicator)
@@ -324,19 +324,18 @@ impl Record {
             };
             slot.get_or_insert_with(|| h.as_str().to_owned());
         }
-        let vt_id = stored(|v| &v.vt_id);
         let link = vt_link(
             job.kind,
             &job.indicator,
             sha256.as_deref(),
-            vt_id.as_deref(),
+            v.vt_id.as_deref(),
         );
         Record {
             job_id: job.id,
             kind: job.kind,
-            verdict: v.map(|v| v.verdict),
+            verdict: has_verdict.then_some(v.verdict),
             state: job.state,
-            stats: v.and_then(|v| v.stats).map(|s| Counts {
+            stats: v.stats.map(|s| Counts {
                 malicious: s.malicious,
                 suspicious: s.suspicious,
                 harmless: s.harmless,
@@ -345,8 +344,8 @@ impl Record {
                 type_unsupported: s.type_unsupported,
                 failure: s.failure,
             }),
-            engines: v.and_then(|v| v.stats).map(|s| s.engines()),
-            threat_label: stored(|v| &v.threat_label),
+            engines: v.stats.map(|s| s.engines()),
+            threat_label: v.threat_label,
             sha256,
             md5,
             sha1,
@@ -357,12 +356,12 @@ impl Record {
                 .collect(),
             vt_link: link,
             first_seen: rfc3339_millis(created_at),
-            checked_at: v.map(|v| rfc3339_millis(v.checked_at)),
-            vt_analysis_date: v.and_then(|v| v.vt_analysis_date).map(rfc3339_secs),
-            error: stored(|v| &v.error).or(last_error),
-            note: stored(|v| &v.note),
+            checked_at: has_verdict.then(|| rfc3339_millis(v.checked_at)),
+            vt_analysis_date: v.vt_analysis_date.map(rfc3339_secs),
+            error: v.error.or(last_error),
+            note: v.note,
             first_seen_ms: created_at,
-            checked_at_ms: v.map(|v| v.checked_at),
+            checked_at_ms: has_verdict.then_some(v.checked_at),
             indicator: job.indicator,
         }
     }

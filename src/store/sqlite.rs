@@ -1098,32 +1098,66 @@ impl Store for SqliteStore {
                 .map(|row| row.and_then(|row| decode_report_record(row.try_get(1)?)))
                 .boxed();
         }
-        // In job order, a chunk of records per query (after the last id of the one before).
-        let chunks = futures_util::stream::try_unfold((0_i64, limit), move |(after, left)| {
-            let chunk = with_texts(&report.chunk, &report.texts);
-            async move {
-                if left <= 0 {
-                    return Ok::<_, Error>(None);
+        // In job order, one query per range of job ids, several at a time on the readers,
+        // fetched and decoded by a task of its own while the caller writes out the chunks
+        // before: SQLite's threads and the caller's work at the same time. The task ends when
+        // the stream is dropped.
+        let (chunks, mut received) = tokio::sync::mpsc::channel(REPORT_CHUNKS_AHEAD);
+        let read = self.read.clone();
+        tokio::spawn(async move {
+            let ids: Result<(Option<i64>, Option<i64>), Error> =
+                sqlx::query_as("SELECT MIN(id), MAX(id) FROM jobs")
+                    .fetch_one(&read)
+                    .await;
+            let (first, last) = match ids {
+                Ok((first, last)) => (first.unwrap_or(1), last.unwrap_or(0)),
+                Err(e) => {
+                    let _ = chunks.send(Err(e)).await;
+                    return;
                 }
-                let row = chunk
-                    .bind(left.min(REPORT_CHUNK))
+            };
+            let fetch = |after: i64| {
+                let chunk = with_texts(&report.chunk, &report.texts)
                     .bind(after)
-                    .fetch_one(&self.read)
-                    .await?;
-                let (n, last, records): (i64, Option<i64>, Option<String>) =
-                    (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-                let (Some(last), Some(records)) = (last, records) else {
-                    return Ok(None);
-                };
-                let mut rows: Vec<ReportJson> =
-                    serde_json::from_str(&records).map_err(|e| Error::Decode(Box::new(e)))?;
-                // group_concat promises no order; sorting here is cheaper than asking it to.
-                rows.sort_unstable_by_key(|r| r.id);
-                let rows = rows.into_iter().map(|r| Ok(ReportRow::from(r)));
-                Ok(Some((futures_util::stream::iter(rows), (last, left - n))))
+                    .bind(after + REPORT_CHUNK);
+                let read = &read;
+                async move {
+                    let records: Option<String> = chunk.fetch_one(read).await?.try_get(0)?;
+                    let mut rows: Vec<ReportJson> = match records {
+                        Some(records) => serde_json::from_str(&records)
+                            .map_err(|e| Error::Decode(Box::new(e)))?,
+                        None => Vec::new(),
+                    };
+                    // group_concat promises no order; sorting here is cheaper than asking it to.
+                    rows.sort_unstable_by_key(|r| r.id);
+                    Ok::<Vec<ReportRow>, Error>(rows.into_iter().map(ReportRow::from).collect())
+                }
+            };
+            let mut fetched =
+                futures_util::stream::iter((first - 1..last).step_by(REPORT_CHUNK as usize))
+                    .map(fetch)
+                    .buffered(REPORT_FETCHES_AT_ONCE);
+            let mut left = limit;
+            while left > 0
+                && let Some(rows) = fetched.next().await
+            {
+                let rows = rows.map(|mut rows| {
+                    rows.truncate(usize::try_from(left).unwrap_or(usize::MAX));
+                    left -= rows.len() as i64;
+                    rows
+                });
+                if rows.is_err() {
+                    left = 0;
+                }
+                if chunks.send(rows).await.is_err() {
+                    return;
+                }
             }
         });
-        chunks.try_flatten().boxed()
+        futures_util::stream::poll_fn(move |cx| received.poll_recv(cx))
+            .map_ok(|rows: Vec<ReportRow>| futures_util::stream::iter(rows.into_iter().map(Ok)))
+            .try_flatten()
+            .boxed()
     }
 
     async fn raw_object(&self, indicator: &str) -> Result<Option<RawObject>, Error> {
@@ -1155,17 +1189,24 @@ impl Store for SqliteStore {
     }
 }
 
-/// Records per query of a report in job order. One query per record hands each row from
+/// Job ids per query of a report in job order. One query per record hands each row from
 /// SQLite's thread to the caller's with its own wake-up and copies every column: that was
 /// four fifths of a report's time. A chunk comes as one JSON array instead.
 const REPORT_CHUNK: i64 = 1000;
+
+/// Chunk queries of a report running at once (each on its own reader connection).
+const REPORT_FETCHES_AT_ONCE: usize = 3;
+
+/// Chunks of a report decoded ahead of the one being written.
+const REPORT_CHUNKS_AHEAD: usize = 2;
 
 /// The statements of one report.
 struct ReportSql {
     /// All records, one row (`id`, `record`) each; binds: the texts, then the limit.
     rows: String,
-    /// In job order, up to a limit after a job id: one row (count, last id, JSON array of the
-    /// records, in any order); binds: the texts, the limit, the id.
+    /// In job order, the records of the job ids in a range: one row, a JSON array of the
+    /// records in any order (NULL when there are none); binds: the texts, then the range's
+    /// bounds (exclusive, inclusive).
     chunk: String,
     /// The user-given texts, bound in order as `?1`, `?2`, ...
     texts: Vec<String>,
@@ -1266,9 +1307,10 @@ fn report_sql(query: &ReportQuery) -> ReportSql {
     ReportSql {
         rows: format!("{select} ORDER BY {order} LIMIT ?{limit}"),
         chunk: format!(
-            "SELECT COUNT(*), MAX(id), '[' || group_concat(record, ',') || ']'
-             FROM ({select} AND {order} > ?{after} ORDER BY {order} LIMIT ?{limit})",
-            after = limit + 1
+            "SELECT '[' || group_concat(record, ',') || ']'
+             FROM ({select} AND {order} > ?{after} AND {order} <= ?{upto})",
+            after = texts.len() + 1,
+            upto = texts.len() + 2
         ),
         texts,
     }

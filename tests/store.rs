@@ -169,6 +169,39 @@ async fn completion_is_fenced_by_the_lease(db: Backend) {
     assert_eq!(r[0].verdict.as_ref().unwrap().verdict, Verdict::Clean);
 }
 
+/// `ingest --wait` and `lookup` wait on this: the ids given that are queued or running.
+async fn unfinished_names_the_queued_and_running_jobs_among_those_asked(db: Backend) {
+    let s = db.store.clone();
+    register(&*s, "w1", T0).await;
+    let jobs: Vec<NewJob> = (0..30).map(|i| hash_job(&format!("{i:064x}"))).collect();
+    let ids: Vec<i64> = s
+        .enqueue(&jobs, T0, DAY, 5)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    // Twenty claimed, ten of them completed: ten running and ten still queued are left.
+    let claimed = s.claim("w1", 20, T0, 60_000).await.unwrap();
+    for job in &claimed[..10] {
+        assert!(s.complete(job, &clean(T0), T0 + 1).await.unwrap());
+    }
+    let done: Vec<i64> = claimed[..10].iter().map(|j| j.id).collect();
+    let mut expected: Vec<i64> = ids
+        .iter()
+        .copied()
+        .filter(|id| !done.contains(id))
+        .collect();
+    expected.sort_unstable();
+    // An id that names no job is not waited on.
+    let mut asked = ids.clone();
+    asked.push(ids.iter().max().unwrap() + 1000);
+    let mut left = s.unfinished(&asked).await.unwrap();
+    left.sort_unstable();
+    assert_eq!(left, expected);
+    assert_eq!(s.unfinished(&[]).await.unwrap(), Vec::<i64>::new());
+}
+
 async fn jobs_of_a_worker_that_died_are_rescued_at_once(db: Backend) {
     let s = db.store.clone();
     register(&*s, "dead", T0).await;
@@ -561,6 +594,7 @@ on_both_backends!(
     claim_takes_due_jobs_once_and_polls_first,
     snooze_gives_the_attempt_back_and_retry_keeps_it,
     completion_is_fenced_by_the_lease,
+    unfinished_names_the_queued_and_running_jobs_among_those_asked,
     jobs_of_a_worker_that_died_are_rescued_at_once,
     a_job_abandoned_too_often_is_discarded_as_failed,
     fresh_verdicts_are_reused_and_stale_ones_reopened,

@@ -902,18 +902,21 @@ impl Store for SqliteStore {
     }
 
     async fn unfinished(&self, ids: &[i64]) -> Result<Vec<i64>, Error> {
-        let mut left = Vec::new();
-        for chunk in ids.chunks(500) {
-            let marks = vec!["?"; chunk.len()].join(",");
-            let sql = format!(
-                "SELECT id FROM jobs WHERE state IN ('available', 'running') AND id IN ({marks})"
-            );
-            let mut q = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql));
-            for id in chunk {
-                q = q.bind(id);
-            }
-            left.extend(q.fetch_all(&self.read).await?);
-        }
+        // The ids go in and come back as JSON arrays: one statement and one row however many
+        // there are (a row each would be a hand-off between threads per id, ten times a second
+        // while `ingest --wait` waits on a long list). CROSS JOIN keeps the ids the outer loop,
+        // each a look-up by row id (left to itself, the planner scans them once per job).
+        let ids = serde_json::to_string(ids).map_err(|e| Error::Encode(Box::new(e)))?;
+        let left: String = sqlx::query_scalar(
+            "SELECT json_group_array(j.id) FROM json_each(?1) e CROSS JOIN jobs j ON j.id = e.value
+             WHERE j.state IN ('available', 'running')",
+        )
+        .bind(ids)
+        .fetch_one(&self.read)
+        .await?;
+        let mut left: Vec<i64> =
+            serde_json::from_str(&left).map_err(|e| Error::Decode(Box::new(e)))?;
+        left.sort_unstable();
         Ok(left)
     }
 

@@ -1125,15 +1125,33 @@ impl Store for SqliteStore {
                     .bind(after + REPORT_CHUNK);
                 let read = &read;
                 async move {
-                    let records: Option<String> = chunk.fetch_one(read).await?.try_get(0)?;
+                    let row = chunk.fetch_one(read).await?;
+                    let (records, paths, sources): (Option<String>, String, String) =
+                        (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+                    let decode = |e| Error::Decode(Box::new(e));
                     let mut rows: Vec<ReportJson> = match records {
-                        Some(records) => serde_json::from_str(&records)
-                            .map_err(|e| Error::Decode(Box::new(e)))?,
+                        Some(records) => serde_json::from_str(&records).map_err(decode)?,
                         None => Vec::new(),
                     };
-                    // group_concat promises no order; sorting here is cheaper than asking it to.
+                    let mut paths: Vec<(i64, String)> =
+                        serde_json::from_str(&paths).map_err(decode)?;
+                    let mut sources: Vec<(i64, String, u32)> =
+                        serde_json::from_str(&sources).map_err(decode)?;
+                    // Aggregates promise no order; sorting here is cheaper than asking for it.
                     rows.sort_unstable_by_key(|r| r.id);
-                    Ok::<Vec<ReportRow>, Error>(rows.into_iter().map(ReportRow::from).collect())
+                    paths.sort_unstable();
+                    sources.sort_unstable();
+                    let mut paths = paths.into_iter().peekable();
+                    let mut sources = sources
+                        .into_iter()
+                        .map(|(id, s, l)| (id, (s, l)))
+                        .peekable();
+                    let rows = rows.into_iter().map(|mut r| {
+                        r.paths = of_job(&mut paths, r.id);
+                        r.sources = of_job(&mut sources, r.id);
+                        ReportRow::from(r)
+                    });
+                    Ok::<Vec<ReportRow>, Error>(rows.collect())
                 }
             };
             let mut fetched =
@@ -1207,9 +1225,10 @@ const REPORT_CHUNKS_AHEAD: usize = 2;
 struct ReportSql {
     /// All records, one row (`id`, `record`) each; binds: the texts, then the limit.
     rows: String,
-    /// In job order, the records of the job ids in a range: one row, a JSON array of the
-    /// records in any order (NULL when there are none); binds: the texts, then the range's
-    /// bounds (exclusive, inclusive).
+    /// In job order, the records of the job ids in a range: one row of three JSON arrays, in
+    /// any order: the records without their paths and sources (NULL when there are none), then
+    /// `[job id, path]` and `[job id, source, line]` of every job in the range; binds: the
+    /// texts, then the range's bounds (exclusive, inclusive).
     chunk: String,
     /// The user-given texts, bound in order as `?1`, `?2`, ...
     texts: Vec<String>,
@@ -1297,23 +1316,34 @@ fn report_sql(query: &ReportQuery) -> ReportSql {
         ),
     };
     let limit = texts.len() + 1;
-    let select = format!(
-        "SELECT j.id AS id, json_array(j.id, j.kind, j.indicator, j.state, j.created_at, j.last_error,
-             json((SELECT json_group_array(path ORDER BY path) FROM file_paths WHERE job_id = j.id)),
-             json((SELECT json_group_array(json_array(source, line) ORDER BY source, line)
-                   FROM sources WHERE job_id = j.id)),
-             {}) AS record
-         FROM jobs j LEFT JOIN verdicts v ON v.job_id = j.id
-         WHERE 1 = 1{filter}",
-        VERDICT_COLUMNS.replace(", v.raw", "")
-    );
+    // A record's paths and sources: looked up for each record, or (for a chunk) left empty
+    // and read for the whole range at once.
+    let per_record =
+        "json((SELECT json_group_array(path ORDER BY path) FROM file_paths WHERE job_id = j.id)),
+         json((SELECT json_group_array(json_array(source, line) ORDER BY source, line)
+               FROM sources WHERE job_id = j.id))";
+    let select = |lists: &str| {
+        format!(
+            "SELECT j.id AS id, json_array(j.id, j.kind, j.indicator, j.state, j.created_at, j.last_error,
+                 {lists}, {}) AS record
+             FROM jobs j LEFT JOIN verdicts v ON v.job_id = j.id
+             WHERE 1 = 1{filter}",
+            VERDICT_COLUMNS.replace(", v.raw", "")
+        )
+    };
+    let (after, upto) = (texts.len() + 1, texts.len() + 2);
     ReportSql {
-        rows: format!("{select} ORDER BY {order} LIMIT ?{limit}"),
+        rows: format!("{} ORDER BY {order} LIMIT ?{limit}", select(per_record)),
+        // Two look-ups per record cost a third of SQLite's time; one range scan of each
+        // table costs next to nothing.
         chunk: format!(
-            "SELECT '[' || group_concat(record, ',') || ']'
-             FROM ({select} AND {order} > ?{after} AND {order} <= ?{upto})",
-            after = texts.len() + 1,
-            upto = texts.len() + 2
+            "SELECT (SELECT '[' || group_concat(record, ',') || ']'
+                     FROM ({} AND {order} > ?{after} AND {order} <= ?{upto})),
+                    (SELECT json_group_array(json_array(job_id, path)) FROM file_paths
+                     WHERE job_id > ?{after} AND job_id <= ?{upto}),
+                    (SELECT json_group_array(json_array(job_id, source, line)) FROM sources
+                     WHERE job_id > ?{after} AND job_id <= ?{upto})",
+            select("json_array(), json_array()")
         ),
         texts,
     }
@@ -1347,6 +1377,12 @@ struct ReportJson {
     checked_at: Option<Millis>,
     note: Option<String>,
     error: Option<String>,
+}
+
+/// The items of job `id` from `items`, sorted by job id, dropping those of earlier jobs.
+fn of_job<T>(items: &mut std::iter::Peekable<impl Iterator<Item = (i64, T)>>, id: i64) -> Vec<T> {
+    while items.next_if(|(job, _)| *job < id).is_some() {}
+    std::iter::from_fn(|| items.next_if(|(job, _)| *job == id).map(|(_, item)| item)).collect()
 }
 
 /// Reads one record of [`report_sql`].

@@ -14,6 +14,7 @@ pub mod stix;
 
 pub use command::{ReportArgs, finish_output, run};
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::{self, IsTerminal, Write};
 use std::net::IpAddr;
@@ -516,7 +517,7 @@ impl<W: Write> Sink<W> {
                 serde_json::to_writer(&mut *out, r).map_err(io::Error::from)?;
                 out.write_all(b"\n")?;
             }
-            Sink::Csv(csv) => csv.write_record(csv_fields(r))?,
+            Sink::Csv(csv) => csv.write_record(csv_fields(r).iter().map(|f| f.as_bytes()))?,
             Sink::Stix(bundle) => bundle.push(r)?,
         }
         Ok(())
@@ -540,35 +541,39 @@ impl<W: Write> Sink<W> {
     }
 }
 
-fn csv_fields(r: &Record) -> Vec<String> {
-    let count = |f: fn(&Counts) -> u32| r.stats.as_ref().map(f).map(|n| n.to_string());
-    let text = |s: &Option<String>| s.clone().unwrap_or_default();
+/// The CSV fields of a record, borrowed from it where they are stored as written.
+fn csv_fields(r: &Record) -> [Cow<'_, str>; CSV_HEADER.len()] {
+    let number = |n: Option<u32>| n.map_or(Cow::Borrowed(""), |n| Cow::Owned(n.to_string()));
+    let count = |f: fn(&Counts) -> u32| number(r.stats.as_ref().map(f));
+    fn text(s: &Option<String>) -> Cow<'_, str> {
+        Cow::Borrowed(s.as_deref().unwrap_or(""))
+    }
     let sources: Vec<String> = r
         .sources
         .iter()
         .map(|s| format!("{}:{}", s.source, s.line))
         .collect();
-    vec![
-        r.kind.to_string(),
-        r.indicator.clone(),
-        r.verdict.map(|v| v.to_string()).unwrap_or_default(),
-        r.state.clone(),
-        count(|s| s.malicious).unwrap_or_default(),
-        count(|s| s.suspicious).unwrap_or_default(),
-        count(|s| s.harmless).unwrap_or_default(),
-        count(|s| s.undetected).unwrap_or_default(),
-        count(|s| s.timeout).unwrap_or_default(),
-        count(|s| s.type_unsupported).unwrap_or_default(),
-        count(|s| s.failure).unwrap_or_default(),
-        r.engines.map(|n| n.to_string()).unwrap_or_default(),
+    [
+        Cow::Borrowed(r.kind.as_str()),
+        Cow::Borrowed(r.indicator.as_str()),
+        Cow::Borrowed(r.verdict.map_or("", Verdict::as_str)),
+        Cow::Borrowed(r.state.as_str()),
+        count(|s| s.malicious),
+        count(|s| s.suspicious),
+        count(|s| s.harmless),
+        count(|s| s.undetected),
+        count(|s| s.timeout),
+        count(|s| s.type_unsupported),
+        count(|s| s.failure),
+        number(r.engines),
         text(&r.threat_label),
         text(&r.sha256),
         text(&r.md5),
         text(&r.sha1),
-        r.paths.join(CSV_LIST_SEPARATOR),
-        sources.join(CSV_LIST_SEPARATOR),
-        r.vt_link.clone(),
-        r.first_seen.clone(),
+        Cow::Owned(r.paths.join(CSV_LIST_SEPARATOR)),
+        Cow::Owned(sources.join(CSV_LIST_SEPARATOR)),
+        Cow::Borrowed(r.vt_link.as_str()),
+        Cow::Borrowed(r.first_seen.as_str()),
         text(&r.checked_at),
         text(&r.vt_analysis_date),
         text(&r.error),

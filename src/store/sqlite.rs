@@ -1101,10 +1101,10 @@ impl Store for SqliteStore {
                 .map(|row| row.and_then(|row| decode_report_record(row.try_get(1)?)))
                 .boxed();
         }
-        // In job order, one query per range of job ids, several at a time on the readers,
-        // fetched and decoded by a task of its own while the caller writes out the chunks
-        // before: SQLite's threads and the caller's work at the same time. The task ends when
-        // the stream is dropped.
+        // In job order, one query per range of job ids (up to the last id when the report
+        // starts), several at a time on the readers, fetched and decoded by a task of its own
+        // while the caller writes out the chunks before: SQLite's threads and the caller's
+        // work at the same time. The task ends at its next chunk once the stream is dropped.
         let (chunks, mut received) = tokio::sync::mpsc::channel(REPORT_CHUNKS_AHEAD);
         let read = self.read.clone();
         tokio::spawn(async move {
@@ -1335,7 +1335,7 @@ fn report_sql(query: &ReportQuery) -> ReportSql {
     ReportSql {
         rows: format!("{} ORDER BY {order} LIMIT ?{limit}", select(per_record)),
         // Two look-ups per record cost a third of SQLite's time; one range scan of each
-        // table costs next to nothing.
+        // table instead reads the same rows in index order.
         chunk: format!(
             "SELECT (SELECT '[' || group_concat(record, ',') || ']'
                      FROM ({} AND {order} > ?{after} AND {order} <= ?{upto})),

@@ -914,10 +914,7 @@ impl Store for SqliteStore {
         .bind(ids)
         .fetch_one(&self.read)
         .await?;
-        let mut left: Vec<i64> =
-            serde_json::from_str(&left).map_err(|e| Error::Decode(Box::new(e)))?;
-        left.sort_unstable();
-        Ok(left)
+        serde_json::from_str(&left).map_err(|e| Error::Decode(Box::new(e)))
     }
 
     async fn counts(&self) -> Result<QueueCounts, Error> {

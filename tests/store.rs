@@ -62,6 +62,59 @@ async fn duplicate_indicators_become_one_job_with_every_source(db: Backend) {
     assert_eq!(db.rows("sources").await, 2);
 }
 
+/// A batch of new jobs of every kind, then a batch mixing new and known ones: every job gets back
+/// its own id, and its source or path lands on that job.
+async fn each_job_of_a_batch_gets_its_own_id_and_provenance(db: Backend) {
+    let s = db.store.clone();
+    let job = |kind, indicator: &str, line| NewJob {
+        kind,
+        indicator: indicator.into(),
+        allow_submit: false,
+        path: (kind == Kind::File).then(|| (format!("/drop/{indicator}"), 10)),
+        source: Some(("list.txt".into(), line)),
+    };
+    let first = [
+        job(Kind::Url, "http://a.example/", 1),
+        job(Kind::File, &"f".repeat(64), 2),
+        job(Kind::Ip, "192.0.2.1", 3),
+        job(Kind::Domain, "a.example", 4),
+    ];
+    let out = s.enqueue(&first, T0, DAY, 5).await.unwrap();
+    assert!(out.iter().all(|(_, e)| *e == Enqueued::New), "{out:?}");
+    let second = [
+        job(Kind::Domain, "b.example", 5),
+        job(Kind::Ip, "192.0.2.1", 6),
+        job(Kind::File, &"e".repeat(64), 7),
+        job(Kind::Url, "http://a.example/", 8),
+    ];
+    let again = s.enqueue(&second, T0, DAY, 5).await.unwrap();
+    assert_eq!(again[1], (out[2].0, Enqueued::Queued));
+    assert_eq!(again[3], (out[0].0, Enqueued::Queued));
+    assert_eq!((again[0].1, again[2].1), (Enqueued::New, Enqueued::New));
+    for (jobs, queued) in [(&first, &out), (&second, &again)] {
+        let ids: Vec<i64> = queued.iter().map(|(id, _)| *id).collect();
+        let results = s.results(&ids).await.unwrap();
+        let named: Vec<_> = results
+            .iter()
+            .map(|r| (r.kind, r.indicator.as_str()))
+            .collect();
+        let asked: Vec<_> = jobs
+            .iter()
+            .map(|j| (j.kind, j.indicator.as_str()))
+            .collect();
+        assert_eq!(named, asked);
+    }
+    assert_eq!(
+        s.file_paths(again[2].0).await.unwrap(),
+        [format!("/drop/{}", "e".repeat(64))]
+    );
+    assert_eq!(
+        s.file_paths(out[1].0).await.unwrap(),
+        [format!("/drop/{}", "f".repeat(64))]
+    );
+    assert_eq!(db.rows("sources").await, 8);
+}
+
 async fn claim_takes_due_jobs_once_and_polls_first(db: Backend) {
     let s = db.store.clone();
     register(&*s, "w1", T0).await;
@@ -591,6 +644,7 @@ async fn status_counts_follow_every_transition(db: Backend) {
 
 on_both_backends!(
     duplicate_indicators_become_one_job_with_every_source,
+    each_job_of_a_batch_gets_its_own_id_and_provenance,
     claim_takes_due_jobs_once_and_polls_first,
     snooze_gives_the_attempt_back_and_retry_keeps_it,
     completion_is_fenced_by_the_lease,

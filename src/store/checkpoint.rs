@@ -17,6 +17,9 @@ use tokio::sync::oneshot;
 /// Higher made a million-line list queue faster (BENCHMARKS.md) at the price of a longer log.
 pub(super) const WRITER_CHECKPOINT_PAGES: u32 = 25_000;
 
+/// The size the log file is cut back to when it starts over after it grew past it.
+pub(super) const WAL_KEPT_BYTES: u64 = 32 << 20;
+
 /// How often the background connection copies the log.
 const EVERY: Duration = Duration::from_millis(200);
 

@@ -22,7 +22,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Connection as _, Row, SqliteConnection, SqlitePool};
 
-use super::checkpoint::{Checkpoints, WRITER_CHECKPOINT_PAGES};
+use super::checkpoint::{Checkpoints, WAL_KEPT_BYTES, WRITER_CHECKPOINT_PAGES};
 use super::group_commit::GroupCommit;
 use super::{
     Clock, Enqueued, Error, Job, JobResult, Millis, NewJob, QueueCounts, QuotaDecision,
@@ -99,7 +99,8 @@ impl SqliteStore {
         let write_options = options
             .clone()
             .pragma("cache_size", "-32768")
-            .pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES.to_string());
+            .pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES.to_string())
+            .pragma("journal_size_limit", WAL_KEPT_BYTES.to_string());
         let write_pool = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(120))
@@ -122,7 +123,21 @@ impl SqliteStore {
             .max_connections(1)
             .connect_with(options.clone())
             .await?;
+        let applied = async || -> i64 {
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+                .fetch_one(&maintenance)
+                .await
+                .unwrap_or(0)
+        };
+        let before = applied().await;
         racing_another_process("migration", || migrator.run(&maintenance)).await?;
+        if applied().await > before {
+            // A migration may have rewritten a whole table into the log: copy it back now
+            // rather than leave it to the next process (`journal_size_limit` then shrinks it).
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&maintenance)
+                .await?;
+        }
         let checkpoints = Checkpoints::start(maintenance.acquire().await?.detach());
         let read = SqlitePoolOptions::new()
             .max_connections(4)

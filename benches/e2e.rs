@@ -35,6 +35,17 @@ struct Failures(Vec<String>);
 
 impl Failures {
     /// Prints a figure and, when `ok` is false, records the guard as failed.
+    /// A target only a full run can judge (quick mode runs a debug build): shown, not checked.
+    fn check_unless_quick(&mut self, quick: bool, name: &str, value: f64, target: &str, ok: bool) {
+        if quick {
+            println!(
+                "figure {name:<44} {value:>14.3}   target {target:<14} not checked in quick mode"
+            );
+        } else {
+            self.check(name, value, target, ok);
+        }
+    }
+
     fn check(&mut self, name: &str, value: f64, target: &str, ok: bool) {
         let mark = if ok { "ok" } else { "MISSED" };
         println!("figure {name:<44} {value:>14.3}   target {target:<14} {mark}");
@@ -614,11 +625,12 @@ async fn throughput(quick: bool, f: &mut Failures) {
 
     figure("throughput.lookups", n as f64, "known hashes");
     figure("throughput.simulator_alone", sim_rate, "requests/s");
-    f.check(
+    f.check_unless_quick(
+        quick,
         "throughput.pipeline_verdicts_per_s",
         pipeline_rate,
         ">= 3000",
-        quick || pipeline_rate >= 3000.0,
+        pipeline_rate >= 3000.0,
     );
     f.check(
         "throughput.pipeline_over_simulator_alone",
@@ -702,11 +714,12 @@ async fn ingest(quick: bool, f: &mut Failures) {
         (queued as f64 / expected - 1.0).abs() <= 0.001,
     );
     let scaled_target = 3.0 * n as f64 / 1_000_000.0;
-    f.check(
+    f.check_unless_quick(
+        quick,
         "ingest.seconds",
         ours,
         &format!("<= {scaled_target:.1}"),
-        quick || ours <= scaled_target,
+        ours <= scaled_target,
     );
     if !theirs.is_empty() {
         let theirs = median(theirs);

@@ -22,7 +22,6 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Connection as _, Row, SqliteConnection, SqlitePool};
 
-use super::checkpoint::{Checkpoints, WAL_KEPT_BYTES, WRITER_CHECKPOINT_PAGES};
 use super::group_commit::GroupCommit;
 use super::{
     Clock, Enqueued, Error, Job, JobResult, Millis, NewJob, QueueCounts, QuotaDecision,
@@ -61,6 +60,10 @@ const MIGRATIONS: [(i64, &str, &str); 5] = [
     ),
 ];
 
+/// The size the write-ahead log file is cut back to when it starts over after growing past it
+/// (a batch of a large list, or a migration, writes tens or hundreds of MiB to it).
+const WAL_KEPT_BYTES: u64 = 64 << 20;
+
 /// The SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -71,8 +74,6 @@ pub struct SqliteStore {
     grouped: GroupCommit,
     /// Read-only connections for reports and status, so that they never wait for the writer.
     read: SqlitePool,
-    /// Copies the write-ahead log into the database while the writer goes on.
-    _checkpoints: Arc<Checkpoints>,
 }
 
 /// Columns of a verdict row, in the order [`verdict_from_row`] reads them.
@@ -94,12 +95,10 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
         // A 32 MiB page cache (SQLite's default is 2 MiB) keeps most of a large list's index
-        // pages in memory between its batches (64 MiB was no faster). The writer leaves most
-        // checkpoints to `Checkpoints`.
+        // pages in memory between its batches (64 MiB was no faster).
         let write_options = options
             .clone()
             .pragma("cache_size", "-32768")
-            .pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES.to_string())
             .pragma("journal_size_limit", WAL_KEPT_BYTES.to_string());
         let write_pool = SqlitePoolOptions::new()
             .max_connections(1)
@@ -117,28 +116,22 @@ impl SqliteStore {
             write_pool.clone().connect_with(write_options.clone())
         })
         .await?;
-        // The migrations, then the checkpoints, run on a connection of their own.
         let migrator = super::migrator(&MIGRATIONS);
-        let maintenance = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await?;
         let applied = async || -> i64 {
             sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
-                .fetch_one(&maintenance)
+                .fetch_one(&write)
                 .await
                 .unwrap_or(0)
         };
         let before = applied().await;
-        racing_another_process("migration", || migrator.run(&maintenance)).await?;
+        racing_another_process("migration", || migrator.run(&write)).await?;
         if applied().await > before {
             // A migration may have rewritten a whole table into the log: copy it back now
             // rather than leave it to the next process (`journal_size_limit` then shrinks it).
             sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(&maintenance)
+                .execute(&write)
                 .await?;
         }
-        let checkpoints = Checkpoints::start(maintenance.acquire().await?.detach());
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))
@@ -148,7 +141,6 @@ impl SqliteStore {
             write,
             grouped,
             read,
-            _checkpoints: Arc::new(checkpoints),
         })
     }
 
@@ -358,6 +350,31 @@ async fn insert_new_jobs(
         return Err(Error::Decode(e.into()));
     }
     Ok((ids, before))
+}
+
+/// Queues a batch in the transaction `tx`: the new jobs, the known ones again where
+/// [`requeue_known`] says so, and where each came from.
+async fn queue_batch(
+    tx: &mut SqliteConnection,
+    jobs: &[NewJob],
+    now: Millis,
+    max_age_ms: i64,
+    max_attempts: u32,
+) -> Result<Vec<(i64, Enqueued)>, Error> {
+    let (ids, before) = insert_new_jobs(tx, jobs, now, max_attempts).await?;
+    let mut out = Vec::with_capacity(jobs.len());
+    let mut new = HashSet::new();
+    for (job, id) in jobs.iter().zip(ids) {
+        // A job listed twice in the batch is new only the first time.
+        let queued = if id > before && new.insert(id) {
+            (id, Enqueued::New)
+        } else {
+            requeue_known(tx, job, now, max_age_ms, max_attempts).await?
+        };
+        out.push(queued);
+    }
+    insert_provenance(tx, jobs, &out, now).await?;
+    Ok(out)
 }
 
 /// Enqueues a job whose indicator is already in the queue: nothing to do while it is queued
@@ -631,19 +648,7 @@ impl Store for SqliteStore {
         max_attempts: u32,
     ) -> Result<Vec<(i64, Enqueued)>, Error> {
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        let (ids, before) = insert_new_jobs(&mut tx, jobs, now, max_attempts).await?;
-        let mut out = Vec::with_capacity(jobs.len());
-        let mut new = HashSet::new();
-        for (job, id) in jobs.iter().zip(ids) {
-            // A job listed twice in the batch is new only the first time.
-            let queued = if id > before && new.insert(id) {
-                (id, Enqueued::New)
-            } else {
-                requeue_known(&mut tx, job, now, max_age_ms, max_attempts).await?
-            };
-            out.push(queued);
-        }
-        insert_provenance(&mut tx, jobs, &out, now).await?;
+        let out = queue_batch(&mut tx, jobs, now, max_age_ms, max_attempts).await?;
         tx.commit().await?;
         Ok(out)
     }

@@ -7,6 +7,8 @@
 -- every job is back under the same id.
 PRAGMA defer_foreign_keys = ON;
 
+-- A table of the database rather than TEMP: a temporary copy may be held in memory, and the
+-- jobs can be millions.
 CREATE TABLE jobs_before AS SELECT * FROM jobs;
 DROP TABLE jobs;
 
@@ -37,7 +39,11 @@ CREATE TABLE jobs (
 INSERT INTO jobs SELECT * FROM jobs_before;
 DROP TABLE jobs_before;
 
--- Dropped with the table: its indexes and triggers, as 0001 and 0003 created them.
+-- Dropped with the table: its indexes and triggers. They come back as 0001 and 0003 created them,
+-- but for `jobs_by_kind`, one of two indexes (with `sources_by_source`, below) that every queued
+-- job paid for and no query needs: a report of some kinds in job order reads ranges of ids (the
+-- rows of a range are adjacent whatever their kind), and `--source` matches names by suffix,
+-- which an index on the name cannot find.
 CREATE INDEX jobs_claimable ON jobs (state, priority DESC, scheduled_at);
 CREATE INDEX jobs_by_state ON jobs (state);
 CREATE INDEX jobs_last_errors ON jobs (updated_at) WHERE last_error IS NOT NULL;
@@ -57,7 +63,4 @@ CREATE TRIGGER job_counts_delete AFTER DELETE ON jobs BEGIN
     WHERE state = OLD.state AND kind = OLD.kind AND step = OLD.step;
 END;
 
--- Two indexes every queued job paid for and no query needs: a report of some kinds in job order
--- reads ranges of ids (the rows of a range are adjacent whatever their kind), and `--source`
--- matches names by suffix, which an index on the name cannot find.
 DROP INDEX sources_by_source;

@@ -1153,35 +1153,7 @@ impl Store for SqliteStore {
                     .bind(after)
                     .bind(after + REPORT_CHUNK);
                 let read = &read;
-                async move {
-                    let row = chunk.fetch_one(read).await?;
-                    let (records, paths, sources): (Option<String>, String, String) =
-                        (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-                    let decode = |e| Error::Decode(Box::new(e));
-                    let mut rows: Vec<ReportJson> = match records {
-                        Some(records) => serde_json::from_str(&records).map_err(decode)?,
-                        None => Vec::new(),
-                    };
-                    let mut paths: Vec<(i64, String)> =
-                        serde_json::from_str(&paths).map_err(decode)?;
-                    let mut sources: Vec<(i64, String, u32)> =
-                        serde_json::from_str(&sources).map_err(decode)?;
-                    // Aggregates promise no order; sorting here is cheaper than asking for it.
-                    rows.sort_unstable_by_key(|r| r.id);
-                    paths.sort_unstable();
-                    sources.sort_unstable();
-                    let mut paths = paths.into_iter().peekable();
-                    let mut sources = sources
-                        .into_iter()
-                        .map(|(id, s, l)| (id, (s, l)))
-                        .peekable();
-                    let rows = rows.into_iter().map(|mut r| {
-                        r.paths = of_job(&mut paths, r.id);
-                        r.sources = of_job(&mut sources, r.id);
-                        ReportRow::from(r)
-                    });
-                    Ok::<Vec<ReportRow>, Error>(rows.collect())
-                }
+                async move { decode_report_chunk(&chunk.fetch_one(read).await?) }
             };
             let mut fetched =
                 futures_util::stream::iter((first - 1..last).step_by(REPORT_CHUNK as usize))
@@ -1406,6 +1378,35 @@ struct ReportJson {
     checked_at: Option<Millis>,
     note: Option<String>,
     error: Option<String>,
+}
+
+/// Reads one row of [`ReportSql::chunk`]: its records, with the paths and sources merged into
+/// them by job id.
+fn decode_report_chunk(row: &SqliteRow) -> Result<Vec<ReportRow>, Error> {
+    let (records, paths, sources): (Option<String>, String, String) =
+        (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+    let decode = |e| Error::Decode(Box::new(e));
+    let mut rows: Vec<ReportJson> = match records {
+        Some(records) => serde_json::from_str(&records).map_err(decode)?,
+        None => Vec::new(),
+    };
+    let mut paths: Vec<(i64, String)> = serde_json::from_str(&paths).map_err(decode)?;
+    let mut sources: Vec<(i64, String, u32)> = serde_json::from_str(&sources).map_err(decode)?;
+    // Aggregates promise no order; sorting here is cheaper than asking for it.
+    rows.sort_unstable_by_key(|r| r.id);
+    paths.sort_unstable();
+    sources.sort_unstable();
+    let mut paths = paths.into_iter().peekable();
+    let mut sources = sources
+        .into_iter()
+        .map(|(id, s, l)| (id, (s, l)))
+        .peekable();
+    let rows = rows.into_iter().map(|mut r| {
+        r.paths = of_job(&mut paths, r.id);
+        r.sources = of_job(&mut sources, r.id);
+        ReportRow::from(r)
+    });
+    Ok(rows.collect())
 }
 
 /// The items of job `id` from `items`, sorted by job id, dropping those of earlier jobs.

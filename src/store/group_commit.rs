@@ -1,16 +1,22 @@
 //! Group commit for the SQLite store: the small writes every worker makes for each job (a claim,
-//! a quota grant, an outcome) queue for the one writer connection, and whatever is waiting when
-//! it becomes free runs in one transaction. Under load one commit, and the WAL pages it writes,
-//! serves dozens of jobs; a write that finds the queue empty is its own transaction as before.
+//! a stored-verdict check, a quota grant, an outcome) queue for one connection that a thread of
+//! its own owns, and whatever is waiting when that thread becomes free runs in one transaction.
+//! Under load one commit, and the WAL pages it writes, serves dozens of jobs; a write that finds
+//! the queue empty is its own transaction.
+//!
+//! The thread runs each batch's statements itself, one after another. Through sqlx every
+//! statement was a round trip between a tokio task and sqlx's connection thread, each a
+//! wake-up of both: about three quarters of the pipeline's time went to those hand-offs (see
+//! BENCHMARKS.md). Here a batch costs one wake-up of the thread and one per answer.
 //!
 //! A write's result is handed back only once its transaction has committed. When one write of a
 //! batch fails, or the commit does, the batch is rolled back and each of its writes runs again in
 //! a transaction of its own, so that a failure reaches its own caller only.
 
 use std::any::Any;
+use std::borrow::Cow;
 
-use futures_util::future::BoxFuture;
-use sqlx::{SqliteConnection, SqlitePool};
+use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Error;
@@ -25,42 +31,38 @@ type Output = Box<dyn Any + Send>;
 
 /// One write: runs inside a transaction it does not own, so it neither begins nor commits, and
 /// may run twice (see the module documentation), so it has no effect outside the database.
-type Write =
-    Box<dyn for<'c> FnMut(&'c mut SqliteConnection) -> BoxFuture<'c, Result<Output, Error>> + Send>;
+type Write = Box<dyn FnMut(&Connection) -> rusqlite::Result<Output> + Send>;
 
 struct Queued {
     write: Write,
     reply: oneshot::Sender<Result<Output, Error>>,
 }
 
-/// The queue in front of the writer connection. Cheap to clone.
+/// The queue in front of the writer thread. Cheap to clone.
 #[derive(Debug, Clone)]
 pub(super) struct GroupCommit {
     queue: mpsc::Sender<Queued>,
 }
 
 impl GroupCommit {
-    /// Starts the task that runs the queued writes on `pool` (which has one connection). It
-    /// ends when the last clone of the returned queue is dropped.
-    pub(super) fn start(pool: SqlitePool) -> GroupCommit {
+    /// Starts the thread that runs the queued writes on `conn`. It ends, closing `conn`, when
+    /// the last clone of the returned queue is dropped.
+    pub(super) fn start(conn: Connection) -> std::io::Result<GroupCommit> {
         let (queue, waiting) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool, waiting));
-        GroupCommit { queue }
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || run(conn, waiting))?;
+        Ok(GroupCommit { queue })
     }
 
     /// Runs `write` in the next transaction and returns its result once that has committed.
     pub(super) async fn write<T, F>(&self, mut write: F) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: for<'c> FnMut(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, Error>>
-            + Send
-            + 'static,
+        F: FnMut(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let write: Write = Box::new(move |conn| {
-            let done = write(conn);
-            Box::pin(async move { done.await.map(|t| Box::new(t) as Output) })
-        });
+        let write: Write = Box::new(move |conn| write(conn).map(|t| Box::new(t) as Output));
         self.queue
             .send(Queued { write, reply })
             .await
@@ -72,25 +74,32 @@ impl GroupCommit {
     }
 }
 
-async fn run(pool: SqlitePool, mut waiting: mpsc::Receiver<Queued>) {
+fn run(conn: Connection, mut waiting: mpsc::Receiver<Queued>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        match in_one_transaction(&pool, &mut batch).await {
+    while let Some(first) = waiting.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match waiting.try_recv() {
+                Ok(queued) => batch.push(queued),
+                Err(_) => break,
+            }
+        }
+        match in_one_transaction(&conn, &mut batch) {
             Ok(outputs) => {
                 for (queued, output) in batch.drain(..).zip(outputs) {
                     let _ = queued.reply.send(Ok(output));
                 }
             }
             Err(e) if batch.len() == 1 => {
-                let _ = batch.pop().expect("one").reply.send(Err(e));
+                let _ = batch.pop().expect("one").reply.send(Err(database_error(e)));
             }
             Err(e) => {
                 let writes = batch.len();
                 tracing::debug!(error = %e, writes, "a grouped write failed; running each alone");
                 for mut queued in batch.drain(..) {
-                    let result = in_one_transaction(&pool, std::slice::from_mut(&mut queued))
-                        .await
-                        .map(|mut outputs| outputs.pop().expect("one write, one output"));
+                    let result = in_one_transaction(&conn, std::slice::from_mut(&mut queued))
+                        .map(|mut outputs| outputs.pop().expect("one write, one output"))
+                        .map_err(database_error);
                     let _ = queued.reply.send(result);
                 }
             }
@@ -98,61 +107,96 @@ async fn run(pool: SqlitePool, mut waiting: mpsc::Receiver<Queued>) {
     }
 }
 
-async fn in_one_transaction(pool: &SqlitePool, batch: &mut [Queued]) -> Result<Vec<Output>, Error> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let mut outputs = Vec::with_capacity(batch.len());
-    for queued in batch.iter_mut() {
-        outputs.push((queued.write)(&mut tx).await?);
+fn in_one_transaction(conn: &Connection, batch: &mut [Queued]) -> rusqlite::Result<Vec<Output>> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let done = batch
+        .iter_mut()
+        .map(|queued| (queued.write)(conn))
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .and_then(|outputs| conn.execute_batch("COMMIT").map(|()| outputs));
+    // A failed write, or a COMMIT that failed (the disk was full), leaves the transaction open.
+    if done.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
     }
-    tx.commit().await?;
-    Ok(outputs)
+    done
+}
+
+/// An error of the writer connection, as the store reports errors (its message is SQLite's:
+/// "database or disk is full", ...).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+struct WriterError {
+    message: String,
+    code: Option<i32>,
+}
+
+fn database_error(e: rusqlite::Error) -> Error {
+    let code = e.sqlite_error().map(|f| f.extended_code);
+    Error::Database(Box::new(WriterError {
+        message: e.to_string(),
+        code,
+    }))
+}
+
+impl sqlx::error::DatabaseError for WriterError {
+    fn message(&self) -> &str {
+        &self.message
+    }
+
+    fn code(&self) -> Option<Cow<'_, str>> {
+        self.code.map(|c| Cow::Owned(c.to_string()))
+    }
+
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+
+    fn kind(&self) -> sqlx::error::ErrorKind {
+        sqlx::error::ErrorKind::Other
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use sqlx::Connection;
-    use sqlx::sqlite::SqlitePoolOptions;
-
     use super::*;
 
-    async fn pool(dir: &std::path::Path) -> SqlitePool {
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(dir.join("t.db"))
-            .create_if_missing(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await
+    fn open(dir: &std::path::Path) -> Connection {
+        let conn = Connection::open(dir.join("t.db")).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER NOT NULL)")
             .unwrap();
-        sqlx::query("CREATE TABLE t (n INTEGER NOT NULL)")
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool
+        conn
     }
 
-    fn insert(
-        n: i64,
-    ) -> impl for<'c> FnMut(&'c mut SqliteConnection) -> BoxFuture<'c, Result<i64, Error>> + Send + 'static
-    {
+    fn insert(n: i64) -> impl FnMut(&Connection) -> rusqlite::Result<i64> + Send + 'static {
         move |conn| {
-            Box::pin(async move {
-                sqlx::query("INSERT INTO t (n) VALUES (?1)")
-                    .bind(n)
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(n)
-            })
+            conn.execute("INSERT INTO t (n) VALUES (?1)", [n])?;
+            Ok(n)
         }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writes_queued_together_each_get_their_answer_and_one_failure_stays_its_own() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = pool(dir.path()).await;
-        let grouped = GroupCommit::start(pool.clone());
-        // Hold the writer so that every write below queues up into one batch.
-        let held = pool.acquire().await.unwrap();
+        let grouped = GroupCommit::start(open(dir.path())).unwrap();
+        // Hold the writer thread so that every write below queues up into one batch.
+        let (held, hold) = std::sync::mpsc::channel::<()>();
+        let holder = grouped.clone();
+        let holding = tokio::spawn(async move {
+            holder
+                .write(move |_| {
+                    let _ = hold.recv();
+                    Ok(())
+                })
+                .await
+        });
         let mut writes = tokio::task::JoinSet::new();
         for n in 0..20 {
             let grouped = grouped.clone();
@@ -161,26 +205,27 @@ mod tests {
         let failing = grouped.clone();
         let failure = tokio::spawn(async move {
             failing
-                .write(|conn| {
-                    Box::pin(async move {
-                        sqlx::query("INSERT INTO missing (n) VALUES (1)")
-                            .execute(&mut *conn)
-                            .await?;
-                        Ok(())
-                    })
-                })
+                .write(|conn| conn.execute("INSERT INTO missing (n) VALUES (1)", []))
                 .await
         });
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // Dropped too: the batch runs again write by write after the failure, and the holder
+        // must not wait a second time.
+        held.send(()).unwrap();
         drop(held);
+        holding.await.unwrap().unwrap();
         while let Some(done) = writes.join_next().await {
             let (n, result) = done.unwrap();
             assert_eq!(result.unwrap(), n, "each write gets its own answer");
         }
         let error = failure.await.unwrap().unwrap_err();
         assert!(error.to_string().contains("missing"), "{error}");
-        let (rows, sum): (i64, i64) = sqlx::query_as("SELECT COUNT(*), SUM(n) FROM t")
-            .fetch_one(&pool)
+        let (rows, sum): (i64, i64) = grouped
+            .write(|conn| {
+                conn.query_row("SELECT COUNT(*), SUM(n) FROM t", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+            })
             .await
             .unwrap();
         assert_eq!(
@@ -193,19 +238,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_write_is_answered_only_once_committed() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = pool(dir.path()).await;
-        let grouped = GroupCommit::start(pool.clone());
+        let grouped = GroupCommit::start(open(dir.path())).unwrap();
         grouped.write(insert(7)).await.unwrap();
         // Another connection sees it: the transaction was committed before the answer.
-        let mut other = sqlx::SqliteConnection::connect(&format!(
-            "sqlite://{}",
-            dir.path().join("t.db").display()
-        ))
-        .await
-        .unwrap();
-        let n: i64 = sqlx::query_scalar("SELECT n FROM t")
-            .fetch_one(&mut other)
-            .await
+        let other = Connection::open(dir.path().join("t.db")).unwrap();
+        let n: i64 = other
+            .query_row("SELECT n FROM t", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 7);
     }

@@ -359,7 +359,8 @@ pub trait Store: Send + Sync + 'static {
         since: Millis,
     ) -> Result<Option<VerdictRecord>, Error>;
 
-    /// Results of the given jobs.
+    /// Results of the given jobs, in the order given (ids of no job are skipped). Their
+    /// verdicts come without the VirusTotal object (`raw`): see [`Store::raw_object`].
     async fn results(&self, ids: &[i64]) -> Result<Vec<JobResult>, Error>;
 
     /// Those of the given jobs that are not finished yet.

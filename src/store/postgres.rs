@@ -626,30 +626,35 @@ impl Store for PgStore {
     }
 
     async fn results(&self, ids: &[i64]) -> Result<Vec<JobResult>, Error> {
+        // One statement for all the jobs, each with its paths, rather than two round trips per
+        // job. The VirusTotal objects are left out: no caller shows them.
         let sql = format!(
-            "SELECT j.id, j.kind, j.indicator, j.state, {VERDICT_COLUMNS}
-             FROM jobs j LEFT JOIN verdicts v ON v.job_id = j.id WHERE j.id = $1"
+            "SELECT j.id, j.kind, j.indicator, j.state, {},
+                 ARRAY(SELECT path FROM file_paths WHERE job_id = j.id ORDER BY seen_at DESC, path)
+             FROM unnest($1::bigint[]) WITH ORDINALITY AS e(id, n)
+             JOIN jobs j ON j.id = e.id
+             LEFT JOIN verdicts v ON v.job_id = j.id
+             ORDER BY e.n",
+            VERDICT_COLUMNS.replace("v.raw", "NULL::bytea")
         );
-        let mut out = Vec::with_capacity(ids.len());
-        for &id in ids {
-            let Some(row) = sqlx::query(AssertSqlSafe(sql.clone()))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?
-            else {
-                continue;
-            };
-            let kind: String = row.get(1);
-            out.push(JobResult {
-                id,
-                kind: kind.parse().unwrap_or(Kind::Hash),
-                indicator: row.get(2),
-                state: row.get(3),
-                verdict: verdict_from_row(&row, 4),
-                paths: self.file_paths(id).await?,
-            });
-        }
-        Ok(out)
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let kind: String = row.get(1);
+                JobResult {
+                    id: row.get(0),
+                    kind: kind.parse().unwrap_or(Kind::Hash),
+                    indicator: row.get(2),
+                    state: row.get(3),
+                    verdict: verdict_from_row(row, 4),
+                    paths: row.get(22),
+                }
+            })
+            .collect())
     }
 
     async fn unfinished(&self, ids: &[i64]) -> Result<Vec<i64>, Error> {

@@ -97,6 +97,9 @@ pub struct VtConfig {
     pub api_key: Option<ApiKey>,
     /// Timeout of one API request (uploads get more: see `vt::Client`).
     pub timeout_secs: f64,
+    /// At most this many API requests under way at once; 0: one per worker. With more workers
+    /// than this, workers do their database work while others wait for VirusTotal.
+    pub requests_in_flight: usize,
 }
 
 /// `[quota]`
@@ -207,6 +210,7 @@ impl Default for VtConfig {
             api_url: "https://www.virustotal.com/api/v3".into(),
             api_key: None,
             timeout_secs: 60.0,
+            requests_in_flight: 0,
         }
     }
 }

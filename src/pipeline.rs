@@ -142,7 +142,8 @@ impl Pipeline {
             gate,
             secs(config.virustotal.timeout_secs),
         )
-        .context("cannot set up the VirusTotal client")?;
+        .context("cannot set up the VirusTotal client")?
+        .with_requests_in_flight(config.virustotal.requests_in_flight);
         let (owner, host, pid) = owner_name();
         store
             .heartbeat(

@@ -130,6 +130,8 @@ pub struct Client {
     timeout: Duration,
     /// Files up to this size are uploaded with `POST /files`, larger ones via an upload URL.
     direct_upload_limit: u64,
+    /// When set, at most this many API calls are under way at once, however many workers ask.
+    in_flight: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -198,7 +200,24 @@ impl Client {
             retry: RetryPolicy::default(),
             timeout,
             direct_upload_limit: DIRECT_UPLOAD_LIMIT,
+            in_flight: None,
         })
+    }
+
+    /// Makes at most `n` API calls at once (0: no limit of its own). Each call takes its turn
+    /// before it asks the quota gate: a grant is recorded when the request leaves.
+    pub fn with_requests_in_flight(mut self, n: usize) -> Client {
+        self.in_flight = (n > 0).then(|| Arc::new(tokio::sync::Semaphore::new(n)));
+        self
+    }
+
+    /// Waits for a turn to call the API (see [`Client::with_requests_in_flight`]).
+    async fn turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        match &self.in_flight {
+            // The semaphore is never closed.
+            Some(s) => s.acquire().await.ok(),
+            None => None,
+        }
     }
 
     /// Uses another retry policy.
@@ -507,6 +526,7 @@ impl Client {
         let attempt = || {
             let (url, file_name, label) = (url.clone(), file_name.clone(), label.clone());
             async move {
+                let _turn = self.turn().await;
                 if gated {
                     self.gate.acquire().await.map_err(Error::from)?;
                 }
@@ -556,6 +576,7 @@ impl Client {
                     .timeout(self.timeout),
             );
             async move {
+                let _turn = self.turn().await;
                 self.gate.acquire().await.map_err(Error::from)?;
                 let body = self.exchange(label, request).await?;
                 parse(&body).map_err(|e| Failure::from(with_status(e, 200)))

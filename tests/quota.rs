@@ -264,8 +264,36 @@ async fn a_pause_by_one_process_holds_the_others(b: Backend) {
     );
 }
 
+/// A window that spans midnight holds the requests of both days: two granted before midnight
+/// still count after it.
+async fn a_window_across_midnight_counts_the_day_before(b: Backend) {
+    let store = b.store.clone();
+    let limits = QuotaLimits {
+        requests: 3,
+        window_ms: 3_600_000,
+        daily: 100,
+        monthly: None,
+    };
+    let day = 86_400_000;
+    let midnight = (T0 / day + 1) * day;
+    for t in [midnight - 600_000, midnight - 300_000, midnight + 60_000] {
+        assert_eq!(
+            store.take_quota("k", &limits, at(t)).await.unwrap(),
+            QuotaDecision::Granted
+        );
+    }
+    assert_eq!(
+        store
+            .take_quota("k", &limits, at(midnight + 120_000))
+            .await
+            .unwrap(),
+        QuotaDecision::WaitUntil(midnight - 600_000 + 3_600_000)
+    );
+}
+
 on_both_backends!(
     the_days_count_survives_a_restart,
+    a_window_across_midnight_counts_the_day_before,
     a_monthly_cap_is_honoured_across_days,
     processes_sharing_a_key_never_exceed_its_window_or_day,
     a_pause_by_one_process_holds_the_others,

@@ -438,6 +438,53 @@ async fn a_known_file_is_fetched_with_the_key_in_the_header() {
     assert_eq!(gate.acquired.load(Ordering::SeqCst), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_the_configured_requests_are_under_way_at_once() {
+    let (under_way, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let app = Router::new().fallback({
+        let (under_way, most) = (under_way.clone(), most.clone());
+        move || async move {
+            let n = under_way.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(n, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            under_way.fetch_sub(1, Ordering::SeqCst);
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                fixture("file-msword-malicious.malwaredb.json"),
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/api/v3", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let gate = Arc::new(CountingGate::default());
+    let client = Client::new(
+        &base,
+        ApiKey::new(KEY),
+        gate.clone(),
+        Duration::from_secs(5),
+    )
+    .unwrap()
+    .with_requests_in_flight(3);
+    let client = Arc::new(client);
+    let lookups: Vec<_> = (0..12)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.get_file(SHA256).await })
+        })
+        .collect();
+    for lookup in lookups {
+        lookup.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        3,
+        "twelve lookups at once, three requests at a time"
+    );
+    assert_eq!(gate.acquired.load(Ordering::SeqCst), 12);
+}
+
 #[tokio::test]
 async fn an_unknown_file_is_not_found() {
     let fake = Fake::start(|_, _| json(404, fixture("error-notfound-file.malwaredb.json"))).await;

@@ -6,7 +6,7 @@
 //!
 //! The thread runs each batch's statements itself, one after another. Through sqlx every
 //! statement was a round trip between a tokio task and sqlx's connection thread, each a
-//! wake-up of both: about three quarters of the pipeline's time went to those hand-offs (see
+//! wake-up of both, and the writer waited on those hand-offs more than it worked (see
 //! BENCHMARKS.md). Here a batch costs one wake-up of the thread and one per answer.
 //!
 //! A write's result is handed back only once its transaction has committed. When one write of a

@@ -555,6 +555,39 @@ fn migrator(migrations: &[(i64, &'static str, &'static str)]) -> sqlx::migrate::
     )
 }
 
+/// A database row read by column index, whichever driver it comes from (sqlx's SQLite and
+/// PostgreSQL rows, rusqlite's for the SQLite writer thread), so that the verdict columns are
+/// decoded in one place.
+pub(crate) trait Columns {
+    /// A text column; `None` for NULL.
+    fn text(&self, i: usize) -> Option<String>;
+    /// An integer column; `None` for NULL.
+    fn int(&self, i: usize) -> Option<i64>;
+    /// A blob column; `None` for NULL.
+    fn blob(&self, i: usize) -> Option<Vec<u8>>;
+}
+
+/// Reads the verdict columns starting at `at` (see `VERDICT_COLUMNS` of each adapter); `None` when the job has
+/// no verdict (a LEFT JOIN gave NULLs).
+pub(crate) fn verdict_from_row(row: &impl Columns, at: usize) -> Option<VerdictRecord> {
+    let verdict = <Verdict as std::str::FromStr>::from_str(&row.text(at)?).ok()?;
+    let count = |i: usize| row.int(at + 1 + i).and_then(|n| u32::try_from(n).ok());
+    Some(VerdictRecord {
+        verdict,
+        stats: stats_from_counts(std::array::from_fn(count)),
+        threat_label: row.text(at + 8),
+        sha256: row.text(at + 9),
+        md5: row.text(at + 10),
+        sha1: row.text(at + 11),
+        vt_id: row.text(at + 12),
+        vt_analysis_date: row.int(at + 13),
+        checked_at: row.int(at + 14).unwrap_or_default(),
+        note: row.text(at + 15),
+        error: row.text(at + 16),
+        raw: row.blob(at + 17).as_deref().and_then(sqlite::decompress),
+    })
+}
+
 /// The engine counts of a verdict row, in the order of its columns (`malicious`, `suspicious`,
 /// `harmless`, `undetected`, `timeout`, `type_unsupported`, `failure`); `None` when it has none.
 pub(crate) fn stats_from_counts(counts: [Option<u32>; 7]) -> Option<Stats> {

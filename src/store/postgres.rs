@@ -26,9 +26,9 @@ use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 
 use super::sqlite::{compress, decompress, periods};
 use super::{
-    Clock, Enqueued, Error, Job, JobResult, Millis, NewJob, QueueCounts, QuotaDecision,
+    Clock, Columns, Enqueued, Error, Job, JobResult, Millis, NewJob, QueueCounts, QuotaDecision,
     QuotaLimits, QuotaUsage, RawObject, ReportQuery, ReportRow, ReportSort, Requeue, Retried,
-    Snooze, Step, Store, WorkerInfo,
+    Snooze, Step, Store, WorkerInfo, verdict_from_row,
 };
 use crate::indicator::Kind;
 use crate::verdict::{Stats, Verdict, VerdictRecord};
@@ -172,28 +172,24 @@ async fn upsert_verdict(
     Ok(())
 }
 
-/// Reads the verdict columns starting at `at` (see [`VERDICT_COLUMNS`]); `None` when the job has
-/// no verdict (a LEFT JOIN gave NULLs).
-fn verdict_from_row(row: &PgRow, at: usize) -> Option<VerdictRecord> {
-    let name: Option<String> = row.get(at);
-    let verdict = Verdict::from_str(&name?).ok()?;
-    let n = |i: usize| row.get::<Option<i32>, _>(at + i).map(count);
-    let stats = super::stats_from_counts(std::array::from_fn(|i| n(1 + i)));
-    let raw: Option<Vec<u8>> = row.get(at + 17);
-    Some(VerdictRecord {
-        verdict,
-        stats,
-        threat_label: row.get(at + 8),
-        sha256: row.get(at + 9),
-        md5: row.get(at + 10),
-        sha1: row.get(at + 11),
-        vt_id: row.get(at + 12),
-        vt_analysis_date: row.get(at + 13),
-        checked_at: row.get(at + 14),
-        note: row.get(at + 15),
-        error: row.get(at + 16),
-        raw: raw.as_deref().and_then(decompress),
-    })
+impl Columns for PgRow {
+    fn text(&self, i: usize) -> Option<String> {
+        self.try_get(i).ok().flatten()
+    }
+    /// Counts are `INTEGER` here, times `BIGINT`.
+    fn int(&self, i: usize) -> Option<i64> {
+        match self.try_get::<Option<i64>, _>(i) {
+            Ok(n) => n,
+            Err(_) => self
+                .try_get::<Option<i32>, _>(i)
+                .ok()
+                .flatten()
+                .map(i64::from),
+        }
+    }
+    fn blob(&self, i: usize) -> Option<Vec<u8>> {
+        self.try_get(i).ok().flatten()
+    }
 }
 
 fn job_from_row(row: &PgRow, owner: &str) -> Job {

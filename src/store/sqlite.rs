@@ -23,9 +23,9 @@ use sqlx::{AssertSqlSafe, Connection as _, Row, SqliteConnection, SqlitePool};
 
 use super::group_commit::GroupCommit;
 use super::{
-    Clock, Enqueued, Error, Job, JobResult, Millis, NewJob, QueueCounts, QuotaDecision,
+    Clock, Columns, Enqueued, Error, Job, JobResult, Millis, NewJob, QueueCounts, QuotaDecision,
     QuotaLimits, QuotaUsage, RawObject, ReportQuery, ReportRow, ReportSort, Requeue, Retried,
-    Snooze, Step, Store, WorkerInfo,
+    Snooze, Step, Store, WorkerInfo, verdict_from_row,
 };
 use crate::indicator::Kind;
 use crate::verdict::{Verdict, VerdictRecord};
@@ -594,17 +594,7 @@ pub fn decompress(blob: &[u8]) -> Option<Vec<u8>> {
     zstd::decode_all(blob).ok()
 }
 
-/// A row of either driver (sqlx's for the readers, rusqlite's for the writer thread), read by
-/// column index, so that verdict columns are decoded in one place.
-pub(crate) trait Columns {
-    /// A text column; `None` for NULL.
-    fn text(&self, i: usize) -> Option<String>;
-    /// An integer column; `None` for NULL.
-    fn int(&self, i: usize) -> Option<i64>;
-    /// A blob column; `None` for NULL.
-    fn blob(&self, i: usize) -> Option<Vec<u8>>;
-}
-
+// The rows of both drivers this adapter reads verdicts from (see `super::verdict_from_row`).
 impl Columns for SqliteRow {
     fn text(&self, i: usize) -> Option<String> {
         self.try_get(i).ok().flatten()
@@ -627,27 +617,6 @@ impl Columns for rusqlite::Row<'_> {
     fn blob(&self, i: usize) -> Option<Vec<u8>> {
         self.get(i).ok().flatten()
     }
-}
-
-/// Reads the verdict columns starting at `at` (see [`VERDICT_COLUMNS`]); `None` when the job has
-/// no verdict (a LEFT JOIN gave NULLs).
-pub(crate) fn verdict_from_row(row: &impl Columns, at: usize) -> Option<VerdictRecord> {
-    let verdict = Verdict::from_str(&row.text(at)?).ok()?;
-    let count = |i: usize| row.int(at + 1 + i).and_then(|n| u32::try_from(n).ok());
-    Some(VerdictRecord {
-        verdict,
-        stats: super::stats_from_counts(std::array::from_fn(count)),
-        threat_label: row.text(at + 8),
-        sha256: row.text(at + 9),
-        md5: row.text(at + 10),
-        sha1: row.text(at + 11),
-        vt_id: row.text(at + 12),
-        vt_analysis_date: row.int(at + 13),
-        checked_at: row.int(at + 14).unwrap_or_default(),
-        note: row.text(at + 15),
-        error: row.text(at + 16),
-        raw: row.blob(at + 17).as_deref().and_then(decompress),
-    })
 }
 
 /// A claimed job from the columns [`CLAIM`] returns.

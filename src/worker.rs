@@ -169,30 +169,54 @@ impl Worker {
                 }
             }
         };
-        if let Err(e) = self.apply(&job, outcome).await {
-            // The job stays `running` under our lease; the rescuer returns it when it expires.
-            tracing::error!(error = %e, "could not record the outcome; the job will be retried");
+        self.record(&job, &outcome, lease_ms, stop).await;
+    }
+
+    /// Records `outcome`, trying again while the database refuses it (a full disk, a lock held
+    /// too long), for the outcome holds an answer that cost quota. Meanwhile the lease is kept;
+    /// at shutdown the job is left `running` for the rescuer to return when the lease expires.
+    async fn record(&self, job: &Job, outcome: &Outcome, lease_ms: i64, stop: &CancellationToken) {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let Err(e) = self.apply(job, outcome).await else {
+                return;
+            };
+            tracing::error!(error = %e, "could not record the outcome; trying again");
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.cancelled() => {
+                    tracing::warn!("shutting down: the job will be retried once its lease expires");
+                    return;
+                }
+            }
+            pause = (pause * 2).min(Duration::from_secs(5));
+            if let Ok(false) = self.store.extend_lease(job, now_millis() + lease_ms).await {
+                tracing::warn!("lease lost; another worker owns this job now");
+                return;
+            }
         }
     }
 
-    async fn apply(&self, job: &Job, outcome: Outcome) -> Result<(), crate::store::Error> {
+    async fn apply(&self, job: &Job, outcome: &Outcome) -> Result<(), crate::store::Error> {
         let now = now_millis();
         let kept = match outcome {
             Outcome::Complete(v) => {
+                let kept = self.store.complete(job, v, now).await?;
                 match &v.note {
                     Some(note) => tracing::info!(verdict = %v.verdict, %note, "verdict"),
                     None => tracing::info!(verdict = %v.verdict, "verdict"),
                 }
-                self.store.complete(job, &v, now).await?
+                kept
             }
             Outcome::Discard(v) => {
+                let kept = self.store.discard(job, v, now).await?;
                 tracing::warn!(error = v.error.as_deref().unwrap_or(""), "failed");
-                self.store.discard(job, &v, now).await?
+                kept
             }
-            Outcome::Snooze(s) => self.store.snooze(job, &s, now).await?,
+            Outcome::Snooze(s) => self.store.snooze(job, s, now).await?,
             Outcome::Retry(error) => {
                 let delay = retry_delay(&self.config, job.attempt);
-                match self.store.retry(job, now + delay, &error, now).await? {
+                match self.store.retry(job, now + delay, error, now).await? {
                     Retried::Later => {
                         tracing::warn!(%error, retry_in_ms = delay, "attempt failed; will retry");
                         true
@@ -210,7 +234,7 @@ impl Worker {
                 let mut slot = self.fatal_reason.lock().unwrap_or_else(|p| p.into_inner());
                 if slot.is_none() {
                     tracing::error!("{reason}");
-                    *slot = Some(reason);
+                    *slot = Some(reason.clone());
                 }
                 self.fatal.cancel();
                 true

@@ -31,6 +31,7 @@
 //!   submit again, so a crash never causes a second upload of content VirusTotal received.
 //! - The verdict is written in the same transaction that completes or discards the job.
 
+mod checkpoint;
 mod group_commit;
 pub mod postgres;
 pub mod sqlite;

@@ -9,6 +9,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,6 +22,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Connection as _, Row, SqliteConnection, SqlitePool};
 
+use super::checkpoint::Checkpoints;
 use super::group_commit::GroupCommit;
 use super::{
     Clock, Columns, Enqueued, Error, Job, JobResult, Millis, NewJob, QueueCounts, QuotaDecision,
@@ -73,6 +75,8 @@ pub struct SqliteStore {
     grouped: GroupCommit,
     /// Read-only connections for reports and status, so that they never wait for the writer.
     read: SqlitePool,
+    /// The thread that copies the log back into the database file.
+    _checkpoints: Arc<Checkpoints>,
 }
 
 /// Columns of a verdict row, in the order [`verdict_from_row`] reads them.
@@ -150,10 +154,12 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await?;
         let grouped = GroupCommit::start(open_writer(path)?).map_err(Error::Io)?;
+        let checkpoints = Checkpoints::start(open_writer(path)?).map_err(Error::Io)?;
         Ok(SqliteStore {
             write,
             grouped,
             read,
+            _checkpoints: Arc::new(checkpoints),
         })
     }
 

@@ -238,7 +238,7 @@ async fn object(client: &vt::Client, c: Collection, a: &ObjectArgs) -> Result<Va
         (Some(r), _, _) => r.trim(),
         (None, true, _) => "comments",
         (None, false, true) => "votes",
-        (None, false, false) => return Ok(client.get_object(c, &id).await?.raw),
+        (None, false, false) => return Ok(client.get_object(c, &id).await?.json()),
     };
     let first = client
         .get_relationship(c, &id, relationship, a.limit, None)

@@ -4,6 +4,7 @@
 //! beside it. Types drift between records (a date as a string, a count as a string, an old
 //! pairs format), so no accessor fails a whole object on one odd field: it answers `None`.
 
+use serde::de::{self, IgnoredAny, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
@@ -16,41 +17,46 @@ pub struct Object {
     pub id: String,
     /// `data.type`: `file`, `url`, `domain`, `ip_address` ...
     pub kind: String,
-    /// The whole body, kept for reports and for fields not typed here.
-    pub raw: Value,
+    /// The attributes read here; the others stay in `body`.
+    attributes: Attributes,
     /// The body exactly as VirusTotal sent it (what the store keeps, without re-encoding).
     pub body: Vec<u8>,
 }
 
 impl Object {
     /// Parses a reply `{"data": {...}}`, or a bare data object as some recorders keep it.
+    ///
+    /// Only the attributes below are decoded; the rest of the body (most of it: seventy engine
+    /// results, names, signatures) is checked and skipped without building a value for it,
+    /// which made parsing several times cheaper than decoding the whole tree.
     pub fn parse(body: &[u8]) -> Result<Object, Error> {
-        let raw = parse_json(body)?;
-        let data = data_object(&raw)?;
+        let reply: Fields = parse_json(body)?;
+        let data = match reply.data {
+            Data::Object(data) => *data,
+            Data::Absent | Data::Null if reply.names_an_object => reply,
+            _ => return Err(unexpected("the reply has no data object")),
+        };
         Ok(Object {
-            id: lenient_id(&data["id"]).unwrap_or_default(),
-            kind: data["type"].as_str().unwrap_or_default().to_owned(),
-            raw,
+            id: lenient_id(&data.id).unwrap_or_default(),
+            kind: data.kind.as_str().unwrap_or_default().to_owned(),
+            attributes: data.attributes,
             body: body.to_vec(),
         })
     }
 
-    /// `data.attributes` (`Null` when absent, which indexes like an empty object).
-    pub fn attributes(&self) -> &Value {
-        match data_object(&self.raw) {
-            Ok(data) => &data["attributes"],
-            Err(_) => &Value::Null,
-        }
+    /// The whole reply as JSON, for showing it.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("the body was parsed as JSON once already")
     }
 
     /// `last_analysis_stats`, `None` when absent (older domain and IP objects lack it).
     pub fn last_analysis_stats(&self) -> Option<Stats> {
-        Stats::from_value(&self.attributes()["last_analysis_stats"])
+        Stats::from_value(&self.attributes.last_analysis_stats)
     }
 
     /// `last_analysis_date` as unix seconds (accepts an integer, a float or a date string).
     pub fn last_analysis_date(&self) -> Option<i64> {
-        lenient_timestamp(&self.attributes()["last_analysis_date"])
+        lenient_timestamp(&self.attributes.last_analysis_date)
     }
 
     /// A file (or URL) that VirusTotal knows but has not analysed yet: no analysis date or no
@@ -60,18 +66,14 @@ impl Object {
         if !matches!(self.kind.as_str(), "file" | "url") {
             return false;
         }
-        let no_results = match &self.attributes()["last_analysis_results"] {
-            Value::Object(m) => m.is_empty(),
-            _ => true,
-        };
-        self.last_analysis_date().is_none() || no_results
+        self.last_analysis_date().is_none() || self.attributes.engine_results.0 == 0
     }
 
     /// The threat label: `popular_threat_classification.suggested_threat_label`, or, for old
     /// objects without one, the most counted category and name (`[["trojan", 19], ...]` pairs or
     /// `{"value", "count"}` entries) joined as VirusTotal does (`trojan.hill`).
     pub fn threat_label(&self) -> Option<String> {
-        let ptc = &self.attributes()["popular_threat_classification"];
+        let ptc = &self.attributes.popular_threat_classification;
         if let Some(label) = ptc["suggested_threat_label"].as_str() {
             // Seen live: "trojan." when no family name was agreed on.
             let label = label.trim().trim_end_matches(['.', '/']);
@@ -90,7 +92,7 @@ impl Object {
 
     /// The SHA-256 of a file object (`attributes.sha256`, else the id of a file object).
     pub fn sha256(&self) -> Option<&str> {
-        self.attr_str("sha256").or_else(|| {
+        non_empty(&self.attributes.sha256).or_else(|| {
             (self.kind == "file"
                 && self.id.len() == 64
                 && self.id.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -100,26 +102,272 @@ impl Object {
 
     /// The MD5 of a file object.
     pub fn md5(&self) -> Option<&str> {
-        self.attr_str("md5")
+        non_empty(&self.attributes.md5)
     }
 
     /// The SHA-1 of a file object.
     pub fn sha1(&self) -> Option<&str> {
-        self.attr_str("sha1")
+        non_empty(&self.attributes.sha1)
     }
 
     /// The size in bytes of a file object.
     pub fn size(&self) -> Option<u64> {
-        lenient_u64(&self.attributes()["size"])
+        lenient_u64(&self.attributes.size)
     }
 
     /// The name VirusTotal thinks most meaningful among those the file was submitted under.
     pub fn meaningful_name(&self) -> Option<&str> {
-        self.attr_str("meaningful_name")
+        non_empty(&self.attributes.meaningful_name)
+    }
+}
+
+fn non_empty(v: &Value) -> Option<&str> {
+    v.as_str().filter(|s| !s.is_empty())
+}
+
+/// The keys of a reply, or of its data object, that [`Object::parse`] reads. Kept as JSON
+/// values, not typed, so that an odd type costs that one field, not the object.
+#[derive(Default)]
+struct Fields {
+    /// `data`, read at the top level only.
+    data: Data,
+    id: Value,
+    kind: Value,
+    attributes: Attributes,
+    /// Whether `id` or `attributes` was present: a bare data object.
+    names_an_object: bool,
+}
+
+/// What a reply's `data` was.
+#[derive(Default)]
+enum Data {
+    #[default]
+    Absent,
+    Null,
+    Object(Box<Fields>),
+    /// A string, number, list ...
+    Other,
+}
+
+/// The attributes [`Object`] reads. A key seen twice keeps its last value, as a JSON value
+/// would.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Attributes {
+    last_analysis_stats: Value,
+    last_analysis_date: Value,
+    engine_results: EntryCount,
+    popular_threat_classification: Value,
+    sha256: Value,
+    md5: Value,
+    sha1: Value,
+    size: Value,
+    meaningful_name: Value,
+}
+
+/// How many entries an object has (`last_analysis_results`: one per engine); 0 for anything
+/// that is not an object.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct EntryCount(usize);
+
+/// Visitor methods that take any value but an object as the default, skipping lists whole.
+macro_rules! anything_else_is_default {
+    () => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(Default::default())
+        }
+    };
+}
+
+/// Reads [`Fields`]; `top` is whether this is the reply itself (whose `data` is read).
+struct FieldsVisitor {
+    top: bool,
+}
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Fields;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a VirusTotal reply")
     }
 
-    fn attr_str(&self, key: &str) -> Option<&str> {
-        self.attributes()[key].as_str().filter(|s| !s.is_empty())
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+        #[derive(Deserialize)]
+        #[serde(field_identifier, rename_all = "lowercase")]
+        enum Key {
+            Data,
+            Id,
+            Type,
+            Attributes,
+            #[serde(other)]
+            Other,
+        }
+        let mut fields = Fields::default();
+        while let Some(key) = map.next_key()? {
+            match key {
+                Key::Data if self.top => fields.data = map.next_value::<Data>()?,
+                Key::Id => {
+                    fields.id = map.next_value()?;
+                    fields.names_an_object = true;
+                }
+                Key::Type => fields.kind = map.next_value()?,
+                Key::Attributes => {
+                    fields.attributes = map.next_value()?;
+                    fields.names_an_object = true;
+                }
+                Key::Data | Key::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(fields)
+    }
+
+    anything_else_is_default!();
+}
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Fields, D::Error> {
+        d.deserialize_any(FieldsVisitor { top: true })
+    }
+}
+
+impl<'de> Deserialize<'de> for Data {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Data, D::Error> {
+        struct DataVisitor;
+        impl<'de> Visitor<'de> for DataVisitor {
+            type Value = Data;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a data object")
+            }
+
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Data, A::Error> {
+                let fields = FieldsVisitor { top: false }.visit_map(map)?;
+                Ok(Data::Object(Box::new(fields)))
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<Data, E> {
+                Ok(Data::Null)
+            }
+
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Data, E> {
+                Ok(Data::Other)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Data, E> {
+                Ok(Data::Other)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Data, E> {
+                Ok(Data::Other)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Data, E> {
+                Ok(Data::Other)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Data, E> {
+                Ok(Data::Other)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Data, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Data::Other)
+            }
+        }
+        d.deserialize_any(DataVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Attributes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Attributes, D::Error> {
+        struct AttributesVisitor;
+        impl<'de> Visitor<'de> for AttributesVisitor {
+            type Value = Attributes;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an attributes object")
+            }
+
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Attributes, A::Error> {
+                #[derive(Deserialize)]
+                #[serde(field_identifier, rename_all = "snake_case")]
+                enum Key {
+                    LastAnalysisStats,
+                    LastAnalysisDate,
+                    LastAnalysisResults,
+                    PopularThreatClassification,
+                    Sha256,
+                    Md5,
+                    Sha1,
+                    Size,
+                    MeaningfulName,
+                    #[serde(other)]
+                    Other,
+                }
+                let mut a = Attributes::default();
+                while let Some(key) = map.next_key()? {
+                    match key {
+                        Key::LastAnalysisStats => a.last_analysis_stats = map.next_value()?,
+                        Key::LastAnalysisDate => a.last_analysis_date = map.next_value()?,
+                        Key::LastAnalysisResults => a.engine_results = map.next_value()?,
+                        Key::PopularThreatClassification => {
+                            a.popular_threat_classification = map.next_value()?;
+                        }
+                        Key::Sha256 => a.sha256 = map.next_value()?,
+                        Key::Md5 => a.md5 = map.next_value()?,
+                        Key::Sha1 => a.sha1 = map.next_value()?,
+                        Key::Size => a.size = map.next_value()?,
+                        Key::MeaningfulName => a.meaningful_name = map.next_value()?,
+                        Key::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(a)
+            }
+
+            anything_else_is_default!();
+        }
+        d.deserialize_any(AttributesVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for EntryCount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<EntryCount, D::Error> {
+        struct CountVisitor;
+        impl<'de> Visitor<'de> for CountVisitor {
+            type Value = EntryCount;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<EntryCount, A::Error> {
+                let mut n = 0;
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {
+                    n += 1;
+                }
+                Ok(EntryCount(n))
+            }
+
+            anything_else_is_default!();
+        }
+        d.deserialize_any(CountVisitor)
     }
 }
 
@@ -188,7 +436,7 @@ pub struct AnalysisRef {
 impl AnalysisRef {
     /// Parses `{"data": {"type": "analysis", "id": ...}}`.
     pub fn parse(body: &[u8]) -> Result<AnalysisRef, Error> {
-        let raw = parse_json(body)?;
+        let raw: Value = parse_json(body)?;
         let data = data_object(&raw)?;
         let id = lenient_id(&data["id"])
             .filter(|id| !id.is_empty())
@@ -244,7 +492,7 @@ pub struct Analysis {
 impl Analysis {
     /// Parses an analysis reply.
     pub fn parse(body: &[u8]) -> Result<Analysis, Error> {
-        let raw = parse_json(body)?;
+        let raw: Value = parse_json(body)?;
         let data = data_object(&raw)?;
         let attributes = &data["attributes"];
         let status = AnalysisStatus::parse(attributes["status"].as_str().unwrap_or_default());
@@ -285,7 +533,7 @@ pub struct Page {
 impl Page {
     /// Parses `{"data": [...], "meta": {"cursor"}, "links": {"next"}}`.
     pub fn parse(body: &[u8]) -> Result<Page, Error> {
-        let raw = parse_json(body)?;
+        let raw: Value = parse_json(body)?;
         let items = match &raw["data"] {
             Value::Array(items) => items.clone(),
             Value::Null => Vec::new(),
@@ -303,7 +551,7 @@ impl Page {
 /// Parses a reply whose data is a single string: `GET /files/upload_url` and
 /// `GET /files/{id}/download_url` return a URL this way.
 pub fn parse_data_string(body: &[u8]) -> Result<String, Error> {
-    let raw = parse_json(body)?;
+    let raw: Value = parse_json(body)?;
     raw["data"]
         .as_str()
         .filter(|s| !s.is_empty())
@@ -319,7 +567,7 @@ fn cursor_from_next(next: &str) -> Option<String> {
 }
 
 /// A 2xx body that is not JSON was cut short or mangled on the way: worth another try.
-fn parse_json(body: &[u8]) -> Result<Value, Error> {
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     serde_json::from_slice(body).map_err(|e| Error::Transient {
         status: None,
         detail: format!("the reply is not valid JSON ({e}; {} bytes)", body.len()),
@@ -511,6 +759,117 @@ mod tests {
         assert_eq!(o.size(), Some(12));
         assert_eq!(o.last_analysis_date(), None);
         assert_eq!(o.sha256(), None);
+    }
+
+    /// What the accessors of an object answer.
+    #[derive(Debug, PartialEq)]
+    struct Reading {
+        id: String,
+        kind: String,
+        stats: Option<Stats>,
+        date: Option<i64>,
+        pending: bool,
+        texts: [Option<String>; 4],
+        size: Option<u64>,
+    }
+
+    fn reading(o: &Object) -> Reading {
+        let text = |t: Option<&str>| t.map(str::to_owned);
+        Reading {
+            id: o.id.clone(),
+            kind: o.kind.clone(),
+            stats: o.last_analysis_stats(),
+            date: o.last_analysis_date(),
+            pending: o.analysis_pending(),
+            texts: [
+                text(o.md5()),
+                text(o.sha1()),
+                text(o.meaningful_name()),
+                o.threat_label(),
+            ],
+            size: o.size(),
+        }
+    }
+
+    /// What the accessors answered when the whole body was decoded into one JSON tree.
+    fn read_from_the_tree(body: &[u8]) -> Reading {
+        let v: Value = serde_json::from_slice(body).unwrap();
+        let data = if v["data"].is_object() {
+            &v["data"]
+        } else {
+            &v
+        };
+        let a = &data["attributes"];
+        let kind = data["type"].as_str().unwrap_or_default().to_owned();
+        let date = lenient_timestamp(&a["last_analysis_date"]);
+        let no_results = a["last_analysis_results"]
+            .as_object()
+            .is_none_or(|m| m.is_empty());
+        let text = |key: &str| a[key].as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+        let label = {
+            let wrapped = json!({"data": {"attributes": {
+                "popular_threat_classification": a["popular_threat_classification"]}}});
+            Object::parse(wrapped.to_string().as_bytes())
+                .unwrap()
+                .threat_label()
+        };
+        Reading {
+            id: lenient_id(&data["id"]).unwrap_or_default(),
+            pending: matches!(kind.as_str(), "file" | "url") && (date.is_none() || no_results),
+            kind,
+            stats: Stats::from_value(&a["last_analysis_stats"]),
+            date,
+            texts: [text("md5"), text("sha1"), text("meaningful_name"), label],
+            size: lenient_u64(&a["size"]),
+        }
+    }
+
+    #[test]
+    fn every_recorded_object_reads_as_the_whole_tree_does() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vt-responses");
+        let mut objects = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let body = std::fs::read(&path).unwrap();
+            let Ok(o) = Object::parse(&body) else {
+                continue;
+            };
+            if o.kind.is_empty() || o.kind == "analysis" {
+                continue;
+            }
+            let read = reading(&o);
+            assert_eq!(read, read_from_the_tree(&body), "{}", path.display());
+            assert_eq!(o.json(), serde_json::from_slice::<Value>(&body).unwrap());
+            objects += 1;
+        }
+        assert!(objects >= 15, "only {objects} recorded objects");
+    }
+
+    #[test]
+    fn odd_shapes_read_as_the_whole_tree_does() {
+        for body in [
+            json!({"id": "x", "type": "file", "attributes": {"size": 3}}),
+            json!({"data": null, "attributes": {"md5": "m"}, "type": "file"}),
+            json!({"data": {"id": 5, "type": "file", "attributes": [1, {"size": 2}]}}),
+            json!({"data": {"id": "a", "type": "url", "attributes": "none"}}),
+            json!({"data": {"id": "a", "type": "file", "attributes": {
+                "last_analysis_date": "2019-10-04T07:07:35Z",
+                "last_analysis_results": [{"engine": "A"}],
+                "last_analysis_stats": "n/a", "meaningful_name": "", "data": {"id": "b"}}}}),
+            json!({"data": {"id": "a", "type": "file", "attributes": {
+                "last_analysis_date": 1, "last_analysis_results": {"A": {"category": "malicious"}},
+                "last_analysis_stats": {"malicious": "1"}, "size": 1.5}}}),
+        ] {
+            let body = body.to_string();
+            let o = Object::parse(body.as_bytes()).unwrap_or_else(|e| panic!("{body}: {e}"));
+            let read = reading(&o);
+            assert_eq!(read, read_from_the_tree(body.as_bytes()), "{body}");
+        }
+        // A key given twice keeps its last value, as in a JSON tree.
+        let o = Object::parse(br#"{"data": {"id": "a", "attributes": {"size": 1, "size": 2}}}"#)
+            .unwrap();
+        assert_eq!(o.size(), Some(2));
     }
 
     #[test]

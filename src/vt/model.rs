@@ -169,29 +169,37 @@ struct Attributes {
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct EntryCount(usize);
 
-/// Visitor methods that take any value but an object as the default, skipping lists whole.
-macro_rules! anything_else_is_default {
-    () => {
+/// Visitor methods that take any value but an object (and null, where a visitor says so) as
+/// `$value`, skipping lists whole.
+macro_rules! anything_else_is {
+    ($value:expr) => {
         fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-            Ok(Default::default())
+            Ok($value)
         }
         fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-            Ok(Default::default())
+            Ok($value)
         }
         fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-            Ok(Default::default())
+            Ok($value)
         }
         fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-            Ok(Default::default())
+            Ok($value)
         }
         fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-            Ok(Default::default())
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(Default::default())
+            Ok($value)
         }
         fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
             while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok($value)
+        }
+    };
+}
+
+/// [`anything_else_is`] the default, null too.
+macro_rules! anything_else_is_default {
+    () => {
+        anything_else_is!(Default::default());
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
             Ok(Default::default())
         }
     };
@@ -269,25 +277,7 @@ impl<'de> Deserialize<'de> for Data {
                 Ok(Data::Null)
             }
 
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Data, E> {
-                Ok(Data::Other)
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Data, E> {
-                Ok(Data::Other)
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Data, E> {
-                Ok(Data::Other)
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Data, E> {
-                Ok(Data::Other)
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Data, E> {
-                Ok(Data::Other)
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Data, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Data::Other)
-            }
+            anything_else_is!(Data::Other);
         }
         d.deserialize_any(DataVisitor)
     }

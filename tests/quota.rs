@@ -45,7 +45,8 @@ async fn check_arrivals(
         let arrival = now;
         loop {
             match store.take_quota(key, &limits, at(now)).await.unwrap() {
-                QuotaDecision::Granted => {
+                QuotaDecision::Granted(t) => {
+                    prop_assert_eq!(t, now, "recorded at the clock's time");
                     arrivals.push(arrival);
                     granted.push(now);
                     break;
@@ -142,7 +143,7 @@ async fn the_days_count_survives_a_restart(b: Backend) {
     for i in 0..3 {
         assert_eq!(
             b.store.take_quota("k", &limits, at(T0 + i)).await.unwrap(),
-            QuotaDecision::Granted
+            QuotaDecision::Granted(T0 + i)
         );
     }
     b.close().await;
@@ -168,11 +169,11 @@ async fn a_monthly_cap_is_honoured_across_days(b: Backend) {
     let day = 86_400_000;
     assert_eq!(
         store.take_quota("k", &limits, at(T0)).await.unwrap(),
-        QuotaDecision::Granted
+        QuotaDecision::Granted(T0)
     );
     assert_eq!(
         store.take_quota("k", &limits, at(T0 + day)).await.unwrap(),
-        QuotaDecision::Granted
+        QuotaDecision::Granted(T0 + day)
     );
     assert!(matches!(
         store
@@ -205,7 +206,7 @@ async fn processes_sharing_a_key_never_exceed_its_window_or_day(b: Backend) {
             for round in 0..200i64 {
                 let now = T0 + round * 10;
                 match store.take_quota("shared", &limits, at(now)).await.unwrap() {
-                    QuotaDecision::Granted => granted.push(now),
+                    QuotaDecision::Granted(t) => granted.push(t),
                     QuotaDecision::WaitUntil(t) => assert!(t > now),
                     QuotaDecision::Exhausted(_) => {}
                 }
@@ -279,7 +280,7 @@ async fn a_window_across_midnight_counts_the_day_before(b: Backend) {
     for t in [midnight - 600_000, midnight - 300_000, midnight + 60_000] {
         assert_eq!(
             store.take_quota("k", &limits, at(t)).await.unwrap(),
-            QuotaDecision::Granted
+            QuotaDecision::Granted(t)
         );
     }
     assert_eq!(
@@ -291,7 +292,44 @@ async fn a_window_across_midnight_counts_the_day_before(b: Backend) {
     );
 }
 
+/// A request answered after its grant is counted from its answer, as VirusTotal may have
+/// counted it any time until then; one whose grant already left the ledger is recorded again.
+async fn a_slow_request_is_counted_from_its_answer(b: Backend) {
+    let store = b.store.clone();
+    let limits = QuotaLimits {
+        requests: 1,
+        window_ms: 1000,
+        daily: 100,
+        monthly: None,
+    };
+    assert_eq!(
+        store.take_quota("k", &limits, at(T0)).await.unwrap(),
+        QuotaDecision::Granted(T0)
+    );
+    store.move_quota_grant("k", T0, T0 + 700).await.unwrap();
+    assert_eq!(
+        store.take_quota("k", &limits, at(T0 + 1000)).await.unwrap(),
+        QuotaDecision::WaitUntil(T0 + 1700)
+    );
+    assert_eq!(
+        store.take_quota("k", &limits, at(T0 + 1700)).await.unwrap(),
+        QuotaDecision::Granted(T0 + 1700)
+    );
+    // That grant cleared the window's older rows; the next answer of the first request finds
+    // no row to move and records one.
+    store.move_quota_grant("k", T0, T0 + 2000).await.unwrap();
+    store
+        .move_quota_grant("k", T0 + 1700, T0 + 1800)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.take_quota("k", &limits, at(T0 + 2900)).await.unwrap(),
+        QuotaDecision::WaitUntil(T0 + 3000)
+    );
+}
+
 on_both_backends!(
+    a_slow_request_is_counted_from_its_answer,
     the_days_count_survives_a_restart,
     a_window_across_midnight_counts_the_day_before,
     a_monthly_cap_is_honoured_across_days,
@@ -336,10 +374,50 @@ async fn a_grant_that_waited_for_the_ledger_is_recorded_when_made() {
     });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     sqlx::query("COMMIT").execute(&mut other).await.unwrap();
-    assert_eq!(grant.await.unwrap(), QuotaDecision::Granted);
+    let QuotaDecision::Granted(granted_at) = grant.await.unwrap() else {
+        panic!("no grant");
+    };
     let (at,): (i64,) = sqlx::query_as("SELECT at FROM quota_log WHERE key_id = 'k'")
         .fetch_one(store.read_pool())
         .await
         .unwrap();
+    assert_eq!(granted_at, at);
     assert!(at >= T0 + 300, "recorded {} ms after asking", at - T0);
+}
+
+/// The limiter's side of the above: a request slower than the limiter's margin holds the next
+/// grant until a whole window after its answer. (Without it, the next request would be granted
+/// at once, and reach the server within one window of the slow one's arrival.)
+#[tokio::test]
+async fn the_next_grant_after_a_slow_request_waits_a_window_from_its_answer() {
+    use std::time::{Duration, Instant};
+    use tokio_util::sync::CancellationToken;
+    use vtriage::config::QuotaConfig;
+    use vtriage::quota::{Gate, Limiter};
+
+    let b = Backend::sqlite().await;
+    let quota = QuotaConfig {
+        requests: 1,
+        window_secs: 0.2,
+        daily: 100,
+        monthly: None,
+    };
+    let limiter = Limiter::new(
+        b.store.clone(),
+        "k".into(),
+        &quota,
+        CancellationToken::new(),
+    );
+    let grant = limiter.acquire().await.unwrap();
+    // The request takes 400 ms: longer than the widened window (250 ms).
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let answering = Instant::now();
+    limiter.answered(grant).await;
+    let next = limiter.acquire().await.unwrap();
+    let waited = answering.elapsed();
+    assert!(
+        waited >= Duration::from_millis(200),
+        "granted {waited:?} after the slow answer"
+    );
+    limiter.answered(next).await;
 }

@@ -421,7 +421,7 @@ async fn the_quota_ledger_never_grants_more_than_the_window_allows(db: Backend) 
     for i in 0..3 {
         assert_eq!(
             s.take_quota("k", &limits, at(T0 + i)).await.unwrap(),
-            QuotaDecision::Granted
+            QuotaDecision::Granted(T0 + i)
         );
     }
     assert_eq!(
@@ -430,11 +430,11 @@ async fn the_quota_ledger_never_grants_more_than_the_window_allows(db: Backend) 
     );
     assert_eq!(
         s.take_quota("k", &limits, at(T0 + 1000)).await.unwrap(),
-        QuotaDecision::Granted
+        QuotaDecision::Granted(T0 + 1000)
     );
     assert_eq!(
         s.take_quota("k", &limits, at(T0 + 2500)).await.unwrap(),
-        QuotaDecision::Granted
+        QuotaDecision::Granted(T0 + 2500)
     );
     // Five today: the daily cap holds until midnight UTC.
     match s.take_quota("k", &limits, at(T0 + 5000)).await.unwrap() {
@@ -445,7 +445,7 @@ async fn the_quota_ledger_never_grants_more_than_the_window_allows(db: Backend) 
     // Another key has its own budget.
     assert_eq!(
         s.take_quota("other", &limits, at(T0 + 5000)).await.unwrap(),
-        QuotaDecision::Granted
+        QuotaDecision::Granted(T0 + 5000)
     );
 }
 
@@ -464,7 +464,7 @@ async fn a_pause_holds_every_request_of_the_key(db: Backend) {
     );
     assert_eq!(
         s.take_quota("k", &limits, at(T0 + 500)).await.unwrap(),
-        QuotaDecision::Granted
+        QuotaDecision::Granted(T0 + 500)
     );
 }
 

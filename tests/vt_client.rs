@@ -13,7 +13,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use vtriage::config::ApiKey;
-use vtriage::quota::{Denied, Gate, GateFuture};
+use vtriage::quota::{Denied, Gate, GateFuture, Grant};
 use vtriage::vt::{
     Analysis, AnalysisRef, AnalysisStatus, Client, Collection, Error, Object, Page, RetryPolicy,
     parse_data_string, url_id,
@@ -359,13 +359,18 @@ fn json(status: u16, body: impl Into<Vec<u8>>) -> Reply {
 #[derive(Default)]
 struct CountingGate {
     acquired: AtomicUsize,
+    answered: AtomicUsize,
     paused: AtomicUsize,
 }
 
 impl Gate for CountingGate {
-    fn acquire(&self) -> GateFuture<'_> {
+    fn acquire(&self) -> GateFuture<'_, Result<Grant, Denied>> {
         self.acquired.fetch_add(1, Ordering::SeqCst);
-        Box::pin(async { Ok(()) })
+        Box::pin(async { Ok(Grant::unrecorded()) })
+    }
+    fn answered(&self, _: Grant) -> GateFuture<'_, ()> {
+        self.answered.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async {})
     }
     fn pause(&self) {
         self.paused.fetch_add(1, Ordering::SeqCst);
@@ -376,12 +381,15 @@ impl Gate for CountingGate {
 struct SpentGate;
 
 impl Gate for SpentGate {
-    fn acquire(&self) -> GateFuture<'_> {
+    fn acquire(&self) -> GateFuture<'_, Result<Grant, Denied>> {
         Box::pin(async {
             Err(Denied::Exhausted {
                 until: std::time::SystemTime::UNIX_EPOCH,
             })
         })
+    }
+    fn answered(&self, _: Grant) -> GateFuture<'_, ()> {
+        unreachable!("nothing was granted")
     }
     fn pause(&self) {}
 }
@@ -521,8 +529,9 @@ async fn transient_failures_are_retried_until_success() {
     let o = client.get_ip("8.8.8.8").await.unwrap();
     assert_eq!(o.id, "8.8.8.8");
     assert_eq!(fake.count(), 3);
-    // Every attempt is a request that counts against the quota.
+    // Every attempt is a request that counts against the quota, and its answer is reported.
     assert_eq!(gate.acquired.load(Ordering::SeqCst), 3);
+    assert_eq!(gate.answered.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]

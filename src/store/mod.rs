@@ -250,8 +250,8 @@ pub struct QuotaLimits {
 /// The answer to "may I send a request now?".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuotaDecision {
-    /// Yes; it has been recorded as spent.
-    Granted,
+    /// Yes; it has been recorded as spent at this time.
+    Granted(Millis),
     /// Not before this time (the sliding window, or a pause after a 429).
     WaitUntil(Millis),
     /// Not before this time: the day's (or month's) budget is spent.
@@ -393,6 +393,16 @@ pub trait Store: Send + Sync + 'static {
         limits: &QuotaLimits,
         clock: Clock,
     ) -> Result<QuotaDecision, Error>;
+
+    /// The request of `key_id` granted at `granted_at` was answered at `answered_at`: it is
+    /// counted from then on, as VirusTotal may have counted it any time up to its answer. (When
+    /// the grant has already left the ledger, the request is recorded again at `answered_at`.)
+    async fn move_quota_grant(
+        &self,
+        key_id: &str,
+        granted_at: Millis,
+        answered_at: Millis,
+    ) -> Result<(), Error>;
 
     /// Pauses `key_id` for every process until `until` (after a 429).
     async fn pause_quota(&self, key_id: &str, until: Millis) -> Result<(), Error>;

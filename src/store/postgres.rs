@@ -760,10 +760,45 @@ impl Store for PgStore {
         .fetch_one(&self.pool)
         .await?;
         Ok(match decision.as_str() {
-            "granted" => QuotaDecision::Granted,
+            "granted" => QuotaDecision::Granted(at),
             "exhausted" => QuotaDecision::Exhausted(at),
             _ => QuotaDecision::WaitUntil(at),
         })
+    }
+
+    async fn move_quota_grant(
+        &self,
+        key_id: &str,
+        granted_at: Millis,
+        answered_at: Millis,
+    ) -> Result<(), Error> {
+        // Under the key's lock (see `take_quota` in migrations/postgres), so that no grant is
+        // judged while the row is between its two times. Rows of one key at one time are
+        // interchangeable: any one of them is moved.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(30324, hashtext($1))")
+            .bind(key_id)
+            .execute(&mut *tx)
+            .await?;
+        let moved = sqlx::query(
+            "UPDATE quota_log SET at = $3 WHERE ctid =
+                (SELECT ctid FROM quota_log WHERE key_id = $1 AND at = $2 LIMIT 1)",
+        )
+        .bind(key_id)
+        .bind(granted_at)
+        .bind(answered_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved == 0 {
+            sqlx::query("INSERT INTO quota_log (key_id, at) VALUES ($1, $2)")
+                .bind(key_id)
+                .bind(answered_at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn pause_quota(&self, key_id: &str, until: Millis) -> Result<(), Error> {

@@ -280,8 +280,9 @@ fn take_quota(
     let window_start = now - limits.window_ms;
     // Finding that oldest request walks every request in the window: a thousand rows per grant
     // at a thousand requests a second. The days the window touches counted fewer requests than
-    // it allows (day rows are `YYYY-MM-DD`, month rows shorter): then it cannot be full.
-    let ((window_start_day, _), _) = periods(window_start);
+    // it allows (day rows are `YYYY-MM-DD`, month rows shorter): then it cannot be full. The day
+    // before counts too: a request granted then may be counted from its answer, in the window.
+    let ((window_start_day, _), _) = periods(window_start - 86_400_000);
     let (paused, today, this_month, window_full_since): (Option<Millis>, i64, i64, Option<Millis>) =
         conn.prepare_cached(
             "SELECT (SELECT until FROM quota_pauses WHERE key_id = ?1),
@@ -327,7 +328,28 @@ fn take_quota(
          ON CONFLICT (key_id, period) DO UPDATE SET used = used + 1",
     )?
     .execute(params![key_id, day, month])?;
-    Ok(QuotaDecision::Granted)
+    Ok(QuotaDecision::Granted(now))
+}
+
+/// [`Store::move_quota_grant`]: rows of one key at one time are interchangeable, so any one of
+/// them is moved.
+fn move_quota_grant(
+    conn: &rusqlite::Connection,
+    key_id: &str,
+    granted_at: Millis,
+    answered_at: Millis,
+) -> rusqlite::Result<()> {
+    let moved = conn
+        .prepare_cached(
+            "UPDATE quota_log SET at = ?3 WHERE rowid =
+                (SELECT rowid FROM quota_log WHERE key_id = ?1 AND at = ?2 LIMIT 1)",
+        )?
+        .execute(params![key_id, granted_at, answered_at])?;
+    if moved == 0 {
+        conn.prepare_cached("INSERT INTO quota_log (key_id, at) VALUES (?1, ?2)")?
+            .execute(params![key_id, answered_at])?;
+    }
+    Ok(())
 }
 
 /// Inserts the jobs whose indicator is new; returns the id of every job, in order, and the
@@ -1068,6 +1090,18 @@ impl Store for SqliteStore {
         // The clock is read once the writer runs the grant (see RELIABILITY.md).
         self.grouped
             .write(move |conn| take_quota(conn, &key_id, &limits, clock()))
+            .await
+    }
+
+    async fn move_quota_grant(
+        &self,
+        key_id: &str,
+        granted_at: Millis,
+        answered_at: Millis,
+    ) -> Result<(), Error> {
+        let key_id = key_id.to_owned();
+        self.grouped
+            .write(move |conn| move_quota_grant(conn, &key_id, granted_at, answered_at))
             .await
     }
 

@@ -527,9 +527,10 @@ impl Client {
             let (url, file_name, label) = (url.clone(), file_name.clone(), label.clone());
             async move {
                 let _turn = self.turn().await;
-                if gated {
-                    self.gate.acquire().await.map_err(Error::from)?;
-                }
+                let grant = match gated {
+                    true => Some(self.gate.acquire().await.map_err(Error::from)?),
+                    false => None,
+                };
                 // Opened per attempt: a retried attempt (nothing was sent) needs a fresh stream.
                 let file = tokio::fs::File::open(path)
                     .await
@@ -552,8 +553,11 @@ impl Client {
                     .request(Method::POST, url)
                     .multipart(form)
                     .timeout(timeout);
-                let body = self.exchange(&label, request).await?;
-                AnalysisRef::parse(&body).map_err(|e| Failure::from(with_status(e, 200)))
+                let reply = self.exchange(&label, request).await;
+                if let Some(grant) = grant {
+                    self.gate.answered(grant).await;
+                }
+                AnalysisRef::parse(&reply?).map_err(|e| Failure::from(with_status(e, 200)))
             }
         };
         self.retrying(Effect::Creates, attempt).await
@@ -577,9 +581,10 @@ impl Client {
             );
             async move {
                 let _turn = self.turn().await;
-                self.gate.acquire().await.map_err(Error::from)?;
-                let body = self.exchange(label, request).await?;
-                parse(&body).map_err(|e| Failure::from(with_status(e, 200)))
+                let grant = self.gate.acquire().await.map_err(Error::from)?;
+                let reply = self.exchange(label, request).await;
+                self.gate.answered(grant).await;
+                parse(&reply?).map_err(|e| Failure::from(with_status(e, 200)))
             }
         };
         self.retrying(effect, attempt).await

@@ -527,9 +527,10 @@ impl Client {
             let (url, file_name, label) = (url.clone(), file_name.clone(), label.clone());
             async move {
                 let _turn = self.turn().await;
-                let grant = match gated {
-                    true => Some(self.gate.acquire().await.map_err(Error::from)?),
-                    false => None,
+                let grant = if gated {
+                    Some(self.gate.acquire().await.map_err(Error::from)?)
+                } else {
+                    None
                 };
                 // Opened per attempt: a retried attempt (nothing was sent) needs a fresh stream.
                 let file = tokio::fs::File::open(path)

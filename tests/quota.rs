@@ -17,6 +17,16 @@ use vtriage::store::{Clock, QuotaDecision, QuotaLimits, Store};
 
 const T0: i64 = 1_790_000_000_000;
 
+/// `requests` per `window_ms`, `daily` per day, `monthly` per month.
+fn limits(requests: u32, window_ms: i64, daily: u32, monthly: Option<u32>) -> QuotaLimits {
+    QuotaLimits {
+        requests,
+        window_ms,
+        daily,
+        monthly,
+    }
+}
+
 /// A clock stopped at `t`, for the quota ledger.
 fn at(t: i64) -> Clock {
     Arc::new(move || t)
@@ -134,12 +144,7 @@ fn no_window_ever_holds_more_than_the_limit_postgres() {
 }
 
 async fn the_days_count_survives_a_restart(b: Backend) {
-    let limits = QuotaLimits {
-        requests: 100,
-        window_ms: 1000,
-        daily: 3,
-        monthly: None,
-    };
+    let limits = limits(100, 1000, 3, None);
     for i in 0..3 {
         assert_eq!(
             b.store.take_quota("k", &limits, at(T0 + i)).await.unwrap(),
@@ -160,12 +165,7 @@ async fn the_days_count_survives_a_restart(b: Backend) {
 
 async fn a_monthly_cap_is_honoured_across_days(b: Backend) {
     let store = b.store.clone();
-    let limits = QuotaLimits {
-        requests: 100,
-        window_ms: 1000,
-        daily: 100,
-        monthly: Some(2),
-    };
+    let limits = limits(100, 1000, 100, Some(2));
     let day = 86_400_000;
     assert_eq!(
         store.take_quota("k", &limits, at(T0)).await.unwrap(),
@@ -188,12 +188,7 @@ async fn a_monthly_cap_is_honoured_across_days(b: Backend) {
 /// on a clock they share: together they are granted exactly the window's worth at any moment
 /// and exactly the day's worth in all.
 async fn processes_sharing_a_key_never_exceed_its_window_or_day(b: Backend) {
-    let limits = QuotaLimits {
-        requests: 5,
-        window_ms: 100,
-        daily: 60,
-        monthly: None,
-    };
+    let limits = limits(5, 100, 60, None);
     let mut tasks = Vec::new();
     // A virtual clock stepping 10 ms per round, shared as real clocks are: every process asks
     // at every step, all at the same moment.
@@ -238,12 +233,7 @@ async fn processes_sharing_a_key_never_exceed_its_window_or_day(b: Backend) {
 
 /// A 429 seen by one process pauses the key for all of them.
 async fn a_pause_by_one_process_holds_the_others(b: Backend) {
-    let limits = QuotaLimits {
-        requests: 100,
-        window_ms: 1000,
-        daily: 1000,
-        monthly: None,
-    };
+    let limits = limits(100, 1000, 1000, None);
     let other = b.open_again().await;
     b.store.pause_quota("k", T0 + 60_000).await.unwrap();
     // A shorter pause reported later does not shorten it.
@@ -269,12 +259,7 @@ async fn a_pause_by_one_process_holds_the_others(b: Backend) {
 /// still count after it.
 async fn a_window_across_midnight_counts_the_day_before(b: Backend) {
     let store = b.store.clone();
-    let limits = QuotaLimits {
-        requests: 3,
-        window_ms: 3_600_000,
-        daily: 100,
-        monthly: None,
-    };
+    let limits = limits(3, 3_600_000, 100, None);
     let day = 86_400_000;
     let midnight = (T0 / day + 1) * day;
     for t in [midnight - 600_000, midnight - 300_000, midnight + 60_000] {
@@ -296,12 +281,7 @@ async fn a_window_across_midnight_counts_the_day_before(b: Backend) {
 /// counted it any time until then; one whose grant already left the ledger is recorded again.
 async fn a_slow_request_is_counted_from_its_answer(b: Backend) {
     let store = b.store.clone();
-    let limits = QuotaLimits {
-        requests: 1,
-        window_ms: 1000,
-        daily: 100,
-        monthly: None,
-    };
+    let limits = limits(1, 1000, 100, None);
     assert_eq!(
         store.take_quota("k", &limits, at(T0)).await.unwrap(),
         QuotaDecision::Granted(T0)
@@ -355,12 +335,7 @@ async fn a_grant_that_waited_for_the_ledger_is_recorded_when_made() {
         .execute(&mut other)
         .await
         .unwrap();
-    let limits = QuotaLimits {
-        requests: 4,
-        window_ms: 1000,
-        daily: 1000,
-        monthly: None,
-    };
+    let limits = limits(4, 1000, 1000, None);
     let asked = std::time::Instant::now();
     let grant = tokio::spawn({
         let store = store.clone();

@@ -112,6 +112,10 @@ async fn a_mixed_list_triages_every_kind_with_one_request_per_unique_indicator()
         stats.api_requests, 6,
         "one request per unique indicator: {stats:?}"
     );
+    // The process copied its write-ahead log back into the database before it ended.
+    let wal = std::path::PathBuf::from(format!("{}-wal", world.config.db));
+    let wal_bytes = std::fs::metadata(&wal).map_or(0, |m| m.len());
+    assert_eq!(wal_bytes, 0, "{} left behind", wal.display());
     assert!(
         stats.uploads.is_empty() && stats.url_submissions.is_empty(),
         "nothing submitted by default"

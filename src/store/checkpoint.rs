@@ -12,8 +12,13 @@
 //!
 //! A checkpoint that fails (the disk is full, a reader still needs old pages) copies what it
 //! can and is tried again at the next tick.
+//!
+//! When the store is dropped, a last checkpoint copies the whole log back and empties the file,
+//! so that a process that ends (a CLI `ingest` of a large list) leaves no log of tens of MiB
+//! behind for the next one to read through.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -21,20 +26,34 @@ use rusqlite::Connection;
 /// How often the log is copied back.
 const EVERY: Duration = Duration::from_millis(50);
 
-/// The running checkpoint thread; it stops, closing its connection, when this is dropped.
+/// The running checkpoint thread. Dropping this stops it, after the last checkpoint, and waits
+/// for it.
 #[derive(Debug)]
 pub(super) struct Checkpoints {
-    _running: Sender<()>,
+    running: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl Checkpoints {
     /// Starts checkpointing the database `conn` is open on.
     pub(super) fn start(conn: Connection) -> std::io::Result<Checkpoints> {
         let (running, stopped) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || run(&conn, &stopped))?;
-        Ok(Checkpoints { _running: running })
+        Ok(Checkpoints {
+            running: Some(running),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpoints {
+    fn drop(&mut self) {
+        drop(self.running.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -44,5 +63,13 @@ fn run(conn: &Connection, stopped: &Receiver<()>) {
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::debug!(error = %e, "checkpoint failed; trying again");
         }
+    }
+    // TRUNCATE empties the log file once all of it is copied. Without waiting: a process that
+    // is still reading or writing the log (another daemon) keeps it, and exiting goes on.
+    let last = conn
+        .busy_timeout(Duration::ZERO)
+        .and_then(|()| conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())));
+    if let Err(e) = last {
+        tracing::debug!(error = %e, "the last checkpoint failed; the log stays for the next process");
     }
 }

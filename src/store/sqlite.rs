@@ -33,7 +33,7 @@ use crate::indicator::Kind;
 use crate::verdict::{Verdict, VerdictRecord};
 
 /// The schema, oldest first (see `migrations/sqlite/`).
-const MIGRATIONS: [(i64, &str, &str); 5] = [
+const MIGRATIONS: [(i64, &str, &str); 6] = [
     (
         1,
         "queue",
@@ -58,6 +58,11 @@ const MIGRATIONS: [(i64, &str, &str); 5] = [
         5,
         "lean jobs",
         include_str!("../../migrations/sqlite/0005_lean_jobs.sql"),
+    ),
+    (
+        6,
+        "clustered provenance",
+        include_str!("../../migrations/sqlite/0006_clustered_provenance.sql"),
     ),
 ];
 
@@ -1520,11 +1525,12 @@ impl From<ReportJson> for ReportRow {
 mod tests {
     use super::*;
 
-    /// Migration 5 rebuilds `jobs` under the rows that refer to it: a database written before it
-    /// keeps every job under its id, with its sources, paths, verdict and counts, and the
-    /// rebuilt table still refuses what its CHECK constraints forbid.
+    /// Migration 5 rebuilds `jobs` under the rows that refer to it, and 6 rebuilds `sources` and
+    /// `file_paths` without rowids: a database written before them keeps every job under its
+    /// id, with its sources, paths, verdict and counts, and the rebuilt tables still refuse what
+    /// their constraints forbid.
     #[tokio::test]
-    async fn rebuilding_jobs_keeps_every_job_and_what_refers_to_it() {
+    async fn rebuilding_tables_keeps_every_job_and_what_refers_to_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("before.db");
         let before = SqlitePoolOptions::new()
@@ -1611,6 +1617,37 @@ mod tests {
             let refused = sqlx::query(bad).execute(&store.write).await;
             assert!(
                 refused.is_err_and(|e| e.to_string().contains("CHECK constraint failed")),
+                "{bad}"
+            );
+        }
+        // Sources and paths are kept in their keys' order, with no rowid, under the same keys
+        // and references.
+        for table in ["sources", "file_paths"] {
+            let rowid = sqlx::query(AssertSqlSafe(format!("SELECT rowid FROM {table}")))
+                .fetch_all(&store.read)
+                .await;
+            assert!(
+                rowid.is_err_and(|e| e.to_string().contains("no such column")),
+                "{table}"
+            );
+        }
+        for (bad, refusal) in [
+            (
+                "INSERT INTO sources (job_id, source, line, seen_at) VALUES (9, 'list.txt', 3, 5)",
+                "UNIQUE constraint failed",
+            ),
+            (
+                "INSERT INTO file_paths (job_id, path, seen_at) VALUES (7, '/drop/a.exe', 5)",
+                "UNIQUE constraint failed",
+            ),
+            (
+                "INSERT INTO sources (job_id, source, line, seen_at) VALUES (404, 'list.txt', 1, 5)",
+                "FOREIGN KEY constraint failed",
+            ),
+        ] {
+            let refused = sqlx::query(bad).execute(&store.write).await;
+            assert!(
+                refused.is_err_and(|e| e.to_string().contains(refusal)),
                 "{bad}"
             );
         }

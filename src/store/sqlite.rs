@@ -1094,7 +1094,7 @@ impl Store for SqliteStore {
         let (key_id, limits) = (key_id.to_owned(), *limits);
         // The clock is read once the writer runs the grant (see RELIABILITY.md).
         self.grouped
-            .write(move |conn| take_quota(conn, &key_id, &limits, clock()))
+            .write_first(move |conn| take_quota(conn, &key_id, &limits, clock()))
             .await
     }
 
@@ -1106,7 +1106,7 @@ impl Store for SqliteStore {
     ) -> Result<(), Error> {
         let key_id = key_id.to_owned();
         self.grouped
-            .write(move |conn| move_quota_grant(conn, &key_id, granted_at, answered_at))
+            .write_first(move |conn| move_quota_grant(conn, &key_id, granted_at, answered_at))
             .await
     }
 

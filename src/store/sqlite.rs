@@ -80,7 +80,8 @@ pub struct SqliteStore {
     grouped: GroupCommit,
     /// Read-only connections for reports and status, so that they never wait for the writer.
     read: SqlitePool,
-    /// The thread that copies the log back into the database file.
+    /// The thread that copies the log back into the database file. The last field: it is dropped
+    /// after the writers, and its last checkpoint empties the log.
     _checkpoints: Arc<Checkpoints>,
 }
 

@@ -220,11 +220,13 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn writes_queued_together_each_get_their_answer_and_one_failure_stays_its_own() {
-        let dir = tempfile::tempdir().unwrap();
-        let grouped = GroupCommit::start(open(dir.path())).unwrap();
-        // Hold the writer thread so that every write below queues up into one batch.
+    /// Occupies the writer thread with a write that returns once the sender is used or dropped.
+    fn hold_writer(
+        grouped: &GroupCommit,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        tokio::task::JoinHandle<Result<(), Error>>,
+    ) {
         let (held, hold) = std::sync::mpsc::channel::<()>();
         let holder = grouped.clone();
         let holding = tokio::spawn(async move {
@@ -235,6 +237,15 @@ mod tests {
                 })
                 .await
         });
+        (held, holding)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_queued_together_each_get_their_answer_and_one_failure_stays_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let grouped = GroupCommit::start(open(dir.path())).unwrap();
+        // Hold the writer thread so that every write below queues up into one batch.
+        let (held, holding) = hold_writer(&grouped);
         let mut writes = tokio::task::JoinSet::new();
         for n in 0..20 {
             let grouped = grouped.clone();
@@ -277,16 +288,7 @@ mod tests {
     async fn a_write_first_runs_ahead_of_the_writes_queued_before_it() {
         let dir = tempfile::tempdir().unwrap();
         let grouped = GroupCommit::start(open(dir.path())).unwrap();
-        let (held, hold) = std::sync::mpsc::channel::<()>();
-        let holder = grouped.clone();
-        let holding = tokio::spawn(async move {
-            holder
-                .write(move |_| {
-                    let _ = hold.recv();
-                    Ok(())
-                })
-                .await
-        });
+        let (held, holding) = hold_writer(&grouped);
         let pause = || tokio::time::sleep(std::time::Duration::from_millis(20));
         pause().await;
         let mut writes = tokio::task::JoinSet::new();

@@ -292,7 +292,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             let config = load_config(&cli.global)?;
             let client = crate::pipeline::client(&config, shutdown_signal()).await?;
-            crate::vtcmd::run(&client, &args.command, &mut out).await?;
+            let ran = crate::vtcmd::run(&client, &args.command, &mut out).await;
+            client.save_quota_counts().await;
+            ran?;
             Ok(0)
         }
     }

@@ -114,6 +114,9 @@ pub struct QuotaConfig {
     pub daily: u32,
     /// At most this many per UTC calendar month, when set.
     pub monthly: Option<u32>,
+    /// The key has no request limit (a premium key without a contracted quota): the limits
+    /// above are not enforced, and requests are only counted per day and month, for `status`.
+    pub unlimited: bool,
 }
 
 /// `[upload]`
@@ -222,6 +225,7 @@ impl Default for QuotaConfig {
             window_secs: 60.0,
             daily: 500,
             monthly: None,
+            unlimited: false,
         }
     }
 }
@@ -343,6 +347,10 @@ impl Config {
     fn validate(&self) -> anyhow::Result<()> {
         if self.quota.requests == 0 || self.quota.window_secs <= 0.0 {
             bail!("[quota] requests and window_secs must be positive");
+        }
+        if self.quota.unlimited && self.quota.monthly.is_some() {
+            // A monthly limit needs the ledger that `unlimited` does without.
+            bail!("[quota] unlimited and monthly contradict each other: remove one");
         }
         if self.daemon.workers == 0 {
             bail!("[daemon] workers must be at least 1");
@@ -466,6 +474,21 @@ mod tests {
         assert_eq!(c.quota.requests, 20);
         assert_eq!(c.quota.window_secs, 2.0);
         assert_eq!(c.poll.first_delay_secs, 0.5);
+    }
+
+    #[test]
+    fn an_unlimited_key_is_named_by_the_environment_and_has_no_monthly_limit() {
+        let c = Config::load_with_env(None, env(&[("VTRIAGE_QUOTA_UNLIMITED", "true")])).unwrap();
+        assert!(c.quota.unlimited);
+        let contradiction = Config::load_with_env(
+            None,
+            env(&[
+                ("VTRIAGE_QUOTA_UNLIMITED", "true"),
+                ("VTRIAGE_QUOTA_MONTHLY", "1000"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(format!("{contradiction:#}").contains("unlimited and monthly"));
     }
 
     #[test]

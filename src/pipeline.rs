@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, secs};
-use crate::quota::Limiter;
+use crate::quota::{Gate, Limiter, Unlimited};
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, now_millis};
@@ -130,12 +130,7 @@ impl Pipeline {
         };
         let OpenedStore { store, sqlite } = open_database(&config).await?;
         let key_id = key.fingerprint();
-        let gate = Arc::new(Limiter::new(
-            store.clone(),
-            key_id.clone(),
-            &config.quota,
-            stop.clone(),
-        ));
+        let gate = quota_gate(&store, key_id.clone(), &config, stop.clone());
         let client = vt::Client::new(
             &config.virustotal.api_url,
             key,
@@ -267,9 +262,24 @@ impl Pipeline {
                 "workers did not stop within the grace period; their leases will expire"
             );
         }
+        self.client.save_quota_counts().await;
         if let Err(e) = self.store.unregister(&self.worker.owner).await {
             tracing::warn!(error = %e, "could not unregister this worker");
         }
+    }
+}
+
+/// The quota gate of the key `key_id`: its limits, or a count when it has none.
+fn quota_gate(
+    store: &Arc<dyn Store>,
+    key_id: String,
+    config: &Config,
+    stop: CancellationToken,
+) -> Arc<dyn Gate> {
+    if config.quota.unlimited {
+        Arc::new(Unlimited::start(store.clone(), key_id, &config.quota, stop))
+    } else {
+        Arc::new(Limiter::new(store.clone(), key_id, &config.quota, stop))
     }
 }
 
@@ -299,7 +309,7 @@ pub async fn client(config: &Config, stop: CancellationToken) -> anyhow::Result<
         bail!("no VirusTotal API key: set VT_API_KEY (or [virustotal] api_key in the config file)");
     };
     let store: Arc<dyn Store> = open_store(config).await?;
-    let gate = Arc::new(Limiter::new(store, key.fingerprint(), &config.quota, stop));
+    let gate = quota_gate(&store, key.fingerprint(), config, stop);
     vt::Client::new(
         &config.virustotal.api_url,
         key,

@@ -2,12 +2,13 @@
 //! `window_secs`, at most `daily` per UTC day (and `monthly` per UTC month when set).
 //!
 //! Every VirusTotal API call passes through a [`Gate`] first; uploads to a single-use upload
-//! URL do not (VirusTotal does not count them).
+//! URL do not (VirusTotal does not count them). A key with limits has a [`Limiter`]; a key
+//! without any (`quota.unlimited`) has an [`Unlimited`] gate, which only counts.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
@@ -58,20 +59,122 @@ pub trait Gate: Send + Sync + 'static {
     /// VirusTotal answered 429 anyway (another client shares the key): no request for this key
     /// until a whole window has passed.
     fn pause(&self);
+    /// No more requests will be made: saves what the gate counted but has not recorded yet.
+    fn save_counts(&self) -> GateFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
-/// A gate that admits everything: for tests and for `quota.requests` set to a huge number.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Unlimited;
+/// How often an [`Unlimited`] gate adds its requests to the ledger, and learns of pauses other
+/// processes recorded.
+const COUNT_EVERY: Duration = Duration::from_secs(1);
+
+/// The gate of a key without limits (`quota.unlimited`: a premium key without a contracted
+/// quota). There is nothing to enforce, so no request waits for the database: requests are
+/// counted in memory and added to the key's day and month (which `status` shows) once a
+/// [`COUNT_EVERY`], and at [`Gate::save_counts`]. A 429 still pauses the key: in this process at
+/// once, in the others sharing the database at their next count.
+pub struct Unlimited {
+    store: Arc<dyn Store>,
+    key_id: String,
+    /// The configured window, for pauses.
+    window_ms: i64,
+    counts: Arc<Counts>,
+    shutdown: CancellationToken,
+}
+
+/// What an [`Unlimited`] gate shares with its counting task.
+#[derive(Default)]
+struct Counts {
+    /// Requests made and not yet added to the ledger.
+    unsaved: AtomicU64,
+    /// No request before this time (after a 429, here or in another process).
+    paused_until: AtomicI64,
+}
+
+impl Counts {
+    /// Adds the unsaved requests to the ledger and takes up the key's pause.
+    async fn save(&self, store: &dyn Store, key_id: &str) {
+        let n = self.unsaved.swap(0, Ordering::AcqRel);
+        match store.count_requests(key_id, n, now_millis()).await {
+            Ok(paused) => {
+                self.paused_until
+                    .fetch_max(paused.unwrap_or(0), Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.unsaved.fetch_add(n, Ordering::AcqRel);
+                tracing::warn!(error = %e, "could not count requests; trying again");
+            }
+        }
+    }
+}
+
+impl Unlimited {
+    /// The gate of `key_id`, counting in the background until `shutdown`. Needs a tokio runtime.
+    pub fn start(
+        store: Arc<dyn Store>,
+        key_id: String,
+        cfg: &QuotaConfig,
+        shutdown: CancellationToken,
+    ) -> Unlimited {
+        let counts = Arc::new(Counts::default());
+        tokio::spawn({
+            let (store, key_id, counts, stop) = (
+                store.clone(),
+                key_id.clone(),
+                counts.clone(),
+                shutdown.clone(),
+            );
+            async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(COUNT_EVERY) => counts.save(&*store, &key_id).await,
+                        // The requests still under way are saved by `save_counts`.
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            }
+        });
+        Unlimited {
+            store,
+            key_id,
+            window_ms: (cfg.window_secs * 1000.0).round() as i64,
+            counts,
+            shutdown,
+        }
+    }
+}
 
 impl Gate for Unlimited {
     fn acquire(&self) -> GateFuture<'_, Result<Grant, Denied>> {
-        Box::pin(async { Ok(Grant::unrecorded()) })
+        Box::pin(async move {
+            loop {
+                if self.shutdown.is_cancelled() {
+                    return Err(Denied::ShuttingDown);
+                }
+                let paused = self.counts.paused_until.load(Ordering::Relaxed);
+                if paused <= now_millis() {
+                    self.counts.unsaved.fetch_add(1, Ordering::AcqRel);
+                    return Ok(Grant::unrecorded());
+                }
+                sleep_until(paused, &self.shutdown).await?;
+            }
+        })
     }
+
     fn answered(&self, _: Grant) -> GateFuture<'_, ()> {
         Box::pin(async {})
     }
-    fn pause(&self) {}
+
+    fn pause(&self) {
+        let until = now_millis() + self.window_ms;
+        self.counts.paused_until.fetch_max(until, Ordering::Relaxed);
+        record_pause(self.store.clone(), self.key_id.clone(), until);
+    }
+
+    fn save_counts(&self) -> GateFuture<'_, ()> {
+        Box::pin(async move { self.counts.save(&*self.store, &self.key_id).await })
+    }
 }
 
 /// The quota gate of one API key, kept in the database so that every worker and every process
@@ -125,12 +228,31 @@ impl Limiter {
     }
 
     async fn sleep_until(&self, at: Millis) -> Result<(), Denied> {
-        let wait = (at - now_millis()).max(0) as u64;
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(wait)) => Ok(()),
-            _ = self.shutdown.cancelled() => Err(Denied::ShuttingDown),
-        }
+        sleep_until(at, &self.shutdown).await
     }
+}
+
+/// Sleeps until `at`, unless `shutdown` comes first.
+async fn sleep_until(at: Millis, shutdown: &CancellationToken) -> Result<(), Denied> {
+    let wait = (at - now_millis()).max(0) as u64;
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_millis(wait)) => Ok(()),
+        _ = shutdown.cancelled() => Err(Denied::ShuttingDown),
+    }
+}
+
+/// Records a 429's pause of `key_id` until `until` for the other processes (in the background:
+/// the caller has paused its own process already).
+fn record_pause(store: Arc<dyn Store>, key_id: String, until: Millis) {
+    tracing::warn!(
+        "VirusTotal answered 429: pausing this key for {} ms",
+        until - now_millis()
+    );
+    tokio::spawn(async move {
+        if let Err(e) = store.pause_quota(&key_id, until).await {
+            tracing::warn!(error = %e, "could not record the quota pause");
+        }
+    });
 }
 
 impl Gate for Limiter {
@@ -194,15 +316,6 @@ impl Gate for Limiter {
     fn pause(&self) {
         let until = now_millis() + self.window_ms;
         self.paused_until.fetch_max(until, Ordering::Relaxed);
-        tracing::warn!(
-            "VirusTotal answered 429: pausing this key for {} ms",
-            self.window_ms
-        );
-        let (store, key_id) = (self.store.clone(), self.key_id.clone());
-        tokio::spawn(async move {
-            if let Err(e) = store.pause_quota(&key_id, until).await {
-                tracing::warn!(error = %e, "could not record the quota pause");
-            }
-        });
+        record_pause(self.store.clone(), self.key_id.clone(), until);
     }
 }

@@ -25,13 +25,16 @@ pub struct Status {
     pub workers: Vec<WorkerInfo>,
     /// Lower bound of the requests the backlog needs.
     pub requests_needed: u64,
-    /// Estimated seconds until the backlog is done at the configured quota.
+    /// Estimated seconds until the backlog is done at the configured quota (none without limits:
+    /// then the pace is VirusTotal's and the machine's).
     pub eta_secs: Option<u64>,
 }
 
 /// The configured quota.
 #[derive(Debug, Serialize)]
 pub struct Limits {
+    /// The key has no limits (`quota.unlimited`); the others below are not enforced.
+    pub unlimited: bool,
     /// Requests per window.
     pub requests: u32,
     /// Window in seconds.
@@ -65,18 +68,21 @@ pub async fn gather(store: &dyn Store, config: &Config) -> anyhow::Result<Status
     let workers = store.workers().await?;
     // Every unfinished job needs at least one more request (a lookup or a poll).
     let requests_needed = remaining;
-    let eta_secs = eta(
-        requests_needed,
-        config,
-        quota.map(|q| q.today).unwrap_or(0),
-        now,
-    );
+    let eta_secs = (!config.quota.unlimited).then(|| {
+        eta(
+            requests_needed,
+            config,
+            quota.map(|q| q.today).unwrap_or(0),
+            now,
+        )
+    });
     Ok(Status {
         queue,
         remaining,
         finished,
         quota,
         limits: Limits {
+            unlimited: config.quota.unlimited,
             requests: config.quota.requests,
             window_secs: config.quota.window_secs,
             daily: config.quota.daily,
@@ -88,23 +94,23 @@ pub async fn gather(store: &dyn Store, config: &Config) -> anyhow::Result<Status
 }
 
 /// Seconds to spend `requests` at the configured pace, counting the days the daily cap adds.
-pub fn eta(requests: u64, config: &Config, used_today: u64, now: Millis) -> Option<u64> {
+pub fn eta(requests: u64, config: &Config, used_today: u64, now: Millis) -> u64 {
     if requests == 0 {
-        return Some(0);
+        return 0;
     }
     let q = &config.quota;
     let per_sec = f64::from(q.requests) / q.window_secs;
     let daily = u64::from(q.daily.max(1));
     let left_today = daily.saturating_sub(used_today);
     if requests <= left_today {
-        return Some((requests as f64 / per_sec).ceil() as u64);
+        return (requests as f64 / per_sec).ceil() as u64;
     }
     // What does not fit today waits for the next UTC midnights.
     let secs_to_midnight = (86_400_000 - now.rem_euclid(86_400_000)) / 1000;
     let rest = requests - left_today;
     let full_days = (rest - 1) / daily;
     let last_day = rest - full_days * daily;
-    Some(secs_to_midnight as u64 + full_days * 86_400 + (last_day as f64 / per_sec).ceil() as u64)
+    secs_to_midnight as u64 + full_days * 86_400 + (last_day as f64 / per_sec).ceil() as u64
 }
 
 /// "1 h 43 min", "12 s", "3 d 2 h".
@@ -151,6 +157,12 @@ pub fn render(s: &Status) -> String {
         }
     );
     match &s.quota {
+        Some(q) if s.limits.unlimited => {
+            out += &format!(
+                "quota: no limits, {} today, {} this month\n",
+                q.today, q.this_month
+            );
+        }
         Some(q) => {
             out += &format!(
                 "quota: {}/{} in this {} s window, {}/{} today",
@@ -168,7 +180,13 @@ pub fn render(s: &Status) -> String {
     }
     let per_min = f64::from(s.limits.requests) * 60.0 / s.limits.window_secs;
     match s.eta_secs {
-        Some(0) | None => out += "backlog: none\n",
+        _ if s.remaining == 0 => out += "backlog: none\n",
+        None => {
+            out += &format!(
+                "backlog: {} jobs, as fast as VirusTotal answers (no quota limits)\n",
+                s.remaining
+            )
+        }
         Some(eta) => {
             out += &format!(
                 "backlog: {} jobs, about {} at {} requests/min\n",
@@ -205,10 +223,10 @@ mod tests {
     fn eta_follows_the_quota_and_the_daily_cap() {
         let mut config = Config::default();
         // 412 requests at 4/min: 103 minutes.
-        assert_eq!(eta(412, &config, 0, 0), Some(412 * 15));
+        assert_eq!(eta(412, &config, 0, 0), 412 * 15);
         assert_eq!(human_duration(412 * 15), "1 h 43 min");
         // 600 requests with 500/day, starting at midnight: the last 100 wait for tomorrow.
         config.quota.daily = 500;
-        assert_eq!(eta(600, &config, 0, 0), Some(86_400 + 100 * 15));
+        assert_eq!(eta(600, &config, 0, 0), 86_400 + 100 * 15);
     }
 }

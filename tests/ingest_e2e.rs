@@ -197,3 +197,45 @@ async fn an_unreadable_list_does_not_stop_the_others() {
     assert!(stderr.contains("missing.txt"), "names the file: {stderr}");
     assert!(stderr.contains("queued 1 new"), "{stderr}");
 }
+
+/// A key without limits (`quota.unlimited`): the configured limits (here one request a minute,
+/// which would hold the six requests for five minutes) are not enforced, and every request is
+/// still counted for `status` by the time the process ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlimited_key_is_not_held_by_the_limits_and_its_requests_are_counted() {
+    let world = World::new(known_world_config()).await;
+    let list = world.dir.path().join("iocs.txt");
+    std::fs::write(&list, messy_list()).unwrap();
+    let unlimited = |cmd: &mut Command| {
+        cmd.env("VTRIAGE_QUOTA_UNLIMITED", "true")
+            .env("VTRIAGE_QUOTA_REQUESTS", "1")
+            .env("VTRIAGE_QUOTA_WINDOW_SECS", "60");
+    };
+    let mut ingest = vtriage(&world);
+    unlimited(&mut ingest);
+    let out = ingest
+        .args(["ingest", "--wait"])
+        .arg(&list)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "something malicious: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(world.sim.stats().api_requests, 6);
+
+    let mut status = vtriage(&world);
+    unlimited(&mut status);
+    let json = status.args(["status", "--json"]).output().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["limits"]["unlimited"], true);
+    assert_eq!(json["quota"]["today"], 6);
+    assert_eq!(json["quota"]["in_window"], 0);
+    assert!(json["eta_secs"].is_null(), "no quota to pace the backlog");
+    let mut status = vtriage(&world);
+    unlimited(&mut status);
+    let text = String::from_utf8(status.arg("status").output().unwrap().stdout).unwrap();
+    assert!(text.contains("quota: no limits, 6 today"), "{text}");
+}

@@ -315,7 +315,86 @@ on_both_backends!(
     a_monthly_cap_is_honoured_across_days,
     processes_sharing_a_key_never_exceed_its_window_or_day,
     a_pause_by_one_process_holds_the_others,
+    an_unlimited_key_is_counted_not_limited,
+    an_unlimited_key_takes_up_a_pause_from_another_process,
 );
+
+/// The gate of a key without limits (`quota.unlimited`), with a window of 300 ms for pauses.
+fn unlimited_gate(
+    store: Arc<dyn Store>,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> vtriage::quota::Unlimited {
+    let quota = vtriage::config::QuotaConfig {
+        window_secs: 0.3,
+        unlimited: true,
+        ..Default::default()
+    };
+    vtriage::quota::Unlimited::start(store, "k".into(), &quota, shutdown.clone())
+}
+
+/// Far more requests than the configured limits (4 per window, 500 a day) are admitted, and
+/// every one of them reaches the day's and month's counts, with none left in the window's log.
+async fn an_unlimited_key_is_counted_not_limited(b: Backend) {
+    use vtriage::quota::Gate;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let gate = unlimited_gate(b.store.clone(), &shutdown);
+    for _ in 0..1000 {
+        let grant = gate.acquire().await.expect("admitted");
+        gate.answered(grant).await;
+    }
+    shutdown.cancel();
+    gate.save_counts().await;
+    let usage = b
+        .store
+        .quota_usage("k", 300, vtriage::store::now_millis())
+        .await
+        .unwrap();
+    assert_eq!((usage.today, usage.this_month), (1000, 1000));
+    assert_eq!(
+        usage.in_window, 0,
+        "no request went through the window's ledger"
+    );
+    assert_eq!(b.rows("quota_log").await, 0);
+}
+
+/// A 429 seen by another process pauses an unlimited key here from its next count on; one seen
+/// here pauses it at once and is recorded for the others. Shutting down ends the wait.
+async fn an_unlimited_key_takes_up_a_pause_from_another_process(b: Backend) {
+    use std::time::{Duration, Instant};
+    use vtriage::quota::{Denied, Gate};
+    use vtriage::store::now_millis;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let gate = unlimited_gate(b.store.clone(), &shutdown);
+    let other = b.open_again().await;
+    other.pause_quota("k", now_millis() + 400).await.unwrap();
+    // What the counting task does every second.
+    gate.save_counts().await;
+    let asked = Instant::now();
+    let grant = gate.acquire().await.expect("admitted after the pause");
+    assert!(
+        asked.elapsed() >= Duration::from_millis(300),
+        "admitted {:?} into another process's 400 ms pause",
+        asked.elapsed()
+    );
+    gate.answered(grant).await;
+
+    gate.pause();
+    let paused = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let usage = other.quota_usage("k", 300, now_millis()).await.unwrap();
+            if let Some(until) = usage.paused_until {
+                return until;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the pause reaches the other process");
+    assert!(paused > now_millis() + 100, "paused for a window of 300 ms");
+    let waiting = tokio::spawn(async move { gate.acquire().await.map(|_| ()) });
+    shutdown.cancel();
+    assert_eq!(waiting.await.unwrap(), Err(Denied::ShuttingDown));
+}
 
 /// SQLite has one writer: a grant that waited for it (here another process's transaction holds
 /// the database for 300 ms) is recorded at the moment it was made, not when it was asked for,
@@ -376,6 +455,7 @@ async fn the_next_grant_after_a_slow_request_waits_a_window_from_its_answer() {
         window_secs: 0.2,
         daily: 100,
         monthly: None,
+        unlimited: false,
     };
     let limiter = Limiter::new(
         b.store.clone(),

@@ -407,6 +407,16 @@ pub trait Store: Send + Sync + 'static {
     /// Pauses `key_id` for every process until `until` (after a 429).
     async fn pause_quota(&self, key_id: &str, until: Millis) -> Result<(), Error>;
 
+    /// Adds `n` requests of `key_id` to its UTC day and month at `now`, without a sliding window
+    /// or a limit (a key without limits counts in batches: [`crate::quota::Unlimited`]), and
+    /// returns the key's pause when one is in force at `now`.
+    async fn count_requests(
+        &self,
+        key_id: &str,
+        n: u64,
+        now: Millis,
+    ) -> Result<Option<Millis>, Error>;
+
     /// Keys (fingerprints) that spent requests, most recently active first.
     async fn quota_keys(&self) -> Result<Vec<String>, Error>;
 

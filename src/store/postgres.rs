@@ -813,6 +813,32 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn count_requests(
+        &self,
+        key_id: &str,
+        n: u64,
+        now: Millis,
+    ) -> Result<Option<Millis>, Error> {
+        if n > 0 {
+            let ((day, _), (month, _)) = periods(now);
+            sqlx::query(
+                "INSERT INTO quota_periods AS q (key_id, period, used) VALUES ($1, $2, $4), ($1, $3, $4)
+                 ON CONFLICT (key_id, period) DO UPDATE SET used = q.used + excluded.used",
+            )
+            .bind(key_id)
+            .bind(day)
+            .bind(month)
+            .bind(n as i64)
+            .execute(&self.pool)
+            .await?;
+        }
+        sqlx::query_scalar("SELECT until FROM quota_pauses WHERE key_id = $1 AND until > $2")
+            .bind(key_id)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
     async fn quota_keys(&self) -> Result<Vec<String>, Error> {
         sqlx::query_scalar(
             "SELECT key_id FROM quota_periods GROUP BY key_id ORDER BY MAX(period) DESC",

@@ -337,6 +337,26 @@ fn take_quota(
     Ok(QuotaDecision::Granted(now))
 }
 
+/// [`Store::count_requests`].
+fn count_requests(
+    conn: &rusqlite::Connection,
+    key_id: &str,
+    n: u64,
+    now: Millis,
+) -> rusqlite::Result<Option<Millis>> {
+    if n > 0 {
+        let ((day, _), (month, _)) = periods(now);
+        conn.prepare_cached(
+            "INSERT INTO quota_periods (key_id, period, used) VALUES (?1, ?2, ?4), (?1, ?3, ?4)
+             ON CONFLICT (key_id, period) DO UPDATE SET used = used + excluded.used",
+        )?
+        .execute(params![key_id, day, month, n as i64])?;
+    }
+    conn.prepare_cached("SELECT until FROM quota_pauses WHERE key_id = ?1 AND until > ?2")?
+        .query_row(params![key_id, now], |r| r.get(0))
+        .optional()
+}
+
 /// [`Store::move_quota_grant`]: rows of one key at one time are interchangeable, so any one of
 /// them is moved.
 fn move_quota_grant(
@@ -1121,6 +1141,18 @@ impl Store for SqliteStore {
         .execute(&self.write)
         .await?;
         Ok(())
+    }
+
+    async fn count_requests(
+        &self,
+        key_id: &str,
+        n: u64,
+        now: Millis,
+    ) -> Result<Option<Millis>, Error> {
+        let key_id = key_id.to_owned();
+        self.grouped
+            .write(move |conn| count_requests(conn, &key_id, n, now))
+            .await
     }
 
     async fn quota_keys(&self) -> Result<Vec<String>, Error> {

@@ -220,6 +220,13 @@ impl Client {
         }
     }
 
+    /// Saves the requests the quota gate counted and has not recorded yet: call it once no more
+    /// requests will be made (an unlimited key counts in the background, see
+    /// [`crate::quota::Unlimited`]).
+    pub async fn save_quota_counts(&self) {
+        self.gate.save_counts().await;
+    }
+
     /// Uses another retry policy.
     pub fn with_retry(mut self, p: RetryPolicy) -> Client {
         self.retry = p;

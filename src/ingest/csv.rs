@@ -1,4 +1,5 @@
-//! CSV and TSV lists, one record per line.
+//! CSV and TSV lists, one record per line, or several when a quoted cell holds line breaks (as
+//! the comments of MISP's CSV export do).
 //!
 //! The first record is a header when none of its cells is an indicator. With a header, columns
 //! that describe rather than identify (names, descriptions, notes, types, sizes, dates, PDB
@@ -59,36 +60,79 @@ const NON_INDICATOR_ROWS: [&str; 10] = [
     "user-agent",
 ];
 
+/// A record whose quoted cell is still open after this many lines is taken to have a stray
+/// quote instead: its lines are then read one by one, as records of their own.
+const MAX_RECORD_LINES: usize = 100;
+
 #[derive(Default)]
 pub(crate) struct CsvState {
     started: bool,
+    /// `,` or a tab, chosen by the first line (0 before it).
     delim: u8,
     /// Which columns to read; empty means all (no header).
     read: Vec<bool>,
     type_col: Option<usize>,
     /// Columns whose header names URLs.
     url_col: Vec<bool>,
+    /// The lines (and their numbers) of a record whose quoted cell is still open.
+    held: Vec<(usize, String)>,
 }
 
 impl CsvState {
     pub fn line(&mut self, line: &str, n: usize, sink: &mut Sink<'_>) {
-        if line.trim().is_empty() {
+        if self.held.is_empty() && line.trim().is_empty() {
             return;
         }
-        if !self.started {
-            self.started = true;
+        if self.delim == 0 {
             self.delim = if line.contains('\t') && !line.contains(',') {
                 b'\t'
             } else {
                 b','
             };
-            let cells = split(line, self.delim);
+        }
+        if self.held.is_empty() {
+            let (cells, open) = scan(line, self.delim);
+            if !open {
+                return self.record(cells, line, n, sink);
+            }
+        }
+        self.held.push((n, line.to_owned()));
+        let joined = self
+            .held
+            .iter()
+            .map(|(_, l)| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let (cells, open) = scan(&joined, self.delim);
+        if !open {
+            // The record is named by its first line.
+            let first = self.held[0].0;
+            self.held.clear();
+            self.record(cells, &joined, first, sink);
+        } else if self.held.len() >= MAX_RECORD_LINES {
+            self.finish(sink);
+        }
+    }
+
+    /// The end of the list: a record still open had a stray quote; its lines count one by one.
+    pub fn finish(&mut self, sink: &mut Sink<'_>) {
+        for (n, line) in std::mem::take(&mut self.held) {
+            if !line.trim().is_empty() {
+                let (cells, _) = scan(&line, self.delim);
+                self.record(cells, &line, n, sink);
+            }
+        }
+    }
+
+    /// One record, `cells` of `text`, starting at line `n`.
+    fn record(&mut self, cells: Vec<String>, text: &str, n: usize, sink: &mut Sink<'_>) {
+        if !self.started {
+            self.started = true;
             if cells.iter().all(|c| !is_indicator_cell(c, sink)) {
                 self.header(&cells);
                 return;
             }
         }
-        let cells = split(line, self.delim);
         let row_type = self
             .type_col
             .and_then(|i| cells.get(i))
@@ -118,7 +162,7 @@ impl CsvState {
             && let Some(t) = row_type
             && !t.is_empty()
         {
-            sink.reject(n, format!("row of type {t:?} holds no indicator"), line);
+            sink.reject(n, format!("row of type {t:?} holds no indicator"), text);
         }
     }
 
@@ -151,9 +195,9 @@ fn is_indicator_cell(cell: &str, sink: &Sink<'_>) -> bool {
     })
 }
 
-/// Splits one CSV line: quoted fields may hold the delimiter and `""` for a quote; an
-/// unterminated quote runs to the end of the line.
-pub fn split(line: &str, delim: u8) -> Vec<String> {
+/// Splits a CSV record into its cells, and says whether a quoted cell is still open at its end
+/// (it runs to the end). Quoted cells may hold the delimiter, line breaks and `""` for a quote.
+fn scan(line: &str, delim: u8) -> (Vec<String>, bool) {
     let mut cells = Vec::new();
     let mut cur = String::new();
     let mut in_quotes = false;
@@ -175,7 +219,7 @@ pub fn split(line: &str, delim: u8) -> Vec<String> {
         }
     }
     cells.push(cur);
-    cells
+    (cells, in_quotes)
 }
 
 #[cfg(test)]
@@ -183,8 +227,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quoted_fields_keep_their_commas_and_trailing_commas_make_empty_cells() {
-        let cells = split(r#"a,"b, c",,"d ""q""","#, b',');
+    fn quoted_fields_keep_their_commas_and_say_when_they_are_still_open() {
+        let (cells, open) = scan(r#"a,"b, c",,"d ""q""","#, b',');
         assert_eq!(cells, vec!["a", "b, c", "", r#"d "q""#, ""]);
+        assert!(!open);
+        let (cells, open) = scan("a,\"b\nc", b',');
+        assert_eq!(cells, vec!["a", "b\nc"]);
+        assert!(open);
     }
 }

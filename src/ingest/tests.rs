@@ -380,6 +380,42 @@ fn packed_hash_cells_work_in_either_order() {
 }
 
 #[test]
+fn a_quoted_csv_cell_may_span_lines_and_its_words_stay_in_their_column() {
+    // MISP's CSV export: a comment with line breaks, naming a domain that is not an indicator.
+    let input = format!(
+        "uuid,event_id,category,type,value,comment,to_ids\n\
+         5f1a,1,Network activity,domain,evil.example.net,\"Seen in the phish.\n\
+         Not to be confused with good.example.org, the real site\",1\n\
+         5f1b,1,Payload delivery,sha256,{SHA256},,1\n"
+    );
+    let (summary, found) = run("misp.csv", input.as_bytes());
+    assert_eq!(
+        found,
+        vec![
+            ("domain", "evil.example.net".to_string(), 2),
+            ("sha256", SHA256.to_string(), 4),
+        ]
+    );
+    assert!(summary.rejected.is_empty(), "{:?}", summary.rejected);
+}
+
+#[test]
+fn a_stray_csv_quote_does_not_swallow_the_rest_of_the_list() {
+    // An unbalanced quote on line 2: the record never closes, so after 100 lines (and at the end
+    // of the list) every line is read on its own, with its own number.
+    let mut input = String::from("sha256,note\n");
+    input += &format!("{SHA256},\"unbalanced\n");
+    let hashes: Vec<String> = (0..120u32).map(|i| format!("{i:064x}")).collect();
+    for h in &hashes {
+        input += &format!("{h},fine\n");
+    }
+    let (_, found) = run("stray.csv", input.as_bytes());
+    assert_eq!(found.len(), 121);
+    assert_eq!(found[0], ("sha256", SHA256.to_string(), 2));
+    assert_eq!(found[120], ("sha256", hashes[119].clone(), 122));
+}
+
+#[test]
 fn csv_without_header_reads_every_column() {
     let (_, found) = run("p.csv", b"107.189.27.41,ipaddress,Resolution for known UTA0304 indicator\nafpi-sec.com,hostname,Suspected UTA0304 domain");
     assert_eq!(values(&found), vec!["107.189.27.41", "afpi-sec.com"]);

@@ -51,6 +51,7 @@ pub(crate) fn parse(reader: impl Read, format: Format, sink: &mut Sink<'_>) -> s
             _ => text_line(&text, n, sink),
         }
     }
+    csv.finish(sink);
     Ok(())
 }
 

@@ -186,9 +186,13 @@ pub fn is_global(ip: IpAddr) -> bool {
 
 /// Lower-cases a domain and checks it: at least two labels of letters, digits, `-` and `_`
 /// (not at a label's edge for `-`), at most 253 bytes, and a last label that is a known public
-/// suffix. One trailing dot is dropped.
+/// suffix. One trailing dot is dropped. An internationalised name (`bücher.de`) becomes its
+/// ASCII form (`xn--bcher-kva.de`), the one DNS and VirusTotal know.
 pub fn normalize_domain(s: &str) -> Option<String> {
     let s = s.strip_suffix('.').unwrap_or(s);
+    if !s.is_ascii() {
+        return normalize_domain(&idn_to_ascii(s)?);
+    }
     if s.len() < 3 || s.len() > 253 || !s.contains('.') {
         return None;
     }
@@ -212,6 +216,14 @@ pub fn normalize_domain(s: &str) -> Option<String> {
     // The name must end in a suffix of the public suffix list: `exe` and `txt` are not
     // (some ccTLDs are listed only below their second level, as `co.za`).
     psl::suffix(lower.as_bytes())?.is_known().then_some(lower)
+}
+
+/// The ASCII (punycode) form of an internationalised domain name, by UTS #46 as browsers map
+/// hosts (the `url` crate's mapping). Only ASCII dots may separate its labels: mapped to dots,
+/// the ideographic full stops of CJK prose would make `…。中国` a name under `.中国`.
+fn idn_to_ascii(s: &str) -> Option<String> {
+    let ascii = idna::domain_to_ascii_cow(s.as_bytes(), idna::AsciiDenyList::URL).ok()?;
+    (ascii.split('.').count() == s.split('.').count()).then(|| ascii.into_owned())
 }
 
 /// `[user@]host[:port]` -> the same with the host lower-cased, or `None` when the host is
@@ -368,6 +380,30 @@ mod tests {
         );
         assert_eq!(c("localhost"), Classified::NotAnIndicator);
         assert_eq!(c("-bad.com"), Classified::NotAnIndicator);
+    }
+
+    #[test]
+    fn internationalised_names_take_their_ascii_form() {
+        assert_eq!(
+            ind("BÜCHER.de"),
+            Indicator::Domain("xn--bcher-kva.de".into())
+        );
+        // A homograph: the second letter is a Cyrillic а.
+        assert_eq!(
+            ind("p\u{430}ypal.com"),
+            Indicator::Domain("xn--pypal-4ve.com".into())
+        );
+        assert_eq!(
+            ind("пример.рф"),
+            Indicator::Domain("xn--e1afmkfd.xn--p1ai".into())
+        );
+        assert_eq!(
+            ind("https://Пример.РФ/вход"),
+            Indicator::Url("https://xn--e1afmkfd.xn--p1ai/вход".into())
+        );
+        // Ideographic full stops end sentences; they do not separate labels.
+        assert_eq!(c("恶意软件。中国"), Classified::NotAnIndicator);
+        assert_eq!(c("bücher.exe"), Classified::NotAnIndicator);
     }
 
     #[test]

@@ -100,6 +100,13 @@ pub struct VtConfig {
     /// At most this many API requests under way at once; 0: one per worker. With more workers
     /// than this, workers do their database work while others wait for VirusTotal.
     pub requests_in_flight: usize,
+    /// A request that failed on a transient error (a 5xx, a timeout, a dropped connection) is
+    /// tried again up to this many times, ...
+    pub retries: u32,
+    /// ... first after this many seconds, then after exponentially longer delays (with jitter) ...
+    pub retry_min_delay_secs: f64,
+    /// ... of at most this many seconds. (Then the job itself is retried later: `[daemon]`.)
+    pub retry_max_delay_secs: f64,
 }
 
 /// `[quota]`
@@ -214,6 +221,9 @@ impl Default for VtConfig {
             api_key: None,
             timeout_secs: 60.0,
             requests_in_flight: 0,
+            retries: 4,
+            retry_min_delay_secs: 1.0,
+            retry_max_delay_secs: 30.0,
         }
     }
 }

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, secs};
+use crate::config::{Config, VtConfig, secs};
 use crate::quota::{Gate, Limiter, Unlimited};
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
@@ -138,6 +138,7 @@ impl Pipeline {
             secs(config.virustotal.timeout_secs),
         )
         .context("cannot set up the VirusTotal client")?
+        .with_retry(retry_policy(&config.virustotal))
         .with_requests_in_flight(config.virustotal.requests_in_flight);
         let (owner, host, pid) = owner_name();
         store
@@ -310,11 +311,21 @@ pub async fn client(config: &Config, stop: CancellationToken) -> anyhow::Result<
     };
     let store: Arc<dyn Store> = open_store(config).await?;
     let gate = quota_gate(&store, key.fingerprint(), config, stop);
-    vt::Client::new(
+    Ok(vt::Client::new(
         &config.virustotal.api_url,
         key,
         gate,
         secs(config.virustotal.timeout_secs),
     )
-    .context("cannot set up the VirusTotal client")
+    .context("cannot set up the VirusTotal client")?
+    .with_retry(retry_policy(&config.virustotal)))
+}
+
+/// The client's retries as configured.
+fn retry_policy(c: &VtConfig) -> vt::RetryPolicy {
+    vt::RetryPolicy {
+        max_retries: c.retries,
+        min_delay: secs(c.retry_min_delay_secs),
+        max_delay: secs(c.retry_max_delay_secs),
+    }
 }

@@ -25,7 +25,6 @@ use vtriage::pipeline::Pipeline;
 use vtriage::sim::{Faults, Known, KnownFile, KnownUrl, SimConfig};
 use vtriage::store::sqlite::SqliteStore;
 use vtriage::store::{NewJob, Store, now_millis};
-use vtriage::vt::RetryPolicy;
 
 /// A mixed workload: unknown files (to upload), known files, known and unknown hashes, known
 /// and new URLs (to submit), in a drop directory and one IOC list.
@@ -92,23 +91,19 @@ fn mixed_workload(root: &Path, n: usize) -> Mixed {
     }
 }
 
-/// Client retries scaled down from seconds to milliseconds, so faults cost little time.
-const FAST_RETRY: RetryPolicy = RetryPolicy {
-    max_retries: 4,
-    min_delay: Duration::from_millis(20),
-    max_delay: Duration::from_millis(200),
-};
+/// Sets the client's retries (`[virustotal] retries`, `retry_min_delay_secs`,
+/// `retry_max_delay_secs`): `retries` of them, from `min_ms` up to `max_ms` apart.
+fn retry(world: &mut World, retries: u32, min_ms: u64, max_ms: u64) {
+    let vt = &mut world.config.virustotal;
+    vt.retries = retries;
+    vt.retry_min_delay_secs = min_ms as f64 / 1000.0;
+    vt.retry_max_delay_secs = max_ms as f64 / 1000.0;
+}
 
-/// A pipeline whose client retries with `retry` (the pipeline builds its client with the
-/// default policy, whose delays are seconds).
-async fn pipeline_with_retry(world: &World, retry: RetryPolicy) -> Arc<Pipeline> {
-    let mut p = Pipeline::open(world.config.clone(), CancellationToken::new())
-        .await
-        .unwrap();
-    let client = Arc::new((*p.client).clone().with_retry(retry));
-    p.client = client.clone();
-    p.worker.client = client;
-    Arc::new(p)
+/// The pipeline of `world`'s configuration.
+async fn pipeline(world: &World) -> Arc<Pipeline> {
+    let p = Pipeline::open(world.config.clone(), CancellationToken::new());
+    Arc::new(p.await.unwrap())
 }
 
 async fn max_attempt(store: &SqliteStore) -> i64 {
@@ -139,7 +134,9 @@ async fn every_item_completes_under_twenty_percent_faults_without_a_second_uploa
     // absent for this long before it is made again: scaled down from minutes.
     world.config.poll.give_up_after_secs = 2.0;
     let work = mixed_workload(world.dir.path(), n);
-    let pipeline = pipeline_with_retry(&world, FAST_RETRY).await;
+    // Retries scaled down from seconds to milliseconds, so faults cost little time.
+    retry(&mut world, 4, 20, 200);
+    let pipeline = pipeline(&world).await;
     let p = pipeline.clone();
     let watched = Watched {
         drop: Some(work.drop.clone()),
@@ -225,12 +222,8 @@ async fn a_server_that_always_fails_gets_bounded_spaced_attempts_then_a_failed_v
     world.config.daemon.max_attempts = 3;
     world.config.daemon.retry_delay_secs = 0.2;
     world.config.daemon.workers = 1;
-    let retry = RetryPolicy {
-        max_retries: 2,
-        min_delay: Duration::from_millis(50),
-        max_delay: Duration::from_millis(100),
-    };
-    let pipeline = pipeline_with_retry(&world, retry).await;
+    retry(&mut world, 2, 50, 100);
+    let pipeline = pipeline(&world).await;
     let job = NewJob {
         kind: Kind::Hash,
         indicator: sha256(b"never answered"),
@@ -511,12 +504,8 @@ async fn malformed_replies_each_get_a_clear_outcome_and_the_work_goes_on() {
     world.config.daemon.max_attempts = 2;
     world.config.daemon.retry_delay_secs = 0.05;
     world.config.daemon.workers = 2;
-    let retry = RetryPolicy {
-        max_retries: 1,
-        min_delay: Duration::from_millis(10),
-        max_delay: Duration::from_millis(20),
-    };
-    let pipeline = pipeline_with_retry(&world, retry).await;
+    retry(&mut world, 1, 10, 20);
+    let pipeline = pipeline(&world).await;
     let jobs: Vec<NewJob> = BROKEN
         .iter()
         .map(|b| NewJob {

@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
@@ -588,10 +588,21 @@ impl Client {
                     .timeout(self.timeout),
             );
             async move {
+                let asked = Instant::now();
                 let _turn = self.turn().await;
+                let turned = Instant::now();
                 let grant = self.gate.acquire().await.map_err(Error::from)?;
+                let granted = Instant::now();
                 let reply = self.exchange(label, request).await;
                 self.gate.answered(grant).await;
+                // Where a request's time went (`RUST_LOG=vtriage::vt=trace`; BENCHMARKS.md).
+                tracing::trace!(
+                    request = %label,
+                    turn_us = (turned - asked).as_micros() as u64,
+                    grant_us = (granted - turned).as_micros() as u64,
+                    exchange_us = granted.elapsed().as_micros() as u64,
+                    "request timings"
+                );
                 parse(&reply?).map_err(|e| Failure::from(with_status(e, 200)))
             }
         };

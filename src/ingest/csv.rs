@@ -60,8 +60,9 @@ const NON_INDICATOR_ROWS: [&str; 10] = [
     "user-agent",
 ];
 
-/// A record whose quoted cell is still open after this many lines is taken to have a stray
-/// quote instead: its lines are then read one by one, as records of their own.
+/// A record whose quoted cell is still open after this many lines (or [`super::MAX_LINE`]
+/// bytes) is taken to have a stray quote instead: its lines are then read one by one, as records
+/// of their own.
 const MAX_RECORD_LINES: usize = 100;
 
 #[derive(Default)]
@@ -74,13 +75,23 @@ pub(crate) struct CsvState {
     type_col: Option<usize>,
     /// Columns whose header names URLs.
     url_col: Vec<bool>,
-    /// The lines (and their numbers) of a record whose quoted cell is still open.
-    held: Vec<(usize, String)>,
+    /// A record whose quoted cell is still open at the end of its last line.
+    held: Option<Held>,
+}
+
+/// The lines read so far of a record that spans lines.
+struct Held {
+    /// Its cells so far.
+    cells: Cells,
+    /// Its lines, with their numbers.
+    lines: Vec<(usize, String)>,
+    /// Their bytes.
+    bytes: usize,
 }
 
 impl CsvState {
     pub fn line(&mut self, line: &str, n: usize, sink: &mut Sink<'_>) {
-        if self.held.is_empty() && line.trim().is_empty() {
+        if self.held.is_none() && line.trim().is_empty() {
             return;
         }
         if self.delim == 0 {
@@ -90,36 +101,52 @@ impl CsvState {
                 b','
             };
         }
-        if self.held.is_empty() {
-            let (cells, open) = scan(line, self.delim);
-            if !open {
-                return self.record(cells, line, n, sink);
+        let mut held = match self.held.take() {
+            None => {
+                let mut cells = Cells::default();
+                cells.feed(line, self.delim);
+                if !cells.in_quotes {
+                    return self.record(cells.finish(), line, n, sink);
+                }
+                Held {
+                    cells,
+                    lines: Vec::new(),
+                    bytes: 0,
+                }
             }
-        }
-        self.held.push((n, line.to_owned()));
-        let joined = self
-            .held
-            .iter()
-            .map(|(_, l)| l.as_str())
-            .collect::<Vec<_>>()
-            .join("\n");
-        let (cells, open) = scan(&joined, self.delim);
-        if !open {
+            Some(mut held) => {
+                held.cells.feed("\n", self.delim);
+                held.cells.feed(line, self.delim);
+                held
+            }
+        };
+        held.lines.push((n, line.to_owned()));
+        held.bytes += line.len() + 1;
+        if !held.cells.in_quotes {
             // The record is named by its first line.
-            let first = self.held[0].0;
-            self.held.clear();
-            self.record(cells, &joined, first, sink);
-        } else if self.held.len() >= MAX_RECORD_LINES {
-            self.finish(sink);
+            let text: Vec<&str> = held.lines.iter().map(|(_, l)| l.as_str()).collect();
+            self.record(held.cells.finish(), &text.join("\n"), held.lines[0].0, sink);
+        } else if held.lines.len() >= MAX_RECORD_LINES || held.bytes > super::MAX_LINE {
+            self.read_one_by_one(held, sink);
+        } else {
+            self.held = Some(held);
         }
     }
 
-    /// The end of the list: a record still open had a stray quote; its lines count one by one.
+    /// The end of the list: a record still open had a stray quote.
     pub fn finish(&mut self, sink: &mut Sink<'_>) {
-        for (n, line) in std::mem::take(&mut self.held) {
+        if let Some(held) = self.held.take() {
+            self.read_one_by_one(held, sink);
+        }
+    }
+
+    /// The lines of a record that never closed, each as a record of its own.
+    fn read_one_by_one(&mut self, held: Held, sink: &mut Sink<'_>) {
+        for (n, line) in held.lines {
             if !line.trim().is_empty() {
-                let (cells, _) = scan(&line, self.delim);
-                self.record(cells, &line, n, sink);
+                let mut cells = Cells::default();
+                cells.feed(&line, self.delim);
+                self.record(cells.finish(), &line, n, sink);
             }
         }
     }
@@ -195,31 +222,42 @@ fn is_indicator_cell(cell: &str, sink: &Sink<'_>) -> bool {
     })
 }
 
-/// Splits a CSV record into its cells, and says whether a quoted cell is still open at its end
-/// (it runs to the end). Quoted cells may hold the delimiter, line breaks and `""` for a quote.
-fn scan(line: &str, delim: u8) -> (Vec<String>, bool) {
-    let mut cells = Vec::new();
-    let mut cur = String::new();
-    let mut in_quotes = false;
-    let mut chars = line.chars().peekable();
-    let delim = delim as char;
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if in_quotes && chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
+/// The cells of a CSV record, split as its text is fed, a line at a time. Quoted cells may hold
+/// the delimiter, line breaks and `""` for a quote; one still open at the end runs to the end.
+#[derive(Default)]
+struct Cells {
+    done: Vec<String>,
+    cur: String,
+    in_quotes: bool,
+}
+
+impl Cells {
+    fn feed(&mut self, text: &str, delim: u8) {
+        let mut chars = text.chars().peekable();
+        let delim = delim as char;
+        while let Some(c) = chars.next() {
+            match c {
+                '"' if self.in_quotes && chars.peek() == Some(&'"') => {
+                    self.cur.push('"');
+                    chars.next();
+                }
+                '"' if self.in_quotes => self.in_quotes = false,
+                '"' if self.cur.trim().is_empty() => {
+                    self.cur.clear();
+                    self.in_quotes = true;
+                }
+                c if c == delim && !self.in_quotes => {
+                    self.done.push(std::mem::take(&mut self.cur));
+                }
+                c => self.cur.push(c),
             }
-            '"' if in_quotes => in_quotes = false,
-            '"' if cur.trim().is_empty() => {
-                cur.clear();
-                in_quotes = true;
-            }
-            c if c == delim && !in_quotes => cells.push(std::mem::take(&mut cur)),
-            c => cur.push(c),
         }
     }
-    cells.push(cur);
-    (cells, in_quotes)
+
+    fn finish(mut self) -> Vec<String> {
+        self.done.push(self.cur);
+        self.done
+    }
 }
 
 #[cfg(test)]
@@ -228,11 +266,16 @@ mod tests {
 
     #[test]
     fn quoted_fields_keep_their_commas_and_say_when_they_are_still_open() {
-        let (cells, open) = scan(r#"a,"b, c",,"d ""q""","#, b',');
-        assert_eq!(cells, vec!["a", "b, c", "", r#"d "q""#, ""]);
-        assert!(!open);
-        let (cells, open) = scan("a,\"b\nc", b',');
-        assert_eq!(cells, vec!["a", "b\nc"]);
-        assert!(open);
+        let mut cells = Cells::default();
+        cells.feed(r#"a,"b, c",,"d ""q""","#, b',');
+        assert!(!cells.in_quotes);
+        assert_eq!(cells.finish(), vec!["a", "b, c", "", r#"d "q""#, ""]);
+        let mut cells = Cells::default();
+        cells.feed("a,\"b", b',');
+        assert!(cells.in_quotes);
+        cells.feed("\n", b',');
+        cells.feed("c\",d", b',');
+        assert!(!cells.in_quotes);
+        assert_eq!(cells.finish(), vec!["a", "b\nc", "d"]);
     }
 }

@@ -413,6 +413,23 @@ fn a_stray_csv_quote_does_not_swallow_the_rest_of_the_list() {
     assert_eq!(found.len(), 121);
     assert_eq!(found[0], ("sha256", SHA256.to_string(), 2));
     assert_eq!(found[120], ("sha256", hashes[119].clone(), 122));
+
+    // Nor does it hold more than a line's worth of bytes: two lines of 600 KiB are read one by
+    // one, so the quote on line 4 cannot close a note that would swallow line 3's hash.
+    let padding = "x".repeat(600 * 1024);
+    let input = format!(
+        "sha256,note\n{SHA256},\"{padding}\n{},{padding}\n\",{}\n",
+        hashes[0], hashes[1]
+    );
+    let (_, found) = run("stray.csv", input.as_bytes());
+    assert_eq!(
+        found,
+        vec![
+            ("sha256", SHA256.to_string(), 2),
+            ("sha256", hashes[0].clone(), 3),
+            ("sha256", hashes[1].clone(), 4),
+        ]
+    );
 }
 
 #[test]

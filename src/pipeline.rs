@@ -278,6 +278,7 @@ fn quota_gate(
     stop: CancellationToken,
 ) -> Arc<dyn Gate> {
     if config.quota.unlimited {
+        tracing::info!("the key has no limits ([quota] unlimited): requests are counted, not held");
         Arc::new(Unlimited::start(store.clone(), key_id, &config.quota, stop))
     } else {
         Arc::new(Limiter::new(store.clone(), key_id, &config.quota, stop))

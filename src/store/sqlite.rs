@@ -396,13 +396,16 @@ async fn insert_new_jobs(
     let before: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM jobs")
         .fetch_one(&mut *tx)
         .await?;
-    // `WHERE true` tells the parser that ON CONFLICT belongs to the INSERT, not to a join.
+    // OR IGNORE rather than ON CONFLICT DO NOTHING: a statement that may abort halfway (on a
+    // CHECK or NOT NULL) keeps a copy of every page it changes, to undo just itself; one that
+    // ignores cannot abort, and a million-line list took 5-10 % less CPU without the copies. Our
+    // rows cannot break those constraints; if one did, it would be missing from the ids below,
+    // and the batch fails there.
     let inserted = sqlx::query(
-        "INSERT INTO jobs (kind, indicator, allow_submit, max_attempts, scheduled_at, priority,
-             created_at, updated_at)
+        "INSERT OR IGNORE INTO jobs (kind, indicator, allow_submit, max_attempts, scheduled_at,
+             priority, created_at, updated_at)
          SELECT e.value ->> 0, e.value ->> 1, e.value ->> 2, ?2, ?3, ?4, ?3, ?3
-         FROM json_each(?1) e WHERE true
-         ON CONFLICT (kind, indicator) DO NOTHING",
+         FROM json_each(?1) e",
     )
     .bind(&rows)
     .bind(max_attempts)
@@ -540,10 +543,10 @@ async fn insert_provenance(
         .filter_map(|(job, id)| job.source.as_ref().map(|(source, line)| (id, source, line)))
         .collect();
     if !sources.is_empty() {
+        // OR IGNORE, as for the jobs (see `insert_new_jobs`); the foreign key is still checked.
         sqlx::query(
-            "INSERT INTO sources (job_id, source, line, seen_at)
-             SELECT e.value ->> 0, e.value ->> 1, e.value ->> 2, ?2 FROM json_each(?1) e WHERE true
-             ON CONFLICT DO NOTHING",
+            "INSERT OR IGNORE INTO sources (job_id, source, line, seen_at)
+             SELECT e.value ->> 0, e.value ->> 1, e.value ->> 2, ?2 FROM json_each(?1) e",
         )
         .bind(serde_json::to_string(&sources).map_err(|e| Error::Encode(Box::new(e)))?)
         .bind(now)

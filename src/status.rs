@@ -25,9 +25,11 @@ pub struct Status {
     pub workers: Vec<WorkerInfo>,
     /// Lower bound of the requests the backlog needs.
     pub requests_needed: u64,
-    /// Estimated seconds until the backlog is done at the configured quota (none without limits:
-    /// then the pace is VirusTotal's and the machine's).
+    /// Estimated seconds until the backlog is done: at the configured quota, or for a key without
+    /// limits at the last minute's pace (none when nothing finished in that minute).
     pub eta_secs: Option<u64>,
+    /// For a key without limits: the verdicts written in the last minute, by every process.
+    pub verdicts_last_minute: Option<u64>,
 }
 
 /// The configured quota.
@@ -68,14 +70,22 @@ pub async fn gather(store: &dyn Store, config: &Config) -> anyhow::Result<Status
     let workers = store.workers().await?;
     // Every unfinished job needs at least one more request (a lookup or a poll).
     let requests_needed = remaining;
-    let eta_secs = (!config.quota.unlimited).then(|| {
-        eta(
+    // A key without limits goes as fast as VirusTotal and the machines answer: the last
+    // minute's pace is the best guess of the next.
+    let verdicts_last_minute = match config.quota.unlimited {
+        true => Some(store.finished_since(now - 60_000).await?),
+        false => None,
+    };
+    let eta_secs = match verdicts_last_minute {
+        Some(0) => (remaining == 0).then_some(0),
+        Some(per_min) => Some((remaining * 60).div_ceil(per_min)),
+        None => Some(eta(
             requests_needed,
             config,
             quota.map(|q| q.today).unwrap_or(0),
             now,
-        )
-    });
+        )),
+    };
     Ok(Status {
         queue,
         remaining,
@@ -90,6 +100,7 @@ pub async fn gather(store: &dyn Store, config: &Config) -> anyhow::Result<Status
         workers,
         requests_needed,
         eta_secs,
+        verdicts_last_minute,
     })
 }
 
@@ -179,15 +190,22 @@ pub fn render(s: &Status) -> String {
         None => out += "quota: no requests recorded yet\n",
     }
     let per_min = f64::from(s.limits.requests) * 60.0 / s.limits.window_secs;
-    match s.eta_secs {
+    match (s.eta_secs, s.verdicts_last_minute) {
         _ if s.remaining == 0 => out += "backlog: none\n",
-        None => {
+        (Some(eta), Some(pace)) => {
             out += &format!(
-                "backlog: {} jobs, as fast as VirusTotal answers (no quota limits)\n",
+                "backlog: {} jobs, about {} at the last minute's pace ({pace} verdicts/min)\n",
+                s.remaining,
+                human_duration(eta)
+            )
+        }
+        (None, _) => {
+            out += &format!(
+                "backlog: {} jobs, none finished in the last minute (no quota limits)\n",
                 s.remaining
             )
         }
-        Some(eta) => {
+        (Some(eta), None) => {
             out += &format!(
                 "backlog: {} jobs, about {} at {} requests/min\n",
                 s.remaining,

@@ -199,8 +199,9 @@ async fn an_unreadable_list_does_not_stop_the_others() {
 }
 
 /// A key without limits (`quota.unlimited`): the configured limits (here one request a minute,
-/// which would hold the six requests for five minutes) are not enforced, and every request is
-/// still counted for `status` by the time the process ends.
+/// which would hold the six requests for five minutes) are not enforced, every request is still
+/// counted for `status` by the time the process ends, and the backlog is estimated at the last
+/// minute's pace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unlimited_key_is_not_held_by_the_limits_and_its_requests_are_counted() {
     let world = World::new(known_world_config()).await;
@@ -226,6 +227,16 @@ async fn an_unlimited_key_is_not_held_by_the_limits_and_its_requests_are_counted
     );
     assert_eq!(world.sim.stats().api_requests, 6);
 
+    // Twelve more queued and not worked: at the last minute's pace (six verdicts), two minutes.
+    let more = world.dir.path().join("more.txt");
+    let hashes: Vec<String> = (0..12)
+        .map(|i| sha256(format!("more {i}").as_bytes()))
+        .collect();
+    std::fs::write(&more, hashes.join("\n")).unwrap();
+    let mut ingest = vtriage(&world);
+    unlimited(&mut ingest);
+    assert!(ingest.arg("ingest").arg(&more).status().unwrap().success());
+
     let mut status = vtriage(&world);
     unlimited(&mut status);
     let json = status.args(["status", "--json"]).output().unwrap();
@@ -233,9 +244,14 @@ async fn an_unlimited_key_is_not_held_by_the_limits_and_its_requests_are_counted
     assert_eq!(json["limits"]["unlimited"], true);
     assert_eq!(json["quota"]["today"], 6);
     assert_eq!(json["quota"]["in_window"], 0);
-    assert!(json["eta_secs"].is_null(), "no quota to pace the backlog");
+    assert_eq!(json["verdicts_last_minute"], 6);
+    assert_eq!(json["eta_secs"], 120, "12 jobs at 6 a minute");
     let mut status = vtriage(&world);
     unlimited(&mut status);
     let text = String::from_utf8(status.arg("status").output().unwrap().stdout).unwrap();
     assert!(text.contains("quota: no limits, 6 today"), "{text}");
+    assert!(
+        text.contains("backlog: 12 jobs, about 2 min at the last minute's pace (6 verdicts/min)"),
+        "{text}"
+    );
 }

@@ -698,6 +698,23 @@ async fn the_report_view_reads_the_same_on_both_backends(db: Backend) {
 
 on_both_backends!(the_report_view_reads_the_same_on_both_backends);
 
+/// `status` paces an unlimited key's backlog by the verdicts written since a moment.
+async fn finished_since_counts_the_verdicts_written_from_then_on(db: Backend) {
+    let s = db.store.clone();
+    register(&*s, "w", T0).await;
+    let jobs: Vec<_> = (0..3).map(|i| hash_job(&format!("{i:064x}"))).collect();
+    s.enqueue(&jobs, T0, DAY, 5).await.unwrap();
+    for (i, job) in s.claim("w", 3, T0, 1000).await.unwrap().iter().enumerate() {
+        let at = T0 + 1000 * i as i64;
+        s.complete(job, &clean(at), at).await.unwrap();
+    }
+    assert_eq!(s.finished_since(T0).await.unwrap(), 3);
+    assert_eq!(s.finished_since(T0 + 1000).await.unwrap(), 2);
+    assert_eq!(s.finished_since(T0 + 2001).await.unwrap(), 0);
+}
+
+on_both_backends!(finished_since_counts_the_verdicts_written_from_then_on);
+
 /// Processes started together (two daemons, a daemon and a `status`) open a new database at
 /// the same moment: switching it to WAL cannot wait on `busy_timeout`, and only one can create
 /// the schema. Every opener must still get a working store.

@@ -370,6 +370,9 @@ pub trait Store: Send + Sync + 'static {
     /// The queue at a glance.
     async fn counts(&self) -> Result<QueueCounts, Error>;
 
+    /// Jobs whose verdict was written at or after `since`: the recent pace, for `status`.
+    async fn finished_since(&self, since: Millis) -> Result<u64, Error>;
+
     /// Reopens finished jobs whose verdict is one of `verdicts` and whose kind is one of `kinds`
     /// (each: all when empty), checked before `older_than`. A `pending` analysis is polled
     /// again; anything else is looked up again. Returns how many were reopened.

@@ -926,6 +926,14 @@ impl Store for SqliteStore {
         Ok(rows.into_iter().map(WorkerInfo::from).collect())
     }
 
+    async fn finished_since(&self, since: Millis) -> Result<u64, Error> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM verdicts WHERE checked_at >= ?1")
+            .bind(since)
+            .fetch_one(&self.read)
+            .await?;
+        Ok(n as u64)
+    }
+
     async fn unregister(&self, owner: &str) -> Result<(), Error> {
         sqlx::query("DELETE FROM workers WHERE owner = ?1")
             .bind(owner)

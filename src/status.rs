@@ -72,9 +72,10 @@ pub async fn gather(store: &dyn Store, config: &Config) -> anyhow::Result<Status
     let requests_needed = remaining;
     // A key without limits goes as fast as VirusTotal and the machines answer: the last
     // minute's pace is the best guess of the next.
-    let verdicts_last_minute = match config.quota.unlimited {
-        true => Some(store.finished_since(now - 60_000).await?),
-        false => None,
+    let verdicts_last_minute = if config.quota.unlimited {
+        Some(store.finished_since(now - 60_000).await?)
+    } else {
+        None
     };
     let eta_secs = match verdicts_last_minute {
         Some(0) => (remaining == 0).then_some(0),

@@ -606,7 +606,6 @@ async fn throughput(quick: bool, f: &mut Failures) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config_for(&sim, dir.path(), 1.0);
     config.quota.unlimited = true;
-    config.quota.monthly = None;
     // As many requests under way as the simulator-alone pass and vt-py make; many more workers
     // than that: a worker spends most of its time waiting for the database's groups of writes,
     // which grow (and so cost less per job) with the workers waiting.

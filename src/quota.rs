@@ -226,10 +226,6 @@ impl Limiter {
             shutdown,
         }
     }
-
-    async fn sleep_until(&self, at: Millis) -> Result<(), Denied> {
-        sleep_until(at, &self.shutdown).await
-    }
 }
 
 /// Sleeps until `at`, unless `shutdown` comes first.
@@ -264,7 +260,7 @@ impl Gate for Limiter {
                 }
                 let paused = self.paused_until.load(Ordering::Relaxed);
                 if paused > now_millis() {
-                    self.sleep_until(paused).await?;
+                    sleep_until(paused, &self.shutdown).await?;
                     continue;
                 }
                 match self
@@ -277,7 +273,7 @@ impl Gate for Limiter {
                             recorded_at: Some(at),
                         });
                     }
-                    Ok(QuotaDecision::WaitUntil(at)) => self.sleep_until(at).await?,
+                    Ok(QuotaDecision::WaitUntil(at)) => sleep_until(at, &self.shutdown).await?,
                     Ok(QuotaDecision::Exhausted(at)) => {
                         return Err(Denied::Exhausted {
                             until: UNIX_EPOCH + Duration::from_millis(at as u64),
@@ -286,7 +282,7 @@ impl Gate for Limiter {
                     Err(e) => {
                         // The ledger is unreachable (disk full, locked): no request without it.
                         tracing::warn!(error = %e, "quota ledger unavailable; waiting before the next request");
-                        self.sleep_until(now_millis() + 1000).await?;
+                        sleep_until(now_millis() + 1000, &self.shutdown).await?;
                     }
                 }
             }

@@ -329,12 +329,23 @@ fn take_quota(
         .execute(params![key_id, now])?;
     conn.prepare_cached("DELETE FROM quota_log WHERE key_id = ?1 AND at <= ?2")?
         .execute(params![key_id, window_start])?;
-    conn.prepare_cached(
-        "INSERT INTO quota_periods (key_id, period, used) VALUES (?1, ?2, 1), (?1, ?3, 1)
-         ON CONFLICT (key_id, period) DO UPDATE SET used = used + 1",
-    )?
-    .execute(params![key_id, day, month])?;
+    add_to_periods(conn, key_id, (&day, &month), 1)?;
     Ok(QuotaDecision::Granted(now))
+}
+
+/// Adds `n` requests of `key_id` to its day's and month's counts.
+fn add_to_periods(
+    conn: &rusqlite::Connection,
+    key_id: &str,
+    (day, month): (&str, &str),
+    n: u64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO quota_periods (key_id, period, used) VALUES (?1, ?2, ?4), (?1, ?3, ?4)
+         ON CONFLICT (key_id, period) DO UPDATE SET used = used + excluded.used",
+    )?
+    .execute(params![key_id, day, month, n as i64])?;
+    Ok(())
 }
 
 /// [`Store::count_requests`].
@@ -346,11 +357,7 @@ fn count_requests(
 ) -> rusqlite::Result<Option<Millis>> {
     if n > 0 {
         let ((day, _), (month, _)) = periods(now);
-        conn.prepare_cached(
-            "INSERT INTO quota_periods (key_id, period, used) VALUES (?1, ?2, ?4), (?1, ?3, ?4)
-             ON CONFLICT (key_id, period) DO UPDATE SET used = used + excluded.used",
-        )?
-        .execute(params![key_id, day, month, n as i64])?;
+        add_to_periods(conn, key_id, (&day, &month), n)?;
     }
     conn.prepare_cached("SELECT until FROM quota_pauses WHERE key_id = ?1 AND until > ?2")?
         .query_row(params![key_id, now], |r| r.get(0))

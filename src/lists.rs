@@ -17,10 +17,11 @@ use crate::indicator::Kind;
 use crate::ingest::{self, Format, Summary};
 use crate::store::{Enqueued, NewJob, Store, now_millis};
 
-/// Indicators queued per transaction. Large: each commit writes every index page it touched to
-/// the WAL, and indicators land all over the unique index (a million-line list took 15 % longer
-/// in batches of 25,000, twice as long in batches of 2,000). The price: workers wait to write
-/// while a batch commits, one to two seconds here.
+/// Indicators handed to the store at a time. Large: the SQLite store commits at most once per
+/// batch, and each commit writes every index page it touched to the log, while indicators land
+/// all over the unique index (a million-line list took 15 % longer in batches of 25,000, twice
+/// as long in batches of 2,000). Not larger: the parser holds a batch, and two more may wait
+/// to be written (peak RSS, see BENCHMARKS.md).
 const BATCH: usize = 50_000;
 
 /// What one list yielded: its name and what the parser said.
@@ -119,7 +120,7 @@ pub async fn queue(
     config: &Config,
 ) -> Result<QueuedList, ListError> {
     // The parser fills a batch while the store writes the one before (and one more may wait).
-    let (tx, mut rx) = mpsc::channel::<Vec<NewJob>>(1);
+    let (tx, rx) = mpsc::channel::<Vec<NewJob>>(1);
     let parser = {
         let (path, config) = (path.to_owned(), config.clone());
         tokio::task::spawn_blocking(move || {
@@ -138,21 +139,18 @@ pub async fn queue(
             parsed
         })
     };
-    let mut ids = Vec::new();
-    let mut counts = Queued::default();
-    let mut stored = Ok(());
-    while let Some(batch) = rx.recv().await {
-        if let Err(e) = enqueue_into(store, &batch, config, &mut ids, &mut counts).await {
-            stored = Err(e);
-            break;
-        }
-    }
-    drop(rx);
+    let max_age = max_age_ms(config);
+    // Dropping the receiver (the store gave up) lets the parser finish.
+    let stored = store
+        .enqueue_batches(rx, now_millis(), max_age, config.daemon.max_attempts)
+        .await;
     let parsed = parser.await.map_err(|e| ListError::Read {
         path: path.display().to_string(),
         source: std::io::Error::other(e),
     })?;
-    stored?;
+    let mut ids = Vec::new();
+    let mut counts = Queued::default();
+    counts.add_all(stored?, &mut ids);
     Ok(QueuedList {
         list: parsed?,
         ids,
@@ -247,6 +245,20 @@ pub struct Queued {
 }
 
 impl Queued {
+    /// Counts what enqueueing each job did, and adds its id to `ids`.
+    fn add_all(&mut self, queued: Vec<(i64, Enqueued)>, ids: &mut Vec<i64>) {
+        ids.reserve(queued.len());
+        for (id, outcome) in queued {
+            ids.push(id);
+            match outcome {
+                Enqueued::New => self.new += 1,
+                Enqueued::Queued => self.queued += 1,
+                Enqueued::Fresh => self.fresh += 1,
+                Enqueued::Reopened => self.reopened += 1,
+            }
+        }
+    }
+
     /// Adds the counts of another list.
     pub fn add(&mut self, other: Queued) {
         self.new += other.new;
@@ -265,31 +277,20 @@ pub async fn enqueue(
     let mut ids = Vec::with_capacity(jobs.len());
     let mut counts = Queued::default();
     for chunk in jobs.chunks(BATCH) {
-        enqueue_into(store, chunk, config, &mut ids, &mut counts).await?;
+        let queued = store
+            .enqueue(
+                chunk,
+                now_millis(),
+                max_age_ms(config),
+                config.daemon.max_attempts,
+            )
+            .await?;
+        counts.add_all(queued, &mut ids);
     }
     Ok((ids, counts))
 }
 
-/// Queues one batch in one transaction, adding to `ids` and `counts`.
-async fn enqueue_into(
-    store: &dyn Store,
-    batch: &[NewJob],
-    config: &Config,
-    ids: &mut Vec<i64>,
-    counts: &mut Queued,
-) -> Result<(), crate::store::Error> {
-    let max_age = (config.verdict.max_age_days * 86_400_000.0) as i64;
-    let queued = store
-        .enqueue(batch, now_millis(), max_age, config.daemon.max_attempts)
-        .await?;
-    for (id, outcome) in queued {
-        ids.push(id);
-        match outcome {
-            Enqueued::New => counts.new += 1,
-            Enqueued::Queued => counts.queued += 1,
-            Enqueued::Fresh => counts.fresh += 1,
-            Enqueued::Reopened => counts.reopened += 1,
-        }
-    }
-    Ok(())
+/// How old a stored verdict may be and still answer.
+fn max_age_ms(config: &Config) -> i64 {
+    (config.verdict.max_age_days * 86_400_000.0) as i64
 }

@@ -572,6 +572,70 @@ async fn concurrent_enqueues_of_the_same_indicators_make_one_job_each(db: Backen
     assert_eq!(db.rows("jobs").await, 60);
 }
 
+/// A list arrives as batches on a channel: every job is queued once, in order, an indicator
+/// repeated within a batch or across batches is found queued under its first job, and each
+/// occurrence keeps its line.
+async fn batches_from_a_channel_are_queued_in_order(db: Backend) {
+    let s = db.store.clone();
+    let job = |i: u32, line| NewJob {
+        source: Some(("list.txt".into(), line)),
+        ..hash_job(&format!("{i:064x}"))
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let queueing = tokio::spawn(async move { s.enqueue_batches(rx, T0, DAY, 5).await });
+    tx.send(vec![job(1, 1), job(2, 2), job(1, 3)])
+        .await
+        .unwrap();
+    tx.send(vec![job(3, 4), job(2, 5)]).await.unwrap();
+    drop(tx);
+    let out = queueing.await.unwrap().unwrap();
+    let outcomes: Vec<Enqueued> = out.iter().map(|(_, e)| *e).collect();
+    use Enqueued::{New, Queued};
+    assert_eq!(outcomes, [New, New, Queued, New, Queued]);
+    let ids: Vec<i64> = out.iter().map(|(id, _)| *id).collect();
+    assert_eq!(
+        (ids[2], ids[4]),
+        (ids[0], ids[1]),
+        "repeats find the first job"
+    );
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 3);
+    assert_eq!(db.rows("jobs").await, 3);
+    assert_eq!(db.rows("sources").await, 5);
+    // The same jobs through `enqueue`: the same ids.
+    let again = db.store.enqueue(&[job(3, 9)], T0, DAY, 5).await.unwrap();
+    assert_eq!(again, [(ids[3], Queued)]);
+}
+
+/// While the next batch is not ready (a list read slowly from a pipe), what was queued is
+/// committed: others see it, and can write, without waiting for the rest of the list.
+async fn a_list_that_arrives_slowly_holds_no_lock_while_it_waits(db: Backend) {
+    let s = db.store.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let queueing = tokio::spawn(async move { s.enqueue_batches(rx, T0, DAY, 5).await });
+    tx.send(vec![hash_job(&"1".repeat(64))]).await.unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while db.rows("jobs").await < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first batch was never committed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // A held write lock would keep this waiting for its 30 s busy timeout.
+    let other = db.open_again().await;
+    let written = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        other.enqueue(&[hash_job(&"2".repeat(64))], T0, DAY, 5),
+    )
+    .await
+    .expect("another writer waited for the unfinished list");
+    assert_eq!(written.unwrap()[0].1, Enqueued::New);
+    tx.send(vec![hash_job(&"3".repeat(64))]).await.unwrap();
+    drop(tx);
+    assert_eq!(queueing.await.unwrap().unwrap().len(), 2);
+    assert_eq!(db.rows("jobs").await, 3);
+}
+
 /// `status` reads counts that SQLite keeps with triggers rather than counting every job: after
 /// each kind of transition they say what a full count would.
 async fn status_counts_follow_every_transition(db: Backend) {
@@ -660,6 +724,8 @@ on_both_backends!(
     concurrent_claims_never_hand_out_a_job_twice,
     workers_of_one_process_share_their_claims,
     concurrent_enqueues_of_the_same_indicators_make_one_job_each,
+    batches_from_a_channel_are_queued_in_order,
+    a_list_that_arrives_slowly_holds_no_lock_while_it_waits,
     status_counts_follow_every_transition,
 );
 

@@ -168,7 +168,7 @@ struct WriterError {
     code: Option<i32>,
 }
 
-fn database_error(e: rusqlite::Error) -> Error {
+pub(super) fn database_error(e: rusqlite::Error) -> Error {
     let code = e.sqlite_error().map(|f| f.extended_code);
     Error::Database(Box::new(WriterError {
         message: e.to_string(),

@@ -32,6 +32,7 @@
 //! - The verdict is written in the same transaction that completes or discards the job.
 
 mod checkpoint;
+mod enqueue;
 mod group_commit;
 pub mod postgres;
 pub mod sqlite;
@@ -285,6 +286,23 @@ pub trait Store: Send + Sync + 'static {
         max_age_ms: i64,
         max_attempts: u32,
     ) -> Result<Vec<(i64, Enqueued)>, Error>;
+
+    /// Enqueues the batches as they arrive, as [`Store::enqueue`] does each, and returns what
+    /// enqueueing each job did, in order. A store may commit several batches together (SQLite
+    /// does, while they keep coming). On an error, the batches committed before it stay queued.
+    async fn enqueue_batches(
+        &self,
+        mut batches: tokio::sync::mpsc::Receiver<Vec<NewJob>>,
+        now: Millis,
+        max_age_ms: i64,
+        max_attempts: u32,
+    ) -> Result<Vec<(i64, Enqueued)>, Error> {
+        let mut out = Vec::new();
+        while let Some(batch) = batches.recv().await {
+            out.extend(self.enqueue(&batch, now, max_age_ms, max_attempts).await?);
+        }
+        Ok(out)
+    }
 
     /// Claims up to `n` due jobs for `owner`, polls first, then in schedule order.
     async fn claim(

@@ -1,12 +1,12 @@
-//! The SQLite adapter: a small read-only pool for reports and status, and two writer
+//! The SQLite adapter: a small read-only pool for reports and status, and three writer
 //! connections. The writes each job makes (claim, stored-verdict check, quota grant, lease,
 //! outcome) go through [`GroupCommit`]: a thread of its own runs them on its connection, those
-//! waiting together in one transaction. Bulk and housekeeping writes (migrations, enqueue,
-//! registration) take sqlx's writer connection. Both write in `BEGIN IMMEDIATE` transactions,
-//! so they take turns on SQLite's write lock through `busy_timeout`, as separate processes do.
+//! waiting together in one transaction. Jobs are queued on a connection of their own (see
+//! [`Enqueuer`]), and migrations and housekeeping (registration, pauses) take sqlx's writer
+//! connection. All write in `BEGIN IMMEDIATE` transactions, so they take turns on SQLite's
+//! write lock through `busy_timeout`, as separate processes do.
 //! WAL, `busy_timeout` and `synchronous=NORMAL` are set on every connection.
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -20,14 +20,16 @@ use rusqlite::{OptionalExtension, params};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Connection as _, Row, SqliteConnection, SqlitePool};
+use sqlx::{AssertSqlSafe, Connection as _, Row, SqlitePool};
+use tokio::sync::mpsc;
 
 use super::checkpoint::Checkpoints;
+use super::enqueue::{Enqueueing, Enqueuer};
 use super::group_commit::GroupCommit;
 use super::{
     Clock, Columns, Enqueued, Error, Job, JobResult, Millis, NewJob, QueueCounts, QuotaDecision,
-    QuotaLimits, QuotaUsage, RawObject, ReportQuery, ReportRow, ReportSort, Requeue, Retried,
-    Snooze, Step, Store, WorkerInfo, verdict_from_row,
+    QuotaLimits, QuotaUsage, RawObject, ReportQuery, ReportRow, ReportSort, Retried, Snooze, Step,
+    Store, WorkerInfo, verdict_from_row,
 };
 use crate::indicator::Kind;
 use crate::verdict::{Verdict, VerdictRecord};
@@ -70,6 +72,10 @@ const MIGRATIONS: [(i64, &str, &str); 6] = [
 /// (a batch of a large list, or a migration, writes tens or hundreds of MiB to it).
 const WAL_KEPT_BYTES: u64 = 64 << 20;
 
+/// The page cache of the writer thread's connection (see [`GroupCommit`]): it holds what the
+/// jobs being worked on touch.
+const WRITER_CACHE_KIB: u32 = 16 * 1024;
+
 /// The SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -78,6 +84,8 @@ pub struct SqliteStore {
     /// The writer thread for the writes of every job (claims, quota grants, outcomes),
     /// committed in groups.
     grouped: GroupCommit,
+    /// The connection that queues jobs: lists, files, look-ups.
+    enqueuer: Enqueuer,
     /// Read-only connections for reports and status, so that they never wait for the writer.
     read: SqlitePool,
     /// The thread that copies the log back into the database file. The last field: it is dropped
@@ -117,8 +125,8 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
-        // A 32 MiB page cache (SQLite's default is 2 MiB) keeps most of a large list's index
-        // pages in memory between its batches (64 MiB was no faster).
+        // A 32 MiB page cache (SQLite's default is 2 MiB), as the enqueuer's: a migration may
+        // rebuild the jobs table and its indexes.
         let write_options = options
             .clone()
             .pragma("cache_size", "-32768")
@@ -159,11 +167,14 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
-        let grouped = GroupCommit::start(open_writer(path)?).map_err(Error::Io)?;
-        let checkpoints = Checkpoints::start(open_writer(path)?).map_err(Error::Io)?;
+        let grouped =
+            GroupCommit::start(open_writer(path, WRITER_CACHE_KIB)?).map_err(Error::Io)?;
+        let checkpoints =
+            Checkpoints::start(open_writer(path, WRITER_CACHE_KIB)?).map_err(Error::Io)?;
         Ok(SqliteStore {
             write,
             grouped,
+            enqueuer: Enqueuer::new(path.to_owned()),
             read,
             _checkpoints: Arc::new(checkpoints),
         })
@@ -230,14 +241,14 @@ impl SqliteStore {
     }
 }
 
-/// The writer thread's connection (see [`GroupCommit`]), set up as sqlx's connections are. Its
-/// page cache is half the bulk writer's: it holds what the jobs being worked on touch.
-fn open_writer(path: &Path) -> Result<rusqlite::Connection, Error> {
+/// A rusqlite connection that writes (the writer thread's, the enqueuer's, the checkpoints'),
+/// set up as sqlx's connections are, with a page cache of `cache_kib`.
+pub(super) fn open_writer(path: &Path, cache_kib: u32) -> Result<rusqlite::Connection, Error> {
     let open = || -> rusqlite::Result<rusqlite::Connection> {
         let conn = rusqlite::Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(30))?;
         conn.execute_batch(&format!(
-            "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -16384;
+            "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -{cache_kib};
              PRAGMA journal_size_limit = {WAL_KEPT_BYTES};"
         ))?;
         conn.set_prepared_statement_cache_capacity(32);
@@ -381,184 +392,6 @@ fn move_quota_grant(
     if moved == 0 {
         conn.prepare_cached("INSERT INTO quota_log (key_id, at) VALUES (?1, ?2)")?
             .execute(params![key_id, answered_at])?;
-    }
-    Ok(())
-}
-
-/// Inserts the jobs whose indicator is new; returns the id of every job, in order, and the
-/// largest id before the insert (ids grow, so the jobs above it are new). The batch goes in as
-/// one JSON array: one statement, so no row crosses between threads on its own, and SQLite
-/// journals each page it changes once per batch rather than once per few hundred rows.
-async fn insert_new_jobs(
-    tx: &mut SqliteConnection,
-    jobs: &[NewJob],
-    now: Millis,
-    max_attempts: u32,
-) -> Result<(Vec<i64>, i64), Error> {
-    let rows: Vec<_> = jobs
-        .iter()
-        .map(|j| (j.kind.as_str(), &j.indicator, j.allow_submit))
-        .collect();
-    let rows = serde_json::to_string(&rows).map_err(|e| Error::Encode(Box::new(e)))?;
-    let before: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM jobs")
-        .fetch_one(&mut *tx)
-        .await?;
-    // OR IGNORE rather than ON CONFLICT DO NOTHING: a statement that may abort halfway (on a
-    // CHECK or NOT NULL) keeps a copy of every page it changes, to undo just itself; one that
-    // ignores cannot abort, and a million-line list took 5-10 % less CPU without the copies. Our
-    // rows cannot break those constraints; if one did, it would be missing from the ids below,
-    // and the batch fails there.
-    let inserted = sqlx::query(
-        "INSERT OR IGNORE INTO jobs (kind, indicator, allow_submit, max_attempts, scheduled_at,
-             priority, created_at, updated_at)
-         SELECT e.value ->> 0, e.value ->> 1, e.value ->> 2, ?2, ?3, ?4, ?3, ?3
-         FROM json_each(?1) e",
-    )
-    .bind(&rows)
-    .bind(max_attempts)
-    .bind(now)
-    .bind(Step::Lookup.priority())
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    // Rows are inserted in the array's order, each with the next id: when every job is new
-    // (a fresh list), its ids are the ones after `before`.
-    if inserted == jobs.len() as u64 {
-        return Ok(((before + 1..=before + inserted as i64).collect(), before));
-    }
-    // CROSS JOIN keeps the batch the outer loop: a look-up in the unique index per job.
-    let ids: String = sqlx::query_scalar(
-        "SELECT json_group_array(j.id) FROM json_each(?1) e
-         CROSS JOIN jobs j ON j.kind = e.value ->> 0 AND j.indicator = e.value ->> 1",
-    )
-    .bind(&rows)
-    .fetch_one(&mut *tx)
-    .await?;
-    let ids: Vec<i64> = serde_json::from_str(&ids).map_err(|e| Error::Decode(Box::new(e)))?;
-    if ids.len() != jobs.len() {
-        let e = format!("{} jobs queued but {} ids found", jobs.len(), ids.len());
-        return Err(Error::Decode(e.into()));
-    }
-    Ok((ids, before))
-}
-
-/// Queues a batch in the transaction `tx`: the new jobs, the known ones again where
-/// [`requeue_known`] says so, and where each came from.
-async fn queue_batch(
-    tx: &mut SqliteConnection,
-    jobs: &[NewJob],
-    now: Millis,
-    max_age_ms: i64,
-    max_attempts: u32,
-) -> Result<Vec<(i64, Enqueued)>, Error> {
-    let (ids, before) = insert_new_jobs(tx, jobs, now, max_attempts).await?;
-    let mut out = Vec::with_capacity(jobs.len());
-    let mut new = HashSet::new();
-    for (job, id) in jobs.iter().zip(ids) {
-        // A job listed twice in the batch is new only the first time.
-        let queued = if id > before && new.insert(id) {
-            (id, Enqueued::New)
-        } else {
-            requeue_known(tx, job, now, max_age_ms, max_attempts).await?
-        };
-        out.push(queued);
-    }
-    insert_provenance(tx, jobs, &out, now).await?;
-    Ok(out)
-}
-
-/// Enqueues a job whose indicator is already in the queue: nothing to do while it is queued
-/// or running; a finished one is queued again when its verdict is stale (or may now improve).
-async fn requeue_known(
-    tx: &mut SqliteConnection,
-    job: &NewJob,
-    now: Millis,
-    max_age_ms: i64,
-    max_attempts: u32,
-) -> Result<(i64, Enqueued), Error> {
-    let row = sqlx::query(
-        "SELECT j.id, j.state, j.allow_submit, j.analysis_id, v.verdict, v.checked_at
-         FROM jobs j LEFT JOIN verdicts v ON v.job_id = j.id
-         WHERE j.kind = ?1 AND j.indicator = ?2",
-    )
-    .bind(job.kind.as_str())
-    .bind(&job.indicator)
-    .fetch_one(&mut *tx)
-    .await?;
-    let id: i64 = row.get(0);
-    let known = (row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
-    match super::requeue(known, job.allow_submit, now, max_age_ms) {
-        Requeue::Queued { allow_submit } => {
-            if allow_submit {
-                sqlx::query("UPDATE jobs SET allow_submit = 1, updated_at = ?2 WHERE id = ?1")
-                    .bind(id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            Ok((id, Enqueued::Queued))
-        }
-        Requeue::Reopen(step) => {
-            sqlx::query(
-                "UPDATE jobs SET state = 'available', step = ?2, priority = ?3, attempt = 0,
-                         max_attempts = ?4, scheduled_at = ?5, updated_at = ?5, finished_at = NULL,
-                         allow_submit = MAX(allow_submit, ?6), last_error = NULL,
-                         submitted_at = CASE WHEN ?2 = 'poll' THEN submitted_at END,
-                         analysis_id = CASE WHEN ?2 = 'poll' THEN analysis_id END,
-                         polls = CASE WHEN ?2 = 'poll' THEN polls ELSE 0 END
-                     WHERE id = ?1",
-            )
-            .bind(id)
-            .bind(step.as_str())
-            .bind(step.priority())
-            .bind(max_attempts)
-            .bind(now)
-            .bind(job.allow_submit)
-            .execute(&mut *tx)
-            .await?;
-            Ok((id, Enqueued::Reopened))
-        }
-        Requeue::Fresh => Ok((id, Enqueued::Fresh)),
-    }
-}
-
-/// Records where each job came from (`ids` are the jobs' ids, in order): its file path and
-/// size, its list and line. Each table gets one statement, its rows as one JSON array.
-async fn insert_provenance(
-    tx: &mut SqliteConnection,
-    jobs: &[NewJob],
-    ids: &[(i64, Enqueued)],
-    now: Millis,
-) -> Result<(), Error> {
-    let with_ids = jobs.iter().zip(ids.iter().map(|(id, _)| *id));
-    let paths: Vec<_> = with_ids
-        .clone()
-        .filter_map(|(job, id)| job.path.as_ref().map(|(path, size)| (id, path, size)))
-        .collect();
-    if !paths.is_empty() {
-        sqlx::query(
-            "INSERT INTO file_paths (job_id, path, size, seen_at)
-             SELECT e.value ->> 0, e.value ->> 1, e.value ->> 2, ?2 FROM json_each(?1) e WHERE true
-             ON CONFLICT (job_id, path) DO UPDATE SET size = excluded.size, seen_at = excluded.seen_at",
-        )
-        .bind(serde_json::to_string(&paths).map_err(|e| Error::Encode(Box::new(e)))?)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    }
-    let sources: Vec<_> = with_ids
-        .filter_map(|(job, id)| job.source.as_ref().map(|(source, line)| (id, source, line)))
-        .collect();
-    if !sources.is_empty() {
-        // OR IGNORE, as for the jobs (see `insert_new_jobs`); the foreign key is still checked.
-        sqlx::query(
-            "INSERT OR IGNORE INTO sources (job_id, source, line, seen_at)
-             SELECT e.value ->> 0, e.value ->> 1, e.value ->> 2, ?2 FROM json_each(?1) e",
-        )
-        .bind(serde_json::to_string(&sources).map_err(|e| Error::Encode(Box::new(e)))?)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
     }
     Ok(())
 }
@@ -737,10 +570,27 @@ impl Store for SqliteStore {
         max_age_ms: i64,
         max_attempts: u32,
     ) -> Result<Vec<(i64, Enqueued)>, Error> {
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        let out = queue_batch(&mut tx, jobs, now, max_age_ms, max_attempts).await?;
-        tx.commit().await?;
-        Ok(out)
+        let how = Enqueueing {
+            now,
+            max_age_ms,
+            max_attempts,
+        };
+        self.enqueuer.batch(jobs.to_vec(), how).await
+    }
+
+    async fn enqueue_batches(
+        &self,
+        batches: mpsc::Receiver<Vec<NewJob>>,
+        now: Millis,
+        max_age_ms: i64,
+        max_attempts: u32,
+    ) -> Result<Vec<(i64, Enqueued)>, Error> {
+        let how = Enqueueing {
+            now,
+            max_age_ms,
+            max_attempts,
+        };
+        self.enqueuer.batches(batches, how).await
     }
 
     async fn claim(

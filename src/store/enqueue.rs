@@ -1,0 +1,232 @@
+//! How the SQLite store queues jobs: on a connection of its own, one prepared statement per job,
+//! and for a large list several batches to a transaction.
+//!
+//! Each commit writes every page its transaction changed to the log, and a list's indicators
+//! land all over the unique `(kind, indicator)` index: a transaction of 50,000 new jobs dirties
+//! most of that index's pages, and the next one dirties them again. So while the parser keeps
+//! batches coming, they share a transaction, up to [`JOBS_PER_TRANSACTION`]; when it falls
+//! behind, what is queued is committed first, so the write lock is never held while a list is
+//! read (a slow pipe on standard input).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rusqlite::{Connection, TransactionBehavior, params};
+use tokio::sync::mpsc::{self, error::TryRecvError};
+
+use super::group_commit::database_error;
+use super::{Enqueued, Error, Millis, NewJob, Requeue, Step};
+
+/// Jobs per transaction at most. A million-line list took 14.7–15.0 s in transactions of
+/// 50,000 (one per batch), 11.5–13.3 s in transactions of 200,000 and 11.0–12.7 s in one (on a
+/// slow hour; BENCHMARKS.md). Meanwhile the other writers (a daemon's workers) wait for the
+/// write lock, about two seconds here.
+const JOBS_PER_TRANSACTION: usize = 200_000;
+
+/// A 32 MiB page cache (SQLite's default is 2 MiB) keeps most of a large list's index pages in
+/// memory from one batch to the next (64 MiB was no faster).
+const CACHE_KIB: u32 = 32 * 1024;
+
+/// What a job's enqueueing is measured against: when, how old a verdict may be, and how many
+/// attempts a new job gets.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Enqueueing {
+    pub now: Millis,
+    pub max_age_ms: i64,
+    pub max_attempts: u32,
+}
+
+/// The connection that queues jobs, opened on first use (commands that only read never need
+/// it), and used by one blocking task at a time.
+#[derive(Debug, Clone)]
+pub(super) struct Enqueuer {
+    path: PathBuf,
+    conn: Arc<Mutex<Option<Connection>>>,
+}
+
+impl Enqueuer {
+    pub(super) fn new(path: PathBuf) -> Enqueuer {
+        Enqueuer {
+            path,
+            conn: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Queues `jobs` in one transaction; returns what queueing each did, in order.
+    pub(super) async fn batch(
+        &self,
+        jobs: Vec<NewJob>,
+        how: Enqueueing,
+    ) -> Result<Vec<(i64, Enqueued)>, Error> {
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(database_error)?;
+            let out = jobs
+                .iter()
+                .map(|job| queue_job(&tx, job, how))
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(database_error)?;
+            tx.commit().map_err(database_error)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Queues the batches as they arrive (see the module's documentation); returns what
+    /// queueing each job did, in order. On an error, the batches committed before it stay.
+    pub(super) async fn batches(
+        &self,
+        mut batches: mpsc::Receiver<Vec<NewJob>>,
+        how: Enqueueing,
+    ) -> Result<Vec<(i64, Enqueued)>, Error> {
+        self.run(move |conn| {
+            let mut out = Vec::new();
+            let mut next = batches.blocking_recv();
+            while let Some(mut batch) = next {
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(database_error)?;
+                let mut in_transaction = 0;
+                next = loop {
+                    for job in &batch {
+                        out.push(queue_job(&tx, job, how).map_err(database_error)?);
+                    }
+                    in_transaction += batch.len();
+                    match batches.try_recv() {
+                        Ok(more) if in_transaction + more.len() <= JOBS_PER_TRANSACTION => {
+                            batch = more;
+                        }
+                        Ok(more) => break Some(more),
+                        // The parser is behind (or done): commit before waiting for it.
+                        Err(TryRecvError::Empty | TryRecvError::Disconnected) => break None,
+                    }
+                };
+                tx.commit().map_err(database_error)?;
+                if next.is_none() {
+                    next = batches.blocking_recv();
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Runs `work` on the connection, in a blocking task.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let (path, conn) = (self.path.clone(), self.conn.clone());
+        tokio::task::spawn_blocking(move || {
+            // A panic cannot leave the connection inside a transaction: dropping one rolls it back.
+            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            if conn.is_none() {
+                *conn = Some(super::sqlite::open_writer(&path, CACHE_KIB)?);
+            }
+            work(conn.as_mut().expect("opened above"))
+        })
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e)))?
+    }
+}
+
+/// Queues one job in the open transaction: a job for a new indicator, or the known one again
+/// where [`super::requeue`] says so; then where it came from.
+fn queue_job(
+    conn: &Connection,
+    job: &NewJob,
+    how: Enqueueing,
+) -> rusqlite::Result<(i64, Enqueued)> {
+    // OR IGNORE rather than ON CONFLICT DO NOTHING: a statement that may abort halfway (on a
+    // CHECK or NOT NULL) keeps a copy of every page it changes, to undo just itself; one that
+    // ignores cannot abort. Our rows cannot break those constraints.
+    let inserted = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO jobs (kind, indicator, allow_submit, max_attempts, scheduled_at,
+                 priority, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?5)",
+        )?
+        .execute(params![
+            job.kind.as_str(),
+            job.indicator,
+            job.allow_submit,
+            how.max_attempts,
+            how.now,
+            Step::Lookup.priority()
+        ])?;
+    // A job listed twice is new only the first time; the second finds it queued.
+    let queued = if inserted == 1 {
+        (conn.last_insert_rowid(), Enqueued::New)
+    } else {
+        requeue_known(conn, job, how)?
+    };
+    let id = queued.0;
+    if let Some((path, size)) = &job.path {
+        conn.prepare_cached(
+            "INSERT INTO file_paths (job_id, path, size, seen_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (job_id, path) DO UPDATE SET size = excluded.size, seen_at = excluded.seen_at",
+        )?
+        .execute(params![id, path, *size as i64, how.now])?;
+    }
+    if let Some((source, line)) = &job.source {
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO sources (job_id, source, line, seen_at) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![id, source, line, how.now])?;
+    }
+    Ok(queued)
+}
+
+/// Enqueues a job whose indicator is already in the queue: nothing to do while it is queued
+/// or running; a finished one is queued again when its verdict is stale (or may now improve).
+fn requeue_known(
+    conn: &Connection,
+    job: &NewJob,
+    how: Enqueueing,
+) -> rusqlite::Result<(i64, Enqueued)> {
+    let (id, known) = conn
+        .prepare_cached(
+            "SELECT j.id, j.state, j.allow_submit, j.analysis_id, v.verdict, v.checked_at
+             FROM jobs j LEFT JOIN verdicts v ON v.job_id = j.id
+             WHERE j.kind = ?1 AND j.indicator = ?2",
+        )?
+        .query_row(params![job.kind.as_str(), job.indicator], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?),
+            ))
+        })?;
+    match super::requeue(known, job.allow_submit, how.now, how.max_age_ms) {
+        Requeue::Queued { allow_submit } => {
+            if allow_submit {
+                conn.prepare_cached(
+                    "UPDATE jobs SET allow_submit = 1, updated_at = ?2 WHERE id = ?1",
+                )?
+                .execute(params![id, how.now])?;
+            }
+            Ok((id, Enqueued::Queued))
+        }
+        Requeue::Reopen(step) => {
+            conn.prepare_cached(
+                "UPDATE jobs SET state = 'available', step = ?2, priority = ?3, attempt = 0,
+                         max_attempts = ?4, scheduled_at = ?5, updated_at = ?5, finished_at = NULL,
+                         allow_submit = MAX(allow_submit, ?6), last_error = NULL,
+                         submitted_at = CASE WHEN ?2 = 'poll' THEN submitted_at END,
+                         analysis_id = CASE WHEN ?2 = 'poll' THEN analysis_id END,
+                         polls = CASE WHEN ?2 = 'poll' THEN polls ELSE 0 END
+                     WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                step.as_str(),
+                step.priority(),
+                how.max_attempts,
+                how.now,
+                job.allow_submit
+            ])?;
+            Ok((id, Enqueued::Reopened))
+        }
+        Requeue::Fresh => Ok((id, Enqueued::Fresh)),
+    }
+}

@@ -8,14 +8,16 @@
 //! behind, what is queued is committed first, so the write lock is never held while a list is
 //! read (a slow pipe on standard input).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 use tokio::sync::mpsc::{self, error::TryRecvError};
 
 use super::group_commit::database_error;
 use super::{Enqueued, Error, Millis, NewJob, Requeue, Step};
+use crate::indicator::Kind;
 
 /// Jobs per transaction at most. A million-line list took 14.7–15.0 s in transactions of
 /// 50,000 (one per batch), 11.5–13.3 s in transactions of 200,000 and 11.0–12.7 s in one (on a
@@ -59,15 +61,10 @@ impl Enqueuer {
         how: Enqueueing,
     ) -> Result<Vec<(i64, Enqueued)>, Error> {
         self.run(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(database_error)?;
-            let out = jobs
-                .iter()
-                .map(|job| queue_job(&tx, job, how))
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(database_error)?;
-            tx.commit().map_err(database_error)?;
+            let mut out = Vec::with_capacity(jobs.len());
+            let mut queueing = Queueing::begin(conn)?;
+            queueing.queue(&jobs, how, &mut out)?;
+            queueing.commit()?;
             Ok(out)
         })
         .await
@@ -84,17 +81,11 @@ impl Enqueuer {
             let mut out = Vec::new();
             let mut next = batches.blocking_recv();
             while let Some(mut batch) = next {
-                let tx = conn
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(database_error)?;
-                let mut in_transaction = 0;
+                let mut queueing = Queueing::begin(conn)?;
                 next = loop {
-                    for job in &batch {
-                        out.push(queue_job(&tx, job, how).map_err(database_error)?);
-                    }
-                    in_transaction += batch.len();
+                    queueing.queue(&batch, how, &mut out)?;
                     match batches.try_recv() {
-                        Ok(more) if in_transaction + more.len() <= JOBS_PER_TRANSACTION => {
+                        Ok(more) if queueing.jobs + more.len() <= JOBS_PER_TRANSACTION => {
                             batch = more;
                         }
                         Ok(more) => break Some(more),
@@ -102,7 +93,7 @@ impl Enqueuer {
                         Err(TryRecvError::Empty | TryRecvError::Disconnected) => break None,
                     }
                 };
-                tx.commit().map_err(database_error)?;
+                queueing.commit()?;
                 if next.is_none() {
                     next = batches.blocking_recv();
                 }
@@ -128,6 +119,60 @@ impl Enqueuer {
         })
         .await
         .map_err(|e| Error::Io(std::io::Error::other(e)))?
+    }
+}
+
+/// A transaction that queues jobs, counting the new ones.
+struct Queueing<'c> {
+    tx: Transaction<'c>,
+    /// Jobs queued in it.
+    jobs: usize,
+    /// New jobs of each kind.
+    new: HashMap<Kind, i64>,
+}
+
+impl Queueing<'_> {
+    fn begin(conn: &mut Connection) -> Result<Queueing<'_>, Error> {
+        Ok(Queueing {
+            tx: conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(database_error)?,
+            jobs: 0,
+            new: HashMap::new(),
+        })
+    }
+
+    /// Queues `jobs`, adding what queueing each did to `out`.
+    fn queue(
+        &mut self,
+        jobs: &[NewJob],
+        how: Enqueueing,
+        out: &mut Vec<(i64, Enqueued)>,
+    ) -> Result<(), Error> {
+        for job in jobs {
+            let queued = queue_job(&self.tx, job, how).map_err(database_error)?;
+            if queued.1 == Enqueued::New {
+                *self.new.entry(job.kind).or_default() += 1;
+            }
+            out.push(queued);
+        }
+        self.jobs += jobs.len();
+        Ok(())
+    }
+
+    /// Counts the new jobs for `status` (one statement per kind, where a trigger ran one per
+    /// job: migration 0007), then commits.
+    fn commit(self) -> Result<(), Error> {
+        for (kind, n) in &self.new {
+            self.tx
+                .prepare_cached(
+                    "UPDATE job_counts SET n = n + ?2
+                     WHERE state = 'available' AND kind = ?1 AND step = 'lookup'",
+                )
+                .and_then(|mut count| count.execute(params![kind.as_str(), n]))
+                .map_err(database_error)?;
+        }
+        self.tx.commit().map_err(database_error)
     }
 }
 

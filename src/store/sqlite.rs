@@ -35,7 +35,7 @@ use crate::indicator::Kind;
 use crate::verdict::{Verdict, VerdictRecord};
 
 /// The schema, oldest first (see `migrations/sqlite/`).
-const MIGRATIONS: [(i64, &str, &str); 6] = [
+const MIGRATIONS: [(i64, &str, &str); 7] = [
     (
         1,
         "queue",
@@ -65,6 +65,11 @@ const MIGRATIONS: [(i64, &str, &str); 6] = [
         6,
         "clustered provenance",
         include_str!("../../migrations/sqlite/0006_clustered_provenance.sql"),
+    ),
+    (
+        7,
+        "count new jobs per transaction",
+        include_str!("../../migrations/sqlite/0007_count_new_jobs_per_transaction.sql"),
     ),
 ];
 
@@ -887,7 +892,8 @@ impl Store for SqliteStore {
 
     async fn counts(&self) -> Result<QueueCounts, Error> {
         let mut counts = QueueCounts::default();
-        // Counts kept by triggers (migration 0003): a few dozen rows, however large the queue.
+        // Counts kept by triggers (migration 0003) and by the enqueuer: a few dozen rows, however
+        // large the queue.
         let rows: Vec<(String, String, i64)> = sqlx::query_as(
             "SELECT state, kind, SUM(n) FROM job_counts WHERE n > 0 GROUP BY state, kind",
         )

@@ -607,7 +607,8 @@ async fn batches_from_a_channel_are_queued_in_order(db: Backend) {
 }
 
 /// While the next batch is not ready (a list read slowly from a pipe), what was queued is
-/// committed: others see it, and can write, without waiting for the rest of the list.
+/// committed: others see it, and can queue jobs, in this process or another, without waiting for
+/// the rest of the list.
 async fn a_list_that_arrives_slowly_holds_no_lock_while_it_waits(db: Backend) {
     let s = db.store.clone();
     let (tx, rx) = tokio::sync::mpsc::channel(1);
@@ -621,19 +622,22 @@ async fn a_list_that_arrives_slowly_holds_no_lock_while_it_waits(db: Backend) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    // A held write lock would keep this waiting for its 30 s busy timeout.
-    let other = db.open_again().await;
-    let written = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        other.enqueue(&[hash_job(&"2".repeat(64))], T0, DAY, 5),
-    )
-    .await
-    .expect("another writer waited for the unfinished list");
-    assert_eq!(written.unwrap()[0].1, Enqueued::New);
-    tx.send(vec![hash_job(&"3".repeat(64))]).await.unwrap();
+    // A held write lock would keep these waiting for their 30 s busy timeout, a held
+    // connection for the rest of the list.
+    let other_process = db.open_again().await;
+    for (store, indicator) in [(&other_process, "2"), (&db.store, "3")] {
+        let written = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            store.enqueue(&[hash_job(&indicator.repeat(64))], T0, DAY, 5),
+        )
+        .await
+        .expect("an enqueue waited for the unfinished list");
+        assert_eq!(written.unwrap()[0].1, Enqueued::New);
+    }
+    tx.send(vec![hash_job(&"4".repeat(64))]).await.unwrap();
     drop(tx);
     assert_eq!(queueing.await.unwrap().unwrap().len(), 2);
-    assert_eq!(db.rows("jobs").await, 3);
+    assert_eq!(db.rows("jobs").await, 4);
 }
 
 /// `status` reads counts that SQLite keeps with triggers rather than counting every job: after

@@ -77,30 +77,35 @@ impl Enqueuer {
         mut batches: mpsc::Receiver<Vec<NewJob>>,
         how: Enqueueing,
     ) -> Result<Vec<(i64, Enqueued)>, Error> {
-        self.run(move |conn| {
-            let mut out = Vec::new();
-            let mut next = batches.blocking_recv();
-            while let Some(mut batch) = next {
-                let mut queueing = Queueing::begin(conn)?;
-                next = loop {
-                    queueing.queue(&batch, how, &mut out)?;
-                    match batches.try_recv() {
-                        Ok(more) if queueing.jobs + more.len() <= JOBS_PER_TRANSACTION => {
-                            batch = more;
+        let mut out = Vec::new();
+        let mut next = batches.recv().await;
+        // The connection is taken for one transaction at a time, so that other enqueues of
+        // this process (a file dropped meanwhile) have their turn between two.
+        while let Some(first) = next {
+            let more;
+            (batches, out, more) = self
+                .run(move |conn| {
+                    let mut queueing = Queueing::begin(conn)?;
+                    let mut batch = first;
+                    let more = loop {
+                        queueing.queue(&batch, how, &mut out)?;
+                        match batches.try_recv() {
+                            Ok(b) if queueing.jobs + b.len() <= JOBS_PER_TRANSACTION => batch = b,
+                            Ok(b) => break Some(b),
+                            // The parser is behind (or done): commit before waiting for it.
+                            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break None,
                         }
-                        Ok(more) => break Some(more),
-                        // The parser is behind (or done): commit before waiting for it.
-                        Err(TryRecvError::Empty | TryRecvError::Disconnected) => break None,
-                    }
-                };
-                queueing.commit()?;
-                if next.is_none() {
-                    next = batches.blocking_recv();
-                }
-            }
-            Ok(out)
-        })
-        .await
+                    };
+                    queueing.commit()?;
+                    Ok((batches, out, more))
+                })
+                .await?;
+            next = match more {
+                Some(batch) => Some(batch),
+                None => batches.recv().await,
+            };
+        }
+        Ok(out)
     }
 
     /// Runs `work` on the connection, in a blocking task.

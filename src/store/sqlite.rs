@@ -371,10 +371,8 @@ fn count_requests(
     n: u64,
     now: Millis,
 ) -> rusqlite::Result<Option<Millis>> {
-    if n > 0 {
-        let ((day, _), (month, _)) = periods(now);
-        add_to_periods(conn, key_id, (&day, &month), n)?;
-    }
+    let ((day, _), (month, _)) = periods(now);
+    add_to_periods(conn, key_id, (&day, &month), n)?;
     conn.prepare_cached("SELECT until FROM quota_pauses WHERE key_id = ?1 AND until > ?2")?
         .query_row(params![key_id, now], |r| r.get(0))
         .optional()
@@ -1023,6 +1021,17 @@ impl Store for SqliteStore {
         n: u64,
         now: Millis,
     ) -> Result<Option<Millis>, Error> {
+        if n == 0 {
+            // Nothing to add (an idle daemon asks every second): a read takes up the pause
+            // without waiting for the writer.
+            return sqlx::query_scalar(
+                "SELECT until FROM quota_pauses WHERE key_id = ?1 AND until > ?2",
+            )
+            .bind(key_id)
+            .bind(now)
+            .fetch_optional(&self.read)
+            .await;
+        }
         let key_id = key_id.to_owned();
         self.grouped
             .write(move |conn| count_requests(conn, &key_id, n, now))

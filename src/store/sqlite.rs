@@ -7,6 +7,7 @@
 //! write lock through `busy_timeout`, as separate processes do.
 //! WAL, `busy_timeout` and `synchronous=NORMAL` are set on every connection.
 
+use std::cell::RefCell;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -486,7 +487,15 @@ fn upsert_verdict(
 /// zstd at its default level: VT objects are repetitive JSON and shrink to about a fifth;
 /// level 9 saved a little more but cost a millisecond per verdict (see BENCHMARKS.md).
 pub fn compress(json: &[u8]) -> Vec<u8> {
-    zstd::encode_all(json, 3).expect("compressing into memory cannot fail")
+    thread_local! {
+        // A context per thread, kept: making one for every verdict allocated and cleared its
+        // tables each time.
+        static COMPRESSOR: RefCell<zstd::bulk::Compressor<'static>> =
+            RefCell::new(zstd::bulk::Compressor::new(3).expect("level 3 is valid"));
+    }
+    COMPRESSOR
+        .with_borrow_mut(|c| c.compress(json))
+        .expect("compressing into memory cannot fail")
 }
 
 /// The inverse of [`compress`]; `None` for a damaged blob.

@@ -22,7 +22,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, Connection as _, Row, SqlitePool};
-use tokio::sync::mpsc;
+use tokio::sync::{OnceCell, mpsc};
 
 use super::checkpoint::Checkpoints;
 use super::enqueue::{Enqueueing, Enqueuer};
@@ -85,18 +85,29 @@ const WRITER_CACHE_KIB: u32 = 16 * 1024;
 /// The SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    /// The connection for bulk and housekeeping writes.
+    /// The connection for migrations and housekeeping writes.
     write: SqlitePool,
-    /// The writer thread for the writes of every job (claims, quota grants, outcomes),
-    /// committed in groups.
-    grouped: GroupCommit,
     /// The connection that queues jobs: lists, files, look-ups.
     enqueuer: Enqueuer,
     /// Read-only connections for reports and status, so that they never wait for the writer.
     read: SqlitePool,
-    /// The thread that copies the log back into the database file. The last field: it is dropped
-    /// after the writers, and its last checkpoint empties the log.
-    _checkpoints: Arc<Checkpoints>,
+    /// The database file.
+    path: Arc<Path>,
+    /// The writer and checkpoint threads, started by the first write. The last field: the
+    /// checkpoints stop after every other connection closed, and their last one empties the log.
+    threads: Arc<OnceCell<Threads>>,
+}
+
+/// The threads of a store that writes; commands that only read (`status`, `report`) start
+/// neither.
+#[derive(Debug)]
+struct Threads {
+    /// The writer thread for the writes of every job (claims, quota grants, outcomes),
+    /// committed in groups.
+    grouped: GroupCommit,
+    /// The thread that copies the log back into the database file. The last field: it is
+    /// dropped after the writer's queue.
+    _checkpoints: Checkpoints,
 }
 
 /// Columns of a verdict row, in the order [`verdict_from_row`] reads them.
@@ -173,17 +184,34 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
-        let grouped =
-            GroupCommit::start(open_writer(path, WRITER_CACHE_KIB)?).map_err(Error::Io)?;
-        let checkpoints =
-            Checkpoints::start(open_writer(path, WRITER_CACHE_KIB)?).map_err(Error::Io)?;
         Ok(SqliteStore {
             write,
-            grouped,
             enqueuer: Enqueuer::new(path.to_owned()),
             read,
-            _checkpoints: Arc::new(checkpoints),
+            path: path.into(),
+            threads: Arc::new(OnceCell::new()),
         })
+    }
+
+    /// The writer and checkpoint threads, started on first use.
+    async fn threads(&self) -> Result<&Threads, Error> {
+        self.threads
+            .get_or_try_init(|| async {
+                let grouped = GroupCommit::start(open_writer(&self.path, WRITER_CACHE_KIB)?)
+                    .map_err(Error::Io)?;
+                let checkpoints = Checkpoints::start(open_writer(&self.path, WRITER_CACHE_KIB)?)
+                    .map_err(Error::Io)?;
+                Ok(Threads {
+                    grouped,
+                    _checkpoints: checkpoints,
+                })
+            })
+            .await
+    }
+
+    /// The writer thread (see [`GroupCommit`]).
+    async fn grouped(&self) -> Result<&GroupCommit, Error> {
+        Ok(&self.threads().await?.grouped)
     }
 
     /// Runs one fenced `UPDATE jobs SET {set}` (binds: id, owner, `value` as ?3) with the next
@@ -195,7 +223,8 @@ impl SqliteStore {
         value: Millis,
     ) -> Result<bool, Error> {
         let (id, owner) = (job.id, job.owner.clone());
-        self.grouped
+        self.grouped()
+            .await?
             .write(move |conn| {
                 let mut update =
                     conn.prepare_cached(&format!("UPDATE jobs SET {set} WHERE {FENCE}"))?;
@@ -215,7 +244,8 @@ impl SqliteStore {
         // Compressed before queueing: the writer connection is not held meanwhile.
         let raw = verdict.raw.as_deref().map(compress);
         let (id, owner, verdict) = (job.id, job.owner.clone(), verdict.clone());
-        self.grouped
+        self.grouped()
+            .await?
             .write(move |conn| {
                 let finish = Finish {
                     owner: &owner,
@@ -587,6 +617,8 @@ impl Store for SqliteStore {
             max_age_ms,
             max_attempts,
         };
+        // Started for its checkpoints: a large list writes hundreds of MiB to the log.
+        self.threads().await?;
         self.enqueuer.batch(jobs.to_vec(), how).await
     }
 
@@ -602,6 +634,7 @@ impl Store for SqliteStore {
             max_age_ms,
             max_attempts,
         };
+        self.threads().await?;
         self.enqueuer.batches(batches, how).await
     }
 
@@ -613,7 +646,8 @@ impl Store for SqliteStore {
         lease_ms: i64,
     ) -> Result<Vec<Job>, Error> {
         let owner = owner.to_owned();
-        self.grouped
+        self.grouped()
+            .await?
             .write(move |conn| {
                 let mut claim = conn.prepare_cached(CLAIM)?;
                 let jobs = claim.query_map(params![owner, now + lease_ms, now, n], |row| {
@@ -636,7 +670,8 @@ impl Store for SqliteStore {
 
     async fn snooze(&self, job: &Job, snooze: &Snooze, now: Millis) -> Result<bool, Error> {
         let (id, owner, snooze) = (job.id, job.owner.clone(), snooze.clone());
-        self.grouped
+        self.grouped()
+            .await?
             .write(move |conn| {
                 let mut update = conn.prepare_cached(&format!(
                     "UPDATE jobs SET state = 'available', attempt = MAX(attempt - 1, 0),
@@ -669,7 +704,8 @@ impl Store for SqliteStore {
     ) -> Result<Retried, Error> {
         let (id, owner, attempt, error) =
             (job.id, job.owner.clone(), job.attempt, error.to_owned());
-        self.grouped
+        self.grouped()
+            .await?
             .write(move |conn| {
                 let state: Option<String> = conn
                     .prepare_cached(&format!(
@@ -723,7 +759,8 @@ impl Store for SqliteStore {
     async fn rescue(&self, now: Millis) -> Result<u64, Error> {
         const ABANDONED: &str = "state = 'running' AND (lease_expires_at < ?1
               OR lease_owner IS NULL OR lease_owner NOT IN (SELECT owner FROM workers))";
-        self.grouped
+        self.grouped()
+            .await?
             .write(move |conn| {
                 let given_up = conn
                     .prepare_cached(&format!(
@@ -830,7 +867,8 @@ impl Store for SqliteStore {
         // On the writer thread rather than a reader: the writer's page cache survives its own
         // commits, a reader's is dropped at every commit, which here is every few jobs.
         let hash = hash.to_owned();
-        self.grouped
+        self.grouped()
+            .await?
             .write(move |conn| {
                 conn.prepare_cached(&format!(
                     "SELECT {VERDICT_COLUMNS} FROM verdicts v
@@ -995,7 +1033,8 @@ impl Store for SqliteStore {
     ) -> Result<QuotaDecision, Error> {
         let (key_id, limits) = (key_id.to_owned(), *limits);
         // The clock is read once the writer runs the grant (see RELIABILITY.md).
-        self.grouped
+        self.grouped()
+            .await?
             .write_first(move |conn| take_quota(conn, &key_id, &limits, clock()))
             .await
     }
@@ -1007,7 +1046,8 @@ impl Store for SqliteStore {
         answered_at: Millis,
     ) -> Result<(), Error> {
         let key_id = key_id.to_owned();
-        self.grouped
+        self.grouped()
+            .await?
             .write_first(move |conn| move_quota_grant(conn, &key_id, granted_at, answered_at))
             .await
     }
@@ -1042,7 +1082,8 @@ impl Store for SqliteStore {
             .await;
         }
         let key_id = key_id.to_owned();
-        self.grouped
+        self.grouped()
+            .await?
             .write(move |conn| count_requests(conn, &key_id, n, now))
             .await
     }
@@ -1449,6 +1490,27 @@ impl From<ReportJson> for ReportRow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `status` and `report` only read: they start no writer or checkpoint thread (and so
+    /// leave the log alone when they exit); the first write starts both.
+    #[tokio::test]
+    async fn only_a_write_starts_the_writer_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("q.db")).await.unwrap();
+        store.counts().await.unwrap();
+        store.finished_since(0).await.unwrap();
+        store.quota_keys().await.unwrap();
+        assert!(store.threads.get().is_none());
+        let job = NewJob {
+            kind: Kind::Domain,
+            indicator: "example.com".into(),
+            allow_submit: false,
+            path: None,
+            source: None,
+        };
+        store.enqueue(&[job], 1, 1, 5).await.unwrap();
+        assert!(store.threads.get().is_some());
+    }
 
     /// Migration 5 rebuilds `jobs` under the rows that refer to it, and 6 rebuilds `sources` and
     /// `file_paths` without rowids: a database written before them keeps every job under its

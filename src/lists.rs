@@ -8,6 +8,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -78,6 +79,7 @@ pub fn parse(
     } else {
         path.display().to_string()
     };
+    let shared: Arc<str> = source.as_str().into();
     let to_job = |found: ingest::Found| {
         let kind = found.indicator.kind();
         emit(NewJob {
@@ -85,7 +87,7 @@ pub fn parse(
             indicator: found.indicator.value(),
             allow_submit: allow_urls && kind == Kind::Url,
             path: None,
-            source: Some((source.clone(), found.line as u32)),
+            source: Some((shared.clone(), found.line as u32)),
         });
     };
     let summary = if is_stdin {
@@ -217,7 +219,7 @@ pub fn print_dry_run(job: &NewJob, json: bool, out: &mut impl Write) -> std::io:
     let (source, line) = job
         .source
         .as_ref()
-        .map_or(("", 0), |(source, line)| (source.as_str(), *line));
+        .map_or(("", 0), |(source, line)| (&**source, *line));
     let line = DryRunLine {
         kind: indicator.type_name(),
         value: job.indicator.clone(),

@@ -102,7 +102,7 @@ pub async fn lookup(
             indicator: i.value(),
             allow_submit: submit_urls && i.kind() == crate::indicator::Kind::Url,
             path: None,
-            source: Some((COMMAND_LINE.to_owned(), 0)),
+            source: Some((COMMAND_LINE.into(), 0)),
         })
         .collect();
     let max_age = (pipeline.config.verdict.max_age_days * 86_400_000.0) as i64;

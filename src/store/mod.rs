@@ -38,6 +38,7 @@ pub mod postgres;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
@@ -104,8 +105,9 @@ pub struct NewJob {
     pub allow_submit: bool,
     /// For a file: where it was seen and its size.
     pub path: Option<(String, u64)>,
-    /// Where the indicator came from: a list and its line.
-    pub source: Option<(String, u32)>,
+    /// Where the indicator came from: a list and its line. Shared: a list names every one of
+    /// its jobs.
+    pub source: Option<(Arc<str>, u32)>,
 }
 
 /// What enqueueing did.

@@ -316,7 +316,7 @@ impl PgStore {
                      ON CONFLICT DO NOTHING",
                 )
                 .bind(id)
-                .bind(source)
+                .bind(&**source)
                 .bind(int(*line))
                 .bind(now)
                 .execute(&mut *tx)

@@ -162,6 +162,13 @@ pub struct VerdictConfig {
     pub max_age_days: f64,
 }
 
+impl VerdictConfig {
+    /// [`VerdictConfig::max_age_days`] in milliseconds.
+    pub fn max_age_ms(&self) -> i64 {
+        (self.max_age_days * 86_400_000.0) as i64
+    }
+}
+
 /// `[watch]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -60,7 +60,7 @@ pub async fn run(pipeline: &Pipeline, watched: &Watched) -> anyhow::Result<()> {
             rx,
             pipeline.store.clone(),
             allow,
-            max_age_ms(pipeline),
+            pipeline.config.verdict.max_age_ms(),
             pipeline.config.daemon.max_attempts,
         ));
         tracing::info!(dir = %dir.display(), "watching the drop directory");
@@ -114,10 +114,6 @@ pub async fn run(pipeline: &Pipeline, watched: &Watched) -> anyhow::Result<()> {
         true => anyhow::bail!("{}", pipeline.fatal_reason()),
         false => Ok(()),
     }
-}
-
-fn max_age_ms(pipeline: &Pipeline) -> i64 {
-    (pipeline.config.verdict.max_age_days * 86_400_000.0) as i64
 }
 
 /// Hashes settled files (several at once, on blocking threads) and queues them in batches.

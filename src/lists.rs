@@ -141,10 +141,10 @@ pub async fn queue(
             parsed
         })
     };
-    let max_age = max_age_ms(config);
     // Dropping the receiver (the store gave up) lets the parser finish.
+    let (max_age, max_attempts) = (config.verdict.max_age_ms(), config.daemon.max_attempts);
     let stored = store
-        .enqueue_batches(rx, now_millis(), max_age, config.daemon.max_attempts)
+        .enqueue_batches(rx, now_millis(), max_age, max_attempts)
         .await;
     let parsed = parser.await.map_err(|e| ListError::Read {
         path: path.display().to_string(),
@@ -283,16 +283,11 @@ pub async fn enqueue(
             .enqueue(
                 chunk,
                 now_millis(),
-                max_age_ms(config),
+                config.verdict.max_age_ms(),
                 config.daemon.max_attempts,
             )
             .await?;
         counts.add_all(queued, &mut ids);
     }
     Ok((ids, counts))
-}
-
-/// How old a stored verdict may be and still answer.
-fn max_age_ms(config: &Config) -> i64 {
-    (config.verdict.max_age_days * 86_400_000.0) as i64
 }

@@ -105,7 +105,7 @@ pub async fn lookup(
             source: Some((COMMAND_LINE.into(), 0)),
         })
         .collect();
-    let max_age = (pipeline.config.verdict.max_age_days * 86_400_000.0) as i64;
+    let max_age = pipeline.config.verdict.max_age_ms();
     let queued = pipeline
         .store
         .enqueue(
@@ -226,7 +226,7 @@ impl RecheckArgs {
     ) -> Result<Recheck, report::Error> {
         let age = match &self.older_than {
             Some(d) => report::parse_duration(d)?,
-            None => (config.verdict.max_age_days * 86_400_000.0) as i64,
+            None => config.verdict.max_age_ms(),
         };
         Ok(Recheck {
             verdicts: report::parse_list(&self.verdict)?,

@@ -258,7 +258,7 @@ impl Worker {
     async fn lookup(&self, job: &Job) -> Outcome {
         let now = now_millis();
         if matches!(job.kind, Kind::File | Kind::Hash) {
-            let since = now - max_age_ms(&self.config);
+            let since = now - self.config.verdict.max_age_ms();
             if let Ok(Some(mut v)) = self
                 .store
                 .fresh_verdict_for_hash(&job.indicator, since)
@@ -623,10 +623,6 @@ impl PollClock {
 
 fn unknown(now: Millis, note: impl Into<String>) -> Outcome {
     Outcome::Complete(VerdictRecord::noted(Verdict::Unknown, note, now))
-}
-
-fn max_age_ms(config: &Config) -> i64 {
-    (config.verdict.max_age_days * 86_400_000.0) as i64
 }
 
 /// Poll `n` (1-based) waits `first_delay * 1.5^(n-1)`, at most `max_interval`.

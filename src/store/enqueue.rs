@@ -9,7 +9,7 @@
 //! read (a slow pipe on standard input).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
@@ -42,12 +42,12 @@ pub(super) struct Enqueueing {
 /// it), and used by one blocking task at a time.
 #[derive(Debug, Clone)]
 pub(super) struct Enqueuer {
-    path: PathBuf,
+    path: Arc<Path>,
     conn: Arc<Mutex<Option<Connection>>>,
 }
 
 impl Enqueuer {
-    pub(super) fn new(path: PathBuf) -> Enqueuer {
+    pub(super) fn new(path: Arc<Path>) -> Enqueuer {
         Enqueuer {
             path,
             conn: Arc::new(Mutex::new(None)),

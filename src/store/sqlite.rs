@@ -184,11 +184,12 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
+        let path: Arc<Path> = path.into();
         Ok(SqliteStore {
             write,
-            enqueuer: Enqueuer::new(path.to_owned()),
+            enqueuer: Enqueuer::new(path.clone()),
             read,
-            path: path.into(),
+            path,
             threads: Arc::new(OnceCell::new()),
         })
     }

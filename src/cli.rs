@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, UploadPolicy};
+use crate::lists;
 use crate::pipeline::Pipeline;
 use crate::scan;
 
@@ -303,7 +304,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
 /// `vtriage ingest`: exit 0, or 2 when a list could not be read (the others are still queued);
 /// with --wait, 1 when something is malicious.
 async fn ingest(args: IngestArgs, global: &GlobalArgs) -> anyhow::Result<i32> {
-    use crate::lists;
     let config = load_config(global)?;
     let mut unreadable = 0;
     if args.dry_run {
@@ -337,7 +337,7 @@ async fn ingest(args: IngestArgs, global: &GlobalArgs) -> anyhow::Result<i32> {
     let mut ids = Vec::new();
     let mut queued = lists::Queued::default();
     for file in &args.files {
-        match lists::queue(&*store, file, args.format, &config).await {
+        match queue_showing_progress(&*store, file, args.format, &config).await {
             Ok(list) => {
                 eprint!("{}", lists::describe(&list.list, args.verbose_rejects));
                 ids.extend(list.ids);
@@ -379,4 +379,32 @@ async fn ingest(args: IngestArgs, global: &GlobalArgs) -> anyhow::Result<i32> {
     } else {
         outcome.exit_code()
     })
+}
+
+/// [`lists::queue`], with a spinner on a terminal counting the indicators read (a million-line
+/// list takes seconds).
+async fn queue_showing_progress(
+    store: &dyn crate::store::Store,
+    file: &std::path::Path,
+    format: Option<crate::ingest::Format>,
+    config: &Config,
+) -> Result<lists::QueuedList, lists::ListError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let read = std::sync::Arc::new(AtomicU64::new(0));
+    let spinner = scan::spinner();
+    let name = file.display().to_string();
+    let shown = {
+        let (read, spinner) = (read.clone(), spinner.clone());
+        tokio::spawn(async move {
+            loop {
+                let n = read.load(Ordering::Relaxed);
+                spinner.set_message(format!("queueing {name}: {n} indicators read"));
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let queued = lists::queue_counting(store, file, format, config, read).await;
+    shown.abort();
+    spinner.finish_and_clear();
+    queued
 }

@@ -9,6 +9,7 @@
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -121,6 +122,17 @@ pub async fn queue(
     format: Option<Format>,
     config: &Config,
 ) -> Result<QueuedList, ListError> {
+    queue_counting(store, path, format, config, Arc::default()).await
+}
+
+/// [`queue`], counting in `read` the indicators read so far (for a progress display).
+pub async fn queue_counting(
+    store: &dyn Store,
+    path: &Path,
+    format: Option<Format>,
+    config: &Config,
+    read: Arc<AtomicU64>,
+) -> Result<QueuedList, ListError> {
     // The parser fills a batch while the store writes the one before (and one more may wait).
     let (tx, rx) = mpsc::channel::<Vec<NewJob>>(1);
     let parser = {
@@ -128,6 +140,7 @@ pub async fn queue(
         tokio::task::spawn_blocking(move || {
             let mut batch = Vec::with_capacity(BATCH);
             let parsed = parse(&path, format, &config, |job| {
+                read.fetch_add(1, Ordering::Relaxed);
                 batch.push(job);
                 if batch.len() == BATCH {
                     let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
@@ -290,4 +303,30 @@ pub async fn enqueue(
         counts.add_all(queued, &mut ids);
     }
     Ok((ids, counts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The counter a progress display reads ends at the number of indicators queued.
+    #[tokio::test]
+    async fn the_progress_counter_counts_every_indicator_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("iocs.txt");
+        std::fs::write(
+            &list,
+            "evil.example.com\n8.8.8.8\nevil[.]example[.]com\nnot an ioc\n",
+        )
+        .unwrap();
+        let store = crate::store::sqlite::SqliteStore::open(&dir.path().join("q.db"))
+            .await
+            .unwrap();
+        let read = Arc::new(AtomicU64::new(0));
+        let queued = queue_counting(&store, &list, None, &Config::default(), read.clone())
+            .await
+            .unwrap();
+        assert_eq!(queued.ids.len(), 2, "the repeated domain is one indicator");
+        assert_eq!(read.load(Ordering::Relaxed), 2);
+    }
 }

@@ -142,6 +142,17 @@ pub async fn scan(
     })
 }
 
+/// A spinner for work of unknown length, on a terminal only (hidden otherwise); its message says
+/// how far the work got.
+pub fn spinner() -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.enable_steady_tick(std::time::Duration::from_millis(100));
+    spinner
+}
+
 /// A progress bar on a terminal; hidden otherwise (logs and pipes stay clean).
 pub fn progress_bar(len: u64, what: &'static str) -> indicatif::ProgressBar {
     if !std::io::stderr().is_terminal() {

@@ -302,7 +302,10 @@ async fn economy(quick: bool, f: &mut Failures) {
             kind: Kind::File,
             indicator: sha.clone(),
             allow_submit: true,
-            path: Some((path.display().to_string(), *size)),
+            path: Some(vtriage::store::FileSeen::at(
+                path.display().to_string(),
+                *size,
+            )),
             source: None,
         })
         .collect();

@@ -5,9 +5,9 @@
 //! Hashing runs on blocking threads, in parallel with network work; the watcher's channel is
 //! bounded, so a storm of dropped files waits for the hashers instead of filling memory.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use backon::{ExponentialBuilder, Retryable};
 use tokio::sync::mpsc;
@@ -17,7 +17,7 @@ use crate::config::{Config, UploadPolicy};
 use crate::indicator::Kind;
 use crate::lists;
 use crate::pipeline::Pipeline;
-use crate::store::{NewJob, Store, now_millis};
+use crate::store::{FileSeen, NewJob, Store, now_millis};
 use crate::verdict::Verdict;
 use crate::watch::{self, SettledFile};
 
@@ -51,9 +51,11 @@ pub async fn run(pipeline: &Pipeline, watched: &Watched) -> anyhow::Result<()> {
     let stop = pipeline.stop.clone();
     if let Some(dir) = &watched.drop {
         let (tx, rx) = mpsc::channel(1024);
+        let queued_before = queued_before(&*pipeline.store, dir).await?;
         let (cfg, dir2, stop2) = (pipeline.config.watch.clone(), dir.clone(), stop.clone());
         tasks.spawn(async move {
-            watch::watch(dir2, cfg, tx, async move { stop2.cancelled().await }).await
+            let stopped = async move { stop2.cancelled().await };
+            watch::watch(dir2, cfg, queued_before, tx, stopped).await
         });
         let allow = pipeline.config.upload.files == UploadPolicy::Unknown;
         tasks.spawn(queue_dropped_files(
@@ -69,7 +71,8 @@ pub async fn run(pipeline: &Pipeline, watched: &Watched) -> anyhow::Result<()> {
         let (tx, rx) = mpsc::channel(64);
         let (cfg, dir2, stop2) = (pipeline.config.watch.clone(), dir.clone(), stop.clone());
         tasks.spawn(async move {
-            watch::watch(dir2, cfg, tx, async move { stop2.cancelled().await }).await
+            let stopped = async move { stop2.cancelled().await };
+            watch::watch(dir2, cfg, Vec::new(), tx, stopped).await
         });
         tasks.spawn(queue_lists(
             rx,
@@ -116,6 +119,49 @@ pub async fn run(pipeline: &Pipeline, watched: &Watched) -> anyhow::Result<()> {
     }
 }
 
+/// The files of the drop directory `dir` queued before this process started, as the watcher
+/// saw them: it does not read them again while they are unchanged.
+async fn queued_before(store: &dyn Store, dir: &Path) -> anyhow::Result<Vec<SettledFile>> {
+    // With a separator: `drop` is not a prefix of `drop2/a.exe`.
+    let under = dir.join("").display().to_string();
+    let seen = store
+        .files_seen_under(&under)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the files queued before: {e}"))?;
+    let files: Vec<SettledFile> = seen
+        .into_iter()
+        .filter_map(|seen| {
+            let (modified_ns, inode) = seen.unchanged_if?;
+            Some(SettledFile {
+                path: PathBuf::from(seen.path),
+                size: seen.size,
+                modified: UNIX_EPOCH + Duration::from_nanos(u64::try_from(modified_ns).ok()?),
+                inode: inode as u64,
+            })
+        })
+        .collect();
+    tracing::info!(
+        files = files.len(),
+        "files queued before are not read again while unchanged"
+    );
+    Ok(files)
+}
+
+/// How the drop directory's watcher saw `file`, as the store keeps it.
+fn seen(file: &SettledFile) -> FileSeen {
+    let modified_ns = file
+        .modified
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_nanos()).ok());
+    FileSeen {
+        path: file.path.display().to_string(),
+        size: file.size,
+        // The inode's bits as they are: read back with the same cast.
+        unchanged_if: modified_ns.map(|ns| (ns, file.inode as i64)),
+    }
+}
+
 /// Hashes settled files (several at once, on blocking threads) and queues them in batches.
 async fn queue_dropped_files(
     mut rx: mpsc::Receiver<SettledFile>,
@@ -142,7 +188,7 @@ async fn queue_dropped_files(
                         kind: Kind::File,
                         indicator: sha256,
                         allow_submit,
-                        path: Some((file.path.display().to_string(), file.size)),
+                        path: Some(seen(&file)),
                         source: None,
                     });
                 }

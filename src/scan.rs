@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::indicator::Kind;
 use crate::pipeline::{Interrupted, Pipeline};
-use crate::store::{JobResult, NewJob};
+use crate::store::{FileSeen, JobResult, NewJob};
 use crate::verdict::Verdict;
 
 /// A file that could not be triaged before it reached the queue.
@@ -108,7 +108,7 @@ pub async fn scan(
                 kind: Kind::File,
                 indicator: sha256,
                 allow_submit,
-                path: Some((path.display().to_string(), size)),
+                path: Some(FileSeen::at(path.display().to_string(), size)),
                 source: None,
             }),
             Err(e) => errors.push(InputError {

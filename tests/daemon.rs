@@ -105,6 +105,55 @@ async fn a_file_written_in_pieces_is_triaged_once_complete() {
     daemon.stop().await;
 }
 
+/// A restarted daemon does not read the files it queued before again while they are unchanged
+/// (their sighting keeps its time); a file changed meanwhile is queued as new content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_reads_only_the_files_that_changed() {
+    let mut world = World::new(World::fast_sim()).await;
+    watch_fast(&mut world);
+    let drop = world.dir.path().join("drop");
+    std::fs::create_dir(&drop).unwrap();
+    std::fs::write(drop.join("same.bin"), "same").unwrap();
+    std::fs::write(drop.join("changed.bin"), "before").unwrap();
+    let watched = || Watched {
+        drop: Some(drop.clone()),
+        lists: None,
+    };
+    let sightings = async || -> Vec<(String, i64)> {
+        let db = sqlx::SqlitePool::connect(&format!("sqlite:{}", world.config.db))
+            .await
+            .unwrap();
+        sqlx::query_as("SELECT path, seen_at FROM file_paths ORDER BY path, seen_at")
+            .fetch_all(&db)
+            .await
+            .unwrap()
+    };
+    let daemon = Daemon::start(&world, watched()).await;
+    wait_for_verdicts(&*daemon.pipeline.store, 2, Duration::from_secs(10)).await;
+    daemon.stop().await;
+    let before = sightings().await;
+    assert_eq!(before.len(), 2);
+
+    std::fs::write(drop.join("changed.bin"), "after, longer").unwrap();
+    let daemon = Daemon::start(&world, watched()).await;
+    wait_for_verdicts(&*daemon.pipeline.store, 3, Duration::from_secs(10)).await;
+    // Long enough for an unchanged file to settle and be queued again, were it read.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    daemon.stop().await;
+    let after = sightings().await;
+    let of = |name: &str| -> Vec<(String, i64)> {
+        let name = drop.join(name).display().to_string();
+        after.iter().filter(|(p, _)| *p == name).cloned().collect()
+    };
+    assert_eq!(of("same.bin"), before[1..], "same.bin was queued again");
+    assert_eq!(
+        of("changed.bin").len(),
+        2,
+        "the new content is a second job"
+    );
+    assert_eq!(world.sim.stats().api_requests, 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_files_dropped_at_once_are_all_triaged() {
     let mut world = World::new(World::fast_sim()).await;

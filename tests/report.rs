@@ -10,7 +10,7 @@ use serde_json::Value;
 use vtriage::indicator::Kind;
 use vtriage::report::{self, Filter, Format, Record};
 use vtriage::store::sqlite::SqliteStore;
-use vtriage::store::{NewJob, ReportQuery, ReportSort, Store};
+use vtriage::store::{FileSeen, NewJob, ReportQuery, ReportSort, Store};
 use vtriage::verdict::{Stats, Verdict, VerdictRecord};
 
 const T0: i64 = 1_790_000_000_000; // 2026-09-21T14:13:20Z
@@ -96,9 +96,9 @@ async fn seed(store: &SqliteStore, seeds: Vec<Seed>) {
 /// list), 4 domain (unknown, from two lists), 5 ip (failed), 6 ipv6 (queued, no verdict).
 fn standard_seeds() -> Vec<Seed> {
     let mut file = job(Kind::File, FILE_SHA);
-    file.path = Some(("/drop/in/invoice.doc".into(), 1234));
+    file.path = Some(FileSeen::at("/drop/in/invoice.doc", 1234));
     let mut file2 = file.clone();
-    file2.path = Some(("/drop/old/copy.doc".into(), 1234));
+    file2.path = Some(FileSeen::at("/drop/old/copy.doc", 1234));
     let mut url = job(Kind::Url, "http://evil.example/payload?a=1,2");
     url.source = Some(("/lists/feed.txt".into(), 7));
     let mut domain = job(Kind::Domain, "unknown.example");
@@ -573,7 +573,7 @@ async fn since_and_until_bound_the_check_time() {
 async fn path_glob_keeps_matching_files_and_limit_applies_after_it() {
     let (dir, store) = standard().await;
     let mut other = job(Kind::File, &"e".repeat(64));
-    other.path = Some(("/drop/in/setup.exe".into(), 10));
+    other.path = Some(FileSeen::at("/drop/in/setup.exe", 10));
     seed(
         &store,
         vec![Seed {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use backends::Backend;
 use vtriage::indicator::Kind;
 use vtriage::store::{
-    Clock, Enqueued, NewJob, QuotaDecision, QuotaLimits, Retried, Snooze, Step, Store,
+    Clock, Enqueued, FileSeen, NewJob, QuotaDecision, QuotaLimits, Retried, Snooze, Step, Store,
 };
 use vtriage::verdict::{Stats, Verdict, VerdictRecord};
 
@@ -70,7 +70,7 @@ async fn each_job_of_a_batch_gets_its_own_id_and_provenance(db: Backend) {
         kind,
         indicator: indicator.into(),
         allow_submit: false,
-        path: (kind == Kind::File).then(|| (format!("/drop/{indicator}"), 10)),
+        path: (kind == Kind::File).then(|| FileSeen::at(format!("/drop/{indicator}"), 10)),
         source: Some(("list.txt".into(), line)),
     };
     let first = [
@@ -331,7 +331,7 @@ async fn an_unknown_file_is_reopened_when_uploads_become_allowed(db: Backend) {
         kind: Kind::File,
         indicator: "9".repeat(64),
         allow_submit: allow,
-        path: Some(("/drop/x.exe".into(), 10)),
+        path: Some(FileSeen::at("/drop/x.exe", 10)),
         source: None,
     };
     s.enqueue(&[file(false)], T0, DAY, 5).await.unwrap();
@@ -640,6 +640,44 @@ async fn a_list_that_arrives_slowly_holds_no_lock_while_it_waits(db: Backend) {
     assert_eq!(db.rows("jobs").await, 4);
 }
 
+/// The files last seen under a directory, with what they looked like: the latest sighting of
+/// each path, only those the watcher saw (with a time and inode), only under that directory.
+async fn files_seen_under_a_directory_are_its_latest_sightings(db: Backend) {
+    let s = db.store.clone();
+    let file = |content: char, path: &str, unchanged_if| NewJob {
+        kind: Kind::File,
+        path: Some(FileSeen {
+            unchanged_if,
+            ..FileSeen::at(path, 10)
+        }),
+        ..hash_job(&content.to_string().repeat(64))
+    };
+    let first = [
+        file('a', "/drop/a.exe", Some((1, 7))),
+        file('b', "/drop/b.exe", Some((2, 8))),
+        file('c', "/drop2/c.exe", Some((3, 9))),
+        file('d', "/drop/d.exe", None),
+    ];
+    s.enqueue(&first, T0, DAY, 5).await.unwrap();
+    // b.exe was replaced by other content later.
+    s.enqueue(&[file('e', "/drop/b.exe", Some((4, 10)))], T0 + 1, DAY, 5)
+        .await
+        .unwrap();
+    let mut seen = s.files_seen_under("/drop/").await.unwrap();
+    seen.sort_by(|x, y| x.path.cmp(&y.path));
+    let expected = [
+        FileSeen {
+            unchanged_if: Some((1, 7)),
+            ..FileSeen::at("/drop/a.exe", 10)
+        },
+        FileSeen {
+            unchanged_if: Some((4, 10)),
+            ..FileSeen::at("/drop/b.exe", 10)
+        },
+    ];
+    assert_eq!(seen, expected);
+}
+
 /// `status` reads counts that SQLite keeps with triggers rather than counting every job: after
 /// each kind of transition they say what a full count would.
 async fn status_counts_follow_every_transition(db: Backend) {
@@ -730,6 +768,7 @@ on_both_backends!(
     concurrent_enqueues_of_the_same_indicators_make_one_job_each,
     batches_from_a_channel_are_queued_in_order,
     a_list_that_arrives_slowly_holds_no_lock_while_it_waits,
+    files_seen_under_a_directory_are_its_latest_sightings,
     status_counts_follow_every_transition,
 );
 

@@ -50,10 +50,20 @@ fn start(root: &Path, cfg: WatchConfig) -> Running {
 }
 
 fn start_with_capacity(root: &Path, cfg: WatchConfig, capacity: usize) -> Running {
+    start_after(root, cfg, capacity, Vec::new())
+}
+
+/// A watcher that was told which files an earlier one sent.
+fn start_after(
+    root: &Path,
+    cfg: WatchConfig,
+    capacity: usize,
+    sent_before: Vec<SettledFile>,
+) -> Running {
     init_logs();
     let (tx, rx) = mpsc::channel(capacity);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let handle = tokio::spawn(watch(root.to_path_buf(), cfg, tx, async {
+    let handle = tokio::spawn(watch(root.to_path_buf(), cfg, sent_before, tx, async {
         let _ = stop_rx.await;
     }));
     Running {
@@ -122,6 +132,32 @@ fn relative(root: &Path, files: &[SettledFile]) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// After a restart, the files the first watcher sent are not sent again while their size,
+/// modification time and inode are the same; a changed file and a new one are.
+#[tokio::test]
+async fn files_sent_before_a_restart_are_sent_again_only_if_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["same.exe", "changed.exe", "gone.exe"] {
+        fs::write(dir.path().join(name), name).unwrap();
+    }
+    let mut first = start(dir.path(), config(150));
+    let sent = first
+        .until_quiet(Duration::from_millis(800), Duration::from_secs(5))
+        .await;
+    first.stop().await.unwrap();
+    assert_eq!(sent.len(), 3);
+
+    fs::write(dir.path().join("changed.exe"), "other content").unwrap();
+    fs::remove_file(dir.path().join("gone.exe")).unwrap();
+    fs::write(dir.path().join("new.exe"), "new").unwrap();
+    let mut second = start_after(dir.path(), config(150), 64, sent);
+    let got = second
+        .until_quiet(Duration::from_millis(800), Duration::from_secs(5))
+        .await;
+    assert_eq!(relative(dir.path(), &got), ["changed.exe", "new.exe"]);
+    second.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -253,9 +289,15 @@ async fn an_invalid_ignore_glob_is_an_error() {
         ignore: vec!["[".into()],
         ..config(150)
     };
-    let err = watch(dir.path().to_path_buf(), cfg, tx, std::future::pending())
-        .await
-        .unwrap_err();
+    let err = watch(
+        dir.path().to_path_buf(),
+        cfg,
+        Vec::new(),
+        tx,
+        std::future::pending(),
+    )
+    .await
+    .unwrap_err();
     assert!(format!("{err:#}").contains("ignore glob"), "{err:#}");
 }
 
@@ -543,7 +585,7 @@ async fn a_missing_directory_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let (tx, _rx) = mpsc::channel(1);
     let missing: PathBuf = dir.path().join("nope");
-    let err = watch(missing, config(100), tx, std::future::pending())
+    let err = watch(missing, config(100), Vec::new(), tx, std::future::pending())
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("nope"), "{err:#}");

@@ -212,12 +212,23 @@ fn queue_job(
         requeue_known(conn, job, how)?
     };
     let id = queued.0;
-    if let Some((path, size)) = &job.path {
+    if let Some(seen) = &job.path {
+        let (modified_ns, inode) = seen.unchanged_if.unzip();
         conn.prepare_cached(
-            "INSERT INTO file_paths (job_id, path, size, seen_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (job_id, path) DO UPDATE SET size = excluded.size, seen_at = excluded.seen_at",
+            "INSERT INTO file_paths (job_id, path, size, seen_at, modified_ns, inode)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (job_id, path) DO UPDATE SET size = excluded.size,
+                 seen_at = excluded.seen_at, modified_ns = excluded.modified_ns,
+                 inode = excluded.inode",
         )?
-        .execute(params![id, path, *size as i64, how.now])?;
+        .execute(params![
+            id,
+            seen.path,
+            seen.size as i64,
+            how.now,
+            modified_ns,
+            inode
+        ])?;
     }
     if let Some((source, line)) = &job.source {
         conn.prepare_cached(

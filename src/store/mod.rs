@@ -103,11 +103,35 @@ pub struct NewJob {
     pub indicator: String,
     /// May the file be uploaded (the URL submitted) when VirusTotal does not know it?
     pub allow_submit: bool,
-    /// For a file: where it was seen and its size.
-    pub path: Option<(String, u64)>,
+    /// For a file: where it was seen, and what it looked like there.
+    pub path: Option<FileSeen>,
     /// Where the indicator came from: a list and its line. Shared: a list names every one of
     /// its jobs.
     pub source: Option<(Arc<str>, u32)>,
+}
+
+/// A file as it was seen at a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSeen {
+    /// Where.
+    pub path: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its modification time (nanoseconds since the Unix epoch) and inode, when the drop
+    /// directory's watcher saw it: a daemon that restarts does not read such a file again while
+    /// all three are unchanged.
+    pub unchanged_if: Option<(i64, i64)>,
+}
+
+impl FileSeen {
+    /// A file of `size` bytes at `path`, seen other than by the watcher (no time, no inode).
+    pub fn at(path: impl Into<String>, size: u64) -> FileSeen {
+        FileSeen {
+            path: path.into(),
+            size,
+            unchanged_if: None,
+        }
+    }
 }
 
 /// What enqueueing did.
@@ -373,6 +397,10 @@ pub trait Store: Send + Sync + 'static {
     /// A path of a file job that can be read for an upload (most recently seen first).
     async fn file_paths(&self, job_id: i64) -> Result<Vec<String>, Error>;
 
+    /// The files last seen at paths under `dir` (a prefix of the paths as stored) with their
+    /// modification time and inode: the drop directory's files queued before a restart.
+    async fn files_seen_under(&self, dir: &str) -> Result<Vec<FileSeen>, Error>;
+
     /// A fresh verdict for a file known under any of its hashes, if one is stored.
     async fn fresh_verdict_for_hash(
         &self,
@@ -544,6 +572,22 @@ pub(crate) enum Requeue {
     Reopen(Step),
     /// Finished with a fresh verdict: nothing to do.
     Fresh,
+}
+
+/// A row of [`Store::files_seen_under`]'s query: path, size, mtime, inode, seen at.
+type SightingRow = (String, i64, Option<i64>, Option<i64>, i64);
+
+/// The rows of [`Store::files_seen_under`]'s query that say what the file looked like.
+fn files_seen(rows: Vec<SightingRow>) -> Vec<FileSeen> {
+    rows.into_iter()
+        .filter_map(|(path, size, modified_ns, inode, _)| {
+            Some(FileSeen {
+                path,
+                size: u64::try_from(size).ok()?,
+                unchanged_if: Some((modified_ns?, inode?)),
+            })
+        })
+        .collect()
 }
 
 /// Decides [`Requeue`] for `known` when enqueued again with `allow_submit` at `now`.

@@ -26,15 +26,15 @@ use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 
 use super::sqlite::{compress, decompress, periods};
 use super::{
-    Clock, Columns, Enqueued, Error, Job, JobResult, Millis, NewJob, QueueCounts, QuotaDecision,
-    QuotaLimits, QuotaUsage, RawObject, ReportQuery, ReportRow, ReportSort, Requeue, Retried,
-    Snooze, Step, Store, WorkerInfo, verdict_from_row,
+    Clock, Columns, Enqueued, Error, FileSeen, Job, JobResult, Millis, NewJob, QueueCounts,
+    QuotaDecision, QuotaLimits, QuotaUsage, RawObject, ReportQuery, ReportRow, ReportSort, Requeue,
+    Retried, Snooze, Step, Store, WorkerInfo, verdict_from_row,
 };
 use crate::indicator::Kind;
 use crate::verdict::{Stats, Verdict, VerdictRecord};
 
 /// The schema, oldest first (see `migrations/postgres/`).
-const MIGRATIONS: [(i64, &str, &str); 3] = [
+const MIGRATIONS: [(i64, &str, &str); 4] = [
     (
         1,
         "queue",
@@ -49,6 +49,11 @@ const MIGRATIONS: [(i64, &str, &str); 3] = [
         3,
         "lean ingest",
         include_str!("../../migrations/postgres/0003_lean_ingest.sql"),
+    ),
+    (
+        4,
+        "file fingerprints",
+        include_str!("../../migrations/postgres/0004_file_fingerprints.sql"),
     ),
 ];
 
@@ -298,15 +303,21 @@ impl PgStore {
                     Requeue::Fresh => break (id, Enqueued::Fresh),
                 }
             };
-            if let Some((path, size)) = &job.path {
+            if let Some(seen) = &job.path {
+                let (modified_ns, inode) = seen.unchanged_if.unzip();
                 sqlx::query(
-                    "INSERT INTO file_paths (job_id, path, size, seen_at) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (job_id, path) DO UPDATE SET size = excluded.size, seen_at = excluded.seen_at",
+                    "INSERT INTO file_paths (job_id, path, size, seen_at, modified_ns, inode)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (job_id, path) DO UPDATE SET size = excluded.size,
+                         seen_at = excluded.seen_at, modified_ns = excluded.modified_ns,
+                         inode = excluded.inode",
                 )
                 .bind(id)
-                .bind(path)
-                .bind(i64::try_from(*size).unwrap_or(i64::MAX))
+                .bind(&seen.path)
+                .bind(i64::try_from(seen.size).unwrap_or(i64::MAX))
                 .bind(now)
+                .bind(modified_ns)
+                .bind(inode)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -608,6 +619,17 @@ impl Store for PgStore {
         .bind(job_id)
         .fetch_all(&self.pool)
         .await
+    }
+
+    async fn files_seen_under(&self, dir: &str) -> Result<Vec<FileSeen>, Error> {
+        let rows: Vec<super::SightingRow> = sqlx::query_as(
+            "SELECT DISTINCT ON (path) path, size, modified_ns, inode, seen_at FROM file_paths
+             WHERE left(path, length($1)) = $1 ORDER BY path, seen_at DESC",
+        )
+        .bind(dir)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(super::files_seen(rows))
     }
 
     async fn fresh_verdict_for_hash(

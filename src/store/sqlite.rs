@@ -28,15 +28,15 @@ use super::checkpoint::Checkpoints;
 use super::enqueue::{Enqueueing, Enqueuer};
 use super::group_commit::GroupCommit;
 use super::{
-    Clock, Columns, Enqueued, Error, Job, JobResult, Millis, NewJob, QueueCounts, QuotaDecision,
-    QuotaLimits, QuotaUsage, RawObject, ReportQuery, ReportRow, ReportSort, Retried, Snooze, Step,
-    Store, WorkerInfo, verdict_from_row,
+    Clock, Columns, Enqueued, Error, FileSeen, Job, JobResult, Millis, NewJob, QueueCounts,
+    QuotaDecision, QuotaLimits, QuotaUsage, RawObject, ReportQuery, ReportRow, ReportSort, Retried,
+    Snooze, Step, Store, WorkerInfo, verdict_from_row,
 };
 use crate::indicator::Kind;
 use crate::verdict::{Verdict, VerdictRecord};
 
 /// The schema, oldest first (see `migrations/sqlite/`).
-const MIGRATIONS: [(i64, &str, &str); 7] = [
+const MIGRATIONS: [(i64, &str, &str); 8] = [
     (
         1,
         "queue",
@@ -71,6 +71,11 @@ const MIGRATIONS: [(i64, &str, &str); 7] = [
         7,
         "count new jobs per transaction",
         include_str!("../../migrations/sqlite/0007_count_new_jobs_per_transaction.sql"),
+    ),
+    (
+        8,
+        "file fingerprints",
+        include_str!("../../migrations/sqlite/0008_file_fingerprints.sql"),
     ),
 ];
 
@@ -856,6 +861,18 @@ impl Store for SqliteStore {
         .bind(job_id)
         .fetch_all(&self.read)
         .await
+    }
+
+    async fn files_seen_under(&self, dir: &str) -> Result<Vec<FileSeen>, Error> {
+        // The row of each path seen last (SQLite takes the bare columns from the MAX row).
+        let rows: Vec<super::SightingRow> = sqlx::query_as(
+            "SELECT path, size, modified_ns, inode, MAX(seen_at) FROM file_paths
+             WHERE substr(path, 1, length(?1)) = ?1 GROUP BY path",
+        )
+        .bind(dir)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(super::files_seen(rows))
     }
 
     async fn fresh_verdict_for_hash(

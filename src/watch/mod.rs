@@ -8,8 +8,9 @@
 //! read, hash or move files, and never modifies the watched tree; what happens to a file once
 //! it is sent belongs to the receiver of the channel.
 //!
-//! Files are remembered in memory only: after a restart every file present is sent again, and
-//! the receiver deduplicates by content.
+//! Files are remembered in memory; after a restart, those the caller says were sent before are
+//! not sent again while their size, modification time and inode are unchanged. Any other file
+//! present is sent again, and the receiver deduplicates by content.
 
 mod ignore;
 mod tracker;
@@ -49,16 +50,20 @@ pub struct SettledFile {
     pub size: u64,
     /// Its modification time when it settled.
     pub modified: SystemTime,
+    /// Its inode (0 where there are none).
+    pub inode: u64,
 }
 
 /// Scans `root` once (walkdir), then watches it recursively until `shutdown` resolves, sending
 /// every regular file once its size and mtime were unchanged for `settle_ms`. A file whose
 /// size/mtime change after it was sent is sent again (new content). Returns when shut down, when
 /// the receiver is dropped, or on a fatal error (the watch cannot be set up, or `root`
-/// disappears).
+/// disappears). The files in `sent_before` (handed on before a restart) are not sent again
+/// while they are found as they were.
 pub async fn watch(
     root: PathBuf,
     cfg: WatchConfig,
+    sent_before: Vec<SettledFile>,
     tx: mpsc::Sender<SettledFile>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
@@ -67,13 +72,14 @@ pub async fn watch(
         bail!("cannot watch {}: not a directory", root.display());
     }
     let settle = Duration::from_millis(cfg.settle_ms);
-    let tracker = Tracker::new(
+    let mut tracker = Tracker::new(
         root.clone(),
         ignore,
         cfg.follow_symlinks,
         settle,
         PENDING_CAP,
     );
+    tracker.sent_before(sent_before);
 
     // Set when the notify thread had to drop an event.
     let events_lost = Arc::new(AtomicBool::new(false));

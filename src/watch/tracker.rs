@@ -168,6 +168,23 @@ impl Tracker {
         }
     }
 
+    /// Files handed on before (by an earlier process): not sent again while unchanged. Those no
+    /// longer there are forgotten by the first scan.
+    pub(crate) fn sent_before(&mut self, files: Vec<SettledFile>) {
+        for file in files {
+            let fp = Fingerprint {
+                size: file.size,
+                modified: file.modified,
+                inode: file.inode,
+            };
+            let known = Known {
+                verdict: Verdict::Sent(fp),
+                generation: self.generation,
+            };
+            self.known.insert(file.path, known);
+        }
+    }
+
     /// Something happened at `path`: look at it at the next tick.
     pub(crate) fn hint(&mut self, path: PathBuf) {
         if self.rescan_needed || self.pending.contains_key(&path) {
@@ -278,6 +295,7 @@ impl Tracker {
                             path: path.clone(),
                             size: fp.size,
                             modified: fp.modified,
+                            inode: fp.inode,
                         });
                     }
                     false

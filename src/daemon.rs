@@ -51,18 +51,19 @@ pub async fn run(pipeline: &Pipeline, watched: &Watched) -> anyhow::Result<()> {
     let stop = pipeline.stop.clone();
     if let Some(dir) = &watched.drop {
         let (tx, rx) = mpsc::channel(1024);
-        let queued_before = queued_before(&*pipeline.store, dir).await?;
+        let allow = pipeline.config.upload.files == UploadPolicy::Unknown;
+        let max_age_ms = pipeline.config.verdict.max_age_ms();
+        let queued_before = queued_before(&*pipeline.store, dir, allow, max_age_ms).await?;
         let (cfg, dir2, stop2) = (pipeline.config.watch.clone(), dir.clone(), stop.clone());
         tasks.spawn(async move {
             let stopped = async move { stop2.cancelled().await };
             watch::watch(dir2, cfg, queued_before, tx, stopped).await
         });
-        let allow = pipeline.config.upload.files == UploadPolicy::Unknown;
         tasks.spawn(queue_dropped_files(
             rx,
             pipeline.store.clone(),
             allow,
-            pipeline.config.verdict.max_age_ms(),
+            max_age_ms,
             pipeline.config.daemon.max_attempts,
         ));
         tracing::info!(dir = %dir.display(), "watching the drop directory");
@@ -120,12 +121,19 @@ pub async fn run(pipeline: &Pipeline, watched: &Watched) -> anyhow::Result<()> {
 }
 
 /// The files of the drop directory `dir` queued before this process started, as the watcher
-/// saw them: it does not read them again while they are unchanged.
-async fn queued_before(store: &dyn Store, dir: &Path) -> anyhow::Result<Vec<SettledFile>> {
+/// saw them: it does not read them again while they are unchanged. Those whose jobs another
+/// sighting would change (a failed or stale verdict, one an upload now allowed may improve)
+/// are left out, and read again as before.
+async fn queued_before(
+    store: &dyn Store,
+    dir: &Path,
+    allow_submit: bool,
+    max_age_ms: i64,
+) -> anyhow::Result<Vec<SettledFile>> {
     // With a separator: `drop` is not a prefix of `drop2/a.exe`.
     let under = dir.join("").display().to_string();
     let seen = store
-        .files_seen_under(&under)
+        .files_seen_under(&under, allow_submit, now_millis(), max_age_ms)
         .await
         .map_err(|e| anyhow::anyhow!("cannot read the files queued before: {e}"))?;
     let files: Vec<SettledFile> = seen

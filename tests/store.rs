@@ -663,7 +663,10 @@ async fn files_seen_under_a_directory_are_its_latest_sightings(db: Backend) {
     s.enqueue(&[file('e', "/drop/b.exe", Some((4, 10)))], T0 + 1, DAY, 5)
         .await
         .unwrap();
-    let mut seen = s.files_seen_under("/drop/").await.unwrap();
+    let mut seen = s
+        .files_seen_under("/drop/", false, T0 + 2, DAY)
+        .await
+        .unwrap();
     seen.sort_by(|x, y| x.path.cmp(&y.path));
     let expected = [
         FileSeen {
@@ -676,6 +679,59 @@ async fn files_seen_under_a_directory_are_its_latest_sightings(db: Backend) {
         },
     ];
     assert_eq!(seen, expected);
+}
+
+/// A file whose job another sighting would change (a failed verdict, an unknown one that an
+/// upload now allowed may improve, a stale one) is left out: a restarted daemon reads it again,
+/// as it always did.
+async fn files_whose_jobs_a_sighting_would_change_are_left_out(db: Backend) {
+    let s = db.store.clone();
+    register(&*s, "w", T0).await;
+    let file = |content: char, name: &str| NewJob {
+        kind: Kind::File,
+        path: Some(FileSeen {
+            unchanged_if: Some((1, 1)),
+            ..FileSeen::at(format!("/drop/{name}"), 10)
+        }),
+        ..hash_job(&content.to_string().repeat(64))
+    };
+    let files = [
+        file('a', "clean.exe"),
+        file('b', "failed.exe"),
+        file('c', "unknown.exe"),
+    ];
+    s.enqueue(&files, T0, DAY, 5).await.unwrap();
+    for job in s.claim("w", 3, T0, 1000).await.unwrap() {
+        let done = match job.indicator.as_bytes()[0] {
+            b'a' => s.complete(&job, &clean(T0), T0).await,
+            b'b' => {
+                s.discard(&job, &VerdictRecord::bare(Verdict::Failed, T0), T0)
+                    .await
+            }
+            _ => {
+                let unknown = VerdictRecord::bare(Verdict::Unknown, T0);
+                s.complete(&job, &unknown, T0).await
+            }
+        };
+        assert!(done.unwrap());
+    }
+    let names = |seen: Vec<FileSeen>| {
+        let mut names: Vec<String> = seen.into_iter().map(|f| f.path).collect();
+        names.sort();
+        names
+    };
+    let without_uploads = s.files_seen_under("/drop/", false, T0, DAY).await.unwrap();
+    assert_eq!(
+        names(without_uploads),
+        ["/drop/clean.exe", "/drop/unknown.exe"]
+    );
+    let with_uploads = s.files_seen_under("/drop/", true, T0, DAY).await.unwrap();
+    assert_eq!(names(with_uploads), ["/drop/clean.exe"]);
+    let stale = s
+        .files_seen_under("/drop/", false, T0 + 2 * DAY, DAY)
+        .await
+        .unwrap();
+    assert!(stale.is_empty(), "{stale:?}");
 }
 
 /// `status` reads counts that SQLite keeps with triggers rather than counting every job: after
@@ -769,6 +825,7 @@ on_both_backends!(
     batches_from_a_channel_are_queued_in_order,
     a_list_that_arrives_slowly_holds_no_lock_while_it_waits,
     files_seen_under_a_directory_are_its_latest_sightings,
+    files_whose_jobs_a_sighting_would_change_are_left_out,
     status_counts_follow_every_transition,
 );
 

@@ -398,8 +398,16 @@ pub trait Store: Send + Sync + 'static {
     async fn file_paths(&self, job_id: i64) -> Result<Vec<String>, Error>;
 
     /// The files last seen at paths under `dir` (a prefix of the paths as stored) with their
-    /// modification time and inode: the drop directory's files queued before a restart.
-    async fn files_seen_under(&self, dir: &str) -> Result<Vec<FileSeen>, Error>;
+    /// modification time and inode, whose jobs seeing them again would not change: queued or
+    /// running, or finished with a verdict that stays (see [`Store::enqueue`]) for a sighting
+    /// that allows a submission when `allow_submit`. A restarted daemon need not read them again.
+    async fn files_seen_under(
+        &self,
+        dir: &str,
+        allow_submit: bool,
+        now: Millis,
+        max_age_ms: i64,
+    ) -> Result<Vec<FileSeen>, Error>;
 
     /// A fresh verdict for a file known under any of its hashes, if one is stored.
     async fn fresh_verdict_for_hash(
@@ -574,13 +582,40 @@ pub(crate) enum Requeue {
     Fresh,
 }
 
-/// A row of [`Store::files_seen_under`]'s query: path, size, mtime, inode, seen at.
-type SightingRow = (String, i64, Option<i64>, Option<i64>, i64);
+/// A row of [`Store::files_seen_under`]'s query: the path's latest sighting (path, size, mtime,
+/// inode, seen at) and its job as [`requeue`] reads it.
+type SightingRow = (
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    i64,
+    String,
+    bool,
+    Option<String>,
+    Option<String>,
+    Option<Millis>,
+);
 
-/// The rows of [`Store::files_seen_under`]'s query that say what the file looked like.
-fn files_seen(rows: Vec<SightingRow>) -> Vec<FileSeen> {
+/// The rows of [`Store::files_seen_under`]'s query that say what the file looked like and
+/// whose job another sighting would leave as it is.
+fn files_seen(
+    rows: Vec<SightingRow>,
+    allow_submit: bool,
+    now: Millis,
+    max_age_ms: i64,
+) -> Vec<FileSeen> {
     rows.into_iter()
-        .filter_map(|(path, size, modified_ns, inode, _)| {
+        .filter_map(|row| {
+            let (path, size, modified_ns, inode, _, state, allowed, analysis, verdict, at) = row;
+            let known = (state, allowed, analysis, verdict, at);
+            match requeue(known, allow_submit, now, max_age_ms) {
+                Requeue::Fresh
+                | Requeue::Queued {
+                    allow_submit: false,
+                } => {}
+                Requeue::Queued { allow_submit: true } | Requeue::Reopen(_) => return None,
+            }
             Some(FileSeen {
                 path,
                 size: u64::try_from(size).ok()?,

@@ -621,15 +621,24 @@ impl Store for PgStore {
         .await
     }
 
-    async fn files_seen_under(&self, dir: &str) -> Result<Vec<FileSeen>, Error> {
+    async fn files_seen_under(
+        &self,
+        dir: &str,
+        allow_submit: bool,
+        now: Millis,
+        max_age_ms: i64,
+    ) -> Result<Vec<FileSeen>, Error> {
         let rows: Vec<super::SightingRow> = sqlx::query_as(
-            "SELECT DISTINCT ON (path) path, size, modified_ns, inode, seen_at FROM file_paths
-             WHERE left(path, length($1)) = $1 ORDER BY path, seen_at DESC",
+            "SELECT DISTINCT ON (p.path) p.path, p.size, p.modified_ns, p.inode, p.seen_at,
+                    j.state, j.allow_submit, j.analysis_id, v.verdict, v.checked_at
+             FROM file_paths p JOIN jobs j ON j.id = p.job_id
+             LEFT JOIN verdicts v ON v.job_id = p.job_id
+             WHERE left(p.path, length($1)) = $1 ORDER BY p.path, p.seen_at DESC",
         )
         .bind(dir)
         .fetch_all(&self.pool)
         .await?;
-        Ok(super::files_seen(rows))
+        Ok(super::files_seen(rows, allow_submit, now, max_age_ms))
     }
 
     async fn fresh_verdict_for_hash(

@@ -863,16 +863,25 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn files_seen_under(&self, dir: &str) -> Result<Vec<FileSeen>, Error> {
+    async fn files_seen_under(
+        &self,
+        dir: &str,
+        allow_submit: bool,
+        now: Millis,
+        max_age_ms: i64,
+    ) -> Result<Vec<FileSeen>, Error> {
         // The row of each path seen last (SQLite takes the bare columns from the MAX row).
         let rows: Vec<super::SightingRow> = sqlx::query_as(
-            "SELECT path, size, modified_ns, inode, MAX(seen_at) FROM file_paths
-             WHERE substr(path, 1, length(?1)) = ?1 GROUP BY path",
+            "SELECT p.path, p.size, p.modified_ns, p.inode, MAX(p.seen_at),
+                    j.state, j.allow_submit, j.analysis_id, v.verdict, v.checked_at
+             FROM file_paths p JOIN jobs j ON j.id = p.job_id
+             LEFT JOIN verdicts v ON v.job_id = p.job_id
+             WHERE substr(p.path, 1, length(?1)) = ?1 GROUP BY p.path",
         )
         .bind(dir)
         .fetch_all(&self.read)
         .await?;
-        Ok(super::files_seen(rows))
+        Ok(super::files_seen(rows, allow_submit, now, max_age_ms))
     }
 
     async fn fresh_verdict_for_hash(

@@ -393,7 +393,8 @@ async fn queue_showing_progress(
     let read = std::sync::Arc::new(AtomicU64::new(0));
     let spinner = scan::spinner();
     let name = file.display().to_string();
-    let shown = {
+    // Nothing to show off a terminal: no task waking to show it.
+    let shown = (!spinner.is_hidden()).then(|| {
         let (read, spinner) = (read.clone(), spinner.clone());
         tokio::spawn(async move {
             loop {
@@ -402,9 +403,11 @@ async fn queue_showing_progress(
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
         })
-    };
+    });
     let queued = lists::queue_counting(store, file, format, config, read).await;
-    shown.abort();
+    if let Some(shown) = shown {
+        shown.abort();
+    }
     spinner.finish_and_clear();
     queued
 }

@@ -19,11 +19,10 @@ use crate::indicator::Kind;
 use crate::ingest::{self, Format, Summary};
 use crate::store::{Enqueued, NewJob, Store, now_millis};
 
-/// Indicators handed to the store at a time. Large: the SQLite store commits at most once per
-/// batch, and each commit writes every index page it touched to the log, while indicators land
-/// all over the unique index (a million-line list took 15 % longer in batches of 25,000, twice
-/// as long in batches of 2,000). Not larger: the parser holds a batch, and two more may wait
-/// to be written (peak RSS, see BENCHMARKS.md).
+/// Indicators handed to the store at a time: the parser fills a batch while the store writes
+/// the ones before. How many share a transaction is the store's choice (SQLite: up to
+/// `JOBS_PER_TRANSACTION` in `src/store/enqueue.rs`). Not larger: the parser holds a batch, and
+/// two more may wait to be written (peak RSS, see BENCHMARKS.md).
 const BATCH: usize = 50_000;
 
 /// What one list yielded: its name and what the parser said.

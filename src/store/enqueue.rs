@@ -19,10 +19,11 @@ use super::group_commit::database_error;
 use super::{Enqueued, Error, Millis, NewJob, Requeue, Step};
 use crate::indicator::Kind;
 
-/// Jobs per transaction at most. A million-line list took 14.7–15.0 s in transactions of
-/// 50,000 (one per batch), 11.5–13.3 s in transactions of 200,000 and 11.0–12.7 s in one (on a
-/// slow hour; BENCHMARKS.md). Meanwhile the other writers (a daemon's workers) wait for the
-/// write lock, about two seconds here.
+/// Jobs per transaction at most. The CLI queued a million-line list in 14.7–15.0 s in
+/// transactions of 50,000 (one per batch), 11.5–13.3 s in transactions of 200,000 and
+/// 11.0–12.7 s in one (on a slow hour; BENCHMARKS.md, and `examples/ingest_schema.rs` for the
+/// database's part). Meanwhile the other writers (a daemon's workers) wait for the write lock,
+/// about two seconds here.
 const JOBS_PER_TRANSACTION: usize = 200_000;
 
 /// A 32 MiB page cache (SQLite's default is 2 MiB) keeps most of a large list's index pages in

@@ -215,6 +215,13 @@ impl SqliteStore {
             .await
     }
 
+    /// The enqueuer, once the checkpoint thread runs: a large list writes hundreds of MiB to the
+    /// log.
+    async fn enqueuer(&self) -> Result<&Enqueuer, Error> {
+        self.threads().await?;
+        Ok(&self.enqueuer)
+    }
+
     /// The writer thread (see [`GroupCommit`]).
     async fn grouped(&self) -> Result<&GroupCommit, Error> {
         Ok(&self.threads().await?.grouped)
@@ -623,9 +630,7 @@ impl Store for SqliteStore {
             max_age_ms,
             max_attempts,
         };
-        // Started for its checkpoints: a large list writes hundreds of MiB to the log.
-        self.threads().await?;
-        self.enqueuer.batch(jobs.to_vec(), how).await
+        self.enqueuer().await?.batch(jobs.to_vec(), how).await
     }
 
     async fn enqueue_batches(
@@ -640,8 +645,7 @@ impl Store for SqliteStore {
             max_age_ms,
             max_attempts,
         };
-        self.threads().await?;
-        self.enqueuer.batches(batches, how).await
+        self.enqueuer().await?.batches(batches, how).await
     }
 
     async fn claim(

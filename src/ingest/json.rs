@@ -1,8 +1,11 @@
 //! JSON documents: STIX 2.0/2.1 bundles, MISP events and any other JSON.
 //!
-//! A small strict parser keeps key order and the line of every string, so each indicator
-//! carries the line of its value. It refuses what strict parsers refuse (a trailing comma,
-//! say): a document that does not parse is re-read as text, with a warning saying so.
+//! A small parser keeps key order and the line of every string, so each indicator carries the
+//! line of its value. It is strict but for one defect that real exports have (ESET's MISP event
+//! of the PyPI backdoors): a trailing comma is ignored, with a warning naming its line, so the
+//! document is still read by its structure. One that does not parse otherwise is re-read as
+//! text, with a warning saying so; text extraction takes every URL and name in the prose
+//! (references, file names such as `cache.py`), which the structure would have left alone.
 //!
 //! - STIX: the `pattern` of every `indicator` object; comparisons `path = 'value'` joined by
 //!   `OR`/`AND` are read one by one. File hashes (`file:hashes.'SHA-256'`, `file:hashes.SHA256`,
@@ -117,8 +120,19 @@ pub(crate) fn parse(reader: impl Read, format: Format, sink: &mut Sink<'_>) -> s
             String::from_utf8_lossy(body)
         }
     };
-    let doc = match Parser::new(&text).document() {
-        Ok(doc) => doc,
+    let doc = match parse_json(&text) {
+        Ok((doc, trailing_commas)) => {
+            if let Some(first) = trailing_commas.first() {
+                let more = match trailing_commas.len() - 1 {
+                    0 => String::new(),
+                    n => format!(" (and {n} more)"),
+                };
+                sink.warn(format!(
+                    "line {first}: a trailing comma, which JSON does not allow, was ignored{more}"
+                ));
+            }
+            doc
+        }
         Err((line, msg)) => {
             let what = match format {
                 Format::Misp => "MISP JSON",
@@ -407,6 +421,8 @@ struct Parser<'a> {
     i: usize,
     line: usize,
     depth: usize,
+    /// The lines of the trailing commas ignored.
+    trailing_commas: Vec<usize>,
 }
 
 type PResult<T> = Result<T, (usize, String)>;
@@ -419,6 +435,7 @@ impl<'a> Parser<'a> {
             i: 0,
             line: 1,
             depth: 0,
+            trailing_commas: Vec::new(),
         }
     }
 
@@ -426,13 +443,25 @@ impl<'a> Parser<'a> {
         Err((self.line, msg.into()))
     }
 
-    fn document(mut self) -> PResult<Json> {
+    fn document(mut self) -> PResult<(Json, Vec<usize>)> {
         let v = self.value()?;
         self.ws();
         if self.i < self.s.len() {
             return self.err("trailing characters after the document");
         }
-        Ok(v)
+        Ok((v, self.trailing_commas))
+    }
+
+    /// Whether a comma just read is followed by `close`: then it is a trailing comma, noted and
+    /// passed over.
+    fn trailing_comma(&mut self, close: u8) -> bool {
+        let line = self.line;
+        self.ws();
+        let trailing = self.s.get(self.i) == Some(&close);
+        if trailing {
+            self.trailing_commas.push(line);
+        }
+        trailing
     }
 
     fn ws(&mut self) {
@@ -493,7 +522,13 @@ impl<'a> Parser<'a> {
             kv.push((k, v));
             self.ws();
             match self.s.get(self.i) {
-                Some(b',') => self.i += 1,
+                Some(b',') => {
+                    self.i += 1;
+                    if self.trailing_comma(b'}') {
+                        self.i += 1;
+                        return Ok(Json::Obj(kv));
+                    }
+                }
                 Some(b'}') => {
                     self.i += 1;
                     return Ok(Json::Obj(kv));
@@ -512,14 +547,16 @@ impl<'a> Parser<'a> {
             return Ok(Json::Arr(items));
         }
         loop {
-            self.ws();
-            if self.s.get(self.i) == Some(&b']') {
-                return self.err("trailing comma before ']'");
-            }
             items.push(self.value()?);
             self.ws();
             match self.s.get(self.i) {
-                Some(b',') => self.i += 1,
+                Some(b',') => {
+                    self.i += 1;
+                    if self.trailing_comma(b']') {
+                        self.i += 1;
+                        return Ok(Json::Arr(items));
+                    }
+                }
                 Some(b']') => {
                     self.i += 1;
                     return Ok(Json::Arr(items));
@@ -628,9 +665,9 @@ impl<'a> Parser<'a> {
     }
 }
 
-/// Parses a JSON document strictly, keeping the line of each string (for tests and callers
-/// that want the same view).
-pub fn parse_json(text: &str) -> Result<Json, (usize, String)> {
+/// Parses a JSON document, keeping the line of each string; returns it with the lines of the
+/// trailing commas it ignored (the one defect tolerated), or the line of the error and why.
+pub fn parse_json(text: &str) -> Result<(Json, Vec<usize>), (usize, String)> {
     Parser::new(text).document()
 }
 
@@ -639,11 +676,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parser_keeps_lines_and_refuses_trailing_commas() {
-        let doc = parse_json("{\n\"a\": [\n\"x\",\n\"y\"\n]\n}").unwrap();
+    fn parser_keeps_lines_and_notes_trailing_commas() {
+        let (doc, trailing) = parse_json("{\n\"a\": [\n\"x\",\n\"y\"\n]\n}").unwrap();
         assert_eq!(doc.get("a").unwrap().items()[1], Json::Str("y".into(), 4));
-        let err = parse_json("{\"a\": [1,\n2,\n]}").unwrap_err();
-        assert_eq!(err.0, 3);
+        assert!(trailing.is_empty());
+        let (doc, trailing) = parse_json("{\"a\": [1,\n2,\n],\n\"b\": \"z\",\n}").unwrap();
+        assert_eq!(trailing, vec![2, 4]);
+        assert_eq!(doc.get("a").unwrap().items().len(), 2);
+        assert_eq!(doc.get("b"), Some(&Json::Str("z".into(), 4)));
+        // Only a comma before the closing bracket is passed over.
+        for bad in ["[,]", "{,}", "[1,,]", "{\"a\": 1,,}", "[1,\n"] {
+            assert!(parse_json(bad).is_err(), "{bad}");
+        }
         assert!(parse_json("[[[[").is_err());
         assert!(parse_json(&"[".repeat(10_000)).is_err());
     }

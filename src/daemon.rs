@@ -53,7 +53,7 @@ pub async fn run(pipeline: &Pipeline, watched: &Watched) -> anyhow::Result<()> {
         let (tx, rx) = mpsc::channel(1024);
         let allow = pipeline.config.upload.files == UploadPolicy::Unknown;
         let max_age_ms = pipeline.config.verdict.max_age_ms();
-        let queued_before = queued_before(&*pipeline.store, dir, allow, max_age_ms).await?;
+        let queued_before = files_queued_before(&*pipeline.store, dir, allow).await?;
         let (cfg, dir2, stop2) = (pipeline.config.watch.clone(), dir.clone(), stop.clone());
         tasks.spawn(async move {
             let stopped = async move { stop2.cancelled().await };
@@ -70,10 +70,11 @@ pub async fn run(pipeline: &Pipeline, watched: &Watched) -> anyhow::Result<()> {
     }
     if let Some(dir) = &watched.lists {
         let (tx, rx) = mpsc::channel(64);
+        let read_before = lists_read_before(&*pipeline.store, dir).await?;
         let (cfg, dir2, stop2) = (pipeline.config.watch.clone(), dir.clone(), stop.clone());
         tasks.spawn(async move {
             let stopped = async move { stop2.cancelled().await };
-            watch::watch(dir2, cfg, Vec::new(), tx, stopped).await
+            watch::watch(dir2, cfg, read_before, tx, stopped).await
         });
         tasks.spawn(queue_lists(
             rx,
@@ -121,33 +122,19 @@ pub async fn run(pipeline: &Pipeline, watched: &Watched) -> anyhow::Result<()> {
 }
 
 /// The files of the drop directory `dir` queued before this process started, as the watcher
-/// saw them: it does not read them again while they are unchanged. Those whose jobs another
-/// sighting would change (a failed or stale verdict, one an upload now allowed may improve)
-/// are left out, and read again as before.
-async fn queued_before(
+/// saw them: it does not read them again while they are unchanged. Those whose jobs a restart
+/// would change (a failed verdict, one an upload now allowed may improve) are left out, and
+/// read again as before.
+async fn files_queued_before(
     store: &dyn Store,
     dir: &Path,
     allow_submit: bool,
-    max_age_ms: i64,
 ) -> anyhow::Result<Vec<SettledFile>> {
-    // With a separator: `drop` is not a prefix of `drop2/a.exe`.
-    let under = dir.join("").display().to_string();
     let seen = store
-        .files_seen_under(&under, allow_submit, now_millis(), max_age_ms)
+        .files_seen_under(&under(dir), allow_submit)
         .await
         .map_err(|e| anyhow::anyhow!("cannot read the files queued before: {e}"))?;
-    let files: Vec<SettledFile> = seen
-        .into_iter()
-        .filter_map(|seen| {
-            let (modified_ns, inode) = seen.unchanged_if?;
-            Some(SettledFile {
-                path: PathBuf::from(seen.path),
-                size: seen.size,
-                modified: UNIX_EPOCH + Duration::from_nanos(u64::try_from(modified_ns).ok()?),
-                inode: inode as u64,
-            })
-        })
-        .collect();
+    let files: Vec<SettledFile> = seen.into_iter().filter_map(settled).collect();
     tracing::info!(
         files = files.len(),
         "files queued before are not read again while unchanged"
@@ -155,7 +142,39 @@ async fn queued_before(
     Ok(files)
 }
 
-/// How the drop directory's watcher saw `file`, as the store keeps it.
+/// The IOC lists of the lists directory `dir` queued whole before this process started, but
+/// for those with a failed job: the watcher does not read them again while they are unchanged.
+async fn lists_read_before(store: &dyn Store, dir: &Path) -> anyhow::Result<Vec<SettledFile>> {
+    let seen = store
+        .lists_read_under(&under(dir))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the lists queued before: {e}"))?;
+    let lists: Vec<SettledFile> = seen.into_iter().filter_map(settled).collect();
+    tracing::info!(
+        lists = lists.len(),
+        "lists queued before are not read again while unchanged"
+    );
+    Ok(lists)
+}
+
+/// The prefix of the paths under `dir`, with a separator: `drop` is not a prefix of
+/// `drop2/a.exe`.
+fn under(dir: &Path) -> String {
+    dir.join("").display().to_string()
+}
+
+/// A file as the watcher saw it, from what the store kept (none without a time and inode).
+fn settled(seen: FileSeen) -> Option<SettledFile> {
+    let (modified_ns, inode) = seen.unchanged_if?;
+    Some(SettledFile {
+        path: PathBuf::from(seen.path),
+        size: seen.size,
+        modified: UNIX_EPOCH + Duration::from_nanos(u64::try_from(modified_ns).ok()?),
+        inode: inode as u64,
+    })
+}
+
+/// How a watcher saw `file`, as the store keeps it.
 fn seen(file: &SettledFile) -> FileSeen {
     let modified_ns = file
         .modified
@@ -260,6 +279,10 @@ async fn queue_lists(
             Ok(list) => {
                 for line in lists::describe(&list.list, false).lines() {
                     tracing::info!("{line}");
+                }
+                // Not recorded, the list is read again after a restart: no harm done.
+                if let Err(e) = store.list_read(&seen(&file), now_millis()).await {
+                    tracing::warn!(error = %e, list = %file.path.display(), "cannot record a list as read");
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot read a list"),

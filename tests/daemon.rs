@@ -154,6 +154,56 @@ async fn a_restart_reads_only_the_files_that_changed() {
     assert_eq!(world.sim.stats().api_requests, 3);
 }
 
+/// A restarted daemon does not read the lists it queued before again while they are unchanged;
+/// a list changed meanwhile is read again, and what it adds is queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_reads_only_the_lists_that_changed() {
+    let mut world = World::new(World::fast_sim()).await;
+    watch_fast(&mut world);
+    let lists = world.dir.path().join("lists");
+    std::fs::create_dir(&lists).unwrap();
+    let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+    std::fs::write(lists.join("same.txt"), format!("{a}\n")).unwrap();
+    std::fs::write(lists.join("changed.txt"), format!("{b}\n")).unwrap();
+    let watched = || Watched {
+        drop: None,
+        lists: Some(lists.clone()),
+    };
+    let reads = async || -> Vec<(String, i64)> {
+        let db = sqlx::SqlitePool::connect(&format!("sqlite:{}", world.config.db))
+            .await
+            .unwrap();
+        sqlx::query_as("SELECT path, read_at FROM lists_read ORDER BY path")
+            .fetch_all(&db)
+            .await
+            .unwrap()
+    };
+    let daemon = Daemon::start(&world, watched()).await;
+    wait_for_verdicts(&*daemon.pipeline.store, 2, Duration::from_secs(10)).await;
+    daemon.stop().await;
+    let before = reads().await;
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    std::fs::write(lists.join("changed.txt"), format!("{b}\n{c}\n")).unwrap();
+    let daemon = Daemon::start(&world, watched()).await;
+    wait_for_verdicts(&*daemon.pipeline.store, 3, Duration::from_secs(10)).await;
+    // Long enough for an unchanged list to settle and be read again, were it read.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    daemon.stop().await;
+    let after = reads().await;
+    let of = |reads: &[(String, i64)], name: &str| -> i64 {
+        let name = lists.join(name).display().to_string();
+        reads.iter().find(|(p, _)| *p == name).unwrap().1
+    };
+    assert_eq!(
+        of(&after, "same.txt"),
+        of(&before, "same.txt"),
+        "same.txt was read again"
+    );
+    assert!(of(&after, "changed.txt") > of(&before, "changed.txt"));
+    assert_eq!(world.sim.stats().api_requests, 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_files_dropped_at_once_are_all_triaged() {
     let mut world = World::new(World::fast_sim()).await;

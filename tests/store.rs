@@ -663,10 +663,7 @@ async fn files_seen_under_a_directory_are_its_latest_sightings(db: Backend) {
     s.enqueue(&[file('e', "/drop/b.exe", Some((4, 10)))], T0 + 1, DAY, 5)
         .await
         .unwrap();
-    let mut seen = s
-        .files_seen_under("/drop/", false, T0 + 2, DAY)
-        .await
-        .unwrap();
+    let mut seen = s.files_seen_under("/drop/", false).await.unwrap();
     seen.sort_by(|x, y| x.path.cmp(&y.path));
     let expected = [
         FileSeen {
@@ -681,10 +678,10 @@ async fn files_seen_under_a_directory_are_its_latest_sightings(db: Backend) {
     assert_eq!(seen, expected);
 }
 
-/// A file whose job another sighting would change (a failed verdict, an unknown one that an
-/// upload now allowed may improve, a stale one) is left out: a restarted daemon reads it again,
-/// as it always did.
-async fn files_whose_jobs_a_sighting_would_change_are_left_out(db: Backend) {
+/// A file whose job a restart would change (a failed verdict, an unknown one that an upload now
+/// allowed may improve) is left out: a restarted daemon reads it again. A verdict's age does not
+/// count: a running daemon does not look again at what it triaged either.
+async fn files_whose_jobs_a_restart_would_change_are_left_out(db: Backend) {
     let s = db.store.clone();
     register(&*s, "w", T0).await;
     let file = |content: char, name: &str| NewJob {
@@ -720,18 +717,69 @@ async fn files_whose_jobs_a_sighting_would_change_are_left_out(db: Backend) {
         names.sort();
         names
     };
-    let without_uploads = s.files_seen_under("/drop/", false, T0, DAY).await.unwrap();
+    let without_uploads = s.files_seen_under("/drop/", false).await.unwrap();
     assert_eq!(
         names(without_uploads),
         ["/drop/clean.exe", "/drop/unknown.exe"]
     );
-    let with_uploads = s.files_seen_under("/drop/", true, T0, DAY).await.unwrap();
+    let with_uploads = s.files_seen_under("/drop/", true).await.unwrap();
     assert_eq!(names(with_uploads), ["/drop/clean.exe"]);
-    let stale = s
-        .files_seen_under("/drop/", false, T0 + 2 * DAY, DAY)
+}
+
+/// The lists recorded as read under a directory, as recorded last, but for a list with a failed
+/// job: a restarted daemon reads that one again, to give the job another try.
+async fn lists_read_are_those_without_a_failed_job(db: Backend) {
+    let s = db.store.clone();
+    register(&*s, "w", T0).await;
+    let seen = |path: &str, unchanged_if| FileSeen {
+        unchanged_if,
+        ..FileSeen::at(path, 100)
+    };
+    let from = |list: &str, hash: char| NewJob {
+        source: Some((list.into(), 1)),
+        ..hash_job(&hash.to_string().repeat(64))
+    };
+    s.enqueue(
+        &[from("/lists/good.txt", 'a'), from("/lists/bad.txt", 'b')],
+        T0,
+        DAY,
+        5,
+    )
+    .await
+    .unwrap();
+    for list in ["/lists/good.txt", "/lists/bad.txt", "/lists2/other.txt"] {
+        s.list_read(&seen(list, Some((1, 2))), T0).await.unwrap();
+    }
+    // Read again after a change; one seen without a time is not recorded.
+    s.list_read(&seen("/lists/good.txt", Some((3, 4))), T0 + 1)
         .await
         .unwrap();
-    assert!(stale.is_empty(), "{stale:?}");
+    s.list_read(&seen("/lists/untimed.txt", None), T0)
+        .await
+        .unwrap();
+    let read = || async {
+        let mut read = s.lists_read_under("/lists/").await.unwrap();
+        read.sort_by(|x, y| x.path.cmp(&y.path));
+        read
+    };
+    assert_eq!(
+        read().await,
+        [
+            seen("/lists/bad.txt", Some((1, 2))),
+            seen("/lists/good.txt", Some((3, 4)))
+        ]
+    );
+    for job in s.claim("w", 2, T0, 1000).await.unwrap() {
+        let done = match job.indicator.as_bytes()[0] {
+            b'a' => s.complete(&job, &clean(T0), T0).await,
+            _ => {
+                s.discard(&job, &VerdictRecord::bare(Verdict::Failed, T0), T0)
+                    .await
+            }
+        };
+        assert!(done.unwrap());
+    }
+    assert_eq!(read().await, [seen("/lists/good.txt", Some((3, 4)))]);
 }
 
 /// `status` reads counts that SQLite keeps with triggers rather than counting every job: after
@@ -825,7 +873,8 @@ on_both_backends!(
     batches_from_a_channel_are_queued_in_order,
     a_list_that_arrives_slowly_holds_no_lock_while_it_waits,
     files_seen_under_a_directory_are_its_latest_sightings,
-    files_whose_jobs_a_sighting_would_change_are_left_out,
+    files_whose_jobs_a_restart_would_change_are_left_out,
+    lists_read_are_those_without_a_failed_job,
     status_counts_follow_every_transition,
 );
 

@@ -398,16 +398,21 @@ pub trait Store: Send + Sync + 'static {
     async fn file_paths(&self, job_id: i64) -> Result<Vec<String>, Error>;
 
     /// The files last seen at paths under `dir` (a prefix of the paths as stored) with their
-    /// modification time and inode, whose jobs seeing them again would not change: queued or
-    /// running, or finished with a verdict that stays (see [`Store::enqueue`]) for a sighting
-    /// that allows a submission when `allow_submit`. A restarted daemon need not read them again.
-    async fn files_seen_under(
-        &self,
-        dir: &str,
-        allow_submit: bool,
-        now: Millis,
-        max_age_ms: i64,
-    ) -> Result<Vec<FileSeen>, Error>;
+    /// modification time and inode, whose jobs a restart would not change: queued or running,
+    /// or finished with a verdict that stays for a sighting that allows a submission when
+    /// `allow_submit` (see [`Store::enqueue`]; however old the verdict: a running daemon does not
+    /// look again at what it triaged either). A restarted daemon need not read them again.
+    async fn files_seen_under(&self, dir: &str, allow_submit: bool)
+    -> Result<Vec<FileSeen>, Error>;
+
+    /// Records that the IOC list `seen` (as the lists directory's watcher saw it, with its time
+    /// and inode) was queued whole.
+    async fn list_read(&self, seen: &FileSeen, now: Millis) -> Result<(), Error>;
+
+    /// The lists under `dir` recorded by [`Store::list_read`], but for those with a failed job
+    /// (reading a list again gives its failed jobs another try). A restarted daemon need not
+    /// read them again while they are unchanged.
+    async fn lists_read_under(&self, dir: &str) -> Result<Vec<FileSeen>, Error>;
 
     /// A fresh verdict for a file known under any of its hashes, if one is stored.
     async fn fresh_verdict_for_hash(
@@ -582,6 +587,21 @@ pub(crate) enum Requeue {
     Fresh,
 }
 
+/// The rows of [`Store::lists_read_under`]'s query: path, size, mtime and inode.
+type ListRow = (String, i64, i64, i64);
+
+fn lists_seen(rows: Vec<ListRow>) -> Vec<FileSeen> {
+    rows.into_iter()
+        .filter_map(|(path, size, modified_ns, inode)| {
+            Some(FileSeen {
+                path,
+                size: u64::try_from(size).ok()?,
+                unchanged_if: Some((modified_ns, inode)),
+            })
+        })
+        .collect()
+}
+
 /// A row of [`Store::files_seen_under`]'s query: the path's latest sighting (path, size, mtime,
 /// inode, seen at) and its job as [`requeue`] reads it.
 type SightingRow = (
@@ -598,18 +618,14 @@ type SightingRow = (
 );
 
 /// The rows of [`Store::files_seen_under`]'s query that say what the file looked like and
-/// whose job another sighting would leave as it is.
-fn files_seen(
-    rows: Vec<SightingRow>,
-    allow_submit: bool,
-    now: Millis,
-    max_age_ms: i64,
-) -> Vec<FileSeen> {
+/// whose job a restart would leave as it is.
+fn files_seen(rows: Vec<SightingRow>, allow_submit: bool) -> Vec<FileSeen> {
     rows.into_iter()
         .filter_map(|row| {
             let (path, size, modified_ns, inode, _, state, allowed, analysis, verdict, at) = row;
             let known = (state, allowed, analysis, verdict, at);
-            match requeue(known, allow_submit, now, max_age_ms) {
+            // No verdict is too old (`now - max_age` is below every time).
+            match requeue(known, allow_submit, 0, i64::MAX) {
                 Requeue::Fresh
                 | Requeue::Queued {
                     allow_submit: false,

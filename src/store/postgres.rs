@@ -34,7 +34,7 @@ use crate::indicator::Kind;
 use crate::verdict::{Stats, Verdict, VerdictRecord};
 
 /// The schema, oldest first (see `migrations/postgres/`).
-const MIGRATIONS: [(i64, &str, &str); 4] = [
+const MIGRATIONS: [(i64, &str, &str); 5] = [
     (
         1,
         "queue",
@@ -54,6 +54,11 @@ const MIGRATIONS: [(i64, &str, &str); 4] = [
         4,
         "file fingerprints",
         include_str!("../../migrations/postgres/0004_file_fingerprints.sql"),
+    ),
+    (
+        5,
+        "lists read",
+        include_str!("../../migrations/postgres/0005_lists_read.sql"),
     ),
 ];
 
@@ -625,8 +630,6 @@ impl Store for PgStore {
         &self,
         dir: &str,
         allow_submit: bool,
-        now: Millis,
-        max_age_ms: i64,
     ) -> Result<Vec<FileSeen>, Error> {
         let rows: Vec<super::SightingRow> = sqlx::query_as(
             "SELECT DISTINCT ON (p.path) p.path, p.size, p.modified_ns, p.inode, p.seen_at,
@@ -638,7 +641,43 @@ impl Store for PgStore {
         .bind(dir)
         .fetch_all(&self.pool)
         .await?;
-        Ok(super::files_seen(rows, allow_submit, now, max_age_ms))
+        Ok(super::files_seen(rows, allow_submit))
+    }
+
+    async fn list_read(&self, seen: &FileSeen, now: Millis) -> Result<(), Error> {
+        let Some((modified_ns, inode)) = seen.unchanged_if else {
+            return Ok(());
+        };
+        sqlx::query(
+            "INSERT INTO lists_read (path, size, modified_ns, inode, read_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (path) DO UPDATE SET size = excluded.size,
+                 modified_ns = excluded.modified_ns, inode = excluded.inode,
+                 read_at = excluded.read_at",
+        )
+        .bind(&seen.path)
+        .bind(seen.size as i64)
+        .bind(modified_ns)
+        .bind(inode)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn lists_read_under(&self, dir: &str) -> Result<Vec<FileSeen>, Error> {
+        // The failed verdicts are few, and each finds its sources by its key.
+        let rows: Vec<super::ListRow> = sqlx::query_as(
+            "SELECT path, size, modified_ns, inode FROM lists_read
+             WHERE left(path, length($1)) = $1
+               AND path NOT IN (SELECT s.source FROM verdicts v
+                                JOIN sources s ON s.job_id = v.job_id
+                                WHERE v.verdict = 'failed')",
+        )
+        .bind(dir)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(super::lists_seen(rows))
     }
 
     async fn fresh_verdict_for_hash(

@@ -36,7 +36,7 @@ use crate::indicator::Kind;
 use crate::verdict::{Verdict, VerdictRecord};
 
 /// The schema, oldest first (see `migrations/sqlite/`).
-const MIGRATIONS: [(i64, &str, &str); 8] = [
+const MIGRATIONS: [(i64, &str, &str); 9] = [
     (
         1,
         "queue",
@@ -76,6 +76,11 @@ const MIGRATIONS: [(i64, &str, &str); 8] = [
         8,
         "file fingerprints",
         include_str!("../../migrations/sqlite/0008_file_fingerprints.sql"),
+    ),
+    (
+        9,
+        "lists read",
+        include_str!("../../migrations/sqlite/0009_lists_read.sql"),
     ),
 ];
 
@@ -871,8 +876,6 @@ impl Store for SqliteStore {
         &self,
         dir: &str,
         allow_submit: bool,
-        now: Millis,
-        max_age_ms: i64,
     ) -> Result<Vec<FileSeen>, Error> {
         // The row of each path seen last (SQLite takes the bare columns from the MAX row).
         let rows: Vec<super::SightingRow> = sqlx::query_as(
@@ -885,7 +888,43 @@ impl Store for SqliteStore {
         .bind(dir)
         .fetch_all(&self.read)
         .await?;
-        Ok(super::files_seen(rows, allow_submit, now, max_age_ms))
+        Ok(super::files_seen(rows, allow_submit))
+    }
+
+    async fn list_read(&self, seen: &FileSeen, now: Millis) -> Result<(), Error> {
+        let Some((modified_ns, inode)) = seen.unchanged_if else {
+            return Ok(());
+        };
+        sqlx::query(
+            "INSERT INTO lists_read (path, size, modified_ns, inode, read_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (path) DO UPDATE SET size = excluded.size,
+                 modified_ns = excluded.modified_ns, inode = excluded.inode,
+                 read_at = excluded.read_at",
+        )
+        .bind(&seen.path)
+        .bind(seen.size as i64)
+        .bind(modified_ns)
+        .bind(inode)
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn lists_read_under(&self, dir: &str) -> Result<Vec<FileSeen>, Error> {
+        // The failed verdicts are few, and each finds its sources by its key.
+        let rows: Vec<super::ListRow> = sqlx::query_as(
+            "SELECT path, size, modified_ns, inode FROM lists_read
+             WHERE substr(path, 1, length(?1)) = ?1
+               AND path NOT IN (SELECT s.source FROM verdicts v
+                                JOIN sources s ON s.job_id = v.job_id
+                                WHERE v.verdict = 'failed')",
+        )
+        .bind(dir)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(super::lists_seen(rows))
     }
 
     async fn fresh_verdict_for_hash(

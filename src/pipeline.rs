@@ -55,11 +55,7 @@ pub enum Interrupted {
 
 /// This process's name in leases: host, pid and start time.
 pub fn owner_name() -> (String, String, u32) {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into());
+    let host = crate::store::this_host();
     let pid = std::process::id();
     (format!("{host}:{pid}:{}", now_millis()), host, pid)
 }

@@ -955,3 +955,69 @@ async fn stores_opening_a_new_database_at_once_all_succeed() {
         }
     }
 }
+
+/// With one PostgreSQL database for several hosts, a file job goes to a daemon on a host that saw
+/// the file, since only there can it be read for an upload; an indicator goes to any daemon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_job_is_claimed_on_a_host_that_saw_the_file() {
+    use vtriage::store::postgres::PgStore;
+    let Some(db) = backends::PgDatabase::create().await else {
+        return;
+    };
+    let on = |host: &'static str| {
+        let url = db.url.clone();
+        async move { PgStore::open(&url).await.unwrap().on_host(host) }
+    };
+    let (a, b) = (on("a").await, on("b").await);
+    let file = |content: char, path: &str| NewJob {
+        kind: Kind::File,
+        path: Some(FileSeen {
+            unchanged_if: Some((1, 1)),
+            ..FileSeen::at(path, 10)
+        }),
+        ..hash_job(&content.to_string().repeat(64))
+    };
+    a.enqueue(&[file('a', "/drop/only-on-a.exe")], T0, DAY, 5)
+        .await
+        .unwrap();
+    b.enqueue(&[hash_job(&"b".repeat(64))], T0, DAY, 5)
+        .await
+        .unwrap();
+    a.enqueue(&[file('c', "/drop/on-both.exe")], T0, DAY, 5)
+        .await
+        .unwrap();
+    b.enqueue(&[file('c', "/drop/on-both.exe")], T0, DAY, 5)
+        .await
+        .unwrap();
+    for s in [&a, &b] {
+        register(s, "w", T0).await;
+    }
+    let claimed = |jobs: Vec<vtriage::store::Job>| -> Vec<char> {
+        jobs.iter()
+            .map(|j| j.indicator.chars().next().unwrap())
+            .collect()
+    };
+    // b takes what it can (the hash, the file it saw too) and leaves a's own file.
+    assert_eq!(
+        claimed(b.claim("w", 10, T0, 1000).await.unwrap()),
+        ['b', 'c']
+    );
+    assert_eq!(claimed(a.claim("w", 10, T0, 1000).await.unwrap()), ['a']);
+    // Each host's copies, for the upload; and its own sightings, for a restart.
+    let paths = |s: &PgStore, id| {
+        let s = s.clone();
+        async move { s.file_paths(id).await.unwrap() }
+    };
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM jobs WHERE kind = 'file' ORDER BY id")
+        .fetch_all(a.pool())
+        .await
+        .unwrap();
+    assert_eq!(paths(&a, ids[0]).await, ["/drop/only-on-a.exe"]);
+    assert!(paths(&b, ids[0]).await.is_empty());
+    assert_eq!(paths(&b, ids[1]).await, ["/drop/on-both.exe"]);
+    let seen = b.files_seen_under("/drop/", false).await.unwrap();
+    assert_eq!(
+        seen.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+        ["/drop/on-both.exe"]
+    );
+}

@@ -641,6 +641,15 @@ fn files_seen(rows: Vec<SightingRow>, allow_submit: bool) -> Vec<FileSeen> {
         .collect()
 }
 
+/// This machine's name, as leases, the `workers` table and PostgreSQL's `file_paths` know it.
+pub fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
 /// Decides [`Requeue`] for `known` when enqueued again with `allow_submit` at `now`.
 pub(crate) fn requeue(
     known: KnownJob,

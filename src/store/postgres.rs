@@ -16,6 +16,7 @@
 //! converted at this boundary.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -57,16 +58,22 @@ const MIGRATIONS: [(i64, &str, &str); 5] = [
     ),
     (
         5,
-        "lists read",
-        include_str!("../../migrations/postgres/0005_lists_read.sql"),
+        "lists read, file hosts",
+        include_str!("../../migrations/postgres/0005_lists_read_and_file_hosts.sql"),
     ),
 ];
 
 /// The PostgreSQL store.
+///
+/// Several hosts share it, each with its own files: a path in `file_paths` is the host's that saw
+/// it. A file job is claimed only by a daemon on a host holding a copy (or when no host is known),
+/// since only there can the file be uploaded; [`Store::file_paths`] gives this host's copies.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     /// Connections for every statement: PostgreSQL handles concurrent writers itself.
     pool: PgPool,
+    /// This host's name ([`super::this_host`]).
+    host: Arc<str>,
 }
 
 /// Columns of a verdict row, in the order [`verdict_from_row`] reads them.
@@ -93,7 +100,18 @@ impl PgStore {
             .connect_with(options)
             .await?;
         super::migrator(&MIGRATIONS).run(&pool).await?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            host: super::this_host().into(),
+        })
+    }
+
+    /// The same store, as a process on host `host` would see it (for tests of several hosts).
+    pub fn on_host(self, host: &str) -> PgStore {
+        PgStore {
+            host: host.into(),
+            ..self
+        }
     }
 
     /// The connection pool, for reports that stream rows.
@@ -311,9 +329,9 @@ impl PgStore {
             if let Some(seen) = &job.path {
                 let (modified_ns, inode) = seen.unchanged_if.unzip();
                 sqlx::query(
-                    "INSERT INTO file_paths (job_id, path, size, seen_at, modified_ns, inode)
-                     VALUES ($1, $2, $3, $4, $5, $6)
-                     ON CONFLICT (job_id, path) DO UPDATE SET size = excluded.size,
+                    "INSERT INTO file_paths (job_id, host, path, size, seen_at, modified_ns, inode)
+                     VALUES ($1, $7, $2, $3, $4, $5, $6)
+                     ON CONFLICT (job_id, host, path) DO UPDATE SET size = excluded.size,
                          seen_at = excluded.seen_at, modified_ns = excluded.modified_ns,
                          inode = excluded.inode",
                 )
@@ -323,6 +341,7 @@ impl PgStore {
                 .bind(now)
                 .bind(modified_ns)
                 .bind(inode)
+                .bind(&*self.host)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -413,10 +432,13 @@ impl Store for PgStore {
         lease_ms: i64,
     ) -> Result<Vec<Job>, Error> {
         // SKIP LOCKED: daemons claiming at the same moment take different jobs instead of
-        // queueing behind each other's row locks.
+        // queueing behind each other's row locks. A job whose every path is on other hosts is
+        // theirs (`bool_or` of no rows is NULL: a job with no path is anyone's).
         let rows = sqlx::query(
             "WITH picked AS (
                  SELECT id FROM jobs WHERE state = 'available' AND scheduled_at <= $3
+                   AND (SELECT bool_or(p.host IN ('', $5)) FROM file_paths p
+                        WHERE p.job_id = jobs.id) IS NOT FALSE
                  ORDER BY priority DESC, scheduled_at, id LIMIT $4
                  FOR UPDATE SKIP LOCKED),
              claimed AS (
@@ -432,6 +454,7 @@ impl Store for PgStore {
         .bind(now + lease_ms)
         .bind(now)
         .bind(int(n))
+        .bind(&*self.host)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(|r| job_from_row(r, owner)).collect())
@@ -619,9 +642,11 @@ impl Store for PgStore {
 
     async fn file_paths(&self, job_id: i64) -> Result<Vec<String>, Error> {
         sqlx::query_scalar(
-            "SELECT path FROM file_paths WHERE job_id = $1 ORDER BY seen_at DESC, path",
+            "SELECT path FROM file_paths WHERE job_id = $1 AND host IN ('', $2)
+             ORDER BY seen_at DESC, path",
         )
         .bind(job_id)
+        .bind(&*self.host)
         .fetch_all(&self.pool)
         .await
     }
@@ -636,9 +661,11 @@ impl Store for PgStore {
                     j.state, j.allow_submit, j.analysis_id, v.verdict, v.checked_at
              FROM file_paths p JOIN jobs j ON j.id = p.job_id
              LEFT JOIN verdicts v ON v.job_id = p.job_id
-             WHERE left(p.path, length($1)) = $1 ORDER BY p.path, p.seen_at DESC",
+             WHERE left(p.path, length($1)) = $1 AND p.host IN ('', $2)
+             ORDER BY p.path, p.seen_at DESC",
         )
         .bind(dir)
+        .bind(&*self.host)
         .fetch_all(&self.pool)
         .await?;
         Ok(super::files_seen(rows, allow_submit))
@@ -649,9 +676,9 @@ impl Store for PgStore {
             return Ok(());
         };
         sqlx::query(
-            "INSERT INTO lists_read (path, size, modified_ns, inode, read_at)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (path) DO UPDATE SET size = excluded.size,
+            "INSERT INTO lists_read (host, path, size, modified_ns, inode, read_at)
+             VALUES ($6, $1, $2, $3, $4, $5)
+             ON CONFLICT (host, path) DO UPDATE SET size = excluded.size,
                  modified_ns = excluded.modified_ns, inode = excluded.inode,
                  read_at = excluded.read_at",
         )
@@ -660,6 +687,7 @@ impl Store for PgStore {
         .bind(modified_ns)
         .bind(inode)
         .bind(now)
+        .bind(&*self.host)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -669,12 +697,13 @@ impl Store for PgStore {
         // The failed verdicts are few, and each finds its sources by its key.
         let rows: Vec<super::ListRow> = sqlx::query_as(
             "SELECT path, size, modified_ns, inode FROM lists_read
-             WHERE left(path, length($1)) = $1
+             WHERE host = $2 AND left(path, length($1)) = $1
                AND path NOT IN (SELECT s.source FROM verdicts v
                                 JOIN sources s ON s.job_id = v.job_id
                                 WHERE v.verdict = 'failed')",
         )
         .bind(dir)
+        .bind(&*self.host)
         .fetch_all(&self.pool)
         .await?;
         Ok(super::lists_seen(rows))

@@ -242,17 +242,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             if args.drop.is_none() && args.lists.is_none() {
                 anyhow::bail!("nothing to watch: give --drop DIR and/or --lists DIR");
             }
-            for dir in args.drop.iter().chain(&args.lists) {
-                if !dir.is_dir() {
-                    anyhow::bail!("{} is not a directory", dir.display());
+            // Absolute, so that the paths stored (read again for uploads, and after a restart)
+            // do not depend on the directory the daemon was started from.
+            let absolute = |dir: Option<PathBuf>| -> anyhow::Result<Option<PathBuf>> {
+                let Some(dir) = dir else { return Ok(None) };
+                match std::fs::canonicalize(&dir) {
+                    Ok(abs) if abs.is_dir() => Ok(Some(abs)),
+                    Ok(_) => anyhow::bail!("{} is not a directory", dir.display()),
+                    Err(e) => anyhow::bail!("{}: {e}", dir.display()),
                 }
-            }
+            };
+            let watched = crate::daemon::Watched {
+                drop: absolute(args.drop)?,
+                lists: absolute(args.lists)?,
+            };
             let config = load_config(&cli.global)?;
             let pipeline = Pipeline::open(config, shutdown_signal()).await?;
-            let watched = crate::daemon::Watched {
-                drop: args.drop,
-                lists: args.lists,
-            };
             crate::daemon::run(&pipeline, &watched).await?;
             Ok(0)
         }

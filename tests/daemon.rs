@@ -374,3 +374,45 @@ async fn wait_child(child: &mut std::process::Child, limit: Duration) -> std::pr
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A drop directory given as a relative path is stored absolute: the paths are read again for
+/// uploads and after a restart, whatever directory the daemon is started from. One that does not
+/// exist is refused, by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relative_drop_directory_is_stored_absolute() {
+    let world = World::new(World::fast_sim()).await;
+    let drop = world.dir.path().join("drop");
+    std::fs::create_dir(&drop).unwrap();
+    std::fs::write(drop.join("a.bin"), "relative").unwrap();
+    let run = |dir: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vtriage"))
+            .args(["run", "--drop", dir])
+            .current_dir(world.dir.path())
+            .env("VT_API_KEY", KEY)
+            .env("VTRIAGE_DB", &world.config.db)
+            .env("VTRIAGE_API_URL", world.sim.base_url())
+            .env("VTRIAGE_WATCH_SETTLE_MS", "200")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let missing = run("nowhere").wait_with_output().unwrap();
+    assert_eq!(missing.status.code(), Some(2), "an error");
+    let said = String::from_utf8_lossy(&missing.stderr);
+    assert!(said.contains("nowhere"), "{said}");
+
+    let mut daemon = run("./drop");
+    let store = vtriage::store::sqlite::SqliteStore::open(Path::new(&world.config.db))
+        .await
+        .unwrap();
+    wait_for_verdicts(&store, 1, Duration::from_secs(20)).await;
+    sigterm(daemon.id());
+    wait_child(&mut daemon, Duration::from_secs(10)).await;
+    let paths: Vec<String> = sqlx::query_scalar("SELECT path FROM file_paths")
+        .fetch_all(store.read_pool())
+        .await
+        .unwrap();
+    let absolute = std::fs::canonicalize(&drop).unwrap().join("a.bin");
+    assert_eq!(paths, [absolute.display().to_string()]);
+}

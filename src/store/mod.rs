@@ -590,6 +590,7 @@ pub(crate) enum Requeue {
 /// The rows of [`Store::lists_read_under`]'s query: path, size, mtime and inode.
 type ListRow = (String, i64, i64, i64);
 
+/// The rows of [`Store::lists_read_under`]'s query, as the watcher compares them.
 fn lists_seen(rows: Vec<ListRow>) -> Vec<FileSeen> {
     rows.into_iter()
         .filter_map(|(path, size, modified_ns, inode)| {

@@ -70,7 +70,8 @@ pub async fn run(pipeline: &Pipeline, watched: &Watched) -> anyhow::Result<()> {
     }
     if let Some(dir) = &watched.lists {
         let (tx, rx) = mpsc::channel(64);
-        let read_before = lists_read_before(&*pipeline.store, dir).await?;
+        let submit_urls = pipeline.config.upload.urls == UploadPolicy::Unknown;
+        let read_before = lists_read_before(&*pipeline.store, dir, submit_urls).await?;
         let (cfg, dir2, stop2) = (pipeline.config.watch.clone(), dir.clone(), stop.clone());
         tasks.spawn(async move {
             let stopped = async move { stop2.cancelled().await };
@@ -142,11 +143,17 @@ async fn files_queued_before(
     Ok(files)
 }
 
-/// The IOC lists of the lists directory `dir` queued whole before this process started, but
-/// for those with a failed job: the watcher does not read them again while they are unchanged.
-async fn lists_read_before(store: &dyn Store, dir: &Path) -> anyhow::Result<Vec<SettledFile>> {
+/// The IOC lists of the lists directory `dir` queued whole before this process started, as
+/// the watcher saw them: it does not read them again while they are unchanged. Those with a job
+/// a restart would change (a failed one, an unknown URL that may now be submitted) are left
+/// out, and read again.
+async fn lists_read_before(
+    store: &dyn Store,
+    dir: &Path,
+    submit_urls: bool,
+) -> anyhow::Result<Vec<SettledFile>> {
     let seen = store
-        .lists_read_under(&under(dir))
+        .lists_read_under(&under(dir), submit_urls)
         .await
         .map_err(|e| anyhow::anyhow!("cannot read the lists queued before: {e}"))?;
     let lists: Vec<SettledFile> = seen.into_iter().filter_map(settled).collect();

@@ -726,28 +726,38 @@ async fn files_whose_jobs_a_restart_would_change_are_left_out(db: Backend) {
     assert_eq!(names(with_uploads), ["/drop/clean.exe"]);
 }
 
-/// The lists recorded as read under a directory, as recorded last, but for a list with a failed
-/// job: a restarted daemon reads that one again, to give the job another try.
-async fn lists_read_are_those_without_a_failed_job(db: Backend) {
+/// The lists recorded as read under a directory, as recorded last, but for a list with a job
+/// that reading it again would change: a failed one (another try), an unknown URL when URLs may
+/// now be submitted.
+async fn lists_read_are_those_without_a_job_to_change(db: Backend) {
     let s = db.store.clone();
     register(&*s, "w", T0).await;
     let seen = |path: &str, unchanged_if| FileSeen {
         unchanged_if,
         ..FileSeen::at(path, 100)
     };
-    let from = |list: &str, hash: char| NewJob {
+    let from = |list: &str, job: NewJob| NewJob {
         source: Some((list.into(), 1)),
-        ..hash_job(&hash.to_string().repeat(64))
+        ..job
+    };
+    let url = NewJob {
+        kind: Kind::Url,
+        ..hash_job("http://unknown.example/")
     };
     s.enqueue(
-        &[from("/lists/good.txt", 'a'), from("/lists/bad.txt", 'b')],
+        &[
+            from("/lists/good.txt", hash_job(&"a".repeat(64))),
+            from("/lists/bad.txt", hash_job(&"b".repeat(64))),
+            from("/lists/urls.txt", url),
+        ],
         T0,
         DAY,
         5,
     )
     .await
     .unwrap();
-    for list in ["/lists/good.txt", "/lists/bad.txt", "/lists2/other.txt"] {
+    let lists = ["/lists/good.txt", "/lists/bad.txt", "/lists/urls.txt"];
+    for list in lists.iter().chain(&["/lists2/other.txt"]) {
         s.list_read(&seen(list, Some((1, 2))), T0).await.unwrap();
     }
     // Read again after a change; one seen without a time is not recorded.
@@ -757,29 +767,41 @@ async fn lists_read_are_those_without_a_failed_job(db: Backend) {
     s.list_read(&seen("/lists/untimed.txt", None), T0)
         .await
         .unwrap();
-    let read = || async {
-        let mut read = s.lists_read_under("/lists/").await.unwrap();
-        read.sort_by(|x, y| x.path.cmp(&y.path));
-        read
+    let read = |submit_urls| {
+        let s = s.clone();
+        async move {
+            let mut read = s.lists_read_under("/lists/", submit_urls).await.unwrap();
+            read.sort_by(|x, y| x.path.cmp(&y.path));
+            read.into_iter().map(|f| f.path).collect::<Vec<_>>()
+        }
     };
+    let mut all = lists.map(String::from).to_vec();
+    all.sort();
+    assert_eq!(read(true).await, all);
     assert_eq!(
-        read().await,
-        [
-            seen("/lists/bad.txt", Some((1, 2))),
-            seen("/lists/good.txt", Some((3, 4)))
-        ]
+        s.lists_read_under("/lists/", false)
+            .await
+            .unwrap()
+            .iter()
+            .find(|f| f.path == "/lists/good.txt"),
+        Some(&seen("/lists/good.txt", Some((3, 4))))
     );
-    for job in s.claim("w", 2, T0, 1000).await.unwrap() {
+    for job in s.claim("w", 3, T0, 1000).await.unwrap() {
         let done = match job.indicator.as_bytes()[0] {
             b'a' => s.complete(&job, &clean(T0), T0).await,
-            _ => {
+            b'b' => {
                 s.discard(&job, &VerdictRecord::bare(Verdict::Failed, T0), T0)
                     .await
+            }
+            _ => {
+                let unknown = VerdictRecord::bare(Verdict::Unknown, T0);
+                s.complete(&job, &unknown, T0).await
             }
         };
         assert!(done.unwrap());
     }
-    assert_eq!(read().await, [seen("/lists/good.txt", Some((3, 4)))]);
+    assert_eq!(read(false).await, ["/lists/good.txt", "/lists/urls.txt"]);
+    assert_eq!(read(true).await, ["/lists/good.txt"]);
 }
 
 /// `status` reads counts that SQLite keeps with triggers rather than counting every job: after
@@ -874,7 +896,7 @@ on_both_backends!(
     a_list_that_arrives_slowly_holds_no_lock_while_it_waits,
     files_seen_under_a_directory_are_its_latest_sightings,
     files_whose_jobs_a_restart_would_change_are_left_out,
-    lists_read_are_those_without_a_failed_job,
+    lists_read_are_those_without_a_job_to_change,
     status_counts_follow_every_transition,
 );
 

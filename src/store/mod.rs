@@ -409,10 +409,11 @@ pub trait Store: Send + Sync + 'static {
     /// and inode) was queued whole.
     async fn list_read(&self, seen: &FileSeen, now: Millis) -> Result<(), Error>;
 
-    /// The lists under `dir` recorded by [`Store::list_read`], but for those with a failed job
-    /// (reading a list again gives its failed jobs another try). A restarted daemon need not
-    /// read them again while they are unchanged.
-    async fn lists_read_under(&self, dir: &str) -> Result<Vec<FileSeen>, Error>;
+    /// The lists under `dir` recorded by [`Store::list_read`], but for those with a job that
+    /// reading the list again would change: a failed one (another try), or, when `submit_urls`,
+    /// an unknown URL that could not be submitted before (see [`Store::enqueue`]). A restarted
+    /// daemon need not read them again while they are unchanged.
+    async fn lists_read_under(&self, dir: &str, submit_urls: bool) -> Result<Vec<FileSeen>, Error>;
 
     /// A fresh verdict for a file known under any of its hashes, if one is stored.
     async fn fresh_verdict_for_hash(

@@ -693,17 +693,21 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn lists_read_under(&self, dir: &str) -> Result<Vec<FileSeen>, Error> {
-        // The failed verdicts are few, and each finds its sources by its key.
+    async fn lists_read_under(&self, dir: &str, submit_urls: bool) -> Result<Vec<FileSeen>, Error> {
+        // As SQLite's (see there).
         let rows: Vec<super::ListRow> = sqlx::query_as(
             "SELECT path, size, modified_ns, inode FROM lists_read
              WHERE host = $2 AND left(path, length($1)) = $1
                AND path NOT IN (SELECT s.source FROM verdicts v
+                                JOIN jobs j ON j.id = v.job_id
                                 JOIN sources s ON s.job_id = v.job_id
-                                WHERE v.verdict = 'failed')",
+                                WHERE v.verdict = 'failed'
+                                   OR ($3 AND v.verdict = 'unknown' AND j.kind = 'url'
+                                       AND NOT j.allow_submit))",
         )
         .bind(dir)
         .bind(&*self.host)
+        .bind(submit_urls)
         .fetch_all(&self.pool)
         .await?;
         Ok(super::lists_seen(rows))

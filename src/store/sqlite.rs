@@ -912,16 +912,21 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn lists_read_under(&self, dir: &str) -> Result<Vec<FileSeen>, Error> {
-        // The failed verdicts are few, and each finds its sources by its key.
+    async fn lists_read_under(&self, dir: &str, submit_urls: bool) -> Result<Vec<FileSeen>, Error> {
+        // The verdicts named are few (unknown ones only when URLs may now be submitted), and
+        // each finds its sources by its key.
         let rows: Vec<super::ListRow> = sqlx::query_as(
             "SELECT path, size, modified_ns, inode FROM lists_read
              WHERE substr(path, 1, length(?1)) = ?1
                AND path NOT IN (SELECT s.source FROM verdicts v
+                                JOIN jobs j ON j.id = v.job_id
                                 JOIN sources s ON s.job_id = v.job_id
-                                WHERE v.verdict = 'failed')",
+                                WHERE v.verdict = 'failed'
+                                   OR (?2 AND v.verdict = 'unknown' AND j.kind = 'url'
+                                       AND NOT j.allow_submit))",
         )
         .bind(dir)
+        .bind(submit_urls)
         .fetch_all(&self.read)
         .await?;
         Ok(super::lists_seen(rows))

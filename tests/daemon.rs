@@ -105,6 +105,45 @@ async fn a_file_written_in_pieces_is_triaged_once_complete() {
     daemon.stop().await;
 }
 
+/// Runs a daemon watching `watched` until it has `verdicts` verdicts, then `change`s the files,
+/// restarts it and runs it until it has one more, and long enough for an unchanged file to settle
+/// and be read again, were it read. Returns the rows of `sql` before and after the restart.
+async fn across_a_restart<T>(
+    world: &World,
+    watched: Watched,
+    verdicts: u64,
+    sql: &str,
+    change: impl FnOnce(),
+) -> (Vec<T>, Vec<T>)
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+{
+    let rows = async || -> Vec<T> {
+        let db = sqlx::SqlitePool::connect(&format!("sqlite:{}", world.config.db))
+            .await
+            .unwrap();
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&db)
+            .await
+            .unwrap()
+    };
+    let daemon = Daemon::start(world, watched.clone()).await;
+    wait_for_verdicts(&*daemon.pipeline.store, verdicts, Duration::from_secs(10)).await;
+    daemon.stop().await;
+    let before = rows().await;
+    change();
+    let daemon = Daemon::start(world, watched).await;
+    wait_for_verdicts(
+        &*daemon.pipeline.store,
+        verdicts + 1,
+        Duration::from_secs(10),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    daemon.stop().await;
+    (before, rows().await)
+}
+
 /// A restarted daemon does not read the files it queued before again while they are unchanged
 /// (their sighting keeps its time); a file changed meanwhile is queued as new content.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,32 +154,19 @@ async fn a_restart_reads_only_the_files_that_changed() {
     std::fs::create_dir(&drop).unwrap();
     std::fs::write(drop.join("same.bin"), "same").unwrap();
     std::fs::write(drop.join("changed.bin"), "before").unwrap();
-    let watched = || Watched {
+    let watched = Watched {
         drop: Some(drop.clone()),
         lists: None,
     };
-    let sightings = async || -> Vec<(String, i64)> {
-        let db = sqlx::SqlitePool::connect(&format!("sqlite:{}", world.config.db))
-            .await
-            .unwrap();
-        sqlx::query_as("SELECT path, seen_at FROM file_paths ORDER BY path, seen_at")
-            .fetch_all(&db)
-            .await
-            .unwrap()
-    };
-    let daemon = Daemon::start(&world, watched()).await;
-    wait_for_verdicts(&*daemon.pipeline.store, 2, Duration::from_secs(10)).await;
-    daemon.stop().await;
-    let before = sightings().await;
+    let (before, after): (Vec<(String, i64)>, _) = across_a_restart(
+        &world,
+        watched,
+        2,
+        "SELECT path, seen_at FROM file_paths ORDER BY path, seen_at",
+        || std::fs::write(drop.join("changed.bin"), "after, longer").unwrap(),
+    )
+    .await;
     assert_eq!(before.len(), 2);
-
-    std::fs::write(drop.join("changed.bin"), "after, longer").unwrap();
-    let daemon = Daemon::start(&world, watched()).await;
-    wait_for_verdicts(&*daemon.pipeline.store, 3, Duration::from_secs(10)).await;
-    // Long enough for an unchanged file to settle and be queued again, were it read.
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
-    daemon.stop().await;
-    let after = sightings().await;
     let of = |name: &str| -> Vec<(String, i64)> {
         let name = drop.join(name).display().to_string();
         after.iter().filter(|(p, _)| *p == name).cloned().collect()
@@ -165,32 +191,19 @@ async fn a_restart_reads_only_the_lists_that_changed() {
     let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
     std::fs::write(lists.join("same.txt"), format!("{a}\n")).unwrap();
     std::fs::write(lists.join("changed.txt"), format!("{b}\n")).unwrap();
-    let watched = || Watched {
+    let watched = Watched {
         drop: None,
         lists: Some(lists.clone()),
     };
-    let reads = async || -> Vec<(String, i64)> {
-        let db = sqlx::SqlitePool::connect(&format!("sqlite:{}", world.config.db))
-            .await
-            .unwrap();
-        sqlx::query_as("SELECT path, read_at FROM lists_read ORDER BY path")
-            .fetch_all(&db)
-            .await
-            .unwrap()
-    };
-    let daemon = Daemon::start(&world, watched()).await;
-    wait_for_verdicts(&*daemon.pipeline.store, 2, Duration::from_secs(10)).await;
-    daemon.stop().await;
-    let before = reads().await;
+    let (before, after): (Vec<(String, i64)>, _) = across_a_restart(
+        &world,
+        watched,
+        2,
+        "SELECT path, read_at FROM lists_read ORDER BY path",
+        || std::fs::write(lists.join("changed.txt"), format!("{b}\n{c}\n")).unwrap(),
+    )
+    .await;
     assert_eq!(before.len(), 2, "{before:?}");
-
-    std::fs::write(lists.join("changed.txt"), format!("{b}\n{c}\n")).unwrap();
-    let daemon = Daemon::start(&world, watched()).await;
-    wait_for_verdicts(&*daemon.pipeline.store, 3, Duration::from_secs(10)).await;
-    // Long enough for an unchanged list to settle and be read again, were it read.
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
-    daemon.stop().await;
-    let after = reads().await;
     let of = |reads: &[(String, i64)], name: &str| -> i64 {
         let name = lists.join(name).display().to_string();
         reads.iter().find(|(p, _)| *p == name).unwrap().1

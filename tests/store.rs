@@ -678,6 +678,25 @@ async fn files_seen_under_a_directory_are_its_latest_sightings(db: Backend) {
     assert_eq!(seen, expected);
 }
 
+/// Claims the three queued jobs and finishes them by their indicator's first letter: `a` clean,
+/// `b` failed, any other unknown.
+async fn clean_failed_and_unknown(s: &dyn Store) {
+    for job in s.claim("w", 3, T0, 1000).await.unwrap() {
+        let done = match job.indicator.as_bytes()[0] {
+            b'a' => s.complete(&job, &clean(T0), T0).await,
+            b'b' => {
+                s.discard(&job, &VerdictRecord::bare(Verdict::Failed, T0), T0)
+                    .await
+            }
+            _ => {
+                let unknown = VerdictRecord::bare(Verdict::Unknown, T0);
+                s.complete(&job, &unknown, T0).await
+            }
+        };
+        assert!(done.unwrap());
+    }
+}
+
 /// A file whose job a restart would change (a failed verdict, an unknown one that an upload now
 /// allowed may improve) is left out: a restarted daemon reads it again. A verdict's age does not
 /// count: a running daemon does not look again at what it triaged either.
@@ -698,20 +717,7 @@ async fn files_whose_jobs_a_restart_would_change_are_left_out(db: Backend) {
         file('c', "unknown.exe"),
     ];
     s.enqueue(&files, T0, DAY, 5).await.unwrap();
-    for job in s.claim("w", 3, T0, 1000).await.unwrap() {
-        let done = match job.indicator.as_bytes()[0] {
-            b'a' => s.complete(&job, &clean(T0), T0).await,
-            b'b' => {
-                s.discard(&job, &VerdictRecord::bare(Verdict::Failed, T0), T0)
-                    .await
-            }
-            _ => {
-                let unknown = VerdictRecord::bare(Verdict::Unknown, T0);
-                s.complete(&job, &unknown, T0).await
-            }
-        };
-        assert!(done.unwrap());
-    }
+    clean_failed_and_unknown(&*s).await;
     let names = |seen: Vec<FileSeen>| {
         let mut names: Vec<String> = seen.into_iter().map(|f| f.path).collect();
         names.sort();
@@ -786,20 +792,7 @@ async fn lists_read_are_those_without_a_job_to_change(db: Backend) {
             .find(|f| f.path == "/lists/good.txt"),
         Some(&seen("/lists/good.txt", Some((3, 4))))
     );
-    for job in s.claim("w", 3, T0, 1000).await.unwrap() {
-        let done = match job.indicator.as_bytes()[0] {
-            b'a' => s.complete(&job, &clean(T0), T0).await,
-            b'b' => {
-                s.discard(&job, &VerdictRecord::bare(Verdict::Failed, T0), T0)
-                    .await
-            }
-            _ => {
-                let unknown = VerdictRecord::bare(Verdict::Unknown, T0);
-                s.complete(&job, &unknown, T0).await
-            }
-        };
-        assert!(done.unwrap());
-    }
+    clean_failed_and_unknown(&*s).await;
     assert_eq!(read(false).await, ["/lists/good.txt", "/lists/urls.txt"]);
     assert_eq!(read(true).await, ["/lists/good.txt"]);
 }

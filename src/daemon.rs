@@ -53,7 +53,10 @@ pub async fn run(pipeline: &Pipeline, watched: &Watched) -> anyhow::Result<()> {
         let (tx, rx) = mpsc::channel(1024);
         let allow = pipeline.config.upload.files == UploadPolicy::Unknown;
         let max_age_ms = pipeline.config.verdict.max_age_ms();
-        let queued_before = files_queued_before(&*pipeline.store, dir, allow).await?;
+        // Left out, so read again: files whose jobs a restart would change (a failed verdict,
+        // an unknown one that an upload now allowed may improve).
+        let seen = pipeline.store.files_seen_under(&under(dir), allow).await;
+        let queued_before = sent_before("files", seen)?;
         let (cfg, dir2, stop2) = (pipeline.config.watch.clone(), dir.clone(), stop.clone());
         tasks.spawn(async move {
             let stopped = async move { stop2.cancelled().await };
@@ -71,7 +74,13 @@ pub async fn run(pipeline: &Pipeline, watched: &Watched) -> anyhow::Result<()> {
     if let Some(dir) = &watched.lists {
         let (tx, rx) = mpsc::channel(64);
         let submit_urls = pipeline.config.upload.urls == UploadPolicy::Unknown;
-        let read_before = lists_read_before(&*pipeline.store, dir, submit_urls).await?;
+        // Left out, so read again: lists with a failed job, or an unknown URL that may now be
+        // submitted.
+        let seen = pipeline
+            .store
+            .lists_read_under(&under(dir), submit_urls)
+            .await;
+        let read_before = sent_before("lists", seen)?;
         let (cfg, dir2, stop2) = (pipeline.config.watch.clone(), dir.clone(), stop.clone());
         tasks.spawn(async move {
             let stopped = async move { stop2.cancelled().await };
@@ -122,46 +131,19 @@ pub async fn run(pipeline: &Pipeline, watched: &Watched) -> anyhow::Result<()> {
     }
 }
 
-/// The files of the drop directory `dir` queued before this process started, as the watcher
-/// saw them: it does not read them again while they are unchanged. Those whose jobs a restart
-/// would change (a failed verdict, one an upload now allowed may improve) are left out, and
-/// read again as before.
-async fn files_queued_before(
-    store: &dyn Store,
-    dir: &Path,
-    allow_submit: bool,
+/// The `what` (files or lists) of a watched directory queued before this process started, as
+/// its watcher takes them: it does not read them again while they are unchanged.
+fn sent_before(
+    what: &str,
+    seen: Result<Vec<FileSeen>, crate::store::Error>,
 ) -> anyhow::Result<Vec<SettledFile>> {
-    let seen = store
-        .files_seen_under(&under(dir), allow_submit)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot read the files queued before: {e}"))?;
-    let files: Vec<SettledFile> = seen.into_iter().filter_map(settled).collect();
+    let seen = seen.map_err(|e| anyhow::anyhow!("cannot read the {what} queued before: {e}"))?;
+    let sent: Vec<SettledFile> = seen.into_iter().filter_map(settled).collect();
     tracing::info!(
-        files = files.len(),
-        "files queued before are not read again while unchanged"
+        count = sent.len(),
+        "{what} queued before are not read again while unchanged"
     );
-    Ok(files)
-}
-
-/// The IOC lists of the lists directory `dir` queued whole before this process started, as
-/// the watcher saw them: it does not read them again while they are unchanged. Those with a job
-/// a restart would change (a failed one, an unknown URL that may now be submitted) are left
-/// out, and read again.
-async fn lists_read_before(
-    store: &dyn Store,
-    dir: &Path,
-    submit_urls: bool,
-) -> anyhow::Result<Vec<SettledFile>> {
-    let seen = store
-        .lists_read_under(&under(dir), submit_urls)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot read the lists queued before: {e}"))?;
-    let lists: Vec<SettledFile> = seen.into_iter().filter_map(settled).collect();
-    tracing::info!(
-        lists = lists.len(),
-        "lists queued before are not read again while unchanged"
-    );
-    Ok(lists)
+    Ok(sent)
 }
 
 /// The prefix of the paths under `dir`, with a separator: `drop` is not a prefix of

@@ -16,7 +16,7 @@ use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, now_millis};
 use crate::vt;
-use crate::worker::Worker;
+use crate::worker::{PollClock, Worker};
 
 /// How often a process says it is alive and looks for abandoned jobs.
 const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -151,6 +151,12 @@ impl Pipeline {
         if rescued > 0 {
             tracing::info!(rescued, "returned jobs of stopped workers to the queue");
         }
+        // What the process before learned of analysis times, so that its first polls are not
+        // spent learning it again.
+        let poll_estimates = store.poll_estimates().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the poll delays learned before");
+            None
+        });
         let config = Arc::new(config);
         let worker = Worker {
             store: store.clone(),
@@ -159,7 +165,7 @@ impl Pipeline {
             owner: owner.clone(),
             fatal: CancellationToken::new(),
             fatal_reason: Arc::new(Mutex::new(None)),
-            poll_clock: Arc::new(crate::worker::PollClock::new(&config.poll)),
+            poll_clock: Arc::new(PollClock::resume(&config.poll, poll_estimates)),
             claims: Arc::default(),
         };
         let pipeline = Pipeline {
@@ -180,6 +186,7 @@ impl Pipeline {
         let store = self.store.clone();
         let owner = self.worker.owner.clone();
         let stop = self.stop.clone();
+        let clock = self.worker.poll_clock.clone();
         self.tasks.lock().expect("task set").spawn(async move {
             loop {
                 tokio::select! {
@@ -191,7 +198,11 @@ impl Pipeline {
                     .heartbeat(&owner, &host, pid, now_millis(), STALE_MS, &dead)
                     .await;
                 let rescued = store.rescue(now_millis()).await;
-                if let Err(e) = beat.and(rescued.map(|_| ())) {
+                let saved = match clock.take_learned() {
+                    Some(learned) => store.save_poll_estimates(learned, now_millis()).await,
+                    None => Ok(()),
+                };
+                if let Err(e) = beat.and(rescued.map(|_| ())).and(saved) {
                     tracing::warn!(error = %e, "housekeeping failed; will retry");
                 }
             }
@@ -260,6 +271,11 @@ impl Pipeline {
             );
         }
         self.client.save_quota_counts().await;
+        if let Some(learned) = self.worker.poll_clock.take_learned()
+            && let Err(e) = self.store.save_poll_estimates(learned, now_millis()).await
+        {
+            tracing::warn!(error = %e, "could not save the poll delays learned");
+        }
         if let Err(e) = self.store.unregister(&self.worker.owner).await {
             tracing::warn!(error = %e, "could not unregister this worker");
         }

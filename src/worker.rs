@@ -560,6 +560,8 @@ pub struct PollClock {
 struct PollEstimates {
     first_ms: f64,
     second_ms: f64,
+    /// Whether they changed since [`PollClock::take_learned`] last gave them.
+    changed: bool,
 }
 
 impl PollClock {
@@ -571,11 +573,36 @@ impl PollClock {
             estimates: std::sync::Mutex::new(PollEstimates {
                 first_ms: first,
                 second_ms: (2.0 * first).min(max_ms),
+                changed: false,
             }),
             min_ms: (first / 20.0).max(1.0),
             max_ms,
             max_interval_ms: (poll.max_interval_secs * 1000.0).max(1.0),
         }
+    }
+
+    /// Starts from what an earlier process learned (`saved`, as [`PollClock::take_learned`]
+    /// gave it), within this configuration's bounds; from the configuration without it.
+    pub fn resume(poll: &crate::config::PollConfig, saved: Option<(f64, f64)>) -> PollClock {
+        let clock = PollClock::new(poll);
+        if let Some((first_ms, second_ms)) = saved {
+            let bounded = |ms: f64| ms.is_finite().then(|| ms.clamp(clock.min_ms, clock.max_ms));
+            if let (Some(first_ms), Some(second_ms)) = (bounded(first_ms), bounded(second_ms)) {
+                *clock.estimates.lock().unwrap_or_else(|p| p.into_inner()) = PollEstimates {
+                    first_ms,
+                    second_ms,
+                    changed: false,
+                };
+            }
+        }
+        clock
+    }
+
+    /// What it learned since it was last asked, if anything: when to poll for the first and the
+    /// second time, in milliseconds after the submission (to be saved for the next process).
+    pub fn take_learned(&self) -> Option<(f64, f64)> {
+        let mut e = self.estimates.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut e.changed).then_some((e.first_ms, e.second_ms))
     }
 
     fn estimates(&self) -> PollEstimates {
@@ -597,7 +624,7 @@ impl PollClock {
             1 => (&mut e.second_ms, SECOND_QUANTILE),
             _ => return,
         };
-        *estimate = if done {
+        let learned = if done {
             let down = (-STEP * (1.0 - q)).exp();
             estimate.min((*estimate * down).max(waited * down))
         } else {
@@ -605,6 +632,9 @@ impl PollClock {
             estimate.max((*estimate * up).min(waited * up))
         }
         .clamp(self.min_ms, self.max_ms);
+        let changed = learned != *estimate;
+        *estimate = learned;
+        e.changed |= changed;
     }
 
     /// How long to wait before poll number `polls + 1` of an analysis submitted `waited_ms` ago
@@ -740,6 +770,33 @@ mod tests {
             (70_000..=100_000).contains(&first),
             "first poll at {first} ms"
         );
+    }
+
+    /// A new process resumes where the last one's learning stood: the polls of its first
+    /// analyses are not spent learning again.
+    #[test]
+    fn a_clock_resumes_from_what_was_learned_and_says_when_it_learned_more() {
+        let first = clock(30.0);
+        assert_eq!(first.take_learned(), None, "nothing learned yet");
+        for d in [80_000, 95_000, 90_000].repeat(40) {
+            poll_one(&first, d);
+        }
+        let learned = first.take_learned().expect("learned");
+        assert_eq!(first.take_learned(), None, "given once");
+        let config = PollConfig {
+            first_delay_secs: 30.0,
+            max_interval_secs: 300.0,
+            give_up_after_secs: 3600.0,
+        };
+        let next = PollClock::resume(&config, Some(learned));
+        assert_eq!(next.first_delay(), learned.0 as Millis);
+        assert!(next.first_delay() > 60_000, "{learned:?}");
+        assert_eq!(next.take_learned(), None);
+        // Within the configuration's bounds; nonsense is ignored.
+        let bounded = PollClock::resume(&config, Some((1e12, 2e12)));
+        assert_eq!(bounded.first_delay(), 3_600_000);
+        let ignored = PollClock::resume(&config, Some((f64::NAN, 1.0)));
+        assert_eq!(ignored.first_delay(), 30_000);
     }
 
     #[test]

@@ -429,3 +429,32 @@ async fn a_relative_drop_directory_is_stored_absolute() {
     let absolute = std::fs::canonicalize(&drop).unwrap().join("a.bin");
     assert_eq!(paths, [absolute.display().to_string()]);
 }
+
+/// What the workers learned of analysis times survives a restart: the next process polls from
+/// there rather than from `[poll] first_delay_secs`. A process that learned nothing saves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_poll_delays_learned_survive_a_restart() {
+    let world = World::new(World::fast_sim()).await;
+    let configured = world.pipeline().await;
+    let first = configured.worker.poll_clock.first_delay();
+    configured.shutdown().await;
+    let saved = configured.store.poll_estimates().await.unwrap();
+    assert_eq!(saved, None, "nothing learned, nothing saved");
+
+    let learning = world.pipeline().await;
+    let clock = &learning.worker.poll_clock;
+    assert_eq!(clock.first_delay(), first, "nothing was learned before");
+    // Every analysis is done long after the configured first poll.
+    for _ in 0..50 {
+        let at = clock.first_delay();
+        clock.observe(0, at, false);
+        clock.observe(1, at * 3, true);
+    }
+    let learned = clock.first_delay();
+    assert!(learned > first * 2, "{learned} ms against {first} ms");
+    learning.shutdown().await;
+
+    let resumed = world.pipeline().await;
+    assert_eq!(resumed.worker.poll_clock.first_delay(), learned);
+    resumed.shutdown().await;
+}

@@ -797,6 +797,23 @@ async fn lists_read_are_those_without_a_job_to_change(db: Backend) {
     assert_eq!(read(true).await, ["/lists/good.txt"]);
 }
 
+/// The poll delays a process learned are kept for the next one: the last saved wins.
+async fn poll_estimates_are_kept_for_the_next_process(db: Backend) {
+    let s = db.store.clone();
+    assert_eq!(s.poll_estimates().await.unwrap(), None);
+    s.save_poll_estimates((45_000.5, 90_000.0), T0)
+        .await
+        .unwrap();
+    s.save_poll_estimates((61_000.25, 95_000.0), T0 + 1)
+        .await
+        .unwrap();
+    let next = db.open_again().await;
+    assert_eq!(
+        next.poll_estimates().await.unwrap(),
+        Some((61_000.25, 95_000.0))
+    );
+}
+
 /// `status` reads counts that SQLite keeps with triggers rather than counting every job: after
 /// each kind of transition they say what a full count would.
 async fn status_counts_follow_every_transition(db: Backend) {
@@ -891,6 +908,7 @@ on_both_backends!(
     files_whose_jobs_a_restart_would_change_are_left_out,
     lists_read_are_those_without_a_job_to_change,
     status_counts_follow_every_transition,
+    poll_estimates_are_kept_for_the_next_process,
 );
 
 /// The reporting views read the same on both backends: the columns `sqlite3` users see are the

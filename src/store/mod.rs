@@ -415,6 +415,13 @@ pub trait Store: Send + Sync + 'static {
     /// daemon need not read them again while they are unchanged.
     async fn lists_read_under(&self, dir: &str, submit_urls: bool) -> Result<Vec<FileSeen>, Error>;
 
+    /// When to poll an analysis, as the process that saved it last had learned it
+    /// ([`crate::worker::PollClock::estimates_ms`]), if any did.
+    async fn poll_estimates(&self) -> Result<Option<(f64, f64)>, Error>;
+
+    /// Saves what this process learned of when to poll, for the next one to start from.
+    async fn save_poll_estimates(&self, estimates: (f64, f64), now: Millis) -> Result<(), Error>;
+
     /// A fresh verdict for a file known under any of its hashes, if one is stored.
     async fn fresh_verdict_for_hash(
         &self,

@@ -35,7 +35,7 @@ use crate::indicator::Kind;
 use crate::verdict::{Stats, Verdict, VerdictRecord};
 
 /// The schema, oldest first (see `migrations/postgres/`).
-const MIGRATIONS: [(i64, &str, &str); 5] = [
+const MIGRATIONS: [(i64, &str, &str); 6] = [
     (
         1,
         "queue",
@@ -60,6 +60,11 @@ const MIGRATIONS: [(i64, &str, &str); 5] = [
         5,
         "lists read, file hosts",
         include_str!("../../migrations/postgres/0005_lists_read_and_file_hosts.sql"),
+    ),
+    (
+        6,
+        "poll estimates",
+        include_str!("../../migrations/postgres/0006_poll_estimates.sql"),
     ),
 ];
 
@@ -711,6 +716,30 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(super::lists_seen(rows))
+    }
+
+    async fn poll_estimates(&self) -> Result<Option<(f64, f64)>, Error> {
+        sqlx::query_as("SELECT first_ms, second_ms FROM poll_estimates")
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    async fn save_poll_estimates(
+        &self,
+        (first_ms, second_ms): (f64, f64),
+        now: Millis,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO poll_estimates (id, first_ms, second_ms, updated_at) VALUES (1, $1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET first_ms = excluded.first_ms,
+                 second_ms = excluded.second_ms, updated_at = excluded.updated_at",
+        )
+        .bind(first_ms)
+        .bind(second_ms)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn fresh_verdict_for_hash(

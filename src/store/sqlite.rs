@@ -36,7 +36,7 @@ use crate::indicator::Kind;
 use crate::verdict::{Verdict, VerdictRecord};
 
 /// The schema, oldest first (see `migrations/sqlite/`).
-const MIGRATIONS: [(i64, &str, &str); 9] = [
+const MIGRATIONS: [(i64, &str, &str); 10] = [
     (
         1,
         "queue",
@@ -81,6 +81,11 @@ const MIGRATIONS: [(i64, &str, &str); 9] = [
         9,
         "lists read",
         include_str!("../../migrations/sqlite/0009_lists_read.sql"),
+    ),
+    (
+        10,
+        "poll estimates",
+        include_str!("../../migrations/sqlite/0010_poll_estimates.sql"),
     ),
 ];
 
@@ -930,6 +935,30 @@ impl Store for SqliteStore {
         .fetch_all(&self.read)
         .await?;
         Ok(super::lists_seen(rows))
+    }
+
+    async fn poll_estimates(&self) -> Result<Option<(f64, f64)>, Error> {
+        sqlx::query_as("SELECT first_ms, second_ms FROM poll_estimates")
+            .fetch_optional(&self.read)
+            .await
+    }
+
+    async fn save_poll_estimates(
+        &self,
+        (first_ms, second_ms): (f64, f64),
+        now: Millis,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO poll_estimates (id, first_ms, second_ms, updated_at) VALUES (1, ?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE SET first_ms = excluded.first_ms,
+                 second_ms = excluded.second_ms, updated_at = excluded.updated_at",
+        )
+        .bind(first_ms)
+        .bind(second_ms)
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        Ok(())
     }
 
     async fn fresh_verdict_for_hash(

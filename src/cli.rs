@@ -263,7 +263,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Status { json } => {
             let config = load_config(&cli.global)?;
-            let store = crate::pipeline::open_store(&config).await?;
+            let store = crate::pipeline::open_existing_store(&config).await?;
             let status = crate::status::gather(&*store, &config).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);

@@ -290,7 +290,7 @@ pub async fn run_recheck(
 ) -> anyhow::Result<i32> {
     let selection = args.selection(&config, now_millis())?;
     if !args.wait {
-        let store = crate::pipeline::open_store(&config).await?;
+        let store = crate::pipeline::open_existing_store(&config).await?;
         let (n, _) = reopen(&*store, &selection, false).await?;
         println!("{}", queued_message(n));
         return Ok(0);

@@ -80,6 +80,19 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(open_database(config).await?.store)
 }
 
+/// [`open_store`] for commands that only read or change what is queued (`status`, `report`,
+/// `recheck`): a SQLite file that does not exist is an error (a mistyped `--db`), not a new
+/// empty database.
+pub async fn open_existing_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    if !is_postgres_url(&config.db) && !Path::new(&config.db).exists() {
+        bail!(
+            "no database at {}: nothing was queued there (--db or VTRIAGE_DB names the database)",
+            config.db
+        );
+    }
+    open_store(config).await
+}
+
 /// [`open_store`], keeping the concrete SQLite store when the database is SQLite.
 pub async fn open_database(config: &Config) -> anyhow::Result<OpenedStore> {
     if is_postgres_url(&config.db) {

@@ -255,3 +255,25 @@ async fn an_unlimited_key_is_not_held_by_the_limits_and_its_requests_are_counted
         "{text}"
     );
 }
+
+/// `status`, `report` and `recheck` on a database that does not exist (a mistyped `--db`) say so
+/// and fail, rather than create an empty one and report nothing.
+#[tokio::test]
+async fn reading_commands_refuse_a_database_that_does_not_exist() {
+    let world = World::new(World::fast_sim()).await;
+    let missing = world.dir.path().join("typo.db");
+    for command in [&["status"][..], &["report"], &["recheck"]] {
+        let out = vtriage(&world)
+            .env("VTRIAGE_DB", &missing)
+            .args(command)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{command:?}");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            said.contains(&format!("no database at {}", missing.display())),
+            "{command:?}: {said}"
+        );
+        assert!(!missing.exists(), "{command:?} created it");
+    }
+}

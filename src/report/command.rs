@@ -72,7 +72,7 @@ impl ReportArgs {
 /// Runs `vtriage report`; returns the exit code.
 pub async fn run(args: &ReportArgs, config: &Config) -> anyhow::Result<i32> {
     let filter = args.filter(now_millis())?;
-    let store = crate::pipeline::open_store(config).await?;
+    let store = crate::pipeline::open_existing_store(config).await?;
     if let Some(indicator) = &args.raw {
         let text = super::raw(&*store, indicator).await?;
         println!("{text}");

@@ -142,10 +142,10 @@ pub async fn work(pipeline: &Pipeline, ids: &[i64]) -> Option<String> {
     }
 }
 
-/// Exit status like `scan`'s: 2 when the run could not finish, 1 when something is malicious,
-/// else 0.
+/// Exit status like `scan`'s: 2 when something was left without a verdict (the run was
+/// interrupted, a verdict `failed`), else 1 when something is malicious, else 0.
 pub fn exit_code(interrupted: bool, written: &Written) -> i32 {
-    if interrupted {
+    if interrupted || written.count(Verdict::Failed) > 0 {
         2
     } else if written.count(Verdict::Malicious) > 0 {
         1

@@ -34,16 +34,17 @@ pub struct ScanOutcome {
 }
 
 impl ScanOutcome {
-    /// Exit status like clamscan's: 2 when the run could not finish, 1 when something is
-    /// malicious, else 0.
+    /// Exit status like clamscan's: 2 when something was left without a verdict (the run was
+    /// interrupted, a file could not be read, a verdict `failed`), else 1 when something is
+    /// malicious, else 0. So 0 means every file was triaged and none is malicious.
     pub fn exit_code(&self) -> i32 {
-        if self.interrupted.is_some() {
+        let verdicts = || self.results.iter().filter_map(|r| r.verdict.as_ref());
+        if self.interrupted.is_some()
+            || !self.errors.is_empty()
+            || verdicts().any(|v| v.verdict == Verdict::Failed)
+        {
             2
-        } else if self.results.iter().any(|r| {
-            r.verdict
-                .as_ref()
-                .is_some_and(|v| v.verdict == Verdict::Malicious)
-        }) {
+        } else if verdicts().any(|v| v.verdict == Verdict::Malicious) {
             1
         } else {
             0

@@ -267,6 +267,15 @@ async fn a_server_that_always_fails_gets_bounded_spaced_attempts_then_a_failed_v
     );
     let v = results[0].verdict.as_ref().expect("a verdict");
     assert_eq!(v.verdict.as_str(), "failed");
+    let outcome = vtriage::scan::ScanOutcome {
+        results: results.clone(),
+        ..Default::default()
+    };
+    assert_eq!(
+        outcome.exit_code(),
+        2,
+        "a failed verdict is not a clean run"
+    );
     let error = v.error.as_deref().unwrap_or_default();
     assert!(
         error.contains("503"),

@@ -42,6 +42,20 @@ async fn a_known_file_costs_one_request_and_no_upload() {
     assert_eq!(outcome.exit_code(), 0);
 }
 
+/// A path that cannot be read is listed and the rest is triaged; the exit status says that
+/// something was left without a verdict, so a script never takes it for "nothing malicious".
+#[tokio::test]
+async fn an_unreadable_path_is_reported_and_the_exit_status_is_2() {
+    let world = World::new(World::fast_sim()).await;
+    let readable = world.file("readable.txt", b"readable content");
+    let missing = world.dir.path().join("missing.txt");
+    let outcome = world.scan(&[&readable, &missing], false).await;
+    assert_eq!(outcome.results.len(), 1, "the readable file is triaged");
+    assert_eq!(outcome.errors.len(), 1);
+    assert!(outcome.errors[0].path.contains("missing.txt"));
+    assert_eq!(outcome.exit_code(), 2);
+}
+
 #[tokio::test]
 async fn an_unknown_file_is_not_uploaded_by_default() {
     let world = World::new(World::fast_sim()).await;

@@ -59,7 +59,9 @@ pub enum Command {
     ///
     /// Each file is hashed (SHA-256) and looked up first; a stored fresh verdict costs no
     /// request at all. Unknown files are uploaded only with --upload (or [upload] files =
-    /// "unknown"). Exit status: 0 nothing malicious, 1 something malicious, 2 error.
+    /// "unknown"). Exit status: 0 every file triaged and nothing malicious, 1 something
+    /// malicious, 2 something left without a verdict (an error, an unreadable file, a failed
+    /// verdict).
     Scan(ScanArgs),
     /// Parse IOC lists (files, or - for standard input) and queue every indicator in them once.
     ///
@@ -95,8 +97,8 @@ pub enum Command {
     Report(crate::report::ReportArgs),
     /// Triage the given hashes, URLs, domains and IP addresses now and print them like `report`.
     ///
-    /// A stored fresh verdict costs no request. Exit status: 0 nothing malicious, 1 something
-    /// malicious, 2 error.
+    /// A stored fresh verdict costs no request. Exit status as scan's: 0 everything triaged and
+    /// nothing malicious, 1 something malicious, 2 something left without a verdict.
     Lookup(crate::lookup::LookupArgs),
     /// Queue finished verdicts for another look at VirusTotal (an `unknown` hash may be known a
     /// week later, a `pending` analysis may have finished).

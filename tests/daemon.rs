@@ -319,16 +319,12 @@ async fn sigterm_then_restart_finishes_everything_without_a_second_upload() {
     }
     std::fs::write(drop.join("eicar.com"), EICAR).unwrap();
     let run = |grace: &str| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_vtriage"))
+        vtriage(&world)
             .args(["run", "--drop"])
             .arg(&drop)
-            .env("VT_API_KEY", KEY)
-            .env("VTRIAGE_DB", &world.config.db)
-            .env("VTRIAGE_API_URL", world.sim.base_url())
             .env("VTRIAGE_UPLOAD_FILES", "unknown")
             .env("VTRIAGE_QUOTA_REQUESTS", "1000")
             .env("VTRIAGE_QUOTA_WINDOW_SECS", "1")
-            .env("VTRIAGE_WATCH_SETTLE_MS", "200")
             .env("VTRIAGE_POLL_FIRST_DELAY_SECS", "0.3")
             .env("VTRIAGE_POLL_MAX_INTERVAL_SECS", "0.5")
             .env("VTRIAGE_DAEMON_SHUTDOWN_GRACE_SECS", grace)
@@ -367,6 +363,16 @@ async fn sigterm_then_restart_finishes_everything_without_a_second_upload() {
     assert_eq!(counts.by_verdict.get("clean"), Some(&20));
 }
 
+/// The `vtriage` binary on this world's database and simulator, files settling in 200 ms.
+fn vtriage(world: &World) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_vtriage"));
+    cmd.env("VT_API_KEY", KEY)
+        .env("VTRIAGE_DB", &world.config.db)
+        .env("VTRIAGE_API_URL", world.sim.base_url())
+        .env("VTRIAGE_WATCH_SETTLE_MS", "200");
+    cmd
+}
+
 fn sigterm(pid: u32) {
     std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -398,13 +404,9 @@ async fn a_relative_drop_directory_is_stored_absolute() {
     std::fs::create_dir(&drop).unwrap();
     std::fs::write(drop.join("a.bin"), "relative").unwrap();
     let run = |dir: &str| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_vtriage"))
+        vtriage(&world)
             .args(["run", "--drop", dir])
             .current_dir(world.dir.path())
-            .env("VT_API_KEY", KEY)
-            .env("VTRIAGE_DB", &world.config.db)
-            .env("VTRIAGE_API_URL", world.sim.base_url())
-            .env("VTRIAGE_WATCH_SETTLE_MS", "200")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()

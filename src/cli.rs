@@ -65,9 +65,10 @@ pub enum Command {
     Scan(ScanArgs),
     /// Parse IOC lists (files, or - for standard input) and queue every indicator in them once.
     ///
-    /// Formats are detected (plain, LOKI, CSV/TSV, Markdown, AsciiDoc, STIX 2.x, MISP, OpenIOC);
-    /// defanged indicators are refanged. Per file it says what was taken, skipped and rejected
-    /// (with file:line). --dry-run prints what would be queued and touches nothing.
+    /// Formats are detected (plain, LOKI, CSV/TSV, Markdown, AsciiDoc, STIX 2.x, MISP, JSON and
+    /// JSON Lines, OpenIOC); defanged indicators are refanged. Per file it says what was taken,
+    /// skipped and rejected (with file:line). --dry-run prints what would be queued and touches
+    /// nothing.
     Ingest(IngestArgs),
     /// Run the daemon: triage every file dropped into --drop and every indicator in the IOC lists
     /// dropped into --lists, until SIGINT/SIGTERM.

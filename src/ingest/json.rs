@@ -15,6 +15,8 @@
 //! - MISP: `{"response":[{"Event":..}]}`, `{"Event":..}` or a list of those; the event's
 //!   `Attribute` list and every `Object`'s `Attribute` list. Composite types (`filename|sha256`,
 //!   `domain|ip`, `ip-dst|port`) are split and each part read according to its own type.
+//! - JSON Lines (one document per line, as log and feed exports write them) is read as the array
+//!   of its documents.
 //! - Generic JSON: only string values under a key that names an indicator are taken. A key is
 //!   split into words (camelCase, `_`, `-`, `.`, spaces) and counts when one word is in
 //!   [`INDICATOR_KEY_WORDS`] (`dnsServer`, `c2`, `url`, `domain`, `ip`, `hash`...); a list
@@ -443,13 +445,23 @@ impl<'a> Parser<'a> {
         Err((self.line, msg.into()))
     }
 
+    /// One document, or several one after the other (JSON Lines: one object per line), read
+    /// as the array of them.
     fn document(mut self) -> PResult<(Json, Vec<usize>)> {
-        let v = self.value()?;
+        let mut docs = vec![self.value()?];
         self.ws();
-        if self.i < self.s.len() {
-            return self.err("trailing characters after the document");
+        while self.i < self.s.len() {
+            if !matches!(self.s[self.i], b'{' | b'[') {
+                return self.err("trailing characters after the document");
+            }
+            docs.push(self.value()?);
+            self.ws();
         }
-        Ok((v, self.trailing_commas))
+        let doc = match docs.len() {
+            1 => docs.pop().expect("one"),
+            _ => Json::Arr(docs),
+        };
+        Ok((doc, self.trailing_commas))
     }
 
     /// Whether a comma just read is followed by `close`: then it is a trailing comma, noted and
@@ -684,8 +696,21 @@ mod tests {
         assert_eq!(trailing, vec![2, 4]);
         assert_eq!(doc.get("a").unwrap().items().len(), 2);
         assert_eq!(doc.get("b"), Some(&Json::Str("z".into(), 4)));
-        // Only a comma before the closing bracket is passed over.
-        for bad in ["[,]", "{,}", "[1,,]", "{\"a\": 1,,}", "[1,\n"] {
+        // Documents one after the other (JSON Lines) are the array of them.
+        let (doc, _) = parse_json("{\"a\": \"x\"}\n{\"a\": \"y\"}\n").unwrap();
+        assert_eq!(doc.items().len(), 2);
+        assert_eq!(doc.items()[1].get("a"), Some(&Json::Str("y".into(), 2)));
+        // Only a comma before the closing bracket is passed over; nothing but documents follows
+        // a document.
+        for bad in [
+            "[,]",
+            "{,}",
+            "[1,,]",
+            "{\"a\": 1,,}",
+            "[1,\n",
+            "{} x",
+            "{} 1",
+        ] {
             assert!(parse_json(bad).is_err(), "{bad}");
         }
         assert!(parse_json("[[[[").is_err());

@@ -550,6 +550,22 @@ fn misp_with_a_trailing_comma_is_read_by_its_types() {
 }
 
 #[test]
+fn json_lines_are_read_document_by_document() {
+    // The note's link is prose, not under an indicator key: not taken.
+    let input = b"{\"url\": \"hxxp://evil[.]com/a\", \"note\": \"see https://blog.example/post\"}\n{\"dest_ip\": \"45.33.1.10\"}\n";
+    let (summary, found) = run("events.jsonl", input);
+    assert_eq!(summary.format, Some(Format::Json));
+    assert_eq!(
+        found,
+        vec![
+            ("url", "http://evil.com/a".to_string(), 1),
+            ("ipv4", "45.33.1.10".to_string(), 2)
+        ]
+    );
+    assert!(summary.warnings.is_empty(), "{:?}", summary.warnings);
+}
+
+#[test]
 fn malformed_misp_falls_back_to_text() {
     let input = format!(
         "{{\"Event\": {{\"Attribute\": [\n{{\"type\": \"sha256\", \"value\": \"{SHA256}\"}}\n{{\"type\": \"url\"}}]}}}}\n"

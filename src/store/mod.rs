@@ -416,7 +416,7 @@ pub trait Store: Send + Sync + 'static {
     async fn lists_read_under(&self, dir: &str, submit_urls: bool) -> Result<Vec<FileSeen>, Error>;
 
     /// When to poll an analysis, as the process that saved it last had learned it
-    /// ([`crate::worker::PollClock::estimates_ms`]), if any did.
+    /// ([`crate::worker::PollClock::take_learned`]), if any did.
     async fn poll_estimates(&self) -> Result<Option<(f64, f64)>, Error>;
 
     /// Saves what this process learned of when to poll, for the next one to start from.

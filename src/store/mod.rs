@@ -689,6 +689,31 @@ pub(crate) fn requeue(
     }
 }
 
+/// Checks a backend's hand-kept list of migrations against its directory: every file in it is
+/// listed, under the version its name starts with, in order (a new file left out of the list
+/// would never be applied).
+#[cfg(test)]
+fn check_migrations(dir: &str, migrations: &[(i64, &'static str, &'static str)]) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let mut files: Vec<(i64, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let version = name.split('_').next().unwrap().parse().unwrap();
+            (version, std::fs::read_to_string(&path).unwrap())
+        })
+        .collect();
+    files.sort();
+    let listed: Vec<(i64, String)> = migrations
+        .iter()
+        .map(|&(version, _, sql)| (version, sql.to_owned()))
+        .collect();
+    assert_eq!(listed, files, "{}", dir.display());
+    let versions: Vec<i64> = listed.iter().map(|(v, _)| *v).collect();
+    assert_eq!(versions, (1..=versions.len() as i64).collect::<Vec<_>>());
+}
+
 /// The schema migrations of one backend, embedded in the binary: (version, description, SQL).
 /// Built by hand rather than by `sqlx::migrate!`, whose proc macro compiles a second copy of
 /// both database drivers (and SQLite's C source) for the build host. The checksums are the same

@@ -1219,3 +1219,11 @@ async fn finish(
     tx.commit().await?;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_migration_file_is_applied() {
+        super::super::check_migrations("migrations/postgres", &super::MIGRATIONS);
+    }
+}

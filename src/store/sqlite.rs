@@ -1595,6 +1595,11 @@ impl From<ReportJson> for ReportRow {
 mod tests {
     use super::*;
 
+    #[test]
+    fn every_migration_file_is_applied() {
+        super::super::check_migrations("migrations/sqlite", &MIGRATIONS);
+    }
+
     /// `status` and `report` only read: they start no writer or checkpoint thread (and so
     /// leave the log alone when they exit); the first write starts both.
     #[tokio::test]

@@ -882,6 +882,20 @@ async fn status_counts_follow_every_transition(db: Backend) {
     );
     assert!(!counts.by_state.contains_key("discarded"), "{counts:?}");
     assert_eq!(counts.by_verdict, kinds(&[("clean", 1), ("failed", 1)]));
+    // The same once a heartbeat has folded PostgreSQL's log of changes into its counts.
+    register(&*s, "w", T0 + 1).await;
+    let folded = s.counts().await.unwrap();
+    assert_eq!(
+        (folded.by_state, folded.by_verdict, folded.remaining_by_step),
+        (counts.by_state, counts.by_verdict, counts.remaining_by_step)
+    );
+    if let backends::Concrete::Postgres(pg) = &db.kind {
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM job_count_changes")
+            .fetch_one(pg.pool())
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "folded");
+    }
 }
 
 on_both_backends!(

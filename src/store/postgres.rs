@@ -35,7 +35,7 @@ use crate::indicator::Kind;
 use crate::verdict::{Stats, Verdict, VerdictRecord};
 
 /// The schema, oldest first (see `migrations/postgres/`).
-const MIGRATIONS: [(i64, &str, &str); 6] = [
+const MIGRATIONS: [(i64, &str, &str); 7] = [
     (
         1,
         "queue",
@@ -66,6 +66,11 @@ const MIGRATIONS: [(i64, &str, &str); 6] = [
         "poll estimates",
         include_str!("../../migrations/postgres/0006_poll_estimates.sql"),
     ),
+    (
+        7,
+        "status counts",
+        include_str!("../../migrations/postgres/0007_status_counts.sql"),
+    ),
 ];
 
 /// The PostgreSQL store.
@@ -88,6 +93,10 @@ const VERDICT_COLUMNS: &str = "v.verdict, v.malicious, v.suspicious, v.harmless,
 
 /// The fence of every change to a running job (binds: id, owner).
 const FENCE: &str = "id = $1 AND lease_owner = $2 AND state = 'running'";
+
+/// The advisory lock of [`PgStore::fold_counts`] (any number no other lock of the database
+/// uses; the quota's are hashes of key ids).
+const FOLD_LOCK: i64 = 0x7674_7269_6167_6501;
 
 /// How often a transaction chosen as a deadlock victim is run again before the error is
 /// returned.
@@ -117,6 +126,37 @@ impl PgStore {
             host: host.into(),
             ..self
         }
+    }
+
+    /// Folds the logged changes of the job and verdict counts into them (migration 7), unless
+    /// another process is doing it: one at a time, so that no two lock the counts in different
+    /// orders.
+    async fn fold_counts(&self) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        let ours: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(FOLD_LOCK)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !ours {
+            return Ok(());
+        }
+        sqlx::query(
+            "WITH moved AS (DELETE FROM job_count_changes RETURNING state, kind, step, n)
+             INSERT INTO job_counts (state, kind, step, n)
+             SELECT state, kind, step, SUM(n) FROM moved GROUP BY state, kind, step
+             ON CONFLICT (state, kind, step) DO UPDATE SET n = job_counts.n + excluded.n",
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "WITH moved AS (DELETE FROM verdict_count_changes RETURNING verdict, n)
+             INSERT INTO verdict_counts (verdict, n)
+             SELECT verdict, SUM(n) FROM moved GROUP BY verdict
+             ON CONFLICT (verdict) DO UPDATE SET n = verdict_counts.n + excluded.n",
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
     }
 
     /// The connection pool, for reports that stream rows.
@@ -418,15 +458,21 @@ impl Store for PgStore {
             ))
         });
         let mut tries = 0;
-        loop {
+        let queued = loop {
             match self
                 .enqueue_once(jobs, &order, now, max_age_ms, max_attempts)
                 .await
             {
                 Err(e) if is_deadlock(&e) && tries < DEADLOCK_RETRIES => tries += 1,
-                other => return other,
+                other => break other?,
             }
+        };
+        // A large list queued with no daemon running would otherwise leave a long log for
+        // `status` to add up.
+        if let Err(e) = self.fold_counts().await {
+            tracing::warn!(error = %e, "cannot fold the status counts; the next fold will");
         }
+        Ok(queued)
     }
 
     async fn claim(
@@ -615,7 +661,9 @@ impl Store for PgStore {
             .bind(dead)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await
+        tx.commit().await?;
+        // Every daemon beats every few seconds: the log of count changes stays short.
+        self.fold_counts().await
     }
 
     async fn workers(&self) -> Result<Vec<WorkerInfo>, Error> {
@@ -804,28 +852,35 @@ impl Store for PgStore {
 
     async fn counts(&self) -> Result<QueueCounts, Error> {
         let mut counts = QueueCounts::default();
-        let rows: Vec<(String, String, i64)> =
-            sqlx::query_as("SELECT state, kind, COUNT(*) FROM jobs GROUP BY state, kind")
-                .fetch_all(&self.pool)
-                .await?;
-        for (state, kind, n) in rows {
-            counts
-                .by_state
-                .entry(state)
-                .or_default()
-                .insert(kind, n as u64);
-        }
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT verdict, COUNT(*) FROM verdicts GROUP BY verdict")
-                .fetch_all(&self.pool)
-                .await?;
-        counts.by_verdict = rows.into_iter().map(|(v, n)| (v, n as u64)).collect();
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT step, COUNT(*) FROM jobs WHERE state IN ('available', 'running') GROUP BY step",
+        // The counts plus the changes not folded into them yet (migration 7).
+        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT state, kind, step, SUM(n)::BIGINT FROM (
+                 SELECT state, kind, step, n FROM job_counts
+                 UNION ALL SELECT state, kind, step, n FROM job_count_changes) c
+             GROUP BY state, kind, step HAVING SUM(n) > 0",
         )
         .fetch_all(&self.pool)
         .await?;
-        counts.remaining_by_step = rows.into_iter().map(|(s, n)| (s, n as u64)).collect();
+        for (state, kind, step, n) in rows {
+            if state == "available" || state == "running" {
+                *counts.remaining_by_step.entry(step).or_default() += n as u64;
+            }
+            *counts
+                .by_state
+                .entry(state)
+                .or_default()
+                .entry(kind)
+                .or_default() += n as u64;
+        }
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT verdict, SUM(n)::BIGINT FROM (
+                 SELECT verdict, n FROM verdict_counts
+                 UNION ALL SELECT verdict, n FROM verdict_count_changes) c
+             GROUP BY verdict HAVING SUM(n) > 0",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        counts.by_verdict = rows.into_iter().map(|(v, n)| (v, n as u64)).collect();
         counts.oldest_pending = sqlx::query_as(
             "SELECT indicator, created_at FROM jobs WHERE state IN ('available', 'running')
              ORDER BY created_at, id LIMIT 1",

@@ -64,5 +64,7 @@ EXECUTE FUNCTION count_verdict_change();
 INSERT INTO job_counts SELECT state, kind, step, COUNT(*) FROM jobs GROUP BY state, kind, step;
 INSERT INTO verdict_counts SELECT verdict, COUNT(*) FROM verdicts GROUP BY verdict;
 
--- `status`'s latest errors, as SQLite's `jobs_last_errors` (a scan of every job without it).
+-- `status`'s latest errors and oldest unfinished job, as SQLite's `jobs_last_errors` and
+-- `jobs_by_state` (each a scan of every job without them).
 CREATE INDEX jobs_last_errors ON jobs (updated_at) WHERE last_error IS NOT NULL;
+CREATE INDEX jobs_by_state ON jobs (state, id);

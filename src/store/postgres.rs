@@ -159,6 +159,14 @@ impl PgStore {
         tx.commit().await
     }
 
+    /// [`PgStore::fold_counts`] after a change of many jobs (a list queued, a re-check) that no
+    /// daemon may be running to fold: a long log would make `status` slow to add it up.
+    async fn fold_counts_or_warn(&self) {
+        if let Err(e) = self.fold_counts().await {
+            tracing::warn!(error = %e, "cannot fold the status counts; the next fold will");
+        }
+    }
+
     /// The connection pool, for reports that stream rows.
     pub fn pool(&self) -> &PgPool {
         &self.pool
@@ -467,11 +475,7 @@ impl Store for PgStore {
                 other => break other?,
             }
         };
-        // A large list queued with no daemon running would otherwise leave a long log for
-        // `status` to add up.
-        if let Err(e) = self.fold_counts().await {
-            tracing::warn!(error = %e, "cannot fold the status counts; the next fold will");
-        }
+        self.fold_counts_or_warn().await;
         Ok(queued)
     }
 
@@ -881,9 +885,12 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         counts.by_verdict = rows.into_iter().map(|(v, n)| (v, n as u64)).collect();
+        // Ids grow with creation, so the first unfinished id is the oldest (`jobs_by_state`;
+        // one MIN per state, which PostgreSQL reads off the index).
         counts.oldest_pending = sqlx::query_as(
-            "SELECT indicator, created_at FROM jobs WHERE state IN ('available', 'running')
-             ORDER BY created_at, id LIMIT 1",
+            "SELECT indicator, created_at FROM jobs WHERE id = LEAST(
+                 (SELECT MIN(id) FROM jobs WHERE state = 'available'),
+                 (SELECT MIN(id) FROM jobs WHERE state = 'running'))",
         )
         .fetch_optional(&self.pool)
         .await?;
@@ -924,6 +931,7 @@ impl Store for PgStore {
         .bind(&kinds)
         .execute(&self.pool)
         .await?;
+        self.fold_counts_or_warn().await;
         Ok(done.rows_affected())
     }
 

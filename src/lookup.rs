@@ -289,8 +289,9 @@ pub async fn run_recheck(
     stop: CancellationToken,
 ) -> anyhow::Result<i32> {
     let selection = args.selection(&config, now_millis())?;
+    crate::pipeline::require_database(&config)?;
     if !args.wait {
-        let store = crate::pipeline::open_existing_store(&config).await?;
+        let store = crate::pipeline::open_store(&config).await?;
         let (n, _) = reopen(&*store, &selection, false).await?;
         println!("{}", queued_message(n));
         return Ok(0);

@@ -80,16 +80,21 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(open_database(config).await?.store)
 }
 
-/// [`open_store`] for commands that only read or change what is queued (`status`, `report`,
-/// `recheck`): a SQLite file that does not exist is an error (a mistyped `--db`), not a new
-/// empty database.
-pub async fn open_existing_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+/// For commands that only read or change what is queued (`status`, `report`, `recheck`): a
+/// SQLite file that does not exist is an error (a mistyped `--db`), not a new empty database.
+pub fn require_database(config: &Config) -> anyhow::Result<()> {
     if !is_postgres_url(&config.db) && !Path::new(&config.db).exists() {
         bail!(
             "no database at {}: nothing was queued there (--db or VTRIAGE_DB names the database)",
             config.db
         );
     }
+    Ok(())
+}
+
+/// [`open_store`] after [`require_database`].
+pub async fn open_existing_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    require_database(config)?;
     open_store(config).await
 }
 

@@ -262,7 +262,12 @@ async fn an_unlimited_key_is_not_held_by_the_limits_and_its_requests_are_counted
 async fn reading_commands_refuse_a_database_that_does_not_exist() {
     let world = World::new(World::fast_sim()).await;
     let missing = world.dir.path().join("typo.db");
-    for command in [&["status"][..], &["report"], &["recheck"]] {
+    for command in [
+        &["status"][..],
+        &["report"],
+        &["recheck"],
+        &["recheck", "--wait"],
+    ] {
         let out = vtriage(&world)
             .env("VTRIAGE_DB", &missing)
             .args(command)

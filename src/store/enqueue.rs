@@ -155,8 +155,17 @@ impl Queueing<'_> {
         how: Enqueueing,
         out: &mut Vec<(i64, Enqueued)>,
     ) -> Result<(), Error> {
+        // Prepared once per batch: looking a statement up in the cache hashes its text, which
+        // for two statements per job was a few per cent of a large list's time.
+        let mut statements = Statements {
+            insert: self.tx.prepare_cached(INSERT_JOB).map_err(database_error)?,
+            source: self
+                .tx
+                .prepare_cached(INSERT_SOURCE)
+                .map_err(database_error)?,
+        };
         for job in jobs {
-            let queued = queue_job(&self.tx, job, how).map_err(database_error)?;
+            let queued = queue_job(&self.tx, &mut statements, job, how).map_err(database_error)?;
             if queued.1 == Enqueued::New {
                 *self.new.entry(job.kind).or_default() += 1;
             }
@@ -182,30 +191,39 @@ impl Queueing<'_> {
     }
 }
 
+/// A new job. OR IGNORE rather than ON CONFLICT DO NOTHING: a statement that may abort halfway
+/// (on a CHECK or NOT NULL) keeps a copy of every page it changes, to undo just itself; one that
+/// ignores cannot abort. Our rows cannot break those constraints.
+const INSERT_JOB: &str = "INSERT OR IGNORE INTO jobs (kind, indicator, allow_submit, max_attempts,
+         scheduled_at, priority, created_at, updated_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?5)";
+
+/// Where a job came from.
+const INSERT_SOURCE: &str =
+    "INSERT OR IGNORE INTO sources (job_id, source, line, seen_at) VALUES (?1, ?2, ?3, ?4)";
+
+/// The statements every job of a list runs.
+struct Statements<'c> {
+    insert: rusqlite::CachedStatement<'c>,
+    source: rusqlite::CachedStatement<'c>,
+}
+
 /// Queues one job in the open transaction: a job for a new indicator, or the known one again
 /// where [`super::requeue`] says so; then where it came from.
 fn queue_job(
     conn: &Connection,
+    statements: &mut Statements<'_>,
     job: &NewJob,
     how: Enqueueing,
 ) -> rusqlite::Result<(i64, Enqueued)> {
-    // OR IGNORE rather than ON CONFLICT DO NOTHING: a statement that may abort halfway (on a
-    // CHECK or NOT NULL) keeps a copy of every page it changes, to undo just itself; one that
-    // ignores cannot abort. Our rows cannot break those constraints.
-    let inserted = conn
-        .prepare_cached(
-            "INSERT OR IGNORE INTO jobs (kind, indicator, allow_submit, max_attempts, scheduled_at,
-                 priority, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?5)",
-        )?
-        .execute(params![
-            job.kind.as_str(),
-            job.indicator,
-            job.allow_submit,
-            how.max_attempts,
-            how.now,
-            Step::Lookup.priority()
-        ])?;
+    let inserted = statements.insert.execute(params![
+        job.kind.as_str(),
+        job.indicator,
+        job.allow_submit,
+        how.max_attempts,
+        how.now,
+        Step::Lookup.priority()
+    ])?;
     // A job listed twice is new only the first time; the second finds it queued.
     let queued = if inserted == 1 {
         (conn.last_insert_rowid(), Enqueued::New)
@@ -232,10 +250,9 @@ fn queue_job(
         ])?;
     }
     if let Some((source, line)) = &job.source {
-        conn.prepare_cached(
-            "INSERT OR IGNORE INTO sources (job_id, source, line, seen_at) VALUES (?1, ?2, ?3, ?4)",
-        )?
-        .execute(params![id, source, line, how.now])?;
+        statements
+            .source
+            .execute(params![id, source, line, how.now])?;
     }
     Ok(queued)
 }

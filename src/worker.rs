@@ -344,7 +344,7 @@ impl Worker {
             meta.is_file().then(|| (p.clone(), meta.len()))
         }) else {
             return Outcome::Discard(VerdictRecord::failed(
-                "no copy of the file is left to upload",
+                "no copy of the file is left on this host to upload",
                 now,
             ));
         };

@@ -1004,7 +1004,8 @@ async fn stores_opening_a_new_database_at_once_all_succeed() {
 }
 
 /// With one PostgreSQL database for several hosts, a file job goes to a daemon on a host that saw
-/// the file, since only there can it be read for an upload; an indicator goes to any daemon.
+/// the file, since only there can it be read for an upload; an indicator goes to any daemon. When
+/// no daemon runs on a host that saw it, any daemon may look it up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_job_is_claimed_on_a_host_that_saw_the_file() {
     use vtriage::store::postgres::PgStore;
@@ -1036,8 +1037,8 @@ async fn a_file_job_is_claimed_on_a_host_that_saw_the_file() {
     b.enqueue(&[file('c', "/drop/on-both.exe")], T0, DAY, 5)
         .await
         .unwrap();
-    for s in [&a, &b] {
-        register(s, "w", T0).await;
+    for (s, owner, host) in [(&a, "w-a", "a"), (&b, "w-b", "b")] {
+        s.heartbeat(owner, host, 1, T0, 60_000, &[]).await.unwrap();
     }
     let claimed = |jobs: Vec<vtriage::store::Job>| -> Vec<char> {
         jobs.iter()
@@ -1046,10 +1047,17 @@ async fn a_file_job_is_claimed_on_a_host_that_saw_the_file() {
     };
     // b takes what it can (the hash, the file it saw too) and leaves a's own file.
     assert_eq!(
-        claimed(b.claim("w", 10, T0, 1000).await.unwrap()),
+        claimed(b.claim("w-b", 10, T0, 1000).await.unwrap()),
         ['b', 'c']
     );
-    assert_eq!(claimed(a.claim("w", 10, T0, 1000).await.unwrap()), ['a']);
+    assert_eq!(claimed(a.claim("w-a", 10, T0, 1000).await.unwrap()), ['a']);
+    // Once a's daemon is gone, b may look a's next file up.
+    a.enqueue(&[file('d', "/drop/also-only-on-a.exe")], T0, DAY, 5)
+        .await
+        .unwrap();
+    assert!(b.claim("w-b", 10, T0, 1000).await.unwrap().is_empty());
+    a.unregister("w-a").await.unwrap();
+    assert_eq!(claimed(b.claim("w-b", 10, T0, 1000).await.unwrap()), ['d']);
     // Each host's copies, for the upload; and its own sightings, for a restart.
     let paths = |s: &PgStore, id| {
         let s = s.clone();

@@ -76,8 +76,9 @@ const MIGRATIONS: [(i64, &str, &str); 7] = [
 /// The PostgreSQL store.
 ///
 /// Several hosts share it, each with its own files: a path in `file_paths` is the host's that saw
-/// it. A file job is claimed only by a daemon on a host holding a copy (or when no host is known),
-/// since only there can the file be uploaded; [`Store::file_paths`] gives this host's copies.
+/// it. A file job is claimed by a daemon on a host holding a copy, since only there can the file
+/// be uploaded, unless no host holding one runs a daemon ([`Store::claim`]);
+/// [`Store::file_paths`] gives this host's copies.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     /// Connections for every statement: PostgreSQL handles concurrent writers itself.
@@ -487,13 +488,17 @@ impl Store for PgStore {
         lease_ms: i64,
     ) -> Result<Vec<Job>, Error> {
         // SKIP LOCKED: daemons claiming at the same moment take different jobs instead of
-        // queueing behind each other's row locks. A job whose every path is on other hosts is
-        // theirs (`bool_or` of no rows is NULL: a job with no path is anyone's).
+        // queueing behind each other's row locks. A job whose every path is on other hosts
+        // with a daemon is theirs (`bool_or` of no rows is NULL: a job with no path is
+        // anyone's). Without a daemon there, anyone may look it up: a known file gets its
+        // verdict; one to upload fails here, and that host's daemon reads it again when it
+        // starts (a failed job is not taken as queued).
         let rows = sqlx::query(
             "WITH picked AS (
                  SELECT id FROM jobs WHERE state = 'available' AND scheduled_at <= $3
-                   AND (SELECT bool_or(p.host IN ('', $5)) FROM file_paths p
-                        WHERE p.job_id = jobs.id) IS NOT FALSE
+                   AND (SELECT bool_or(p.host IN ('', $5)
+                                       OR p.host NOT IN (SELECT host FROM workers))
+                        FROM file_paths p WHERE p.job_id = jobs.id) IS NOT FALSE
                  ORDER BY priority DESC, scheduled_at, id LIMIT $4
                  FOR UPDATE SKIP LOCKED),
              claimed AS (

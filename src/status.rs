@@ -30,6 +30,17 @@ pub struct Status {
     pub eta_secs: Option<u64>,
     /// For a key without limits: the verdicts written in the last minute, by every process.
     pub verdicts_last_minute: Option<u64>,
+    /// When the workers poll an analysis, as they learned it (none before they learned any).
+    pub poll_delays: Option<PollDelays>,
+}
+
+/// When an analysis is polled, in seconds after its submission.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PollDelays {
+    /// The first poll.
+    pub first_secs: f64,
+    /// The second.
+    pub second_secs: f64,
 }
 
 /// The configured quota.
@@ -68,6 +79,13 @@ pub async fn gather(store: &dyn Store, config: &Config) -> anyhow::Result<Status
         None => None,
     };
     let workers = store.workers().await?;
+    let poll_delays = store
+        .poll_estimates()
+        .await?
+        .map(|(first_ms, second_ms)| PollDelays {
+            first_secs: first_ms / 1000.0,
+            second_secs: second_ms / 1000.0,
+        });
     // Every unfinished job needs at least one more request (a lookup or a poll).
     let requests_needed = remaining;
     // A key without limits goes as fast as VirusTotal and the machines answer: the last
@@ -102,6 +120,7 @@ pub async fn gather(store: &dyn Store, config: &Config) -> anyhow::Result<Status
         requests_needed,
         eta_secs,
         verdicts_last_minute,
+        poll_delays,
     })
 }
 
@@ -214,6 +233,12 @@ pub fn render(s: &Status) -> String {
                 (per_min * 10.0).round() / 10.0
             )
         }
+    }
+    if let Some(p) = s.poll_delays {
+        out += &format!(
+            "polls: the first about {:.0} s after an upload, the second about {:.0} s (learned)\n",
+            p.first_secs, p.second_secs
+        );
     }
     if let Some((indicator, created)) = &s.queue.oldest_pending {
         out += &format!(

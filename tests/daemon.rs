@@ -458,5 +458,16 @@ async fn the_poll_delays_learned_survive_a_restart() {
 
     let resumed = world.pipeline().await;
     assert_eq!(resumed.worker.poll_clock.first_delay(), learned);
+    // `status` says it.
+    let status = vtriage::status::gather(&*resumed.store, &world.config)
+        .await
+        .unwrap();
+    let delays = status.poll_delays.expect("learned delays");
+    assert_eq!((delays.first_secs * 1000.0) as i64, learned);
+    assert!(
+        vtriage::status::render(&status).contains("polls: the first about"),
+        "{}",
+        vtriage::status::render(&status)
+    );
     resumed.shutdown().await;
 }

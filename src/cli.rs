@@ -76,7 +76,9 @@ pub enum Command {
     /// Files are triaged once they have finished being written (size and mtime unchanged for
     /// [watch] settle_ms). Temporary names (*.part, *.tmp, *.crdownload, ~$*, dot-files) are
     /// skipped; symbolic links are not followed unless [watch] follow_symlinks. The drop
-    /// directory is never modified. A restart resumes exactly where the daemon stopped.
+    /// directory is never modified. A restart resumes exactly where the daemon stopped: files and
+    /// lists it queued are not read again while unchanged, unless a job of theirs failed or an
+    /// unknown one may now be submitted ([upload] changed).
     Run(RunArgs),
     /// Show the queue, the quota, the workers and when the backlog will be done (read-only;
     /// safe while a daemon runs).

@@ -10,7 +10,8 @@
 //! Variants: `base` (the schema as it is), `trigger` (the per-row count trigger of migration 3
 //! back), `fp` (a 64-bit fingerprint with `UNIQUE (fp)` in place of `UNIQUE (kind, indicator)`),
 //! `sorted` (each transaction's jobs sorted by key; ids then follow that order), `sortedid`
-//! (sorted, but each job given the id of its place in the list).
+//! (sorted, but each job given the id of its place in the list), `nostate` (without the
+//! `jobs_by_state` index).
 
 use std::time::Instant;
 
@@ -107,6 +108,9 @@ async fn main() {
     }
     if has("trigger") {
         conn.execute_batch(INSERT_TRIGGER).unwrap();
+    }
+    if has("nostate") {
+        conn.execute_batch("DROP INDEX jobs_by_state").unwrap();
     }
 
     let started = Instant::now();

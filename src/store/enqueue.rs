@@ -27,7 +27,8 @@ use crate::indicator::Kind;
 const JOBS_PER_TRANSACTION: usize = 200_000;
 
 /// A 32 MiB page cache (SQLite's default is 2 MiB) keeps most of a large list's index pages in
-/// memory from one batch to the next (64 MiB was no faster).
+/// memory from one batch to the next (64 MiB saved 4 % of a million-line list's time for 40 MB
+/// more memory: BENCHMARKS.md, tenth session).
 const CACHE_KIB: u32 = 32 * 1024;
 
 /// What a job's enqueueing is measured against: when, how old a verdict may be, and how many
@@ -276,7 +277,7 @@ fn requeue_known(
                 (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?),
             ))
         })?;
-    match super::requeue(known, job.allow_submit, how.now, how.max_age_ms) {
+    match super::requeue(known, job.allow_submit, how.now - how.max_age_ms) {
         Requeue::Queued { allow_submit } => {
             if allow_submit {
                 conn.prepare_cached(

@@ -318,16 +318,12 @@ pub trait Store: Send + Sync + 'static {
     /// does, while they keep coming). On an error, the batches committed before it stay queued.
     async fn enqueue_batches(
         &self,
-        mut batches: tokio::sync::mpsc::Receiver<Vec<NewJob>>,
+        batches: tokio::sync::mpsc::Receiver<Vec<NewJob>>,
         now: Millis,
         max_age_ms: i64,
         max_attempts: u32,
     ) -> Result<Vec<(i64, Enqueued)>, Error> {
-        let mut out = Vec::new();
-        while let Some(batch) = batches.recv().await {
-            out.extend(self.enqueue(&batch, now, max_age_ms, max_attempts).await?);
-        }
-        Ok(out)
+        enqueue_each(self, batches, now, max_age_ms, max_attempts).await
     }
 
     /// Claims up to `n` due jobs for `owner`, polls first, then in schedule order.
@@ -595,6 +591,21 @@ pub(crate) enum Requeue {
     Fresh,
 }
 
+/// [`Store::enqueue_batches`] as one [`Store::enqueue`] per batch.
+async fn enqueue_each<S: Store + ?Sized>(
+    store: &S,
+    mut batches: tokio::sync::mpsc::Receiver<Vec<NewJob>>,
+    now: Millis,
+    max_age_ms: i64,
+    max_attempts: u32,
+) -> Result<Vec<(i64, Enqueued)>, Error> {
+    let mut out = Vec::new();
+    while let Some(batch) = batches.recv().await {
+        out.extend(store.enqueue(&batch, now, max_age_ms, max_attempts).await?);
+    }
+    Ok(out)
+}
+
 /// The rows of [`Store::lists_read_under`]'s query: path, size, mtime and inode.
 type ListRow = (String, i64, i64, i64);
 
@@ -633,8 +644,8 @@ fn files_seen(rows: Vec<SightingRow>, allow_submit: bool) -> Vec<FileSeen> {
         .filter_map(|row| {
             let (path, size, modified_ns, inode, _, state, allowed, analysis, verdict, at) = row;
             let known = (state, allowed, analysis, verdict, at);
-            // No verdict is too old (`now - max_age` is below every time).
-            match requeue(known, allow_submit, 0, i64::MAX) {
+            // A restart ages no verdict.
+            match requeue(known, allow_submit, Millis::MIN) {
                 Requeue::Fresh
                 | Requeue::Queued {
                     allow_submit: false,
@@ -659,13 +670,9 @@ pub fn this_host() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// Decides [`Requeue`] for `known` when enqueued again with `allow_submit` at `now`.
-pub(crate) fn requeue(
-    known: KnownJob,
-    allow_submit: bool,
-    now: Millis,
-    max_age_ms: i64,
-) -> Requeue {
+/// Decides [`Requeue`] for `known` when enqueued again with `allow_submit`; a verdict checked
+/// before `fresh_since` is stale.
+pub(crate) fn requeue(known: KnownJob, allow_submit: bool, fresh_since: Millis) -> Requeue {
     let (state, allowed_before, analysis_id, verdict, checked_at) = known;
     let newly_allowed = allow_submit && !allowed_before;
     if state != "completed" && state != "discarded" {
@@ -676,7 +683,7 @@ pub(crate) fn requeue(
     let stale = match (verdict.as_deref(), checked_at) {
         (None | Some("failed") | Some("pending"), _) | (_, None) => true,
         (Some("unknown"), _) if newly_allowed => true,
-        (_, Some(at)) => at < now - max_age_ms,
+        (_, Some(at)) => at < fresh_since,
     };
     if !stale {
         return Requeue::Fresh;

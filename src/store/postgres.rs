@@ -344,7 +344,7 @@ impl PgStore {
                 };
                 let id: i64 = row.get(0);
                 let known = (row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
-                match super::requeue(known, job.allow_submit, now, max_age_ms) {
+                match super::requeue(known, job.allow_submit, now - max_age_ms) {
                     Requeue::Queued { allow_submit } => {
                         if allow_submit {
                             sqlx::query(
@@ -467,17 +467,27 @@ impl Store for PgStore {
             ))
         });
         let mut tries = 0;
-        let queued = loop {
+        loop {
             match self
                 .enqueue_once(jobs, &order, now, max_age_ms, max_attempts)
                 .await
             {
                 Err(e) if is_deadlock(&e) && tries < DEADLOCK_RETRIES => tries += 1,
-                other => break other?,
+                other => return other,
             }
-        };
+        }
+    }
+
+    async fn enqueue_batches(
+        &self,
+        batches: tokio::sync::mpsc::Receiver<Vec<NewJob>>,
+        now: Millis,
+        max_age_ms: i64,
+        max_attempts: u32,
+    ) -> Result<Vec<(i64, Enqueued)>, Error> {
+        let queued = super::enqueue_each(self, batches, now, max_age_ms, max_attempts).await;
         self.fold_counts_or_warn().await;
-        Ok(queued)
+        queued
     }
 
     async fn claim(

@@ -418,6 +418,9 @@ fn add_to_periods(
     Ok(())
 }
 
+/// The end of the key's pause (binds: key, now), if one holds.
+const PAUSE: &str = "SELECT until FROM quota_pauses WHERE key_id = ?1 AND until > ?2";
+
 /// [`Store::count_requests`].
 fn count_requests(
     conn: &rusqlite::Connection,
@@ -427,7 +430,7 @@ fn count_requests(
 ) -> rusqlite::Result<Option<Millis>> {
     let ((day, _), (month, _)) = periods(now);
     add_to_periods(conn, key_id, (&day, &month), n)?;
-    conn.prepare_cached("SELECT until FROM quota_pauses WHERE key_id = ?1 AND until > ?2")?
+    conn.prepare_cached(PAUSE)?
         .query_row(params![key_id, now], |r| r.get(0))
         .optional()
 }
@@ -1177,13 +1180,11 @@ impl Store for SqliteStore {
         if n == 0 {
             // Nothing to add (an idle daemon asks every second): a read takes up the pause
             // without waiting for the writer.
-            return sqlx::query_scalar(
-                "SELECT until FROM quota_pauses WHERE key_id = ?1 AND until > ?2",
-            )
-            .bind(key_id)
-            .bind(now)
-            .fetch_optional(&self.read)
-            .await;
+            return sqlx::query_scalar(PAUSE)
+                .bind(key_id)
+                .bind(now)
+                .fetch_optional(&self.read)
+                .await;
         }
         let key_id = key_id.to_owned();
         self.grouped()

@@ -1070,6 +1070,9 @@ async fn a_file_job_is_claimed_on_a_host_that_saw_the_file() {
     assert_eq!(paths(&a, ids[0]).await, ["/drop/only-on-a.exe"]);
     assert!(paths(&b, ids[0]).await.is_empty());
     assert_eq!(paths(&b, ids[1]).await, ["/drop/on-both.exe"]);
+    let results = b.results(&ids[..2]).await.unwrap();
+    assert!(results[0].paths.is_empty());
+    assert_eq!(results[1].paths, ["/drop/on-both.exe"]);
     let seen = b.files_seen_under("/drop/", false).await.unwrap();
     assert_eq!(
         seen.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),

@@ -829,11 +829,12 @@ impl Store for PgStore {
     }
 
     async fn results(&self, ids: &[i64]) -> Result<Vec<JobResult>, Error> {
-        // One statement for all the jobs, each with its paths, rather than two round trips per
-        // job. The VirusTotal objects are left out: no caller shows them.
+        // One statement for all the jobs, each with this host's paths, rather than two round
+        // trips per job. The VirusTotal objects are left out: no caller shows them.
         let sql = format!(
             "SELECT j.id, j.kind, j.indicator, j.state, {},
-                 ARRAY(SELECT path FROM file_paths WHERE job_id = j.id ORDER BY seen_at DESC, path)
+                 ARRAY(SELECT path FROM file_paths WHERE job_id = j.id AND host IN ('', $2)
+                       ORDER BY seen_at DESC, path)
              FROM unnest($1::bigint[]) WITH ORDINALITY AS e(id, n)
              JOIN jobs j ON j.id = e.id
              LEFT JOIN verdicts v ON v.job_id = j.id
@@ -842,6 +843,7 @@ impl Store for PgStore {
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(ids)
+            .bind(&*self.host)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows

@@ -53,6 +53,8 @@ pub enum LogFormat {
 }
 
 /// The commands.
+// clap makes `--help` of these doc comments, where `[upload]` is a configuration section.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Triage files and folders (recursively) and print a verdict for each distinct content.

@@ -8,6 +8,10 @@
 //! - [`verdict`] turns VirusTotal's counts into a verdict; `report` gets them out.
 //!
 //! [`sim`] is a VirusTotal simulator, so that everything runs offline.
+//!
+//! These docs are for the people who work on vtriage (`cargo doc --document-private-items`, which
+//! `scripts/test` checks), so they link private items too.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod cli;
 pub mod config;

@@ -189,6 +189,8 @@ pub async fn run(
 }
 
 /// `vtriage recheck`
+// clap makes `--help` of these doc comments, where `[verdict]` is a configuration section.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Clone, Args)]
 pub struct RecheckArgs {
     /// Only verdicts older than this (a duration: 12h, 7d, 2w) [default: [verdict] max_age_days]

@@ -115,15 +115,31 @@ pub async fn run(pipeline: &Pipeline, watched: &Watched) -> anyhow::Result<()> {
             }
         }
     });
-    tokio::select! {
-        _ = stop.cancelled() => {}
-        _ = pipeline.worker.fatal.cancelled() => {}
+    // A watcher or queuer that fails stops the daemon at once, with an error: running on
+    // without it would leave what is dropped unnoticed, and a supervisor restarts a daemon that
+    // exits with an error.
+    let failed = loop {
+        tokio::select! {
+            _ = stop.cancelled() => break None,
+            _ = pipeline.worker.fatal.cancelled() => break None,
+            Some(done) = tasks.join_next() => match done {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => break Some(e),
+                Err(e) => break Some(anyhow::anyhow!("a daemon task panicked: {e}")),
+            },
+        }
+    };
+    if let Some(e) = &failed {
+        tracing::error!(error = format!("{e:#}"), "stopping the daemon");
     }
     pipeline.shutdown().await;
     while let Some(done) = tasks.join_next().await {
         if let Ok(Err(e)) = done {
-            tracing::warn!(error = %e, "a watcher stopped with an error");
+            tracing::warn!(error = format!("{e:#}"), "a watcher stopped with an error");
         }
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     match pipeline.worker.fatal.is_cancelled() {
         true => anyhow::bail!("{}", pipeline.fatal_reason()),
@@ -190,23 +206,44 @@ async fn queue_dropped_files(
         .map(|n| n.get())
         .unwrap_or(2);
     let mut hashing = JoinSet::new();
+    let mut later = ReadLater::default();
     let mut batch = Vec::new();
     let mut open = true;
     while open || !hashing.is_empty() {
         tokio::select! {
             file = rx.recv(), if open && hashing.len() < parallel => match file {
-                Some(file) => { hashing.spawn(hash_one(file)); }
+                Some(file) => { hashing.spawn(hash_one(file, Duration::ZERO)); }
                 None => open = false,
             },
+            (file, waited) = later.next(), if open && hashing.len() < parallel => {
+                if unchanged(&file) {
+                    hashing.spawn(hash_one(file, waited));
+                }
+            }
             Some(done) = hashing.join_next(), if !hashing.is_empty() => {
-                if let Ok(Some((file, sha256))) = done {
-                    batch.push(NewJob {
-                        kind: Kind::File,
-                        indicator: sha256,
-                        allow_submit,
-                        path: Some(seen(&file)),
-                        source: None,
-                    });
+                let Ok((file, waited, hashed)) = done else { continue };
+                match hashed {
+                    Ok(sha256) => {
+                        if !waited.is_zero() {
+                            tracing::info!(path = %file.path.display(), "a dropped file is readable now");
+                        }
+                        batch.push(NewJob {
+                            kind: Kind::File,
+                            indicator: sha256,
+                            allow_submit,
+                            path: Some(seen(&file)),
+                            source: None,
+                        });
+                    }
+                    // Gone before it could be hashed: nothing to triage.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        if waited.is_zero() {
+                            tracing::warn!(path = %file.path.display(), error = %e,
+                                "cannot read a dropped file; trying again later");
+                        }
+                        later.add(file, waited);
+                    }
                 }
             }
             _ = tokio::time::sleep(Duration::from_millis(100)), if !batch.is_empty() => {
@@ -221,16 +258,55 @@ async fn queue_dropped_files(
     Ok(())
 }
 
-async fn hash_one(file: SettledFile) -> Option<(SettledFile, String)> {
-    match crate::hashing::sha256_file(&file.path).await {
-        Ok(sha256) => Some((file, sha256)),
-        // Gone before it could be hashed: nothing to triage.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
-            tracing::warn!(path = %file.path.display(), error = %e, "cannot read a dropped file");
-            None
-        }
+/// Hashes `file`, which could not be read for `waited` before.
+async fn hash_one(
+    file: SettledFile,
+    waited: Duration,
+) -> (SettledFile, Duration, std::io::Result<String>) {
+    let hashed = crate::hashing::sha256_file(&file.path).await;
+    (file, waited, hashed)
+}
+
+/// The first wait before a file that could not be read is tried again; it doubles each time.
+const FIRST_READ_RETRY: Duration = Duration::from_secs(5);
+/// The longest wait between two tries.
+const LAST_READ_RETRY: Duration = Duration::from_secs(600);
+
+/// Dropped files and lists that could not be read (a permission, a lock), tried again later for
+/// as long as they are there unchanged: making a file readable changes nothing the watcher
+/// would take for new content, and a restart is not the only cure users should have.
+#[derive(Default)]
+struct ReadLater {
+    /// When each is due, and how long it had waited before.
+    due: Vec<(tokio::time::Instant, Duration, SettledFile)>,
+}
+
+impl ReadLater {
+    /// `file` could not be read, after waiting `waited` (zero the first time).
+    fn add(&mut self, file: SettledFile, waited: Duration) {
+        let wait = (waited * 2).clamp(FIRST_READ_RETRY, LAST_READ_RETRY);
+        self.due
+            .push((tokio::time::Instant::now() + wait, wait, file));
     }
+
+    /// The next file due, once it is due, with how long it waited; never while there is none.
+    /// Cancel-safe: the file is taken out only once it is due.
+    async fn next(&mut self) -> (SettledFile, Duration) {
+        let Some(first) = (0..self.due.len()).min_by_key(|&i| self.due[i].0) else {
+            return std::future::pending().await;
+        };
+        tokio::time::sleep_until(self.due[first].0).await;
+        let (_, waited, file) = self.due.swap_remove(first);
+        (file, waited)
+    }
+}
+
+/// Whether `file` is still there as the watcher saw it settle (if it changed, the watcher sends
+/// it again).
+fn unchanged(file: &SettledFile) -> bool {
+    std::fs::metadata(&file.path).is_ok_and(|meta| {
+        meta.len() == file.size && meta.modified().is_ok_and(|m| m == file.modified)
+    })
 }
 
 async fn flush(store: &dyn Store, batch: &mut Vec<NewJob>, max_age_ms: i64, max_attempts: u32) {
@@ -254,7 +330,20 @@ async fn queue_lists(
     store: Arc<dyn Store>,
     config: Arc<Config>,
 ) -> anyhow::Result<()> {
-    while let Some(file) = rx.recv().await {
+    let mut later = ReadLater::default();
+    loop {
+        let (file, waited) = tokio::select! {
+            file = rx.recv() => match file {
+                Some(file) => (file, Duration::ZERO),
+                None => return Ok(()),
+            },
+            (file, waited) = later.next() => {
+                if !unchanged(&file) {
+                    continue;
+                }
+                (file, waited)
+            }
+        };
         // Like the drop directory: a database that refuses a batch is retried (queueing a list
         // again only adds its provenance to what is already queued).
         let queued = (|| lists::queue(&*store, &file.path, None, &config))
@@ -274,8 +363,70 @@ async fn queue_lists(
                     tracing::warn!(error = %e, list = %file.path.display(), "cannot record a list as read");
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot read a list"),
+            Err(e) => {
+                if waited.is_zero() {
+                    tracing::warn!(error = %e, "cannot read a list; trying again later");
+                }
+                later.add(file, waited);
+            }
         }
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_in(dir: &Path) -> SettledFile {
+        let path = dir.join("locked.bin");
+        std::fs::write(&path, b"content").unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        SettledFile {
+            path,
+            size: meta.len(),
+            modified: meta.modified().unwrap(),
+            inode: 0,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreadable_file_is_tried_again_ever_less_often() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut later = ReadLater::default();
+        let mut waited = Duration::ZERO;
+        let mut waits = Vec::new();
+        for _ in 0..10 {
+            later.add(file_in(dir.path()), waited);
+            let started = tokio::time::Instant::now();
+            let (_, w) = later.next().await;
+            assert_eq!(started.elapsed(), w, "due after the wait it reports");
+            waits.push(w.as_secs());
+            waited = w;
+        }
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 320, 600, 600, 600]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_file_due_first_comes_first_and_a_cancelled_wait_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut later = ReadLater::default();
+        later.add(file_in(dir.path()), Duration::from_secs(40));
+        later.add(file_in(dir.path()), Duration::ZERO);
+        // Given up before it is due (another branch of a select won): both are still there.
+        let gave_up = tokio::time::timeout(Duration::from_secs(1), later.next()).await;
+        assert!(gave_up.is_err());
+        assert_eq!(later.next().await.1, FIRST_READ_RETRY);
+        assert_eq!(later.next().await.1, Duration::from_secs(80));
+    }
+
+    #[test]
+    fn a_file_that_changed_or_went_is_left_to_the_watcher() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = file_in(dir.path());
+        assert!(unchanged(&file));
+        std::fs::write(&file.path, b"other content").unwrap();
+        assert!(!unchanged(&file));
+        std::fs::remove_file(&file.path).unwrap();
+        assert!(!unchanged(&file));
+    }
 }

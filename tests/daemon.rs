@@ -244,6 +244,33 @@ async fn a_thousand_files_dropped_at_once_are_all_triaged() {
     daemon.stop().await;
 }
 
+/// A cleanup job or a remount removes the drop directory and makes it again: what is dropped
+/// into the new one is triaged, by the same daemon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_directory_made_again_is_watched_again() {
+    let mut world = World::new(World::fast_sim()).await;
+    watch_fast(&mut world);
+    let drop = world.dir.path().join("drop");
+    std::fs::create_dir(&drop).unwrap();
+    std::fs::write(drop.join("first.bin"), "first").unwrap();
+    let daemon = Daemon::start(
+        &world,
+        Watched {
+            drop: Some(drop.clone()),
+            lists: None,
+        },
+    )
+    .await;
+    wait_for_verdicts(&*daemon.pipeline.store, 1, Duration::from_secs(10)).await;
+    std::fs::remove_dir_all(&drop).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    std::fs::create_dir(&drop).unwrap();
+    std::fs::write(drop.join("second.bin"), "second").unwrap();
+    wait_for_verdicts(&*daemon.pipeline.store, 2, Duration::from_secs(10)).await;
+    assert!(!daemon.task.is_finished());
+    daemon.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quota_is_exact_sixty_indicators_at_four_per_second() {
     let quota = SimQuota {

@@ -17,12 +17,12 @@ mod tracker;
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
 use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
@@ -56,10 +56,10 @@ pub struct SettledFile {
 
 /// Scans `root` once (walkdir), then watches it recursively until `shutdown` resolves, sending
 /// every regular file once its size and mtime were unchanged for `settle_ms`. A file whose
-/// size/mtime change after it was sent is sent again (new content). Returns when shut down, when
-/// the receiver is dropped, or on a fatal error (the watch cannot be set up, or `root`
-/// disappears). The files in `sent_before` (handed on before a restart) are not sent again
-/// while they are found as they were.
+/// size/mtime change after it was sent is sent again (new content). If `root` disappears, it is
+/// watched again (and rescanned) once it is back. Returns when shut down, when the receiver is
+/// dropped, or on a fatal error (the watch cannot be set up). The files in `sent_before` (handed
+/// on before a restart) are not sent again while they are found as they were.
 pub async fn watch(
     root: PathBuf,
     cfg: WatchConfig,
@@ -84,37 +84,96 @@ pub async fn watch(
     // Set when the notify thread had to drop an event.
     let events_lost = Arc::new(AtomicBool::new(false));
     let (event_tx, mut event_rx) = mpsc::channel::<notify::Result<Event>>(EVENT_BUFFER);
-    let lost = Arc::clone(&events_lost);
-    let mut watcher = notify::RecommendedWatcher::new(
-        move |event| {
-            // Never block the notify thread: a full buffer means a storm, and a rescan
-            // recovers whatever was dropped.
-            if let Err(mpsc::error::TrySendError::Full(_)) = event_tx.try_send(event) {
-                lost.store(true, Ordering::Relaxed);
-            }
-        },
-        notify::Config::default().with_follow_symlinks(cfg.follow_symlinks),
-    )
-    .context("cannot start the file watcher")?;
-    // Watching starts before the first scan, so that nothing falls between the two.
-    watcher
-        .watch(&root, RecursiveMode::Recursive)
-        .with_context(|| format!("cannot watch {}", root.display()))?;
-    tracing::info!(root = %root.display(), settle_ms = cfg.settle_ms, "watching");
-
     let mut loop_state = Loop {
         tracker: Some(tracker),
         held: Vec::new(),
         held_overflow: false,
         stop: Arc::new(AtomicBool::new(false)),
     };
-    let result = loop_state
-        .run(settle, &mut event_rx, &events_lost, &tx, shutdown)
-        .await;
-    // Ends a walk still running on the blocking pool.
-    loop_state.stop.store(true, Ordering::Relaxed);
-    drop(watcher);
-    result.with_context(|| format!("watching {}", root.display()))
+    tokio::pin!(shutdown);
+    loop {
+        // Watching starts before the first scan, so that nothing falls between the two.
+        let watcher = start_watching(&root, &cfg, event_tx.clone(), Arc::clone(&events_lost))?;
+        tracing::info!(root = %root.display(), settle_ms = cfg.settle_ms, "watching");
+        let ended = loop_state
+            .run(settle, &mut event_rx, &events_lost, &tx, &mut shutdown)
+            .await;
+        // Ends a walk still running on the blocking pool.
+        loop_state.stop.store(true, Ordering::Relaxed);
+        drop(watcher);
+        match ended.with_context(|| format!("watching {}", root.display()))? {
+            Ended::Stopped => return Ok(()),
+            // A cleanup job or a remount may remove the directory and make it again: what is
+            // dropped into it afterwards must not go unnoticed.
+            Ended::RootLost => {
+                tracing::warn!(
+                    root = %root.display(),
+                    "the watched directory disappeared; waiting for it to come back"
+                );
+                if !wait_for_dir(&root, settle, &mut shutdown).await {
+                    return Ok(());
+                }
+                tracing::info!(root = %root.display(), "the watched directory is back");
+                loop_state.stop.store(false, Ordering::Relaxed);
+                let tracker = loop_state.tracker.as_mut().expect("present between ticks");
+                tracker.request_rescan();
+            }
+        }
+    }
+}
+
+/// Starts notify's recursive watch of `root`, its events going to `events`.
+fn start_watching(
+    root: &Path,
+    cfg: &WatchConfig,
+    events: mpsc::Sender<notify::Result<Event>>,
+    events_lost: Arc<AtomicBool>,
+) -> anyhow::Result<notify::RecommendedWatcher> {
+    let mut watcher = notify::RecommendedWatcher::new(
+        move |event| {
+            // Never block the notify thread: a full buffer means a storm, and a rescan
+            // recovers whatever was dropped.
+            if let Err(mpsc::error::TrySendError::Full(_)) = events.try_send(event) {
+                events_lost.store(true, Ordering::Relaxed);
+            }
+        },
+        notify::Config::default().with_follow_symlinks(cfg.follow_symlinks),
+    )
+    .context("cannot start the file watcher")?;
+    watcher
+        .watch(root, RecursiveMode::Recursive)
+        .with_context(|| format!("cannot watch {}", root.display()))?;
+    Ok(watcher)
+}
+
+/// Waits until `root` is a directory again (true) or `shutdown` resolves (false).
+async fn wait_for_dir(
+    root: &Path,
+    settle: Duration,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> bool {
+    let every = (settle / 4).max(Duration::from_millis(100));
+    loop {
+        let root2 = root.to_path_buf();
+        if tokio::task::spawn_blocking(move || root2.is_dir())
+            .await
+            .unwrap_or(false)
+        {
+            return true;
+        }
+        tokio::select! {
+            () = &mut *shutdown => return false,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// Why the watch loop ended.
+enum Ended {
+    /// Shut down, or the receiver is gone.
+    Stopped,
+    /// The watched directory disappeared.
+    RootLost,
 }
 
 /// The state of the watch loop besides the tracker's own.
@@ -136,9 +195,8 @@ impl Loop {
         events: &mut mpsc::Receiver<notify::Result<Event>>,
         events_lost: &AtomicBool,
         tx: &mpsc::Sender<SettledFile>,
-        shutdown: impl Future<Output = ()> + Send,
-    ) -> anyhow::Result<()> {
-        tokio::pin!(shutdown);
+        shutdown: &mut (impl Future<Output = ()> + Unpin),
+    ) -> anyhow::Result<Ended> {
         let mut ticker = tokio::time::interval((settle / 4).max(MIN_CHECK_INTERVAL));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut tick_job: Option<tokio::task::JoinHandle<(Tracker, Vec<SettledFile>)>> = None;
@@ -148,21 +206,24 @@ impl Loop {
         loop {
             // Unbiased: a steady stream of events must not starve sending, nor the reverse.
             tokio::select! {
-                () = &mut shutdown => return Ok(()),
+                () = &mut *shutdown => return Ok(Ended::Stopped),
                 () = tx.closed() => {
                     tracing::debug!("receiver of settled files is gone; watching ends");
-                    return Ok(());
+                    return Ok(Ended::Stopped);
                 }
                 joined = async { tick_job.as_mut().expect("guarded").await }, if tick_job.is_some() => {
                     tick_job = None;
                     let (tracker, settled) = joined.context("the watcher's tick failed")?;
-                    self.restore(tracker)?;
+                    let root_lost = self.restore(tracker);
                     ready.extend(settled);
+                    if root_lost {
+                        return Ok(Ended::RootLost);
+                    }
                 }
                 permit = tx.reserve(), if !ready.is_empty() => {
                     let Ok(permit) = permit else {
                         tracing::debug!("receiver of settled files is gone; watching ends");
-                        return Ok(());
+                        return Ok(Ended::Stopped);
                     };
                     permit.send(ready.pop_front().expect("guarded"));
                 }
@@ -188,20 +249,19 @@ impl Loop {
         }
     }
 
-    /// Takes the tracker back after a tick, replaying what arrived meanwhile.
-    fn restore(&mut self, mut tracker: Tracker) -> anyhow::Result<()> {
+    /// Takes the tracker back after a tick, replaying what arrived meanwhile. Returns whether
+    /// the tick found the watched directory gone.
+    fn restore(&mut self, mut tracker: Tracker) -> bool {
         if std::mem::take(&mut self.held_overflow) {
             tracker.request_rescan();
         }
         for path in self.held.drain(..) {
             tracker.hint(path);
         }
-        if tracker.root_lost() {
-            return Err(anyhow!("the watched directory disappeared"));
-        }
         tracing::trace!(pending = tracker.pending_len(), "tick done");
+        let root_lost = tracker.root_lost();
         self.tracker = Some(tracker);
-        Ok(())
+        root_lost
     }
 
     fn on_event(&mut self, event: notify::Result<Event>) {

@@ -222,7 +222,7 @@ impl Tracker {
         self.rescan_needed || !self.pending.is_empty() || !self.new_dirs.is_empty()
     }
 
-    /// Whether the watched directory disappeared: watching it is over.
+    /// Whether the watched directory was gone at the last look (a rescan looks again).
     pub(crate) fn root_lost(&self) -> bool {
         self.root_lost
     }
@@ -340,12 +340,9 @@ impl Tracker {
     /// longer there are forgotten.
     fn rescan(&mut self, now: Instant, stop: &AtomicBool) {
         self.rescan_needed = false;
-        match std::fs::metadata(&self.root) {
-            Ok(meta) if meta.is_dir() => {}
-            _ => {
-                self.root_lost = true;
-                return;
-            }
+        self.root_lost = !std::fs::metadata(&self.root).is_ok_and(|meta| meta.is_dir());
+        if self.root_lost {
+            return;
         }
         self.generation += 1;
         let root = self.root.clone();

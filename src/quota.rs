@@ -20,7 +20,7 @@ use crate::store::{Millis, QuotaDecision, QuotaLimits, Store, now_millis};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Denied {
     /// The daily (or monthly) budget is spent; it resets at `until` (UTC midnight).
-    #[error("the API quota for today is used up; it resets at {}", chrono::DateTime::<chrono::Utc>::from(*until).format("%Y-%m-%d %H:%M UTC"))]
+    #[error("the API key's daily or monthly quota is used up; it resets at {}", chrono::DateTime::<chrono::Utc>::from(*until).format("%Y-%m-%d %H:%M UTC"))]
     Exhausted {
         /// When the budget resets.
         until: SystemTime,
@@ -56,6 +56,10 @@ pub trait Gate: Send + Sync + 'static {
     /// at some moment up to now: a request slower than the limiter's margin is counted from now,
     /// so that a slow request cannot make the next ones look due too early.
     fn answered(&self, grant: Grant) -> GateFuture<'_, ()>;
+    /// The request of `grant` never left this machine (no connection could be made): VirusTotal
+    /// did not count it, so neither does the gate. Else an outage would spend the day's budget
+    /// on requests that never arrived, and nothing could be asked once the network is back.
+    fn unsent(&self, grant: Grant) -> GateFuture<'_, ()>;
     /// VirusTotal answered 429 anyway (another client shares the key): no request for this key
     /// until a whole window has passed.
     fn pause(&self);
@@ -166,6 +170,15 @@ impl Gate for Unlimited {
         Box::pin(async {})
     }
 
+    fn unsent(&self, _: Grant) -> GateFuture<'_, ()> {
+        // Once saved, it stays counted: at most one request a second, on the safe side.
+        let _ = self
+            .counts
+            .unsaved
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        Box::pin(async {})
+    }
+
     fn pause(&self) {
         let until = now_millis() + self.window_ms;
         self.counts.paused_until.fetch_max(until, Ordering::Relaxed);
@@ -192,6 +205,8 @@ pub struct Limiter {
     margin_ms: i64,
     /// Set after a 429, checked before touching the database.
     paused_until: AtomicI64,
+    /// When the spent budget last said so resets: it is logged once per reset.
+    exhausted_until: AtomicI64,
     /// Cancelled at shutdown: waiting callers give up with `Denied::ShuttingDown`.
     shutdown: CancellationToken,
 }
@@ -223,6 +238,7 @@ impl Limiter {
             window_ms,
             margin_ms: margin,
             paused_until: AtomicI64::new(0),
+            exhausted_until: AtomicI64::new(0),
             shutdown,
         }
     }
@@ -275,9 +291,14 @@ impl Gate for Limiter {
                     }
                     Ok(QuotaDecision::WaitUntil(at)) => sleep_until(at, &self.shutdown).await?,
                     Ok(QuotaDecision::Exhausted(at)) => {
-                        return Err(Denied::Exhausted {
+                        let denied = Denied::Exhausted {
                             until: UNIX_EPOCH + Duration::from_millis(at as u64),
-                        });
+                        };
+                        // Else a command waiting for its verdicts would wait without a word.
+                        if self.exhausted_until.swap(at, Ordering::Relaxed) != at {
+                            tracing::warn!("{denied}; the work waits until then");
+                        }
+                        return Err(denied);
                     }
                     Err(e) => {
                         // The ledger is unreachable (disk full, locked): no request without it.
@@ -305,6 +326,22 @@ impl Gate for Limiter {
             {
                 // The grant stays counted from its first record, covered by the margin alone.
                 tracing::warn!(error = %e, "could not count a slow request from its answer");
+            }
+        })
+    }
+
+    fn unsent(&self, grant: Grant) -> GateFuture<'_, ()> {
+        Box::pin(async move {
+            let Some(granted_at) = grant.recorded_at else {
+                return;
+            };
+            if let Err(e) = self
+                .store
+                .return_quota_grant(&self.key_id, granted_at)
+                .await
+            {
+                // Counted though never sent: the safe side.
+                tracing::warn!(error = %e, "could not take back a request that was never sent");
             }
         })
     }

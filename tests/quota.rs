@@ -308,7 +308,33 @@ async fn a_slow_request_is_counted_from_its_answer(b: Backend) {
     );
 }
 
+/// A request that never left (no connection) is taken back: out of the window, the day and the
+/// month, so that an outage does not spend the budget. Only one of two grants at the same time
+/// is.
+async fn a_request_never_sent_is_not_counted(b: Backend) {
+    let store = b.store.clone();
+    let limits = limits(2, 1000, 2, None);
+    for _ in 0..2 {
+        assert_eq!(
+            store.take_quota("k", &limits, at(T0)).await.unwrap(),
+            QuotaDecision::Granted(T0)
+        );
+    }
+    assert!(matches!(
+        store.take_quota("k", &limits, at(T0 + 1)).await.unwrap(),
+        QuotaDecision::Exhausted(_)
+    ));
+    store.return_quota_grant("k", T0).await.unwrap();
+    let usage = store.quota_usage("k", 1000, T0 + 1).await.unwrap();
+    assert_eq!((usage.in_window, usage.today, usage.this_month), (1, 1, 1));
+    assert_eq!(
+        store.take_quota("k", &limits, at(T0 + 1)).await.unwrap(),
+        QuotaDecision::Granted(T0 + 1)
+    );
+}
+
 on_both_backends!(
+    a_request_never_sent_is_not_counted,
     a_slow_request_is_counted_from_its_answer,
     the_days_count_survives_a_restart,
     a_window_across_midnight_counts_the_day_before,
@@ -333,7 +359,8 @@ fn unlimited_gate(
 }
 
 /// Far more requests than the configured limits (4 per window, 500 a day) are admitted, and
-/// every one of them reaches the day's and month's counts, with none left in the window's log.
+/// every one of them sent reaches the day's and month's counts, with none left in the window's
+/// log.
 async fn an_unlimited_key_is_counted_not_limited(b: Backend) {
     use vtriage::quota::Gate;
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -341,6 +368,11 @@ async fn an_unlimited_key_is_counted_not_limited(b: Backend) {
     for _ in 0..1000 {
         let grant = gate.acquire().await.expect("admitted");
         gate.answered(grant).await;
+    }
+    // Requests that never left are not counted.
+    for _ in 0..10 {
+        let grant = gate.acquire().await.expect("admitted");
+        gate.unsent(grant).await;
     }
     shutdown.cancel();
     gate.save_counts().await;

@@ -360,6 +360,7 @@ fn json(status: u16, body: impl Into<Vec<u8>>) -> Reply {
 struct CountingGate {
     acquired: AtomicUsize,
     answered: AtomicUsize,
+    unsent: AtomicUsize,
     paused: AtomicUsize,
 }
 
@@ -370,6 +371,10 @@ impl Gate for CountingGate {
     }
     fn answered(&self, _: Grant) -> GateFuture<'_, ()> {
         self.answered.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async {})
+    }
+    fn unsent(&self, _: Grant) -> GateFuture<'_, ()> {
+        self.unsent.fetch_add(1, Ordering::SeqCst);
         Box::pin(async {})
     }
     fn pause(&self) {
@@ -389,6 +394,9 @@ impl Gate for SpentGate {
         })
     }
     fn answered(&self, _: Grant) -> GateFuture<'_, ()> {
+        unreachable!("nothing was granted")
+    }
+    fn unsent(&self, _: Grant) -> GateFuture<'_, ()> {
         unreachable!("nothing was granted")
     }
     fn pause(&self) {}
@@ -444,6 +452,39 @@ async fn a_known_file_is_fetched_with_the_key_in_the_header() {
     assert_eq!(seen[0].path, format!("/api/v3/files/{SHA256}"));
     assert_eq!(seen[0].api_key(), Some(KEY));
     assert_eq!(gate.acquired.load(Ordering::SeqCst), 1);
+}
+
+/// A request that could not connect never reached VirusTotal: the gate takes it back, every
+/// try of it, rather than count it as spent; one that was answered stays counted.
+#[tokio::test]
+async fn requests_that_never_connected_are_handed_back_unsent() {
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/api/v3", closed.local_addr().unwrap());
+    drop(closed);
+    let gate = Arc::new(CountingGate::default());
+    let unreachable = Client::new(
+        &base,
+        ApiKey::new(KEY),
+        gate.clone(),
+        Duration::from_secs(5),
+    )
+    .unwrap()
+    .with_retry(fast_retries());
+    let err = unreachable.get_file(SHA256).await.unwrap_err();
+    assert!(err.to_string().contains("cannot connect"), "{err}");
+    assert_eq!(
+        gate.acquired.load(Ordering::SeqCst),
+        4,
+        "the try and 3 retries"
+    );
+    assert_eq!(gate.unsent.load(Ordering::SeqCst), 4);
+    assert_eq!(gate.answered.load(Ordering::SeqCst), 0);
+
+    let fake = Fake::start(|_, _| json(503, "{}")).await;
+    let (client, gate) = client(&fake);
+    client.get_file(SHA256).await.unwrap_err();
+    assert_eq!(gate.answered.load(Ordering::SeqCst), 4);
+    assert_eq!(gate.unsent.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

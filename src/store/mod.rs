@@ -472,6 +472,11 @@ pub trait Store: Send + Sync + 'static {
         answered_at: Millis,
     ) -> Result<(), Error>;
 
+    /// The request of `key_id` granted at `granted_at` never left this machine (no connection
+    /// could be made): VirusTotal did not count it, so it leaves the window and the day's and
+    /// month's counts.
+    async fn return_quota_grant(&self, key_id: &str, granted_at: Millis) -> Result<(), Error>;
+
     /// Pauses `key_id` for every process until `until` (after a 429).
     async fn pause_quota(&self, key_id: &str, until: Millis) -> Result<(), Error>;
 

@@ -1021,6 +1021,35 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn return_quota_grant(&self, key_id: &str, granted_at: Millis) -> Result<(), Error> {
+        // Under the key's lock, as `move_quota_grant`.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(30324, hashtext($1))")
+            .bind(key_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "DELETE FROM quota_log WHERE ctid =
+                (SELECT ctid FROM quota_log WHERE key_id = $1 AND at = $2 LIMIT 1)",
+        )
+        .bind(key_id)
+        .bind(granted_at)
+        .execute(&mut *tx)
+        .await?;
+        let ((day, _), (month, _)) = periods(granted_at);
+        sqlx::query(
+            "UPDATE quota_periods SET used = used - 1
+             WHERE key_id = $1 AND period IN ($2, $3) AND used > 0",
+        )
+        .bind(key_id)
+        .bind(day)
+        .bind(month)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn pause_quota(&self, key_id: &str, until: Millis) -> Result<(), Error> {
         sqlx::query(
             "INSERT INTO quota_pauses (key_id, until) VALUES ($1, $2)

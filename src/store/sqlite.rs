@@ -456,6 +456,27 @@ fn move_quota_grant(
     Ok(())
 }
 
+/// [`Store::return_quota_grant`]: any one row of the key at that time, as in
+/// [`move_quota_grant`]. The counts are those of the grant's day and month.
+fn return_quota_grant(
+    conn: &rusqlite::Connection,
+    key_id: &str,
+    granted_at: Millis,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "DELETE FROM quota_log WHERE rowid =
+            (SELECT rowid FROM quota_log WHERE key_id = ?1 AND at = ?2 LIMIT 1)",
+    )?
+    .execute(params![key_id, granted_at])?;
+    let ((day, _), (month, _)) = periods(granted_at);
+    conn.prepare_cached(
+        "UPDATE quota_periods SET used = used - 1
+         WHERE key_id = ?1 AND period IN (?2, ?3) AND used > 0",
+    )?
+    .execute(params![key_id, day, month])?;
+    Ok(())
+}
+
 /// The columns of a verdict row as [`upsert_verdict`] writes them, and their parameters.
 const VERDICT_INSERT: &str = "INSERT INTO verdicts (job_id, verdict, malicious, suspicious, harmless,
      undetected, timeout, type_unsupported, failure, engines, threat_label, sha256, md5, sha1, vt_id,
@@ -1156,6 +1177,14 @@ impl Store for SqliteStore {
         self.grouped()
             .await?
             .write_first(move |conn| move_quota_grant(conn, &key_id, granted_at, answered_at))
+            .await
+    }
+
+    async fn return_quota_grant(&self, key_id: &str, granted_at: Millis) -> Result<(), Error> {
+        let key_id = key_id.to_owned();
+        self.grouped()
+            .await?
+            .write_first(move |conn| return_quota_grant(conn, &key_id, granted_at))
             .await
     }
 

@@ -22,7 +22,7 @@ use super::model::parse_data_string;
 use super::{Analysis, AnalysisRef, Collection, Error, Object, Page, url_id};
 use crate::config::ApiKey;
 use crate::indicator::FileHash;
-use crate::quota::Gate;
+use crate::quota::{Gate, Grant};
 
 /// VirusTotal accepts at most 32 MB in one `POST /files` payload. Files up to this size go
 /// there directly; larger ones through an upload URL. The margin below 32 MB leaves room for
@@ -563,7 +563,7 @@ impl Client {
                     .timeout(timeout);
                 let reply = self.exchange(&label, request).await;
                 if let Some(grant) = grant {
-                    self.gate.answered(grant).await;
+                    self.settle(grant, &reply).await;
                 }
                 AnalysisRef::parse(&reply?).map_err(|e| Failure::from(with_status(e, 200)))
             }
@@ -594,7 +594,7 @@ impl Client {
                 let grant = self.gate.acquire().await.map_err(Error::from)?;
                 let granted = Instant::now();
                 let reply = self.exchange(label, request).await;
-                self.gate.answered(grant).await;
+                self.settle(grant, &reply).await;
                 // Where a request's time went (`RUST_LOG=vtriage::vt=trace`; BENCHMARKS.md).
                 tracing::trace!(
                     request = %label,
@@ -607,6 +607,14 @@ impl Client {
             }
         };
         self.retrying(effect, attempt).await
+    }
+
+    /// Hands `grant` back to the gate once its request is over: answered, or never sent.
+    async fn settle<T>(&self, grant: Grant, reply: &Result<T, Failure>) {
+        match reply {
+            Err(failure) if failure.nothing_sent => self.gate.unsent(grant).await,
+            _ => self.gate.answered(grant).await,
+        }
     }
 
     /// Runs `attempt` under the retry policy and [`should_retry`].

@@ -14,14 +14,14 @@ use crate::config::{Config, VtConfig, secs};
 use crate::quota::{Gate, Limiter, Unlimited};
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Store, now_millis};
+use crate::store::{Store, WorkerInfo, now_millis};
 use crate::vt;
 use crate::worker::{PollClock, Worker};
 
 /// How often a process says it is alive and looks for abandoned jobs.
 const HEARTBEAT: Duration = Duration::from_secs(2);
 /// A worker silent this long is presumed dead and its jobs are rescued.
-const STALE_MS: i64 = 30_000;
+pub(crate) const STALE_MS: i64 = 30_000;
 
 /// A running pipeline.
 pub struct Pipeline {
@@ -323,14 +323,18 @@ async fn dead_local_workers(store: &dyn Store, host: &str) -> Vec<String> {
     };
     workers
         .into_iter()
-        .filter(|w| {
-            w.host == host
-                && w.pid != i64::from(std::process::id())
-                && Path::new("/proc/self").exists()
-                && !Path::new(&format!("/proc/{}", w.pid)).exists()
-        })
+        .filter(|w| process_gone(w, host))
         .map(|w| w.owner)
         .collect()
+}
+
+/// Whether `w` runs on `host` (this one) and its process is gone (killed, crashed). Only
+/// where `/proc` tells.
+pub(crate) fn process_gone(w: &WorkerInfo, host: &str) -> bool {
+    w.host == host
+        && w.pid != i64::from(std::process::id())
+        && Path::new("/proc/self").exists()
+        && !Path::new(&format!("/proc/{}", w.pid)).exists()
 }
 
 /// A VirusTotal client for one-off requests (`vtriage vt ...`): the same quota gate as the

@@ -21,8 +21,8 @@ pub struct Status {
     pub quota: Option<QuotaUsage>,
     /// The limits in force.
     pub limits: Limits,
-    /// Worker processes: host, pid, last heartbeat, jobs in flight.
-    pub workers: Vec<WorkerInfo>,
+    /// Worker processes: host, pid, last heartbeat, jobs in flight, whether they stopped.
+    pub workers: Vec<WorkerStatus>,
     /// Lower bound of the requests the backlog needs.
     pub requests_needed: u64,
     /// Estimated seconds until the backlog is done: at the configured quota, or for a key without
@@ -32,6 +32,18 @@ pub struct Status {
     pub verdicts_last_minute: Option<u64>,
     /// When the workers poll an analysis, as they learned it (none before they learned any).
     pub poll_delays: Option<PollDelays>,
+}
+
+/// A worker process, as `status` shows it.
+#[derive(Debug, Serialize)]
+pub struct WorkerStatus {
+    /// What it registered.
+    #[serde(flatten)]
+    pub info: WorkerInfo,
+    /// It stopped without unregistering (killed, crashed, its host down): no heartbeat for longer
+    /// than a live process lets pass, or, on this host, its process is gone. Its row and its
+    /// jobs are cleared by the next vtriage process to run on the database.
+    pub stopped: bool,
 }
 
 /// When an analysis is polled, in seconds after its submission.
@@ -78,7 +90,17 @@ pub async fn gather(store: &dyn Store, config: &Config) -> anyhow::Result<Status
         Some(k) => Some(store.quota_usage(&k, window_ms, now).await?),
         None => None,
     };
-    let workers = store.workers().await?;
+    let host = crate::store::this_host();
+    let workers = store
+        .workers()
+        .await?
+        .into_iter()
+        .map(|info| WorkerStatus {
+            stopped: now - info.heartbeat_at > crate::pipeline::STALE_MS
+                || crate::pipeline::process_gone(&info, &host),
+            info,
+        })
+        .collect();
     let poll_delays = store
         .poll_estimates()
         .await?
@@ -247,11 +269,15 @@ pub fn render(s: &Status) -> String {
         );
     }
     for w in &s.workers {
-        let ago = (now_millis() - w.heartbeat_at).max(0) / 1000;
-        out += &format!(
-            "worker: {} ({} in flight, heartbeat {ago} s ago)\n",
-            w.owner, w.in_flight
-        );
+        let ago = (now_millis() - w.info.heartbeat_at).max(0) / 1000;
+        let (owner, in_flight) = (&w.info.owner, w.info.in_flight);
+        out += &match w.stopped {
+            false => format!("worker: {owner} ({in_flight} in flight, heartbeat {ago} s ago)\n"),
+            true => format!(
+                "worker: {owner} (stopped: last heartbeat {ago} s ago; its {in_flight} jobs go \
+                 back to the queue when vtriage next runs on this database)\n"
+            ),
+        };
     }
     for (indicator, error, _) in &s.queue.last_errors {
         out += &format!("recent error: {indicator}: {error}\n");
@@ -262,6 +288,66 @@ pub fn render(s: &Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A worker killed without unregistering is shown as stopped: on another host once its
+    /// heartbeat is stale, on this one as soon as its process is gone.
+    #[tokio::test]
+    async fn workers_that_stopped_without_a_word_are_shown_as_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::sqlite::SqliteStore::open(&dir.path().join("s.db"))
+            .await
+            .unwrap();
+        let (now, keep) = (now_millis(), i64::MAX / 2);
+        let host = crate::store::this_host();
+        let me = std::process::id();
+        let workers = [
+            ("alive", host.as_str(), me, now),
+            ("silent", "elsewhere", 7, now - 60_000),
+            ("busy", "elsewhere", 8, now - 1_000),
+            // No process has this pid: /proc/sys/kernel/pid_max is at most 2^22.
+            ("killed", host.as_str(), 4_000_000_000, now - 1_000),
+        ];
+        for (owner, host, pid, at) in workers {
+            store
+                .heartbeat(owner, host, pid, at, keep, &[])
+                .await
+                .unwrap();
+        }
+        let status = gather(&store, &Config::default()).await.unwrap();
+        let mut stopped: Vec<(&str, bool)> = status
+            .workers
+            .iter()
+            .map(|w| (w.info.owner.as_str(), w.stopped))
+            .collect();
+        stopped.sort();
+        assert_eq!(
+            stopped,
+            [
+                ("alive", false),
+                ("busy", false),
+                ("killed", true),
+                ("silent", true)
+            ]
+        );
+        let text = render(&status);
+        assert!(
+            text.contains("worker: silent (stopped: last heartbeat 60 s ago"),
+            "{text}"
+        );
+        assert!(
+            text.contains("worker: busy (0 in flight, heartbeat 1 s ago)"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&status).unwrap();
+        let alive = json["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["owner"] == "alive")
+            .unwrap();
+        assert_eq!(alive["stopped"], false);
+        assert_eq!(alive["pid"], me, "the worker's fields, flat: {json}");
+    }
 
     #[test]
     fn eta_follows_the_quota_and_the_daily_cap() {

@@ -335,28 +335,39 @@ impl Config {
             Some(p) => Some(p.to_path_buf()),
             None => default_file.exists().then_some(default_file),
         };
-        let mut table = match &path {
+        let file_table = match &path {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("cannot read config file {}", p.display()))?;
                 warn_if_key_readable_by_others(p, &text);
+                // The file alone first, so that an error in it names its line.
+                toml::from_str::<Config>(&text)
+                    .with_context(|| format!("invalid config file {}", p.display()))?;
                 text.parse::<toml::Table>()
                     .with_context(|| format!("config file {} is not valid TOML", p.display()))?
             }
             None => toml::Table::new(),
         };
+        let mut table = file_table.clone();
+        let mut applied = Vec::new();
         for (name, value) in env {
-            apply_env(&mut table, &name, &value)?;
+            if apply_env(&mut table, &name, &value)? {
+                applied.push((name, value));
+            }
         }
-        let config: Config = toml::Value::Table(table)
-            .try_into()
-            .with_context(|| match &path {
-                Some(p) => format!(
-                    "invalid configuration (file {}, or a VTRIAGE_ variable)",
-                    p.display()
-                ),
-                None => "invalid configuration (a VTRIAGE_ variable)".to_string(),
-            })?;
+        let config: Config = toml::Value::Table(table).try_into().map_err(|e| {
+            // The file was fine: name the variable at fault, the first that breaks it alone.
+            let culprit = applied.iter().find(|(name, value)| {
+                let mut alone = file_table.clone();
+                apply_env(&mut alone, name, value).is_ok()
+                    && toml::Value::Table(alone).try_into::<Config>().is_err()
+            });
+            let what = match culprit {
+                Some((name, _)) => format!("invalid value of {name}"),
+                None => "invalid configuration (VTRIAGE_ variables)".to_string(),
+            };
+            anyhow::Error::new(e).context(what)
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -379,18 +390,19 @@ impl Config {
     }
 }
 
-/// Applies one environment variable to the TOML table, if it is one of ours.
-fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> anyhow::Result<()> {
+/// Applies one environment variable to the TOML table, if it is one of ours (returns whether it
+/// was).
+fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> anyhow::Result<bool> {
     let (section, key) = match name {
         "VT_API_KEY" => (Some("virustotal"), "api_key".to_string()),
         "VTRIAGE_DB" => (None, "db".to_string()),
         "VTRIAGE_API_URL" => (Some("virustotal"), "api_url".to_string()),
         _ => {
             let Some(rest) = name.strip_prefix("VTRIAGE_") else {
-                return Ok(());
+                return Ok(false);
             };
             let Some((section, key)) = rest.split_once('_') else {
-                return Ok(());
+                return Ok(false);
             };
             let section = section.to_ascii_lowercase();
             const SECTIONS: [&str; 8] = [
@@ -404,7 +416,7 @@ fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> anyhow::Result
                 "ingest",
             ];
             let Some(section) = SECTIONS.into_iter().find(|s| *s == section) else {
-                return Ok(());
+                return Ok(false);
             };
             (Some(section), key.to_ascii_lowercase())
         }
@@ -430,7 +442,7 @@ fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> anyhow::Result
         None => table,
     };
     target.insert(key, parsed);
-    Ok(())
+    Ok(true)
 }
 
 /// A key in a file that others can read is a key others have.
@@ -491,6 +503,30 @@ mod tests {
         assert_eq!(c.quota.requests, 20);
         assert_eq!(c.quota.window_secs, 2.0);
         assert_eq!(c.poll.first_delay_secs, 0.5);
+    }
+
+    #[test]
+    fn an_invalid_value_is_traced_to_its_variable_or_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[quota]\nrequests = 10\n").unwrap();
+        let err = Config::load_with_env(
+            Some(&path),
+            env(&[
+                ("VTRIAGE_QUOTA_WINDOW_SECS", "2"),
+                ("VTRIAGE_QUOTA_DAILY", "abc"),
+            ]),
+        )
+        .unwrap_err();
+        let err = format!("{err:#}");
+        assert!(
+            err.starts_with("invalid value of VTRIAGE_QUOTA_DAILY: "),
+            "{err}"
+        );
+        std::fs::write(&path, "[quota]\nrequests = 10\ndaily = \"abc\"\n").unwrap();
+        let err = Config::load_with_env(Some(&path), env(&[])).unwrap_err();
+        let err = format!("{err:#}");
+        assert!(err.contains("c.toml") && err.contains("line 3"), "{err}");
     }
 
     #[test]

@@ -112,9 +112,20 @@ pub async fn open_database(config: &Config) -> anyhow::Result<OpenedStore> {
             sqlite: None,
         });
     }
-    let store = SqliteStore::open(Path::new(&config.db))
+    let path = Path::new(&config.db);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        bail!(
+            "cannot open the database {}: there is no directory {}",
+            config.db,
+            dir.display()
+        );
+    }
+    // sqlx's message already holds its source's: the chain would say it twice.
+    let store = SqliteStore::open(path)
         .await
-        .with_context(|| format!("cannot open the database {}", config.db))?;
+        .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", config.db))?;
     let sqlite = Arc::new(store);
     Ok(OpenedStore {
         store: sqlite.clone(),

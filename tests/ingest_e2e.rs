@@ -282,3 +282,22 @@ async fn reading_commands_refuse_a_database_that_does_not_exist() {
         assert!(!missing.exists(), "{command:?} created it");
     }
 }
+
+/// A database in a directory that does not exist: the error says which directory, once.
+#[tokio::test]
+async fn a_database_in_a_missing_directory_names_the_directory() {
+    let world = World::new(World::fast_sim()).await;
+    let dir = world.dir.path().join("no-such-dir");
+    let out = vtriage(&world)
+        .env("VTRIAGE_DB", dir.join("v.db"))
+        .args(["ingest", "-"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!("there is no directory {}", dir.display())),
+        "{said}"
+    );
+}

@@ -165,14 +165,24 @@ fn sent_before(
 /// The prefix of the paths under `dir`, with a separator: `drop` is not a prefix of
 /// `drop2/a.exe`.
 fn under(dir: &Path) -> String {
-    dir.join("").display().to_string()
+    crate::store::path_text(&dir.join(""))
 }
 
 /// A file as the watcher saw it, from what the store kept (none without a time and inode).
 fn settled(seen: FileSeen) -> Option<SettledFile> {
     let (modified_ns, inode) = seen.unchanged_if?;
+    // A name kept escaped (not UTF-8) is the file that exists under one of its readings.
+    let mut candidates = crate::store::path_candidates(&seen.path);
+    let path = match candidates.len() {
+        1 => candidates.remove(0),
+        _ => candidates
+            .iter()
+            .position(|p| p.exists())
+            .map(|i| candidates.swap_remove(i))
+            .unwrap_or_else(|| candidates.remove(0)),
+    };
     Some(SettledFile {
-        path: PathBuf::from(seen.path),
+        path,
         size: seen.size,
         modified: UNIX_EPOCH + Duration::from_nanos(u64::try_from(modified_ns).ok()?),
         inode: inode as u64,
@@ -187,7 +197,7 @@ fn seen(file: &SettledFile) -> FileSeen {
         .ok()
         .and_then(|d| i64::try_from(d.as_nanos()).ok());
     FileSeen {
-        path: file.path.display().to_string(),
+        path: crate::store::path_text(&file.path),
         size: file.size,
         // The inode's bits as they are: read back with the same cast.
         unchanged_if: modified_ns.map(|ns| (ns, file.inode as i64)),

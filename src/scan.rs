@@ -109,7 +109,7 @@ pub async fn scan(
                 kind: Kind::File,
                 indicator: sha256,
                 allow_submit,
-                path: Some(FileSeen::at(path.display().to_string(), size)),
+                path: Some(FileSeen::at(crate::store::path_text(&path), size)),
                 source: None,
             }),
             Err(e) => errors.push(InputError {

@@ -13,7 +13,6 @@
 //! fenced by the lease (see `store`).
 
 use std::collections::VecDeque;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -339,9 +338,10 @@ impl Worker {
             Err(e) => return Outcome::Retry(format!("database: {e}")),
         };
         // Any copy will do, as long as it still has the content the job is named after.
-        let Some((path, size)) = paths.iter().find_map(|p| {
-            let meta = std::fs::metadata(p).ok()?;
-            meta.is_file().then(|| (p.clone(), meta.len()))
+        let found = paths.iter().flat_map(|p| crate::store::path_candidates(p));
+        let Some((path, size)) = found.into_iter().find_map(|p| {
+            let meta = std::fs::metadata(&p).ok()?;
+            meta.is_file().then_some((p, meta.len()))
         }) else {
             return Outcome::Discard(VerdictRecord::failed(
                 "no copy of the file is left on this host to upload",
@@ -357,20 +357,21 @@ impl Worker {
                 ),
             );
         }
-        match crate::hashing::sha256_file(Path::new(&path)).await {
+        let shown = crate::store::path_text(&path);
+        match crate::hashing::sha256_file(&path).await {
             Ok(digest) if digest == job.indicator => {}
             Ok(_) => {
                 return Outcome::Retry(format!(
-                    "{path} changed since it was hashed; looking for another copy"
+                    "{shown} changed since it was hashed; looking for another copy"
                 ));
             }
-            Err(e) => return Outcome::Retry(format!("cannot read {path}: {e}")),
+            Err(e) => return Outcome::Retry(format!("cannot read {shown}: {e}")),
         }
         if !self.store.mark_submitting(job, now).await.unwrap_or(false) {
             return Outcome::Release;
         }
-        tracing::info!(%path, size, "uploading");
-        match self.client.upload_file(Path::new(&path), max).await {
+        tracing::info!(path = %shown, size, "uploading");
+        match self.client.upload_file(&path, max).await {
             Ok(analysis) => self.first_poll(analysis.id),
             Err(vt::Error::TooLarge { .. }) => {
                 unknown(now, "VirusTotal refused the upload as too large")

@@ -104,6 +104,26 @@ async fn with_upload_an_unknown_file_is_uploaded_once_and_polled_to_a_verdict() 
     );
 }
 
+/// A name that is not UTF-8 (a legacy encoding, as archives of samples often have) is kept
+/// escaped, `\xNN`, not lossily: the file can still be found to be uploaded.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_file_whose_name_is_not_utf8_can_still_be_uploaded() {
+    use std::os::unix::ffi::OsStrExt;
+    let world = World::new(World::fast_sim()).await;
+    let name = std::ffi::OsStr::from_bytes(b"\xcf\xf0\xe8\xea\xe0\xe7.exe");
+    let path = world.dir.path().join(name);
+    std::fs::write(&path, EICAR).unwrap();
+    let outcome = world.scan(&[&path], true).await;
+    assert_eq!(verdict_of(&outcome, &sha256(EICAR)), Verdict::Malicious);
+    assert_eq!(world.sim.stats().uploads.get(&sha256(EICAR)), Some(&1));
+    let shown = &outcome.results[0].paths[0];
+    assert!(
+        shown.ends_with("/\\xcf\\xf0\\xe8\\xea\\xe0\\xe7.exe"),
+        "{shown}"
+    );
+}
+
 #[tokio::test]
 async fn a_file_over_32_mb_goes_through_an_upload_url() {
     let world = World::new(World::fast_sim()).await;

@@ -38,6 +38,7 @@ pub mod postgres;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -132,6 +133,60 @@ impl FileSeen {
             unchanged_if: None,
         }
     }
+}
+
+/// A path as the database keeps it: as it is when it is UTF-8; otherwise each byte that is not
+/// UTF-8 is written `\xNN`, so that the file can still be found ([`path_candidates`]) where a
+/// lossy conversion would name a file that does not exist. (Malware extracted from archives
+/// often has names in legacy encodings.)
+pub fn path_text(path: &Path) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let mut text = String::new();
+        for chunk in path.as_os_str().as_bytes().utf8_chunks() {
+            text.push_str(chunk.valid());
+            for byte in chunk.invalid() {
+                text.push_str(&format!("\\x{byte:02x}"));
+            }
+        }
+        text
+    }
+    #[cfg(not(unix))]
+    {
+        path.display().to_string()
+    }
+}
+
+/// The paths a stored path may name: itself, then, when it has `\xNN` escapes, the path of
+/// those bytes ([`path_text`]). A name that really contains `\x41` is tried as it is first;
+/// whoever reads the file checks its content anyway.
+pub fn path_candidates(stored: &str) -> Vec<PathBuf> {
+    let mut candidates = vec![PathBuf::from(stored)];
+    #[cfg(unix)]
+    if stored.contains("\\x") {
+        use std::os::unix::ffi::OsStringExt;
+        let (text, mut bytes) = (stored.as_bytes(), Vec::with_capacity(stored.len()));
+        let mut i = 0;
+        while i < text.len() {
+            let hex = text
+                .get(i + 2..i + 4)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+            match hex {
+                Some(byte) if text[i..].starts_with(b"\\x") => {
+                    bytes.push(byte);
+                    i += 4;
+                }
+                _ => {
+                    bytes.push(text[i]);
+                    i += 1;
+                }
+            }
+        }
+        candidates.push(PathBuf::from(std::ffi::OsString::from_vec(bytes)));
+    }
+    candidates
 }
 
 /// What enqueueing did.
@@ -809,4 +864,33 @@ pub(crate) fn stats_from_counts(counts: [Option<u32>; 7]) -> Option<Stats> {
 /// The current time in Unix milliseconds.
 pub fn now_millis() -> Millis {
     chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_name_that_is_not_utf8_is_kept_escaped_and_found_again() {
+        use std::os::unix::ffi::OsStrExt;
+        let raw = Path::new(std::ffi::OsStr::from_bytes(
+            b"/drop/\xff\xfename \xc3\xa9.txt",
+        ));
+        let stored = path_text(raw);
+        assert_eq!(stored, "/drop/\\xff\\xfename é.txt");
+        assert_eq!(
+            path_candidates(&stored),
+            [PathBuf::from(&stored), raw.to_path_buf()]
+        );
+        // UTF-8 names are kept as they are, and are their only reading.
+        assert_eq!(path_text(Path::new("/drop/é.txt")), "/drop/é.txt");
+        assert_eq!(
+            path_candidates("/drop/é.txt"),
+            [PathBuf::from("/drop/é.txt")]
+        );
+        // Only whole escapes are read as bytes.
+        let odd = "/drop/\\x+1 \\xZZ \\x4";
+        assert_eq!(path_candidates(odd)[1], PathBuf::from(odd));
+    }
 }

@@ -373,6 +373,10 @@ async fn queue_lists(
                     tracing::warn!(error = %e, list = %file.path.display(), "cannot record a list as read");
                 }
             }
+            // Not a list at all (a binary file): reading it again would not change that.
+            Err(e @ lists::ListError::Read { .. }) if e.is_not_a_list() => {
+                tracing::warn!(error = %e, "not an IOC list; skipped");
+            }
             Err(e) => {
                 if waited.is_zero() {
                     tracing::warn!(error = %e, "cannot read a list; trying again later");

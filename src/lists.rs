@@ -49,6 +49,13 @@ pub enum ListError {
     Store(#[from] crate::store::Error),
 }
 
+impl ListError {
+    /// The file is not an IOC list (a binary file): reading it again would not help.
+    pub fn is_not_a_list(&self) -> bool {
+        matches!(self, ListError::Read { source, .. } if source.kind() == std::io::ErrorKind::InvalidData)
+    }
+}
+
 /// The `ingest --dry-run --json` line of one indicator.
 #[derive(Debug, Serialize)]
 pub struct DryRunLine<'a> {

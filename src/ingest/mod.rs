@@ -241,7 +241,26 @@ pub fn parse_reader(
     mut emit: impl FnMut(Found),
 ) -> std::io::Result<Summary> {
     let mut reader = std::io::BufReader::with_capacity(64 * 1024, reader);
-    let head = fill_head(&mut reader)?;
+    let mut head = fill_head(&mut reader)?;
+    // Windows PowerShell 5 writes `>` redirections as UTF-16 with a byte order mark.
+    if let Some(big_endian) = utf16_bom(&head) {
+        reader.read_to_end(&mut head)?;
+        let text = decode_utf16(&head[2..], big_endian);
+        return parse_reader(source_name, text.as_bytes(), format, opts, emit);
+    }
+    // Text has no NUL bytes (grep and git judge so): a stray one is a damaged line, rejected
+    // alone, but many are a binary file. Read as text, the strings of an executable or an
+    // archive would be taken for domains (`jobs.id`, `w.pid`).
+    let nuls = head[..head.len().min(BINARY_SNIFF)]
+        .iter()
+        .filter(|&&b| b == 0)
+        .count();
+    if nuls >= BINARY_NULS {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "a binary file (NUL bytes near its start), not an IOC list",
+        ));
+    }
     let format = format.unwrap_or_else(|| detect_format(source_name, &head));
     let mut sink = Sink::new(opts, &mut emit);
     sink.summary.format = Some(format);
@@ -269,6 +288,31 @@ pub fn parse_path(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     parse_reader(&name, file, format, opts, emit)
+}
+
+/// How much of its start a list is checked for NUL bytes, like git's 8000.
+const BINARY_SNIFF: usize = 8192;
+/// NUL bytes there that make it a binary file (an executable's header alone has more).
+const BINARY_NULS: usize = 4;
+
+/// Whether `head` starts with a UTF-16 byte order mark, and which (true: big-endian).
+fn utf16_bom(head: &[u8]) -> Option<bool> {
+    match head {
+        [0xFF, 0xFE, ..] => Some(false),
+        [0xFE, 0xFF, ..] => Some(true),
+        _ => None,
+    }
+}
+
+/// UTF-16 text as UTF-8; unpaired surrogates (and an odd last byte) become U+FFFD.
+fn decode_utf16(bytes: &[u8], big_endian: bool) -> String {
+    let units = bytes.chunks(2).map(|pair| match (pair, big_endian) {
+        ([hi, lo], true) | ([lo, hi], false) => u16::from_be_bytes([*hi, *lo]),
+        _ => 0xFFFD,
+    });
+    char::decode_utf16(units)
+        .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+        .collect()
 }
 
 /// Reads up to [`DETECT_HEAD`] bytes for format detection.

@@ -687,7 +687,8 @@ fn random_binary_garbage_never_panics_in_any_format() {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            (x >> 24) as u8
+            // No NUL: a binary file is refused before any parser sees it (below).
+            ((x >> 24) as u8).max(1)
         })
         .collect();
     for format in Format::ALL {
@@ -703,6 +704,41 @@ fn random_binary_garbage_never_panics_in_any_format() {
                 .iter()
                 .all(|r| r.excerpt.chars().count() <= 80)
         );
+    }
+}
+
+#[test]
+fn a_binary_file_is_refused_whole() {
+    // The strings of an executable hold names that look like domains.
+    let mut elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0".to_vec();
+    elf.extend_from_slice(b"\njobs.id\nw.pid\n");
+    let err = parse_reader("vtriage", &elf[..], None, &Options::default(), |_| {
+        panic!("nothing is taken from a binary file")
+    })
+    .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    assert!(err.to_string().contains("binary file"), "{err}");
+}
+
+#[test]
+fn utf16_lists_are_read_in_either_byte_order() {
+    let text = "# from PowerShell\r\nevil.com\r\n44d88612fea8a8f36de82e1278abb02f\r\n";
+    let le: Vec<u8> = [0xFF, 0xFE]
+        .into_iter()
+        .chain(text.encode_utf16().flat_map(u16::to_le_bytes))
+        .collect();
+    let be: Vec<u8> = [0xFE, 0xFF]
+        .into_iter()
+        .chain(text.encode_utf16().flat_map(u16::to_be_bytes))
+        .collect();
+    for bytes in [le, be] {
+        let (summary, found) = run("iocs.txt", &bytes);
+        assert_eq!(
+            values(&found),
+            ["evil.com", "44d88612fea8a8f36de82e1278abb02f"]
+        );
+        assert!(summary.rejected.is_empty(), "{:?}", summary.rejected);
+        assert_eq!(found[1].2, 3, "lines are counted as in the file");
     }
 }
 

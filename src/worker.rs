@@ -201,10 +201,18 @@ impl Worker {
         let kept = match outcome {
             Outcome::Complete(v) => {
                 let kept = self.store.complete(job, v, now).await?;
-                match &v.note {
-                    Some(note) => tracing::info!(verdict = %v.verdict, %note, "verdict"),
-                    None => tracing::info!(verdict = %v.verdict, "verdict"),
-                }
+                // Whoever reads the log knows a dropped file by its name, not its hash.
+                let path = match job.kind {
+                    Kind::File if tracing::enabled!(tracing::Level::INFO) => self
+                        .store
+                        .file_paths(job.id)
+                        .await
+                        .ok()
+                        .and_then(|p| p.into_iter().next()),
+                    _ => None,
+                };
+                let (note, path) = (v.note.as_deref(), path.as_deref());
+                tracing::info!(verdict = %v.verdict, note, path, "verdict");
                 kept
             }
             Outcome::Discard(v) => {

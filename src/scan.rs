@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::indicator::Kind;
 use crate::pipeline::{Interrupted, Pipeline};
 use crate::store::{FileSeen, JobResult, NewJob};
+use crate::terminal::escape_control;
 use crate::verdict::Verdict;
 
 /// A file that could not be triaged before it reached the queue.
@@ -169,7 +170,8 @@ pub fn progress_bar(len: u64, what: &'static str) -> indicatif::ProgressBar {
     bar
 }
 
-/// The summary table printed at the end of a scan (`noun`: what the results are).
+/// The summary table printed at the end of a scan (`noun`: what the results are). Names and
+/// VirusTotal's words in it are escaped for the terminal.
 pub fn summary_table(outcome: &ScanOutcome, noun: &str) -> String {
     let mut out = String::new();
     let mut counts: BTreeMap<Verdict, usize> = BTreeMap::new();
@@ -209,13 +211,17 @@ pub fn summary_table(outcome: &ScanOutcome, noun: &str) -> String {
         };
         let verdict = r.verdict.as_ref().map_or("pending", |v| v.verdict.as_str());
         out.push_str(&format!(
-            "{verdict:<10} {path}{more}\n           {detail}\n"
+            "{verdict:<10} {}{more}\n           {}\n",
+            escape_control(&path),
+            escape_control(&detail)
         ));
     }
     for e in &outcome.errors {
         out.push_str(&format!(
             "{:<10} {}\n           {}\n",
-            "error", e.path, e.error
+            "error",
+            escape_control(&e.path),
+            escape_control(&e.error)
         ));
     }
     let parts: Vec<String> = counts.iter().map(|(v, n)| format!("{n} {v}")).collect();
@@ -234,7 +240,7 @@ pub fn summary_table(outcome: &ScanOutcome, noun: &str) -> String {
         },
     ));
     if let Some(why) = &outcome.interrupted {
-        out.push_str(&format!("stopped early: {why}\n"));
+        out.push_str(&format!("stopped early: {}\n", escape_control(why)));
     }
     out
 }

@@ -56,6 +56,59 @@ async fn an_unreadable_path_is_reported_and_the_exit_status_is_2() {
     assert_eq!(outcome.exit_code(), 2);
 }
 
+/// A dropped file's name (and VirusTotal's label) could rewrite the verdict table on an analyst's
+/// terminal: ESC moves the cursor, CR returns to the line's start. Tables show them escaped;
+/// JSON keeps them exact.
+#[tokio::test]
+async fn control_characters_in_names_and_labels_are_escaped_in_tables_only() {
+    let content = b"a sample with a name that rewrites the terminal";
+    let known = Known {
+        files: vec![KnownFile {
+            stats: vtriage::sim::EngineStats::EICAR,
+            label: Some("trojan\x1b]0;owned\x07".into()),
+            ..KnownFile::clean_content(content)
+        }],
+        ..Known::default()
+    };
+    let world = World::new(SimConfig {
+        known,
+        ..World::fast_sim()
+    })
+    .await;
+    let name = "invoice.pdf\x1b[1A\x1b[2K\rclean      benign.txt";
+    let path = world.file(name, content);
+    let outcome = world.scan(&[&path], false).await;
+    assert_eq!(verdict_of(&outcome, &sha256(content)), Verdict::Malicious);
+    let escaped = "invoice.pdf\\x1b[1A\\x1b[2K\\rclean      benign.txt";
+
+    let table = vtriage::scan::summary_table(&outcome, "file contents");
+    assert!(!table.contains(['\x1b', '\r', '\x07']), "{table:?}");
+    assert!(table.contains(escaped), "{table}");
+    assert!(table.contains("trojan\\x1b]0;owned\\x07"), "{table}");
+
+    let store = vtriage::pipeline::open_store(&world.config).await.unwrap();
+    let report = |format| {
+        let store = store.clone();
+        async move {
+            let mut out = Vec::new();
+            let filter = vtriage::report::Filter::default();
+            vtriage::report::write(vtriage::report::records(&*store, &filter), format, &mut out)
+                .await
+                .unwrap();
+            String::from_utf8(out).unwrap()
+        }
+    };
+    let table = report(vtriage::report::Format::Table).await;
+    assert!(!table.contains(['\x1b', '\r', '\x07']), "{table:?}");
+    assert!(table.contains("trojan\\x1b]0;owned\\x07"), "{table}");
+    // The path is cut in the middle to fit; its end shows the escapes.
+    assert!(table.contains("\\rclean      benign.txt\n"), "{table}");
+    let json: serde_json::Value =
+        serde_json::from_str(&report(vtriage::report::Format::Jsonl).await).unwrap();
+    assert!(json["paths"][0].as_str().unwrap().ends_with(name), "{json}");
+    assert_eq!(json["threat_label"], "trojan\x1b]0;owned\x07");
+}
+
 #[tokio::test]
 async fn an_unknown_file_is_not_uploaded_by_default() {
     let world = World::new(World::fast_sim()).await;

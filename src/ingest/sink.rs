@@ -141,11 +141,7 @@ impl Hasher for DigestWriter {
 pub fn excerpt(text: &str) -> String {
     let mut out = String::new();
     for c in text.chars() {
-        let piece: String = if c.is_control() {
-            c.escape_default().collect()
-        } else {
-            c.to_string()
-        };
+        let piece = crate::terminal::escape_control(c.encode_utf8(&mut [0; 4])).into_owned();
         if out.chars().count() + piece.chars().count() > 80 {
             break;
         }

@@ -657,7 +657,7 @@ fn nul_bytes_reject_the_line_and_parsing_goes_on() {
     assert_eq!(summary.rejected.len(), 1);
     assert_eq!(summary.rejected[0].line, 2);
     assert!(summary.rejected[0].reason.contains("NUL"));
-    assert!(summary.rejected[0].excerpt.contains("\\u{0}"));
+    assert!(summary.rejected[0].excerpt.contains("\\x00"));
 }
 
 #[test]

@@ -175,13 +175,20 @@ pub fn progress_bar(len: u64, what: &'static str) -> indicatif::ProgressBar {
 pub fn summary_table(outcome: &ScanOutcome, noun: &str) -> String {
     let mut out = String::new();
     let mut counts: BTreeMap<Verdict, usize> = BTreeMap::new();
+    // A job without a verdict (the run stopped first) is `queued`, as `report` calls it:
+    // `pending` means submitted to VirusTotal and still being analysed.
+    let mut queued = 0;
     for r in &outcome.results {
-        let v = r
-            .verdict
-            .as_ref()
-            .map(|v| v.verdict)
-            .unwrap_or(Verdict::Pending);
-        *counts.entry(v).or_default() += 1;
+        let verdict = match &r.verdict {
+            Some(v) => {
+                *counts.entry(v.verdict).or_default() += 1;
+                v.verdict.as_str()
+            }
+            None => {
+                queued += 1;
+                "queued"
+            }
+        };
         let detail = r
             .verdict
             .as_ref()
@@ -198,7 +205,7 @@ pub fn summary_table(outcome: &ScanOutcome, noun: &str) -> String {
                 (None, None, Some(n)) => n.clone(),
                 _ => String::new(),
             })
-            .unwrap_or_else(|| "not finished".into());
+            .unwrap_or_else(|| "no verdict yet".into());
         let path = r
             .paths
             .first()
@@ -209,7 +216,6 @@ pub fn summary_table(outcome: &ScanOutcome, noun: &str) -> String {
         } else {
             String::new()
         };
-        let verdict = r.verdict.as_ref().map_or("pending", |v| v.verdict.as_str());
         out.push_str(&format!(
             "{verdict:<10} {}{more}\n           {}\n",
             escape_control(&path),
@@ -224,7 +230,11 @@ pub fn summary_table(outcome: &ScanOutcome, noun: &str) -> String {
             escape_control(&e.error)
         ));
     }
-    let parts: Vec<String> = counts.iter().map(|(v, n)| format!("{n} {v}")).collect();
+    let parts: Vec<String> = counts
+        .iter()
+        .map(|(v, n)| format!("{n} {v}"))
+        .chain((queued > 0).then(|| format!("{queued} queued")))
+        .collect();
     out.push_str(&format!(
         "\n{} {noun}: {}{}\n",
         outcome.results.len(),
@@ -243,4 +253,46 @@ pub fn summary_table(outcome: &ScanOutcome, noun: &str) -> String {
         out.push_str(&format!("stopped early: {}\n", escape_control(why)));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verdict::VerdictRecord;
+
+    fn result(id: i64, verdict: Option<VerdictRecord>) -> JobResult {
+        JobResult {
+            id,
+            kind: Kind::File,
+            indicator: format!("{id:064x}"),
+            state: if verdict.is_some() {
+                "completed"
+            } else {
+                "available"
+            }
+            .into(),
+            verdict,
+            paths: vec![format!("big/f{id}")],
+        }
+    }
+
+    #[test]
+    fn files_an_interrupted_scan_never_finished_are_queued_not_pending() {
+        let outcome = ScanOutcome {
+            results: vec![
+                result(1, Some(VerdictRecord::bare(Verdict::Clean, 0))),
+                result(2, None),
+                result(3, None),
+            ],
+            interrupted: Some("interrupted".into()),
+            ..ScanOutcome::default()
+        };
+        let table = summary_table(&outcome, "file contents");
+        assert!(!table.contains("pending"), "{table}");
+        assert!(table.contains("queued     big/f2\n"), "{table}");
+        assert!(
+            table.contains("3 file contents: 1 clean, 2 queued\n"),
+            "{table}"
+        );
+    }
 }

@@ -163,8 +163,17 @@ pub enum Error {
         /// What was attempted.
         what: &'static str,
     },
-    /// A local file could not be read, or the output written.
-    #[error("{0}")]
+    /// A local file could not be read.
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What reading it said (printed after the path, once).
+        #[source]
+        source: std::io::Error,
+    },
+    /// The output could not be written.
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
@@ -188,7 +197,13 @@ pub async fn run_offline(command: &VtCommand, out: &mut impl Write) -> Result<()
     match command {
         VtCommand::UrlId { url } => writeln!(out, "{}", vt::url_id(url.trim()))?,
         VtCommand::FileId { path } => {
-            writeln!(out, "{}", crate::hashing::sha256_file(path).await?)?
+            let sha256 = crate::hashing::sha256_file(path)
+                .await
+                .map_err(|source| Error::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+            writeln!(out, "{sha256}")?
         }
         _ => unreachable!("is_offline() chose the subcommand"),
     }
@@ -323,5 +338,25 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n"
         );
+    }
+
+    #[tokio::test]
+    async fn file_id_errors_name_the_path_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nonexistent");
+        for (path, why) in [
+            (missing, "No such file or directory"),
+            (dir.path().to_owned(), "Is a directory"),
+        ] {
+            let cmd = VtCommand::FileId { path: path.clone() };
+            let err = run_offline(&cmd, &mut Vec::new()).await.unwrap_err();
+            // As `main` prints it: the error and its causes.
+            let printed = format!("{:#}", anyhow::Error::from(err));
+            assert!(
+                printed.starts_with(&format!("cannot read {}: {why}", path.display())),
+                "{printed}"
+            );
+            assert_eq!(printed.matches(why).count(), 1, "{printed}");
+        }
     }
 }

@@ -378,8 +378,8 @@ async fn ingest(args: IngestArgs, global: &GlobalArgs) -> anyhow::Result<i32> {
     pipeline.shutdown().await;
     let outcome = scan::ScanOutcome {
         results: pipeline.store.results(&ids).await?,
-        errors: Vec::new(),
         interrupted: drained.err().map(|e| e.to_string()),
+        ..scan::ScanOutcome::default()
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&outcome)?);

@@ -28,8 +28,10 @@ pub struct InputError {
 pub struct ScanOutcome {
     /// One result per distinct content.
     pub results: Vec<JobResult>,
-    /// Files that could not be read.
+    /// Files that could not be read, and paths given that are not regular files.
     pub errors: Vec<InputError>,
+    /// FIFOs, sockets and devices found in folders: not triaged, not an error.
+    pub skipped: Vec<InputError>,
     /// Why the run stopped early, if it did.
     pub interrupted: Option<String>,
 }
@@ -53,33 +55,76 @@ impl ScanOutcome {
     }
 }
 
+/// Why a FIFO, socket or device is not triaged. It is never opened: reading a FIFO would wait
+/// for a writer, and a device may never end.
+const NOT_REGULAR: &str = "not a regular file (FIFO, socket or device)";
+
+/// What [`collect_files`] found under the paths given.
+#[derive(Debug, Default)]
+pub struct Collected {
+    /// The regular files, to hash.
+    pub files: Vec<PathBuf>,
+    /// Paths that could not be walked, and paths given that are not regular files or folders.
+    pub errors: Vec<InputError>,
+    /// FIFOs, sockets and devices met inside a folder: listed, not triaged.
+    pub skipped: Vec<InputError>,
+}
+
 /// The regular files under `paths` (folders recursively; symbolic links inside folders are
-/// not followed), with the paths that could not be walked.
-pub fn collect_files(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<InputError>) {
-    let mut files = Vec::new();
-    let mut errors = Vec::new();
+/// not followed), with the paths that could not be walked. A path given that is not a regular
+/// file (a FIFO, a device) is an error, as a missing one is: the user asked for it; inside a
+/// folder it is only skipped.
+pub fn collect_files(paths: &[PathBuf]) -> Collected {
+    let mut found = Collected::default();
     for root in paths {
         for entry in walkdir::WalkDir::new(root).follow_links(false) {
-            match entry {
-                Ok(e) if e.file_type().is_file() => files.push(e.into_path()),
-                Ok(e) if e.path_is_symlink() && e.depth() == 0 => {
-                    // A link named on the command line is what the user meant: follow it.
-                    if std::fs::metadata(e.path()).is_ok_and(|m| m.is_file()) {
-                        files.push(e.into_path());
+            let e = match entry {
+                Ok(e) => e,
+                Err(err) => {
+                    found.errors.push(InputError {
+                        path: err
+                            .path()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_else(|| root.display().to_string()),
+                        error: err.to_string(),
+                    });
+                    continue;
+                }
+            };
+            // A link given on the command line is what the user meant: it is judged by what it
+            // points to (walkdir walks a folder it points to, but reports the link as a link).
+            let kind = if e.depth() == 0 && e.path_is_symlink() {
+                match std::fs::metadata(e.path()) {
+                    Ok(m) => m.file_type(),
+                    Err(err) => {
+                        found.errors.push(InputError {
+                            path: e.path().display().to_string(),
+                            error: err.to_string(),
+                        });
+                        continue;
                     }
                 }
-                Ok(_) => {}
-                Err(err) => errors.push(InputError {
-                    path: err
-                        .path()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_else(|| root.display().to_string()),
-                    error: err.to_string(),
-                }),
+            } else {
+                e.file_type()
+            };
+            if kind.is_file() {
+                found.files.push(e.into_path());
+            } else if kind.is_dir() || kind.is_symlink() {
+                // Folders are walked; links inside them are not followed.
+            } else {
+                let special = InputError {
+                    path: e.path().display().to_string(),
+                    error: NOT_REGULAR.into(),
+                };
+                if e.depth() == 0 {
+                    found.errors.push(special);
+                } else {
+                    found.skipped.push(special);
+                }
             }
         }
     }
-    (files, errors)
+    found
 }
 
 /// Scans `paths`: hash, enqueue, work until done. `allow_upload` is `scan --upload`.
@@ -88,7 +133,11 @@ pub async fn scan(
     paths: &[PathBuf],
     allow_upload: bool,
 ) -> anyhow::Result<ScanOutcome> {
-    let (files, mut errors) = collect_files(paths);
+    let Collected {
+        files,
+        mut errors,
+        skipped,
+    } = collect_files(paths);
     let bar = progress_bar(files.len() as u64, "hashing");
     let parallel = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -140,6 +189,7 @@ pub async fn scan(
     Ok(ScanOutcome {
         results: pipeline.store.results(&ids).await?,
         errors,
+        skipped,
         interrupted,
     })
 }
@@ -222,10 +272,10 @@ pub fn summary_table(outcome: &ScanOutcome, noun: &str) -> String {
             escape_control(&detail)
         ));
     }
-    for e in &outcome.errors {
+    let listed = outcome.errors.iter().map(|e| ("error", e));
+    for (what, e) in listed.chain(outcome.skipped.iter().map(|e| ("skipped", e))) {
         out.push_str(&format!(
-            "{:<10} {}\n           {}\n",
-            "error",
+            "{what:<10} {}\n           {}\n",
             escape_control(&e.path),
             escape_control(&e.error)
         ));
@@ -236,7 +286,7 @@ pub fn summary_table(outcome: &ScanOutcome, noun: &str) -> String {
         .chain((queued > 0).then(|| format!("{queued} queued")))
         .collect();
     out.push_str(&format!(
-        "\n{} {noun}: {}{}\n",
+        "\n{} {noun}: {}{}{}\n",
         outcome.results.len(),
         if parts.is_empty() {
             "none".to_string()
@@ -247,6 +297,11 @@ pub fn summary_table(outcome: &ScanOutcome, noun: &str) -> String {
             String::new()
         } else {
             format!("; {} unreadable", outcome.errors.len())
+        },
+        if outcome.skipped.is_empty() {
+            String::new()
+        } else {
+            format!("; {} skipped (not regular files)", outcome.skipped.len())
         },
     ));
     if let Some(why) = &outcome.interrupted {
@@ -274,6 +329,48 @@ mod tests {
             verdict,
             paths: vec![format!("big/f{id}")],
         }
+    }
+
+    fn mkfifo(path: &std::path::Path) {
+        let made = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(made, "mkfifo {}", path.display());
+    }
+
+    #[test]
+    fn special_files_given_are_errors_and_those_in_folders_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let given = dir.path().join("given.fifo");
+        mkfifo(&given);
+        let folder = dir.path().join("folder");
+        std::fs::create_dir(&folder).unwrap();
+        mkfifo(&folder.join("inside.fifo"));
+        std::fs::write(folder.join("regular.txt"), b"text").unwrap();
+        let link = dir.path().join("link.txt");
+        std::os::unix::fs::symlink(folder.join("regular.txt"), &link).unwrap();
+        std::os::unix::fs::symlink(folder.join("regular.txt"), folder.join("inner.lnk")).unwrap();
+
+        let found = collect_files(&[given, "/dev/null".into(), folder.clone(), link.clone()]);
+        assert_eq!(
+            found.files,
+            [folder.join("regular.txt"), link],
+            "links given are followed"
+        );
+        let paths = |list: &[InputError]| list.iter().map(|e| e.path.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            paths(&found.errors),
+            [
+                dir.path().join("given.fifo").display().to_string(),
+                "/dev/null".into()
+            ]
+        );
+        assert!(found.errors.iter().all(|e| e.error == NOT_REGULAR));
+        assert_eq!(
+            paths(&found.skipped),
+            [folder.join("inside.fifo").display().to_string()]
+        );
     }
 
     #[test]

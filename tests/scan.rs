@@ -109,6 +109,41 @@ async fn control_characters_in_names_and_labels_are_escaped_in_tables_only() {
     assert_eq!(json["threat_label"], "trojan\x1b]0;owned\x07");
 }
 
+/// A FIFO or a device named on the command line is listed as not triaged (exit status 2), not
+/// silently ignored; one met inside a folder is listed as skipped and never opened.
+#[tokio::test]
+async fn a_fifo_or_device_given_is_an_error_and_one_in_a_folder_is_skipped() {
+    let world = World::new(World::fast_sim()).await;
+    world.file("folder/readable.txt", b"readable content");
+    let folder = world.files_dir().join("folder");
+    let fifo = world.dir.path().join("given.fifo");
+    for path in [&fifo, &folder.join("inside.fifo")] {
+        let made = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+    }
+    let outcome = world
+        .scan(&[&fifo, std::path::Path::new("/dev/null"), &folder], false)
+        .await;
+    assert_eq!(outcome.results.len(), 1, "the regular file is triaged");
+    assert_eq!(outcome.errors.len(), 2, "{:?}", outcome.errors);
+    assert_eq!(outcome.skipped.len(), 1, "{:?}", outcome.skipped);
+    assert_eq!(outcome.exit_code(), 2);
+    let table = vtriage::scan::summary_table(&outcome, "file contents");
+    assert!(table.contains("error      /dev/null\n"), "{table}");
+    assert!(
+        table.contains("given.fifo\n           not a regular file"),
+        "{table}"
+    );
+    assert!(table.contains("skipped    "), "{table}");
+    assert!(
+        table.contains("1 file contents: 1 unknown; 2 unreadable; 1 skipped"),
+        "{table}"
+    );
+}
+
 #[tokio::test]
 async fn an_unknown_file_is_not_uploaded_by_default() {
     let world = World::new(World::fast_sim()).await;

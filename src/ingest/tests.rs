@@ -731,6 +731,21 @@ fn invalid_utf8_of_every_kind_is_decoded_lossily_and_named() {
 }
 
 #[test]
+fn lossy_lines_are_named_a_few_times_then_counted() {
+    // A binary file read as text: 81 lines of invalid UTF-8 once gave 81 warnings.
+    let input = b"\xFFnot text\n".repeat(81);
+    let (summary, _) = run("rand.bin", &input);
+    let named: Vec<String> = (1..=5)
+        .map(|n| format!("line {n}: invalid UTF-8 decoded lossily"))
+        .collect();
+    assert_eq!(summary.warnings[..5], named[..]);
+    assert_eq!(
+        summary.warnings[5..],
+        ["76 more lines with invalid UTF-8 decoded lossily".to_string()]
+    );
+}
+
+#[test]
 fn oversized_json_nesting_is_a_clear_fallback_not_a_stack_overflow() {
     let input = "[".repeat(100_000);
     let (summary, found) = run("deep.json", input.as_bytes());

@@ -54,7 +54,7 @@ pub enum VtCommand {
     },
     /// The VirusTotal id of a URL (offline: unpadded base64url of the URL)
     UrlId {
-        /// The URL
+        /// The URL (defanged forms such as hxxp://evil[.]example/ are accepted)
         url: String,
     },
     /// The VirusTotal id of a file (offline: its SHA-256)
@@ -182,20 +182,27 @@ pub fn is_offline(command: &VtCommand) -> bool {
     matches!(command, VtCommand::UrlId { .. } | VtCommand::FileId { .. })
 }
 
-/// The id under which a collection knows `id`: a URL given as a URL becomes its URL id.
+/// The id under which a collection knows `id`: a URL given as a URL (defanged forms such as
+/// `hxxp://evil[.]example/` accepted, as `lookup` accepts them) becomes its URL id.
 fn object_id(collection: Collection, id: &str) -> String {
     let id = id.trim();
-    if collection == Collection::Urls && id.contains("://") {
-        vt::url_id(id)
+    if collection == Collection::Urls && crate::ingest::refang(id).contains("://") {
+        url_id(id)
     } else {
         id.to_owned()
     }
 }
 
+/// The URL id of a URL, refanged first (the id of `hxxp://evil[.]example/` is that of
+/// `http://evil.example/`).
+fn url_id(url: &str) -> String {
+    vt::url_id(&crate::ingest::refang(url.trim()))
+}
+
 /// Runs an offline subcommand, writing its answer to `out`.
 pub async fn run_offline(command: &VtCommand, out: &mut impl Write) -> Result<(), Error> {
     match command {
-        VtCommand::UrlId { url } => writeln!(out, "{}", vt::url_id(url.trim()))?,
+        VtCommand::UrlId { url } => writeln!(out, "{}", url_id(url))?,
         VtCommand::FileId { path } => {
             let sha256 = crate::hashing::sha256_file(path)
                 .await
@@ -312,6 +319,20 @@ mod tests {
             "aHR0cDovL2V4YW1wbGUuY29tLw"
         );
         assert_eq!(object_id(Collection::Domains, " a.example "), "a.example");
+    }
+
+    #[tokio::test]
+    async fn url_id_refangs_its_url_as_lookup_does() {
+        let plain = vt::url_id("http://evil.example/");
+        for defanged in ["hxxp://evil[.]example/", " hxxp[://]evil(.)example/ "] {
+            let mut out = Vec::new();
+            let cmd = VtCommand::UrlId {
+                url: defanged.into(),
+            };
+            run_offline(&cmd, &mut out).await.unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), format!("{plain}\n"));
+            assert_eq!(object_id(Collection::Urls, defanged), plain);
+        }
     }
 
     #[tokio::test]

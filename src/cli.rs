@@ -89,7 +89,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run the built-in VirusTotal simulator (for offline use and tests).
+    /// Run the built-in VirusTotal simulator (for offline use and tests; it ignores --db and
+    /// --config).
+    ///
+    /// It keeps what it knows in memory (preload objects with --known) and reads no
+    /// configuration file: --db and --config are listed below only because every command takes
+    /// them. --log-format and -v do apply.
     Sim(crate::sim::SimArgs),
     /// Show the whole pipeline working offline: start the simulator, scan generated samples
     /// (the EICAR test file among them), print the verdicts.

@@ -89,7 +89,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run the built-in VirusTotal simulator (for offline use and tests).
+    /// Run the built-in VirusTotal simulator (for offline use and tests; it ignores --db and
+    /// --config).
+    ///
+    /// It keeps what it knows in memory (preload objects with --known) and reads no
+    /// configuration file: --db and --config are listed below only because every command takes
+    /// them. --log-format and -v do apply.
     Sim(crate::sim::SimArgs),
     /// Show the whole pipeline working offline: start the simulator, scan generated samples
     /// (the EICAR test file among them), print the verdicts.
@@ -378,8 +383,8 @@ async fn ingest(args: IngestArgs, global: &GlobalArgs) -> anyhow::Result<i32> {
     pipeline.shutdown().await;
     let outcome = scan::ScanOutcome {
         results: pipeline.store.results(&ids).await?,
-        errors: Vec::new(),
         interrupted: drained.err().map(|e| e.to_string()),
+        ..scan::ScanOutcome::default()
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&outcome)?);

@@ -29,6 +29,7 @@ pub mod scan;
 pub mod sim;
 pub mod status;
 pub mod store;
+pub mod terminal;
 pub mod verdict;
 pub mod vt;
 pub mod vtcmd;

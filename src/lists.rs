@@ -18,6 +18,7 @@ use crate::config::{Config, UploadPolicy};
 use crate::indicator::Kind;
 use crate::ingest::{self, Format, Summary};
 use crate::store::{Enqueued, NewJob, Store, now_millis};
+use crate::terminal::escape_control;
 
 /// Indicators handed to the store at a time: the parser fills a batch while the store writes
 /// the ones before. How many share a transaction is the store's choice (SQLite: up to
@@ -183,6 +184,8 @@ pub async fn queue_counting(
 /// with `verbose`), and warnings.
 pub fn describe(list: &ParsedList, verbose: bool) -> String {
     let s = &list.summary;
+    // The list's name and what it contains come from outside: escaped for the terminal.
+    let source = escape_control(&list.source);
     let found: Vec<String> = s.found.iter().map(|(t, n)| format!("{n} {t}")).collect();
     let skipped: Vec<String> = s
         .skipped
@@ -191,7 +194,7 @@ pub fn describe(list: &ParsedList, verbose: bool) -> String {
         .collect();
     let mut out = format!(
         "{}: {}{}; {} duplicates; {} skipped{}; {} rejected\n",
-        list.source,
+        source,
         if found.is_empty() {
             "no indicators".to_string()
         } else {
@@ -208,7 +211,7 @@ pub fn describe(list: &ParsedList, verbose: bool) -> String {
         s.rejected.len(),
     );
     for w in &s.warnings {
-        out += &format!("  warning: {}: {w}\n", list.source);
+        out += &format!("  warning: {source}: {}\n", escape_control(w));
     }
     let shown = if verbose {
         s.rejected.len()
@@ -217,8 +220,10 @@ pub fn describe(list: &ParsedList, verbose: bool) -> String {
     };
     for r in &s.rejected[..shown] {
         out += &format!(
-            "  rejected {}:{}: {} ({})\n",
-            list.source, r.line, r.reason, r.excerpt
+            "  rejected {source}:{}: {} ({})\n",
+            r.line,
+            escape_control(&r.reason),
+            r.excerpt
         );
     }
     if shown < s.rejected.len() {
@@ -248,7 +253,13 @@ pub fn print_dry_run(job: &NewJob, json: bool, out: &mut impl Write) -> std::io:
         serde_json::to_writer(&mut *out, &line)?;
         writeln!(out)
     } else {
-        writeln!(out, "{:<7} {} {}", line.kind, line.value, line.source)
+        writeln!(
+            out,
+            "{:<7} {} {}",
+            line.kind,
+            escape_control(&line.value),
+            escape_control(&line.source)
+        )
     }
 }
 

@@ -17,6 +17,7 @@ use crate::ingest::{self, Classified};
 use crate::pipeline::{Interrupted, Pipeline};
 use crate::report::{self, Filter, Format, Written};
 use crate::store::{Enqueued, NewJob, ReportQuery, Store, now_millis};
+use crate::terminal::escape_control;
 use crate::verdict::Verdict;
 
 /// The source recorded for indicators given on the command line.
@@ -183,7 +184,7 @@ pub async fn run(
         Err(e) => return Err(e.into()),
     };
     if let Some(why) = &outcome.interrupted {
-        eprintln!("vtriage: stopped early: {why}");
+        eprintln!("vtriage: stopped early: {}", escape_control(why));
     }
     Ok(exit_code(outcome.interrupted.is_some(), &written))
 }
@@ -311,7 +312,7 @@ pub async fn run_recheck(
             Ok(0)
         }
         Some(why) => {
-            eprintln!("vtriage: stopped early: {why}");
+            eprintln!("vtriage: stopped early: {}", escape_control(&why));
             Ok(2)
         }
     }

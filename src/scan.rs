@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::indicator::Kind;
 use crate::pipeline::{Interrupted, Pipeline};
 use crate::store::{FileSeen, JobResult, NewJob};
+use crate::terminal::escape_control;
 use crate::verdict::Verdict;
 
 /// A file that could not be triaged before it reached the queue.
@@ -27,8 +28,10 @@ pub struct InputError {
 pub struct ScanOutcome {
     /// One result per distinct content.
     pub results: Vec<JobResult>,
-    /// Files that could not be read.
+    /// Files that could not be read, and paths given that are not regular files.
     pub errors: Vec<InputError>,
+    /// FIFOs, sockets and devices found in folders: not triaged, not an error.
+    pub skipped: Vec<InputError>,
     /// Why the run stopped early, if it did.
     pub interrupted: Option<String>,
 }
@@ -52,33 +55,76 @@ impl ScanOutcome {
     }
 }
 
+/// Why a FIFO, socket or device is not triaged. It is never opened: reading a FIFO would wait
+/// for a writer, and a device may never end.
+const NOT_REGULAR: &str = "not a regular file (FIFO, socket or device)";
+
+/// What [`collect_files`] found under the paths given.
+#[derive(Debug, Default)]
+pub struct Collected {
+    /// The regular files, to hash.
+    pub files: Vec<PathBuf>,
+    /// Paths that could not be walked, and paths given that are not regular files or folders.
+    pub errors: Vec<InputError>,
+    /// FIFOs, sockets and devices met inside a folder: listed, not triaged.
+    pub skipped: Vec<InputError>,
+}
+
 /// The regular files under `paths` (folders recursively; symbolic links inside folders are
-/// not followed), with the paths that could not be walked.
-pub fn collect_files(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<InputError>) {
-    let mut files = Vec::new();
-    let mut errors = Vec::new();
+/// not followed), with the paths that could not be walked. A path given that is not a regular
+/// file (a FIFO, a device) is an error, as a missing one is: the user asked for it; inside a
+/// folder it is only skipped.
+pub fn collect_files(paths: &[PathBuf]) -> Collected {
+    let mut found = Collected::default();
     for root in paths {
         for entry in walkdir::WalkDir::new(root).follow_links(false) {
-            match entry {
-                Ok(e) if e.file_type().is_file() => files.push(e.into_path()),
-                Ok(e) if e.path_is_symlink() && e.depth() == 0 => {
-                    // A link named on the command line is what the user meant: follow it.
-                    if std::fs::metadata(e.path()).is_ok_and(|m| m.is_file()) {
-                        files.push(e.into_path());
+            let e = match entry {
+                Ok(e) => e,
+                Err(err) => {
+                    found.errors.push(InputError {
+                        path: err
+                            .path()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_else(|| root.display().to_string()),
+                        error: err.to_string(),
+                    });
+                    continue;
+                }
+            };
+            // A link given on the command line is what the user meant: it is judged by what it
+            // points to (walkdir walks a folder it points to, but reports the link as a link).
+            let kind = if e.depth() == 0 && e.path_is_symlink() {
+                match std::fs::metadata(e.path()) {
+                    Ok(m) => m.file_type(),
+                    Err(err) => {
+                        found.errors.push(InputError {
+                            path: e.path().display().to_string(),
+                            error: err.to_string(),
+                        });
+                        continue;
                     }
                 }
-                Ok(_) => {}
-                Err(err) => errors.push(InputError {
-                    path: err
-                        .path()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_else(|| root.display().to_string()),
-                    error: err.to_string(),
-                }),
+            } else {
+                e.file_type()
+            };
+            if kind.is_file() {
+                found.files.push(e.into_path());
+            } else if kind.is_dir() || kind.is_symlink() {
+                // Folders are walked; links inside them are not followed.
+            } else {
+                let special = InputError {
+                    path: e.path().display().to_string(),
+                    error: NOT_REGULAR.into(),
+                };
+                if e.depth() == 0 {
+                    found.errors.push(special);
+                } else {
+                    found.skipped.push(special);
+                }
             }
         }
     }
-    (files, errors)
+    found
 }
 
 /// Scans `paths`: hash, enqueue, work until done. `allow_upload` is `scan --upload`.
@@ -87,7 +133,11 @@ pub async fn scan(
     paths: &[PathBuf],
     allow_upload: bool,
 ) -> anyhow::Result<ScanOutcome> {
-    let (files, mut errors) = collect_files(paths);
+    let Collected {
+        files,
+        mut errors,
+        skipped,
+    } = collect_files(paths);
     let bar = progress_bar(files.len() as u64, "hashing");
     let parallel = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -139,6 +189,7 @@ pub async fn scan(
     Ok(ScanOutcome {
         results: pipeline.store.results(&ids).await?,
         errors,
+        skipped,
         interrupted,
     })
 }
@@ -169,17 +220,25 @@ pub fn progress_bar(len: u64, what: &'static str) -> indicatif::ProgressBar {
     bar
 }
 
-/// The summary table printed at the end of a scan (`noun`: what the results are).
+/// The summary table printed at the end of a scan (`noun`: what the results are). Names and
+/// VirusTotal's words in it are escaped for the terminal.
 pub fn summary_table(outcome: &ScanOutcome, noun: &str) -> String {
     let mut out = String::new();
     let mut counts: BTreeMap<Verdict, usize> = BTreeMap::new();
+    // A job without a verdict (the run stopped first) is `queued`, as `report` calls it:
+    // `pending` means submitted to VirusTotal and still being analysed.
+    let mut queued = 0;
     for r in &outcome.results {
-        let v = r
-            .verdict
-            .as_ref()
-            .map(|v| v.verdict)
-            .unwrap_or(Verdict::Pending);
-        *counts.entry(v).or_default() += 1;
+        let verdict = match &r.verdict {
+            Some(v) => {
+                *counts.entry(v.verdict).or_default() += 1;
+                v.verdict.as_str()
+            }
+            None => {
+                queued += 1;
+                "queued"
+            }
+        };
         let detail = r
             .verdict
             .as_ref()
@@ -196,7 +255,7 @@ pub fn summary_table(outcome: &ScanOutcome, noun: &str) -> String {
                 (None, None, Some(n)) => n.clone(),
                 _ => String::new(),
             })
-            .unwrap_or_else(|| "not finished".into());
+            .unwrap_or_else(|| "no verdict yet".into());
         let path = r
             .paths
             .first()
@@ -207,20 +266,27 @@ pub fn summary_table(outcome: &ScanOutcome, noun: &str) -> String {
         } else {
             String::new()
         };
-        let verdict = r.verdict.as_ref().map_or("pending", |v| v.verdict.as_str());
         out.push_str(&format!(
-            "{verdict:<10} {path}{more}\n           {detail}\n"
+            "{verdict:<10} {}{more}\n           {}\n",
+            escape_control(&path),
+            escape_control(&detail)
         ));
     }
-    for e in &outcome.errors {
+    let listed = outcome.errors.iter().map(|e| ("error", e));
+    for (what, e) in listed.chain(outcome.skipped.iter().map(|e| ("skipped", e))) {
         out.push_str(&format!(
-            "{:<10} {}\n           {}\n",
-            "error", e.path, e.error
+            "{what:<10} {}\n           {}\n",
+            escape_control(&e.path),
+            escape_control(&e.error)
         ));
     }
-    let parts: Vec<String> = counts.iter().map(|(v, n)| format!("{n} {v}")).collect();
+    let parts: Vec<String> = counts
+        .iter()
+        .map(|(v, n)| format!("{n} {v}"))
+        .chain((queued > 0).then(|| format!("{queued} queued")))
+        .collect();
     out.push_str(&format!(
-        "\n{} {noun}: {}{}\n",
+        "\n{} {noun}: {}{}{}\n",
         outcome.results.len(),
         if parts.is_empty() {
             "none".to_string()
@@ -232,9 +298,98 @@ pub fn summary_table(outcome: &ScanOutcome, noun: &str) -> String {
         } else {
             format!("; {} unreadable", outcome.errors.len())
         },
+        if outcome.skipped.is_empty() {
+            String::new()
+        } else {
+            format!("; {} skipped (not regular files)", outcome.skipped.len())
+        },
     ));
     if let Some(why) = &outcome.interrupted {
-        out.push_str(&format!("stopped early: {why}\n"));
+        out.push_str(&format!("stopped early: {}\n", escape_control(why)));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verdict::VerdictRecord;
+
+    fn result(id: i64, verdict: Option<VerdictRecord>) -> JobResult {
+        JobResult {
+            id,
+            kind: Kind::File,
+            indicator: format!("{id:064x}"),
+            state: if verdict.is_some() {
+                "completed"
+            } else {
+                "available"
+            }
+            .into(),
+            verdict,
+            paths: vec![format!("big/f{id}")],
+        }
+    }
+
+    fn mkfifo(path: &std::path::Path) {
+        let made = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(made, "mkfifo {}", path.display());
+    }
+
+    #[test]
+    fn special_files_given_are_errors_and_those_in_folders_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let given = dir.path().join("given.fifo");
+        mkfifo(&given);
+        let folder = dir.path().join("folder");
+        std::fs::create_dir(&folder).unwrap();
+        mkfifo(&folder.join("inside.fifo"));
+        std::fs::write(folder.join("regular.txt"), b"text").unwrap();
+        let link = dir.path().join("link.txt");
+        std::os::unix::fs::symlink(folder.join("regular.txt"), &link).unwrap();
+        std::os::unix::fs::symlink(folder.join("regular.txt"), folder.join("inner.lnk")).unwrap();
+
+        let found = collect_files(&[given, "/dev/null".into(), folder.clone(), link.clone()]);
+        assert_eq!(
+            found.files,
+            [folder.join("regular.txt"), link],
+            "links given are followed"
+        );
+        let paths = |list: &[InputError]| list.iter().map(|e| e.path.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            paths(&found.errors),
+            [
+                dir.path().join("given.fifo").display().to_string(),
+                "/dev/null".into()
+            ]
+        );
+        assert!(found.errors.iter().all(|e| e.error == NOT_REGULAR));
+        assert_eq!(
+            paths(&found.skipped),
+            [folder.join("inside.fifo").display().to_string()]
+        );
+    }
+
+    #[test]
+    fn files_an_interrupted_scan_never_finished_are_queued_not_pending() {
+        let outcome = ScanOutcome {
+            results: vec![
+                result(1, Some(VerdictRecord::bare(Verdict::Clean, 0))),
+                result(2, None),
+                result(3, None),
+            ],
+            interrupted: Some("interrupted".into()),
+            ..ScanOutcome::default()
+        };
+        let table = summary_table(&outcome, "file contents");
+        assert!(!table.contains("pending"), "{table}");
+        assert!(table.contains("queued     big/f2\n"), "{table}");
+        assert!(
+            table.contains("3 file contents: 1 clean, 2 queued\n"),
+            "{table}"
+        );
+    }
 }

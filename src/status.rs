@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::store::{Millis, QueueCounts, QuotaUsage, Store, WorkerInfo, now_millis};
+use crate::terminal::escape_control;
 
 /// Everything `status` shows.
 #[derive(Debug, Serialize)]
@@ -264,7 +265,8 @@ pub fn render(s: &Status) -> String {
     }
     if let Some((indicator, created)) = &s.queue.oldest_pending {
         out += &format!(
-            "oldest unfinished: {indicator} (queued {} ago)\n",
+            "oldest unfinished: {} (queued {} ago)\n",
+            escape_control(indicator),
             human_duration(((now_millis() - created) / 1000).max(0) as u64)
         );
     }
@@ -280,7 +282,12 @@ pub fn render(s: &Status) -> String {
         };
     }
     for (indicator, error, _) in &s.queue.last_errors {
-        out += &format!("recent error: {indicator}: {error}\n");
+        // VirusTotal's words may be in the error: escaped for the terminal.
+        out += &format!(
+            "recent error: {}: {}\n",
+            escape_control(indicator),
+            escape_control(error)
+        );
     }
     out
 }

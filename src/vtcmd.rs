@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
+use crate::indicator::Indicator;
+use crate::ingest::{self, Classified};
 use crate::vt::{self, Collection};
 
 /// `vtriage vt`
@@ -54,7 +56,7 @@ pub enum VtCommand {
     },
     /// The VirusTotal id of a URL (offline: unpadded base64url of the URL)
     UrlId {
-        /// The URL
+        /// The URL (defanged forms such as hxxp://evil[.]example/ are accepted)
         url: String,
     },
     /// The VirusTotal id of a file (offline: its SHA-256)
@@ -90,7 +92,8 @@ pub enum CommentCommand {
 /// Arguments of `vt file|url|domain|ip`.
 #[derive(Debug, Clone, Args)]
 pub struct ObjectArgs {
-    /// The object's id: a hash, a URL (or URL id), a domain, an IP address
+    /// The object's id: a hash, a URL (or URL id), a domain, an IP address (defanged forms
+    /// such as evil[.]example[.]com are accepted)
     pub id: String,
     /// Print this relationship instead (e.g. contacted_domains, resolutions, urls)
     #[arg(long, value_name = "NAME", conflicts_with_all = ["comments", "votes"])]
@@ -163,8 +166,25 @@ pub enum Error {
         /// What was attempted.
         what: &'static str,
     },
-    /// A local file could not be read, or the output written.
-    #[error("{0}")]
+    /// A local file could not be read.
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What reading it said (printed after the path, once).
+        #[source]
+        source: std::io::Error,
+    },
+    /// An id that cannot name an object of its kind: refused before a request is spent on it.
+    #[error("{id:?} is not {expected}; nothing was sent to VirusTotal")]
+    InvalidId {
+        /// The id as given.
+        id: String,
+        /// What it should have been.
+        expected: &'static str,
+    },
+    /// The output could not be written.
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
@@ -173,22 +193,65 @@ pub fn is_offline(command: &VtCommand) -> bool {
     matches!(command, VtCommand::UrlId { .. } | VtCommand::FileId { .. })
 }
 
-/// The id under which a collection knows `id`: a URL given as a URL becomes its URL id.
-fn object_id(collection: Collection, id: &str) -> String {
+/// The id under which a collection knows `id`, parsed as `lookup` parses its arguments
+/// (refanged, normalised): a URL given as a URL becomes its URL id; a file's id must be an MD5,
+/// SHA-1 or SHA-256, a domain's a domain name, an IP address's an IP address. An id that cannot
+/// be one is refused here, before a request is spent on it.
+fn object_id(collection: Collection, id: &str) -> Result<String, Error> {
     let id = id.trim();
-    if collection == Collection::Urls && id.contains("://") {
-        vt::url_id(id)
-    } else {
-        id.to_owned()
+    let refanged = ingest::refang(id);
+    if collection == Collection::Urls {
+        // Without a scheme, it is a URL id as VirusTotal gave it.
+        return Ok(if refanged.contains("://") {
+            url_id(id)
+        } else {
+            id.to_owned()
+        });
     }
+    // `lookup` skips private addresses as a policy; asked for by name, they are asked.
+    let opts = ingest::Options {
+        skip_private_ips: false,
+    };
+    let expected = match collection {
+        Collection::Files => "an MD5, SHA-1 or SHA-256 in hex",
+        Collection::Domains => "a domain name ending in a public suffix",
+        _ => "an IP address",
+    };
+    match ingest::classify(&refanged, &opts) {
+        Classified::Indicator(i @ Indicator::Hash(_)) if collection == Collection::Files => {
+            Ok(i.value())
+        }
+        Classified::Indicator(i @ Indicator::Domain(_)) if collection == Collection::Domains => {
+            Ok(i.value())
+        }
+        Classified::Indicator(i @ Indicator::Ip(_)) if collection == Collection::IpAddresses => {
+            Ok(i.value())
+        }
+        _ => Err(Error::InvalidId {
+            id: id.to_owned(),
+            expected,
+        }),
+    }
+}
+
+/// The URL id of a URL, refanged first (the id of `hxxp://evil[.]example/` is that of
+/// `http://evil.example/`).
+fn url_id(url: &str) -> String {
+    vt::url_id(&ingest::refang(url.trim()))
 }
 
 /// Runs an offline subcommand, writing its answer to `out`.
 pub async fn run_offline(command: &VtCommand, out: &mut impl Write) -> Result<(), Error> {
     match command {
-        VtCommand::UrlId { url } => writeln!(out, "{}", vt::url_id(url.trim()))?,
+        VtCommand::UrlId { url } => writeln!(out, "{}", url_id(url))?,
         VtCommand::FileId { path } => {
-            writeln!(out, "{}", crate::hashing::sha256_file(path).await?)?
+            let sha256 = crate::hashing::sha256_file(path)
+                .await
+                .map_err(|source| Error::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+            writeln!(out, "{sha256}")?
         }
         _ => unreachable!("is_offline() chose the subcommand"),
     }
@@ -211,12 +274,12 @@ pub async fn run(
         VtCommand::Ip(a) => object(client, Collection::IpAddresses, a).await?,
         VtCommand::Comment(CommentCommand::Add { kind, id, text }) => {
             let c = kind.collection();
-            client.add_comment(c, &object_id(c, id), text).await?
+            client.add_comment(c, &object_id(c, id)?, text).await?
         }
         VtCommand::Vote { kind, id, verdict } => {
             let c = kind.collection();
             client
-                .add_vote(c, &object_id(c, id), verdict.as_str())
+                .add_vote(c, &object_id(c, id)?, verdict.as_str())
                 .await?
         }
         VtCommand::Analysis { id } => client.get_analysis(id.trim()).await?.raw,
@@ -233,7 +296,7 @@ pub async fn run(
 
 /// An object, or one of its collections (a relationship, comments, votes).
 async fn object(client: &vt::Client, c: Collection, a: &ObjectArgs) -> Result<Value, Error> {
-    let id = object_id(c, &a.id);
+    let id = object_id(c, &a.id)?;
     let relationship = match (&a.relationship, a.comments, a.votes) {
         (Some(r), _, _) => r.trim(),
         (None, true, _) => "comments",
@@ -269,9 +332,10 @@ async fn object(client: &vt::Client, c: Collection, a: &ObjectArgs) -> Result<Va
 }
 
 async fn download(client: &vt::Client, hash: &str, output: &Path) -> Result<Value, Error> {
-    match client.download_file(hash.trim(), output).await {
+    let hash = object_id(Collection::Files, hash)?;
+    match client.download_file(&hash, output).await {
         Ok(bytes) => Ok(json!({
-            "sha256": hash.trim().to_ascii_lowercase(),
+            "sha256": hash,
             "path": output.display().to_string(),
             "bytes": bytes,
         })),
@@ -287,16 +351,56 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_given_as_urls_become_url_ids_and_others_stay_as_given() {
+    fn urls_given_as_urls_become_url_ids_and_others_are_normalised() {
+        let id = |c, s| object_id(c, s).unwrap();
         assert_eq!(
-            object_id(Collection::Urls, "http://example.com/"),
+            id(Collection::Urls, "http://example.com/"),
             "aHR0cDovL2V4YW1wbGUuY29tLw"
         );
         assert_eq!(
-            object_id(Collection::Urls, "aHR0cDovL2V4YW1wbGUuY29tLw"),
+            id(Collection::Urls, "aHR0cDovL2V4YW1wbGUuY29tLw"),
             "aHR0cDovL2V4YW1wbGUuY29tLw"
         );
-        assert_eq!(object_id(Collection::Domains, " a.example "), "a.example");
+        assert_eq!(
+            id(Collection::Domains, " A.example[.]com "),
+            "a.example.com"
+        );
+        assert_eq!(id(Collection::IpAddresses, "10.0.0.1"), "10.0.0.1");
+        assert_eq!(
+            id(Collection::Files, "44D88612FEA8A8F36DE82E1278ABB02F"),
+            "44d88612fea8a8f36de82e1278abb02f"
+        );
+    }
+
+    #[test]
+    fn ids_that_cannot_be_of_their_kind_are_refused() {
+        for (c, bad) in [
+            (Collection::Files, "zzz"),
+            (Collection::Files, "evil.example.com"),
+            (Collection::IpAddresses, "999.1.1.1"),
+            (Collection::IpAddresses, "evil.example.com"),
+            (Collection::Domains, "not a domain"),
+            (Collection::Domains, "readme.txt"),
+            (Collection::Domains, "8.8.8.8"),
+        ] {
+            let err = object_id(c, bad).unwrap_err();
+            assert!(matches!(err, Error::InvalidId { .. }), "{bad}: {err}");
+            assert!(err.to_string().starts_with(&format!("{bad:?} is not ")));
+        }
+    }
+
+    #[tokio::test]
+    async fn url_id_refangs_its_url_as_lookup_does() {
+        let plain = vt::url_id("http://evil.example/");
+        for defanged in ["hxxp://evil[.]example/", " hxxp[://]evil(.)example/ "] {
+            let mut out = Vec::new();
+            let cmd = VtCommand::UrlId {
+                url: defanged.into(),
+            };
+            run_offline(&cmd, &mut out).await.unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), format!("{plain}\n"));
+            assert_eq!(object_id(Collection::Urls, defanged).unwrap(), plain);
+        }
     }
 
     #[tokio::test]
@@ -323,5 +427,25 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n"
         );
+    }
+
+    #[tokio::test]
+    async fn file_id_errors_name_the_path_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nonexistent");
+        for (path, why) in [
+            (missing, "No such file or directory"),
+            (dir.path().to_owned(), "Is a directory"),
+        ] {
+            let cmd = VtCommand::FileId { path: path.clone() };
+            let err = run_offline(&cmd, &mut Vec::new()).await.unwrap_err();
+            // As `main` prints it: the error and its causes.
+            let printed = format!("{:#}", anyhow::Error::from(err));
+            assert!(
+                printed.starts_with(&format!("cannot read {}: {why}", path.display())),
+                "{printed}"
+            );
+            assert_eq!(printed.matches(why).count(), 1, "{printed}");
+        }
     }
 }

@@ -56,6 +56,94 @@ async fn an_unreadable_path_is_reported_and_the_exit_status_is_2() {
     assert_eq!(outcome.exit_code(), 2);
 }
 
+/// A dropped file's name (and VirusTotal's label) could rewrite the verdict table on an analyst's
+/// terminal: ESC moves the cursor, CR returns to the line's start. Tables show them escaped;
+/// JSON keeps them exact.
+#[tokio::test]
+async fn control_characters_in_names_and_labels_are_escaped_in_tables_only() {
+    let content = b"a sample with a name that rewrites the terminal";
+    let known = Known {
+        files: vec![KnownFile {
+            stats: vtriage::sim::EngineStats::EICAR,
+            label: Some("trojan\x1b]0;owned\x07".into()),
+            ..KnownFile::clean_content(content)
+        }],
+        ..Known::default()
+    };
+    let world = World::new(SimConfig {
+        known,
+        ..World::fast_sim()
+    })
+    .await;
+    let name = "invoice.pdf\x1b[1A\x1b[2K\rclean      benign.txt";
+    let path = world.file(name, content);
+    let outcome = world.scan(&[&path], false).await;
+    assert_eq!(verdict_of(&outcome, &sha256(content)), Verdict::Malicious);
+    let escaped = "invoice.pdf\\x1b[1A\\x1b[2K\\rclean      benign.txt";
+
+    let table = vtriage::scan::summary_table(&outcome, "file contents");
+    assert!(!table.contains(['\x1b', '\r', '\x07']), "{table:?}");
+    assert!(table.contains(escaped), "{table}");
+    assert!(table.contains("trojan\\x1b]0;owned\\x07"), "{table}");
+
+    let store = vtriage::pipeline::open_store(&world.config).await.unwrap();
+    let report = |format| {
+        let store = store.clone();
+        async move {
+            let mut out = Vec::new();
+            let filter = vtriage::report::Filter::default();
+            vtriage::report::write(vtriage::report::records(&*store, &filter), format, &mut out)
+                .await
+                .unwrap();
+            String::from_utf8(out).unwrap()
+        }
+    };
+    let table = report(vtriage::report::Format::Table).await;
+    assert!(!table.contains(['\x1b', '\r', '\x07']), "{table:?}");
+    assert!(table.contains("trojan\\x1b]0;owned\\x07"), "{table}");
+    // The path is cut in the middle to fit; its end shows the escapes.
+    assert!(table.contains("\\rclean      benign.txt\n"), "{table}");
+    let json: serde_json::Value =
+        serde_json::from_str(&report(vtriage::report::Format::Jsonl).await).unwrap();
+    assert!(json["paths"][0].as_str().unwrap().ends_with(name), "{json}");
+    assert_eq!(json["threat_label"], "trojan\x1b]0;owned\x07");
+}
+
+/// A FIFO or a device named on the command line is listed as not triaged (exit status 2), not
+/// silently ignored; one met inside a folder is listed as skipped and never opened.
+#[tokio::test]
+async fn a_fifo_or_device_given_is_an_error_and_one_in_a_folder_is_skipped() {
+    let world = World::new(World::fast_sim()).await;
+    world.file("folder/readable.txt", b"readable content");
+    let folder = world.files_dir().join("folder");
+    let fifo = world.dir.path().join("given.fifo");
+    for path in [&fifo, &folder.join("inside.fifo")] {
+        let made = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+    }
+    let outcome = world
+        .scan(&[&fifo, std::path::Path::new("/dev/null"), &folder], false)
+        .await;
+    assert_eq!(outcome.results.len(), 1, "the regular file is triaged");
+    assert_eq!(outcome.errors.len(), 2, "{:?}", outcome.errors);
+    assert_eq!(outcome.skipped.len(), 1, "{:?}", outcome.skipped);
+    assert_eq!(outcome.exit_code(), 2);
+    let table = vtriage::scan::summary_table(&outcome, "file contents");
+    assert!(table.contains("error      /dev/null\n"), "{table}");
+    assert!(
+        table.contains("given.fifo\n           not a regular file"),
+        "{table}"
+    );
+    assert!(table.contains("skipped    "), "{table}");
+    assert!(
+        table.contains("1 file contents: 1 unknown; 2 unreadable; 1 skipped"),
+        "{table}"
+    );
+}
+
 #[tokio::test]
 async fn an_unknown_file_is_not_uploaded_by_default() {
     let world = World::new(World::fast_sim()).await;

@@ -39,7 +39,7 @@ fn known() -> Known {
             label: None,
         }],
         domains: vec![KnownHost {
-            id: "evil.example".into(),
+            id: "evil.example.com".into(),
             stats: Some(EngineStats::CLEAN_URL),
         }],
         ips: vec![KnownHost {
@@ -93,8 +93,8 @@ async fn object_subcommands_get_their_object() {
     assert_eq!(url["data"]["type"], "url");
     assert_eq!(hits(&w, "GET /urls/{id}"), 1);
 
-    let domain = vt(&c, &["domain", "evil.example"]).await.unwrap();
-    assert_eq!(domain["data"]["id"], "evil.example");
+    let domain = vt(&c, &["domain", "evil.example.com"]).await.unwrap();
+    assert_eq!(domain["data"]["id"], "evil.example.com");
     assert_eq!(hits(&w, "GET /domains/{id}"), 1);
 
     let ip = vt(&c, &["ip", "8.8.8.8"]).await.unwrap();
@@ -102,7 +102,7 @@ async fn object_subcommands_get_their_object() {
     assert_eq!(hits(&w, "GET /ip_addresses/{id}"), 1);
 
     assert!(matches!(
-        vt(&c, &["domain", "never-seen.example"]).await,
+        vt(&c, &["domain", "never-seen.example.com"]).await,
         Err(vtcmd::Error::Vt(vt::Error::NotFound))
     ));
 }
@@ -117,7 +117,7 @@ async fn comments_and_votes_are_posted_and_listed() {
             "comment",
             "add",
             "domain",
-            "evil.example",
+            "evil.example.com",
             "phishing kit #phishing",
         ],
     )
@@ -125,7 +125,7 @@ async fn comments_and_votes_are_posted_and_listed() {
     .unwrap();
     assert_eq!(posted["data"]["type"], "comment");
     assert_eq!(hits(&w, "POST /domains/{id}/comments"), 1);
-    let listed = vt(&c, &["domain", "evil.example", "--comments"])
+    let listed = vt(&c, &["domain", "evil.example.com", "--comments"])
         .await
         .unwrap();
     assert_eq!(
@@ -202,7 +202,7 @@ async fn relationship_asks_for_that_relationship() {
         &c,
         &[
             "domain",
-            "evil.example",
+            "evil.example.com",
             "--relationship",
             "resolutions",
             "--limit",
@@ -282,15 +282,63 @@ async fn url_id_and_file_id_cost_no_request() {
     assert_eq!(w.sim.stats().api_requests, 0);
 }
 
+/// An id that cannot be of its kind is refused before a request is spent on it (it used to
+/// cost one, answered 404).
+#[tokio::test]
+async fn ids_that_cannot_be_of_their_kind_are_refused_without_a_request() {
+    let w = world(false).await;
+    let c = client(&w).await;
+    let out = w.dir.path().join("never.bin");
+    for args in [
+        vec!["file", "zzz"],
+        vec!["ip", "999.1.1.1"],
+        vec!["domain", "not_a_domain"],
+        vec!["domain", "8.8.8.8", "--comments"],
+        vec!["comment", "add", "file", "zzz", "text"],
+        vec!["vote", "ip", "1.2.3", "harmless"],
+        vec!["download", "zzz", "-o", out.to_str().unwrap()],
+    ] {
+        let err = vt(&c, &args).await.unwrap_err();
+        assert!(
+            matches!(err, vtcmd::Error::InvalidId { .. }),
+            "{args:?}: {err}"
+        );
+        assert!(err.to_string().contains("nothing was sent"), "{err}");
+    }
+    // Defanged and upper-case forms are what `lookup` accepts too.
+    vt(&c, &["domain", "EVIL[.]example[.]com"]).await.unwrap();
+    assert_eq!(
+        w.sim.stats().api_requests,
+        1,
+        "only the valid domain was asked"
+    );
+
+    // The command line says why and exits 2.
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_vtriage"))
+        .args(["vt", "ip", "999.1.1.1"])
+        .env("VT_API_KEY", KEY)
+        .env("VTRIAGE_DB", &w.config.db)
+        .env("VTRIAGE_API_URL", w.sim.base_url())
+        .current_dir(w.dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&run.stderr),
+        "vtriage: \"999.1.1.1\" is not an IP address; nothing was sent to VirusTotal\n"
+    );
+    assert_eq!(w.sim.stats().api_requests, 1);
+}
+
 #[tokio::test]
 async fn every_request_is_counted_in_the_shared_quota_ledger() {
     let w = world(false).await;
     let c = client(&w).await;
     vt(&c, &["file", SHA]).await.unwrap();
-    vt(&c, &["domain", "evil.example", "--comments"])
+    vt(&c, &["domain", "evil.example.com", "--comments"])
         .await
         .unwrap();
-    vt(&c, &["comment", "add", "domain", "evil.example", "x"])
+    vt(&c, &["comment", "add", "domain", "evil.example.com", "x"])
         .await
         .unwrap();
     let store = vtriage::pipeline::open_store(&w.config).await.unwrap();

@@ -118,7 +118,7 @@ pub(crate) fn parse(reader: impl Read, format: Format, sink: &mut Sink<'_>) -> s
                 .iter()
                 .filter(|&&b| b == b'\n')
                 .count();
-            sink.warn(format!("line {line}: invalid UTF-8 decoded lossily"));
+            sink.lossy(line);
             String::from_utf8_lossy(body)
         }
     };

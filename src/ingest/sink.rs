@@ -12,6 +12,10 @@ use crate::indicator::Indicator;
 /// that a hostile list cannot grow the summary without bound.
 pub const MAX_NOTES: usize = 1000;
 
+/// Lines decoded lossily are named in a warning this many times per list, as many as `ingest`
+/// lists of the rejected lines; the rest are counted (a binary file would give one a line).
+pub const LOSSY_LINES_NAMED: usize = 5;
+
 pub(crate) struct Sink<'a> {
     pub opts: &'a Options,
     emit: &'a mut dyn FnMut(Found),
@@ -21,6 +25,8 @@ pub(crate) struct Sink<'a> {
     pub summary: Summary,
     dropped_rejections: usize,
     dropped_warnings: usize,
+    /// Lines decoded lossily so far.
+    lossy_lines: usize,
 }
 
 impl<'a> Sink<'a> {
@@ -32,6 +38,7 @@ impl<'a> Sink<'a> {
             summary: Summary::default(),
             dropped_rejections: 0,
             dropped_warnings: 0,
+            lossy_lines: 0,
         }
     }
 
@@ -91,7 +98,19 @@ impl<'a> Sink<'a> {
         self.summary.warnings.push(msg);
     }
 
+    /// Notes that `line` held invalid UTF-8, decoded lossily (named for the first few lines).
+    pub fn lossy(&mut self, line: usize) {
+        self.lossy_lines += 1;
+        if self.lossy_lines <= LOSSY_LINES_NAMED {
+            self.warn(format!("line {line}: invalid UTF-8 decoded lossily"));
+        }
+    }
+
     pub fn finish(mut self) -> Summary {
+        if self.lossy_lines > LOSSY_LINES_NAMED {
+            let n = self.lossy_lines - LOSSY_LINES_NAMED;
+            self.warn(format!("{n} more lines with invalid UTF-8 decoded lossily"));
+        }
         if self.dropped_rejections > 0 {
             let n = self.dropped_rejections;
             self.summary
@@ -141,11 +160,7 @@ impl Hasher for DigestWriter {
 pub fn excerpt(text: &str) -> String {
     let mut out = String::new();
     for c in text.chars() {
-        let piece: String = if c.is_control() {
-            c.escape_default().collect()
-        } else {
-            c.to_string()
-        };
+        let piece = crate::terminal::escape_control(c.encode_utf8(&mut [0; 4])).into_owned();
         if out.chars().count() + piece.chars().count() > 80 {
             break;
         }

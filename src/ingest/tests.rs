@@ -657,7 +657,7 @@ fn nul_bytes_reject_the_line_and_parsing_goes_on() {
     assert_eq!(summary.rejected.len(), 1);
     assert_eq!(summary.rejected[0].line, 2);
     assert!(summary.rejected[0].reason.contains("NUL"));
-    assert!(summary.rejected[0].excerpt.contains("\\u{0}"));
+    assert!(summary.rejected[0].excerpt.contains("\\x00"));
 }
 
 #[test]
@@ -764,6 +764,21 @@ fn invalid_utf8_of_every_kind_is_decoded_lossily_and_named() {
             "{case:?}"
         );
     }
+}
+
+#[test]
+fn lossy_lines_are_named_a_few_times_then_counted() {
+    // A binary file read as text: 81 lines of invalid UTF-8 once gave 81 warnings.
+    let input = b"\xFFnot text\n".repeat(81);
+    let (summary, _) = run("rand.bin", &input);
+    let named: Vec<String> = (1..=5)
+        .map(|n| format!("line {n}: invalid UTF-8 decoded lossily"))
+        .collect();
+    assert_eq!(summary.warnings[..5], named[..]);
+    assert_eq!(
+        summary.warnings[5..],
+        ["76 more lines with invalid UTF-8 decoded lossily".to_string()]
+    );
 }
 
 #[test]

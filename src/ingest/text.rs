@@ -42,7 +42,7 @@ pub(crate) fn parse(reader: impl Read, format: Format, sink: &mut Sink<'_>) -> s
         }
         let (text, lossy) = decode(bytes);
         if lossy {
-            sink.warn(format!("line {n}: invalid UTF-8 decoded lossily"));
+            sink.lossy(n);
         }
         match format {
             Format::Loki => loki_line(&text, n, sink),

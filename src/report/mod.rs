@@ -26,6 +26,7 @@ use serde::Serialize;
 
 use crate::indicator::{FileHash, HashAlgo, Kind};
 use crate::store::{self, Millis, ReportQuery, ReportRow, ReportSort, Store};
+use crate::terminal::escape_control;
 use crate::verdict::{Verdict, VerdictRecord};
 
 /// Why a report could not be produced.
@@ -624,7 +625,8 @@ pub fn shorten(text: &str, width: usize) -> String {
 }
 
 /// One or two lines of at most [`TABLE_WIDTH`] characters: the verdict line (a file shows its
-/// first path, others their indicator) and, when there is one, a detail line.
+/// first path, others their indicator) and, when there is one, a detail line. Text from outside
+/// (paths, VirusTotal's labels and notes) is escaped for the terminal before it is cut.
 fn table_rows(r: &Record) -> String {
     let room = TABLE_WIDTH - INDENT;
     let verdict = r.verdict.map_or("queued", |v| v.as_str());
@@ -633,7 +635,7 @@ fn table_rows(r: &Record) -> String {
         "{verdict:<VERDICT_W$} {:<KIND_W$} {:>DETECTED_W$} {}\n",
         r.kind.as_str(),
         r.detections(),
-        ellipsize(shown, room)
+        ellipsize(&escape_control(shown), room)
     );
     let mut details = Vec::new();
     if r.paths.len() > 1 {
@@ -646,7 +648,11 @@ fn table_rows(r: &Record) -> String {
     }
     if !details.is_empty() {
         let detail = details.join("; ");
-        out += &format!("{:INDENT$}{}\n", "", shorten(&detail, room));
+        out += &format!(
+            "{:INDENT$}{}\n",
+            "",
+            shorten(&escape_control(&detail), room)
+        );
     }
     out
 }

@@ -180,8 +180,12 @@ pub fn init_logging(format: LogFormat, verbose: u8, daemon: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colours only for a person at a terminal: not in a journal or a file (nor with NO_COLOR).
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colours)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -256,17 +260,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             // Absolute, so that the paths stored (read again for uploads, and after a restart)
             // do not depend on the directory the daemon was started from.
-            let absolute = |dir: Option<PathBuf>| -> anyhow::Result<Option<PathBuf>> {
+            let absolute = |dir: Option<PathBuf>, option| -> anyhow::Result<Option<PathBuf>> {
                 let Some(dir) = dir else { return Ok(None) };
                 match std::fs::canonicalize(&dir) {
                     Ok(abs) if abs.is_dir() => Ok(Some(abs)),
-                    Ok(_) => anyhow::bail!("{} is not a directory", dir.display()),
-                    Err(e) => anyhow::bail!("{}: {e}", dir.display()),
+                    Ok(_) => anyhow::bail!("{option} {} is not a directory", dir.display()),
+                    Err(e) => anyhow::bail!("{option} {}: {e}", dir.display()),
                 }
             };
             let watched = crate::daemon::Watched {
-                drop: absolute(args.drop)?,
-                lists: absolute(args.lists)?,
+                drop: absolute(args.drop, "--drop")?,
+                lists: absolute(args.lists, "--lists")?,
             };
             let config = load_config(&cli.global)?;
             let pipeline = Pipeline::open(config, shutdown_signal()).await?;

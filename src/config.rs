@@ -391,8 +391,11 @@ impl Config {
 }
 
 /// Applies one environment variable to the TOML table, if it is one of ours (returns whether it
-/// was).
+/// was). An empty one is taken as unset, as `VTRIAGE_DB= vtriage status` means.
 fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> anyhow::Result<bool> {
+    if value.is_empty() {
+        return Ok(false);
+    }
     let (section, key) = match name {
         "VT_API_KEY" => (Some("virustotal"), "api_key".to_string()),
         "VTRIAGE_DB" => (None, "db".to_string()),
@@ -503,6 +506,14 @@ mod tests {
         assert_eq!(c.quota.requests, 20);
         assert_eq!(c.quota.window_secs, 2.0);
         assert_eq!(c.poll.first_delay_secs, 0.5);
+    }
+
+    #[test]
+    fn an_empty_variable_is_taken_as_unset() {
+        let c =
+            Config::load_with_env(None, env(&[("VTRIAGE_DB", ""), ("VT_API_KEY", "")])).unwrap();
+        assert_eq!(c.db, Config::default().db);
+        assert!(c.virustotal.api_key.is_none());
     }
 
     #[test]

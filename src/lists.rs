@@ -228,7 +228,7 @@ pub fn describe(list: &ParsedList, verbose: bool) -> String {
     }
     if shown < s.rejected.len() {
         out += &format!(
-            "  ... {} more rejected lines (--verbose lists them all)\n",
+            "  ... {} more rejected lines (--verbose-rejects lists them all)\n",
             s.rejected.len() - shown
         );
     }

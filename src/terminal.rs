@@ -9,9 +9,11 @@ use std::fmt::Write;
 
 /// `text` with its control characters (C0, DEL and C1) escaped, as `ls` shows such names:
 /// `\t`, `\n`, `\r`, and `\x1b` for the others (a C1 character such as U+009B as `\x9b`).
+/// Bidirectional formatting characters are escaped too, as `\u{202e}`: a right-to-left override
+/// shows `invoice\u{202e}fdp.exe` as `invoiceexe.pdf`, a trick as old as malware mail.
 /// Everything else, backslashes included, is left as it is.
 pub fn escape_control(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(|c| c.is_control() || is_bidi_format(c)) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
@@ -23,10 +25,19 @@ pub fn escape_control(text: &str) -> Cow<'_, str> {
             c if c.is_control() => {
                 let _ = write!(out, "\\x{:02x}", u32::from(c));
             }
+            c if is_bidi_format(c) => {
+                let _ = write!(out, "\\u{{{:04x}}}", u32::from(c));
+            }
             c => out.push(c),
         }
     }
     Cow::Owned(out)
+}
+
+/// The characters that change the direction of the text around them (marks, embeddings,
+/// overrides, isolates).
+fn is_bidi_format(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 #[cfg(test)]
@@ -42,6 +53,11 @@ mod tests {
         assert_eq!(escape_control("a\tb\nc\0d\x7fe"), "a\\tb\\nc\\x00d\\x7fe");
         assert_eq!(escape_control("csi\u{9b}2J"), "csi\\x9b2J", "C1 too");
         assert_eq!(escape_control("bücher\\name …"), "bücher\\name …");
+        assert_eq!(
+            escape_control("invoice\u{202e}fdp.exe"),
+            "invoice\\u{202e}fdp.exe",
+            "a right-to-left override"
+        );
         assert!(matches!(escape_control("plain"), Cow::Borrowed("plain")));
     }
 }

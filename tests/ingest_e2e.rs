@@ -301,3 +301,21 @@ async fn a_database_in_a_missing_directory_names_the_directory() {
         "{said}"
     );
 }
+
+/// With `--log-format json`, the error that stops a command is a JSON line too, so that a log
+/// shipper does not lose the one line that matters.
+#[tokio::test]
+async fn with_json_logs_a_fatal_error_is_a_json_line() {
+    let world = World::new(World::fast_sim()).await;
+    let out = vtriage(&world)
+        .env("VTRIAGE_QUOTA_DAILY", "many")
+        .args(["--log-format", "json", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let line: serde_json::Value = serde_json::from_slice(&out.stderr)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(line["level"], "ERROR");
+    let error = line["fields"]["error"].as_str().unwrap();
+    assert!(error.contains("VTRIAGE_QUOTA_DAILY"), "{error}");
+}

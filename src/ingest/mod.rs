@@ -248,17 +248,12 @@ pub fn parse_reader(
         let text = decode_utf16(&head[2..], big_endian);
         return parse_reader(source_name, text.as_bytes(), format, opts, emit);
     }
-    // Text has no NUL bytes (grep and git judge so): a stray one is a damaged line, rejected
-    // alone, but many are a binary file. Read as text, the strings of an executable or an
-    // archive would be taken for domains (`jobs.id`, `w.pid`).
-    let nuls = head[..head.len().min(BINARY_SNIFF)]
-        .iter()
-        .filter(|&&b| b == 0)
-        .count();
-    if nuls >= BINARY_NULS {
+    // Read as text, the strings of an executable or an archive would be taken for domains
+    // (`jobs.id`, `w.pid`).
+    if let Some(what) = binary(&head) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            "a binary file (NUL bytes near its start), not an IOC list",
+            format!("{what}, not an IOC list"),
         ));
     }
     let format = format.unwrap_or_else(|| detect_format(source_name, &head));
@@ -292,16 +287,43 @@ pub fn parse_path(
 
 /// How much of its start a list is checked for NUL bytes, like git's 8000.
 const BINARY_SNIFF: usize = 8192;
-/// NUL bytes there that make it a binary file (an executable's header alone has more).
-const BINARY_NULS: usize = 4;
 
-/// Whether `head` starts with a UTF-16 byte order mark, and which (true: big-endian).
-fn utf16_bom(head: &[u8]) -> Option<bool> {
-    match head {
-        [0xFF, 0xFE, ..] => Some(false),
-        [0xFE, 0xFF, ..] => Some(true),
-        _ => None,
+/// Compressed formats, by their first bytes (their data has few NUL bytes).
+const COMPRESSED: [(&[u8], &str); 6] = [
+    (b"\x1f\x8b", "gzip"),
+    (b"PK\x03\x04", "zip"),
+    (b"7z\xbc\xaf\x27\x1c", "7-Zip"),
+    (b"Rar!\x1a\x07", "RAR"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+];
+
+/// What a list's first bytes say it is when it is not text: compressed (by its magic), or
+/// binary (NUL bytes are an eighth of its start, and more than three: an executable, a disk
+/// image). A few NUL bytes are damaged lines, rejected one by one while the rest of the list is
+/// read.
+fn binary(head: &[u8]) -> Option<String> {
+    if let Some((_, name)) = COMPRESSED.iter().find(|(magic, _)| head.starts_with(magic)) {
+        return Some(format!("a {name} file (unpack it first)"));
     }
+    let start = &head[..head.len().min(BINARY_SNIFF)];
+    let nuls = start.iter().filter(|&&b| b == 0).count();
+    (nuls >= 4 && nuls >= start.len() / 8).then(|| "a binary file (many NUL bytes)".to_string())
+}
+
+/// Whether `head` is UTF-16 with a byte order mark, and which (true: big-endian). Indicators
+/// are ASCII, so most of what follows the mark must read as ASCII: a UTF-8 list whose first
+/// bytes are damaged may start with the same two bytes.
+fn utf16_bom(head: &[u8]) -> Option<bool> {
+    let big_endian = match head {
+        [0xFF, 0xFE, ..] => false,
+        [0xFE, 0xFF, ..] => true,
+        _ => return None,
+    };
+    let sample = &head[2..head.len().min(1026)];
+    let decoded = decode_utf16(sample, big_endian);
+    let ascii = decoded.chars().filter(char::is_ascii).count();
+    (ascii * 2 >= decoded.chars().count()).then_some(big_endian)
 }
 
 /// UTF-16 text as UTF-8; unpaired surrogates (and an odd last byte) become U+FFFD.

@@ -708,16 +708,22 @@ fn random_binary_garbage_never_panics_in_any_format() {
 }
 
 #[test]
-fn a_binary_file_is_refused_whole() {
+fn binary_and_compressed_files_are_refused_whole() {
     // The strings of an executable hold names that look like domains.
-    let mut elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0".to_vec();
+    let mut elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x02\0>\0".to_vec();
     elf.extend_from_slice(b"\njobs.id\nw.pid\n");
-    let err = parse_reader("vtriage", &elf[..], None, &Options::default(), |_| {
-        panic!("nothing is taken from a binary file")
-    })
-    .unwrap_err();
-    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
-    assert!(err.to_string().contains("binary file"), "{err}");
+    let gzip = b"\x1f\x8b\x08\x08iocs.txt evil.com".to_vec();
+    for (file, says) in [
+        (elf, "a binary file"),
+        (gzip, "a gzip file (unpack it first)"),
+    ] {
+        let err = parse_reader("x", &file[..], None, &Options::default(), |_| {
+            panic!("nothing is taken from a binary file")
+        })
+        .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert!(err.to_string().starts_with(says), "{err}");
+    }
 }
 
 #[test]
@@ -740,6 +746,9 @@ fn utf16_lists_are_read_in_either_byte_order() {
         assert!(summary.rejected.is_empty(), "{:?}", summary.rejected);
         assert_eq!(found[1].2, 3, "lines are counted as in the file");
     }
+    // A UTF-8 list whose first bytes are damaged into a byte order mark is still UTF-8.
+    let (_, found) = run("damaged.txt", b"\xff\xfe\xc3\x28 broken\nevil.com\n");
+    assert_eq!(values(&found), ["evil.com"]);
 }
 
 #[test]

@@ -171,15 +171,15 @@ fn under(dir: &Path) -> String {
 /// A file as the watcher saw it, from what the store kept (none without a time and inode).
 fn settled(seen: FileSeen) -> Option<SettledFile> {
     let (modified_ns, inode) = seen.unchanged_if?;
-    // A name kept escaped (not UTF-8) is the file that exists under one of its readings.
-    let mut candidates = crate::store::path_candidates(&seen.path);
-    let path = match candidates.len() {
-        1 => candidates.remove(0),
+    // A name kept escaped (not UTF-8) is the reading of it that exists (a stat for those only).
+    let candidates = crate::store::path_candidates(&seen.path);
+    let path = match &candidates[..] {
+        [only] => only.clone(),
         _ => candidates
             .iter()
-            .position(|p| p.exists())
-            .map(|i| candidates.swap_remove(i))
-            .unwrap_or_else(|| candidates.remove(0)),
+            .find(|p| p.exists())
+            .unwrap_or(&candidates[0])
+            .clone(),
     };
     Some(SettledFile {
         path,

@@ -171,7 +171,8 @@ impl Gate for Unlimited {
     }
 
     fn unsent(&self, _: Grant) -> GateFuture<'_, ()> {
-        // Once saved, it stays counted: at most one request a second, on the safe side.
+        // Taken back from the count not saved yet; one saved already (they are, once a second)
+        // stays counted, on the safe side.
         let _ = self
             .counts
             .unsaved

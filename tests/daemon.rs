@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,17 @@ impl Daemon {
         let p = pipeline.clone();
         let task = tokio::spawn(async move { daemon::run(&p, &watched).await });
         Daemon { pipeline, task }
+    }
+
+    /// A daemon watching a new drop directory, `drop` in the world's directory.
+    async fn on_new_drop_directory(world: &World) -> (Daemon, PathBuf) {
+        let drop = world.dir.path().join("drop");
+        std::fs::create_dir(&drop).unwrap();
+        let watched = Watched {
+            drop: Some(drop.clone()),
+            lists: None,
+        };
+        (Daemon::start(world, watched).await, drop)
     }
 
     async fn stop(self) {
@@ -69,16 +80,7 @@ async fn a_file_written_in_pieces_is_triaged_once_complete() {
     let mut world = World::new(World::fast_sim()).await;
     watch_fast(&mut world);
     world.config.watch.settle_ms = 700;
-    let drop = world.dir.path().join("drop");
-    std::fs::create_dir(&drop).unwrap();
-    let daemon = Daemon::start(
-        &world,
-        Watched {
-            drop: Some(drop.clone()),
-            lists: None,
-        },
-    )
-    .await;
+    let (daemon, drop) = Daemon::on_new_drop_directory(&world).await;
     let path = drop.join("slow.bin");
     let chunks: [&[u8]; 3] = [b"first part, ", b"second part, ", b"last part"];
     for chunk in chunks {
@@ -222,16 +224,7 @@ async fn a_thousand_files_dropped_at_once_are_all_triaged() {
     let mut world = World::new(World::fast_sim()).await;
     watch_fast(&mut world);
     world.config.daemon.workers = 8;
-    let drop = world.dir.path().join("drop");
-    std::fs::create_dir(&drop).unwrap();
-    let daemon = Daemon::start(
-        &world,
-        Watched {
-            drop: Some(drop.clone()),
-            lists: None,
-        },
-    )
-    .await;
+    let (daemon, drop) = Daemon::on_new_drop_directory(&world).await;
     for i in 0..1000 {
         std::fs::write(drop.join(format!("f{i:04}.bin")), format!("sample {i}")).unwrap();
     }
@@ -250,17 +243,8 @@ async fn a_thousand_files_dropped_at_once_are_all_triaged() {
 async fn a_drop_directory_made_again_is_watched_again() {
     let mut world = World::new(World::fast_sim()).await;
     watch_fast(&mut world);
-    let drop = world.dir.path().join("drop");
-    std::fs::create_dir(&drop).unwrap();
+    let (daemon, drop) = Daemon::on_new_drop_directory(&world).await;
     std::fs::write(drop.join("first.bin"), "first").unwrap();
-    let daemon = Daemon::start(
-        &world,
-        Watched {
-            drop: Some(drop.clone()),
-            lists: None,
-        },
-    )
-    .await;
     wait_for_verdicts(&*daemon.pipeline.store, 1, Duration::from_secs(10)).await;
     std::fs::remove_dir_all(&drop).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;

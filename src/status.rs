@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use crate::config::{Config, QuotaConfig};
 use crate::store::{Millis, QueueCounts, QuotaUsage, Store, WorkerInfo, now_millis};
 use crate::terminal::escape_control;
 
@@ -56,8 +56,9 @@ pub struct PollDelays {
     pub second_secs: f64,
 }
 
-/// The configured quota.
-#[derive(Debug, Serialize)]
+/// The quota limits in force: those the running daemons registered, or else this command's
+/// configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Limits {
     /// The key has no limits (`quota.unlimited`); the others below are not enforced.
     pub unlimited: bool,
@@ -67,6 +68,27 @@ pub struct Limits {
     pub window_secs: f64,
     /// Requests per UTC day.
     pub daily: u32,
+    /// Whether they are the running daemons' (not this command's configuration).
+    #[serde(default)]
+    pub from_daemons: bool,
+}
+
+impl Limits {
+    /// The limits of a quota configuration.
+    pub fn of(quota: &QuotaConfig) -> Limits {
+        Limits {
+            unlimited: quota.unlimited,
+            requests: quota.requests,
+            window_secs: quota.window_secs,
+            daily: quota.daily,
+            from_daemons: false,
+        }
+    }
+
+    /// As a worker registers them ([`Store::describe_worker`]).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("plain numbers")
+    }
 }
 
 /// Gathers the status.
@@ -82,17 +104,8 @@ pub async fn gather(store: &dyn Store, config: &Config) -> anyhow::Result<Status
     };
     let remaining = total(&["available", "running"]);
     let finished = total(&["completed", "discarded"]);
-    let window_ms = (config.quota.window_secs * 1000.0) as i64;
-    let key_id = match &config.virustotal.api_key {
-        Some(key) => Some(key.fingerprint()),
-        None => store.quota_keys().await?.into_iter().next(),
-    };
-    let quota = match key_id {
-        Some(k) => Some(store.quota_usage(&k, window_ms, now).await?),
-        None => None,
-    };
     let host = crate::store::this_host();
-    let workers = store
+    let workers: Vec<WorkerStatus> = store
         .workers()
         .await?
         .into_iter()
@@ -102,6 +115,26 @@ pub async fn gather(store: &dyn Store, config: &Config) -> anyhow::Result<Status
             info,
         })
         .collect();
+    // The daemons' limits decide the pace, whatever this command was configured with (run
+    // elsewhere, or without the daemons' configuration file).
+    let limits = workers
+        .iter()
+        .filter(|w| !w.stopped)
+        .find_map(|w| serde_json::from_str::<Limits>(w.info.limits.as_deref()?).ok())
+        .map(|l| Limits {
+            from_daemons: true,
+            ..l
+        })
+        .unwrap_or_else(|| Limits::of(&config.quota));
+    let window_ms = (limits.window_secs * 1000.0) as i64;
+    let key_id = match &config.virustotal.api_key {
+        Some(key) => Some(key.fingerprint()),
+        None => store.quota_keys().await?.into_iter().next(),
+    };
+    let quota = match key_id {
+        Some(k) => Some(store.quota_usage(&k, window_ms, now).await?),
+        None => None,
+    };
     let poll_delays = store
         .poll_estimates()
         .await?
@@ -113,7 +146,7 @@ pub async fn gather(store: &dyn Store, config: &Config) -> anyhow::Result<Status
     let requests_needed = remaining;
     // A key without limits goes as fast as VirusTotal and the machines answer: the last
     // minute's pace is the best guess of the next.
-    let verdicts_last_minute = if config.quota.unlimited {
+    let verdicts_last_minute = if limits.unlimited {
         Some(store.finished_since(now - 60_000).await?)
     } else {
         None
@@ -123,7 +156,7 @@ pub async fn gather(store: &dyn Store, config: &Config) -> anyhow::Result<Status
         Some(per_min) => Some((remaining * 60).div_ceil(per_min)),
         None => Some(eta(
             requests_needed,
-            config,
+            &limits,
             quota.map(|q| q.today).unwrap_or(0),
             now,
         )),
@@ -133,12 +166,7 @@ pub async fn gather(store: &dyn Store, config: &Config) -> anyhow::Result<Status
         remaining,
         finished,
         quota,
-        limits: Limits {
-            unlimited: config.quota.unlimited,
-            requests: config.quota.requests,
-            window_secs: config.quota.window_secs,
-            daily: config.quota.daily,
-        },
+        limits,
         workers,
         requests_needed,
         eta_secs,
@@ -147,12 +175,11 @@ pub async fn gather(store: &dyn Store, config: &Config) -> anyhow::Result<Status
     })
 }
 
-/// Seconds to spend `requests` at the configured pace, counting the days the daily cap adds.
-pub fn eta(requests: u64, config: &Config, used_today: u64, now: Millis) -> u64 {
+/// Seconds to spend `requests` at the pace `q` allows, counting the days the daily cap adds.
+pub fn eta(requests: u64, q: &Limits, used_today: u64, now: Millis) -> u64 {
     if requests == 0 {
         return 0;
     }
-    let q = &config.quota;
     let per_sec = f64::from(q.requests) / q.window_secs;
     let daily = u64::from(q.daily.max(1));
     let left_today = daily.saturating_sub(used_today);
@@ -358,12 +385,47 @@ mod tests {
 
     #[test]
     fn eta_follows_the_quota_and_the_daily_cap() {
-        let mut config = Config::default();
+        let mut limits = Limits::of(&Config::default().quota);
         // 412 requests at 4/min: 103 minutes.
-        assert_eq!(eta(412, &config, 0, 0), 412 * 15);
+        assert_eq!(eta(412, &limits, 0, 0), 412 * 15);
         assert_eq!(human_duration(412 * 15), "1 h 43 min");
         // 600 requests with 500/day, starting at midnight: the last 100 wait for tomorrow.
-        config.quota.daily = 500;
-        assert_eq!(eta(600, &config, 0, 0), 86_400 + 100 * 15);
+        limits.daily = 500;
+        assert_eq!(eta(600, &limits, 0, 0), 86_400 + 100 * 15);
+    }
+
+    /// `status` run with another configuration (or none) than the daemons' judges by theirs.
+    #[tokio::test]
+    async fn the_running_daemons_limits_are_the_ones_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::sqlite::SqliteStore::open(&dir.path().join("s.db"))
+            .await
+            .unwrap();
+        let mut daemons = Config::default().quota;
+        (daemons.requests, daemons.daily) = (1000, 1_000_000);
+        let now = now_millis();
+        let me = std::process::id();
+        let host = crate::store::this_host();
+        store
+            .heartbeat("d", &host, me, now, 30_000, &[])
+            .await
+            .unwrap();
+        store
+            .describe_worker("d", &Limits::of(&daemons).to_json())
+            .await
+            .unwrap();
+        let status = gather(&store, &Config::default()).await.unwrap();
+        assert_eq!(
+            (
+                status.limits.requests,
+                status.limits.daily,
+                status.limits.from_daemons
+            ),
+            (1000, 1_000_000, true)
+        );
+        // Without a live daemon, this command's own.
+        store.unregister("d").await.unwrap();
+        let status = gather(&store, &Config::default()).await.unwrap();
+        assert_eq!(status.limits, Limits::of(&Config::default().quota));
     }
 }

@@ -275,6 +275,24 @@ async fn jobs_of_a_worker_that_died_are_rescued_at_once(db: Backend) {
     assert_eq!(s.claim("new", 1, T0 + 3, 1000).await.unwrap().len(), 1);
 }
 
+/// A worker's quota limits are kept with it, for `status`; a heartbeat leaves them.
+async fn a_workers_limits_are_kept_with_it(db: Backend) {
+    let s = db.store.clone();
+    register(&*s, "w", T0).await;
+    register(&*s, "quiet", T0).await;
+    s.describe_worker("w", r#"{"requests":20}"#).await.unwrap();
+    s.heartbeat("w", "host", 1, T0 + 1, 60_000, &[])
+        .await
+        .unwrap();
+    let workers = s.workers().await.unwrap();
+    let limits = |owner: &str| {
+        let w = workers.iter().find(|w| w.owner == owner).unwrap();
+        w.limits.clone()
+    };
+    assert_eq!(limits("w").as_deref(), Some(r#"{"requests":20}"#));
+    assert_eq!(limits("quiet"), None);
+}
+
 async fn a_job_abandoned_too_often_is_discarded_as_failed(db: Backend) {
     let s = db.store.clone();
     s.enqueue(&[hash_job(&"f".repeat(64))], T0, DAY, 1)
@@ -899,6 +917,7 @@ async fn status_counts_follow_every_transition(db: Backend) {
 }
 
 on_both_backends!(
+    a_workers_limits_are_kept_with_it,
     duplicate_indicators_become_one_job_with_every_source,
     each_job_of_a_batch_gets_its_own_id_and_provenance,
     claim_takes_due_jobs_once_and_polls_first,

@@ -299,19 +299,23 @@ pub struct WorkerInfo {
     pub heartbeat_at: Millis,
     /// Jobs it holds right now.
     pub in_flight: i64,
+    /// The quota limits it runs with, as JSON ([`Store::describe_worker`]; `status` reads them).
+    #[serde(skip)]
+    pub limits: Option<String>,
 }
 
-impl From<(String, String, i64, Millis, i64)> for WorkerInfo {
-    /// From a row of `owner, host, pid, heartbeat_at, in_flight`.
-    fn from(
-        (owner, host, pid, heartbeat_at, in_flight): (String, String, i64, Millis, i64),
-    ) -> Self {
+/// A row of `owner, host, pid, heartbeat_at, in_flight, limits`.
+pub(crate) type WorkerRow = (String, String, i64, Millis, i64, Option<String>);
+
+impl From<WorkerRow> for WorkerInfo {
+    fn from((owner, host, pid, heartbeat_at, in_flight, limits): WorkerRow) -> Self {
         WorkerInfo {
             owner,
             host,
             pid,
             heartbeat_at,
             in_flight,
+            limits,
         }
     }
 }
@@ -438,6 +442,9 @@ pub trait Store: Send + Sync + 'static {
         stale_ms: i64,
         dead: &[String],
     ) -> Result<(), Error>;
+
+    /// Records the quota limits `owner` runs with (JSON), for `status`.
+    async fn describe_worker(&self, owner: &str, limits: &str) -> Result<(), Error>;
 
     /// Registered worker processes, with the jobs each holds.
     async fn workers(&self) -> Result<Vec<WorkerInfo>, Error>;

@@ -35,7 +35,7 @@ use crate::indicator::Kind;
 use crate::verdict::{Stats, Verdict, VerdictRecord};
 
 /// The schema, oldest first (see `migrations/postgres/`).
-const MIGRATIONS: [(i64, &str, &str); 7] = [
+const MIGRATIONS: [(i64, &str, &str); 8] = [
     (
         1,
         "queue",
@@ -70,6 +70,11 @@ const MIGRATIONS: [(i64, &str, &str); 7] = [
         7,
         "status counts",
         include_str!("../../migrations/postgres/0007_status_counts.sql"),
+    ),
+    (
+        8,
+        "worker limits",
+        include_str!("../../migrations/postgres/0008_worker_limits.sql"),
     ),
 ];
 
@@ -686,9 +691,10 @@ impl Store for PgStore {
     }
 
     async fn workers(&self) -> Result<Vec<WorkerInfo>, Error> {
-        let rows: Vec<(String, String, i64, Millis, i64)> = sqlx::query_as(
+        let rows: Vec<super::WorkerRow> = sqlx::query_as(
             "SELECT w.owner, w.host, w.pid, w.heartbeat_at,
-                    (SELECT COUNT(*) FROM jobs j WHERE j.lease_owner = w.owner AND j.state = 'running') AS in_flight
+                    (SELECT COUNT(*) FROM jobs j WHERE j.lease_owner = w.owner AND j.state = 'running') AS in_flight,
+                    w.limits
              FROM workers w ORDER BY w.host, w.pid",
         )
         .fetch_all(&self.pool)
@@ -702,6 +708,15 @@ impl Store for PgStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(n as u64)
+    }
+
+    async fn describe_worker(&self, owner: &str, limits: &str) -> Result<(), Error> {
+        sqlx::query("UPDATE workers SET limits = $2 WHERE owner = $1")
+            .bind(owner)
+            .bind(limits)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn unregister(&self, owner: &str) -> Result<(), Error> {

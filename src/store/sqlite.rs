@@ -36,7 +36,7 @@ use crate::indicator::Kind;
 use crate::verdict::{Verdict, VerdictRecord};
 
 /// The schema, oldest first (see `migrations/sqlite/`).
-const MIGRATIONS: [(i64, &str, &str); 10] = [
+const MIGRATIONS: [(i64, &str, &str); 11] = [
     (
         1,
         "queue",
@@ -86,6 +86,11 @@ const MIGRATIONS: [(i64, &str, &str); 10] = [
         10,
         "poll estimates",
         include_str!("../../migrations/sqlite/0010_poll_estimates.sql"),
+    ),
+    (
+        11,
+        "worker limits",
+        include_str!("../../migrations/sqlite/0011_worker_limits.sql"),
     ),
 ];
 
@@ -866,9 +871,10 @@ impl Store for SqliteStore {
     }
 
     async fn workers(&self) -> Result<Vec<WorkerInfo>, Error> {
-        let rows: Vec<(String, String, i64, Millis, i64)> = sqlx::query_as(
+        let rows: Vec<super::WorkerRow> = sqlx::query_as(
             "SELECT w.owner, w.host, w.pid, w.heartbeat_at,
-                    (SELECT COUNT(*) FROM jobs j WHERE j.lease_owner = w.owner AND j.state = 'running') AS in_flight
+                    (SELECT COUNT(*) FROM jobs j WHERE j.lease_owner = w.owner AND j.state = 'running') AS in_flight,
+                    w.limits
              FROM workers w ORDER BY w.host, w.pid",
         )
         .fetch_all(&self.read)
@@ -882,6 +888,15 @@ impl Store for SqliteStore {
             .fetch_one(&self.read)
             .await?;
         Ok(n as u64)
+    }
+
+    async fn describe_worker(&self, owner: &str, limits: &str) -> Result<(), Error> {
+        sqlx::query("UPDATE workers SET limits = ?2 WHERE owner = ?1")
+            .bind(owner)
+            .bind(limits)
+            .execute(&self.write)
+            .await?;
+        Ok(())
     }
 
     async fn unregister(&self, owner: &str) -> Result<(), Error> {

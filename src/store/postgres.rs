@@ -117,6 +117,10 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(120))
+            // No pool maintenance task, whose loop can spin a core for good in sqlx 0.9.0 (see
+            // SqliteStore::open). A broken connection is still found when it is next acquired.
+            .idle_timeout(None)
+            .max_lifetime(None)
             .connect_with(options)
             .await?;
         super::migrator(&MIGRATIONS).run(&pool).await?;

@@ -171,6 +171,11 @@ impl SqliteStore {
         let write_pool = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(120))
+            // No reaping of idle or old connections, so no pool maintenance task: sqlx 0.9.0's
+            // can read a wrapped idle count and spin a core for good, which hangs the process
+            // at exit too (sqlx#3645, seen once in our tests). Local connections need no reaping.
+            .idle_timeout(None)
+            .max_lifetime(None)
             // A COMMIT that failed (the disk was full) leaves the connection inside a
             // transaction as far as sqlx knows, and every later BEGIN on it fails: the one write
             // connection is replaced instead of poisoning the store for good.
@@ -202,6 +207,9 @@ impl SqliteStore {
         }
         let read = SqlitePoolOptions::new()
             .max_connections(4)
+            // As the write pool: no maintenance task.
+            .idle_timeout(None)
+            .max_lifetime(None)
             .connect_with(options.read_only(true))
             .await?;
         let path: Arc<Path> = path.into();

@@ -242,7 +242,8 @@ pub fn parse_reader(
 ) -> std::io::Result<Summary> {
     let mut reader = std::io::BufReader::with_capacity(64 * 1024, reader);
     let mut head = fill_head(&mut reader)?;
-    // Windows PowerShell 5 writes `>` redirections as UTF-16 with a byte order mark.
+    // Windows PowerShell 5 writes `>` redirections as UTF-16 with a byte order mark. Such a
+    // list is read whole to be decoded: they are written by hand-run scripts, not by feeds.
     if let Some(big_endian) = utf16_bom(&head) {
         reader.read_to_end(&mut head)?;
         let text = decode_utf16(&head[2..], big_endian);

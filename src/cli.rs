@@ -312,6 +312,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 crate::vtcmd::run_offline(&args.command, &mut out).await?;
                 return Ok(0);
             }
+            crate::vtcmd::check_ids(&args.command)?;
             let config = load_config(&cli.global)?;
             let client = crate::pipeline::client(&config, shutdown_signal()).await?;
             let ran = crate::vtcmd::run(&client, &args.command, &mut out).await;

@@ -193,6 +193,21 @@ pub fn is_offline(command: &VtCommand) -> bool {
     matches!(command, VtCommand::UrlId { .. } | VtCommand::FileId { .. })
 }
 
+/// Checks the ids a subcommand names before anything is opened: an id that cannot be valid is
+/// refused at once, not after the database and the key.
+pub fn check_ids(command: &VtCommand) -> Result<(), Error> {
+    match command {
+        VtCommand::File(a) => object_id(Collection::Files, &a.id).map(drop),
+        VtCommand::Url(a) => object_id(Collection::Urls, &a.id).map(drop),
+        VtCommand::Domain(a) => object_id(Collection::Domains, &a.id).map(drop),
+        VtCommand::Ip(a) => object_id(Collection::IpAddresses, &a.id).map(drop),
+        VtCommand::Comment(CommentCommand::Add { kind, id, .. })
+        | VtCommand::Vote { kind, id, .. } => object_id(kind.collection(), id).map(drop),
+        VtCommand::Download { hash, .. } => object_id(Collection::Files, hash).map(drop),
+        VtCommand::Analysis { .. } | VtCommand::UrlId { .. } | VtCommand::FileId { .. } => Ok(()),
+    }
+}
+
 /// The id under which a collection knows `id`, parsed as `lookup` parses its arguments
 /// (refanged, normalised): a URL given as a URL becomes its URL id; a file's id must be an MD5,
 /// SHA-1 or SHA-256, a domain's a domain name, an IP address's an IP address. An id that cannot

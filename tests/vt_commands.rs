@@ -328,6 +328,17 @@ async fn ids_that_cannot_be_of_their_kind_are_refused_without_a_request() {
         "vtriage: \"999.1.1.1\" is not an IP address; nothing was sent to VirusTotal\n"
     );
     assert_eq!(w.sim.stats().api_requests, 1);
+    // Checked first: without a key or a database, the id is still what is wrong.
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_vtriage"))
+        .args(["vt", "file", "zzz"])
+        .env_remove("VT_API_KEY")
+        .env("VTRIAGE_DB", w.dir.path().join("no-such-dir/v.db"))
+        .current_dir(w.dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert!(said.contains("\"zzz\" is not an MD5"), "{said}");
 }
 
 #[tokio::test]

@@ -374,17 +374,23 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         if self.quota.requests == 0 || self.quota.window_secs <= 0.0 {
-            bail!("[quota] requests and window_secs must be positive");
+            bail!(
+                "[quota] requests and window_secs (VTRIAGE_QUOTA_REQUESTS, \
+                 VTRIAGE_QUOTA_WINDOW_SECS) must be positive"
+            );
         }
         if self.quota.unlimited && self.quota.monthly.is_some() {
             // A monthly limit needs the ledger that `unlimited` does without.
-            bail!("[quota] unlimited and monthly contradict each other: remove one");
+            bail!(
+                "[quota] unlimited and monthly (VTRIAGE_QUOTA_UNLIMITED, VTRIAGE_QUOTA_MONTHLY) \
+                 contradict each other: remove one"
+            );
         }
         if self.daemon.workers == 0 {
-            bail!("[daemon] workers must be at least 1");
+            bail!("[daemon] workers (VTRIAGE_DAEMON_WORKERS) must be at least 1");
         }
         if self.verdict.malicious_min == 0 {
-            bail!("[verdict] malicious_min must be at least 1");
+            bail!("[verdict] malicious_min (VTRIAGE_VERDICT_MALICIOUS_MIN) must be at least 1");
         }
         Ok(())
     }

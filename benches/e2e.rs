@@ -283,6 +283,7 @@ async fn economy(quick: bool, f: &mut Failures) {
             requests: 4,
             window,
             daily: None,
+            monthly: None,
         }),
         analysis_delay: delay,
         known: work.known.clone(),
@@ -523,6 +524,7 @@ async fn backlog(quick: bool, f: &mut Failures) {
             requests: 4,
             window,
             daily: None,
+            monthly: None,
         }),
         known: Known {
             files: files.clone(),

@@ -261,6 +261,7 @@ async fn the_quota_is_exact_sixty_indicators_at_four_per_second() {
         requests: 4,
         window: Duration::from_secs(1),
         daily: None,
+        monthly: None,
     };
     let mut world = World::new(SimConfig {
         quota: Some(quota),

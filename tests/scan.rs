@@ -288,6 +288,7 @@ async fn a_429_makes_it_wait_and_finish() {
         requests: 3,
         window: Duration::from_millis(300),
         daily: None,
+        monthly: None,
     };
     let mut world = World::new(SimConfig {
         quota: Some(quota),
@@ -320,6 +321,7 @@ async fn the_configured_quota_is_never_exceeded() {
         requests: 4,
         window: Duration::from_millis(250),
         daily: None,
+        monthly: None,
     };
     let mut world = World::new(SimConfig {
         quota: Some(quota),

@@ -312,6 +312,7 @@ async fn quota_refuses_the_third_request_in_a_window_without_gzip_then_recovers(
         requests: 2,
         window: Duration::from_millis(200),
         daily: None,
+        monthly: None,
     };
     let t = T::start(SimConfig {
         quota: Some(quota),
@@ -351,6 +352,7 @@ async fn the_daily_cap_holds_even_when_the_window_allows_more() {
         requests: 100,
         window: Duration::from_secs(60),
         daily: Some(3),
+        monthly: None,
     };
     let t = T::start(SimConfig {
         quota: Some(quota),
@@ -358,6 +360,27 @@ async fn the_daily_cap_holds_even_when_the_window_allows_more() {
     })
     .await;
     for _ in 0..3 {
+        assert_eq!(t.get("/files/upload_url").await.0, StatusCode::OK);
+    }
+    let (status, v) = t.get("/files/upload_url").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(v["error"]["code"], "QuotaExceededError");
+}
+
+#[tokio::test]
+async fn the_monthly_cap_holds_even_when_the_day_allows_more() {
+    let quota = SimQuota {
+        requests: 100,
+        window: Duration::from_secs(60),
+        daily: Some(100),
+        monthly: Some(2),
+    };
+    let t = T::start(SimConfig {
+        quota: Some(quota),
+        ..fast()
+    })
+    .await;
+    for _ in 0..2 {
         assert_eq!(t.get("/files/upload_url").await.0, StatusCode::OK);
     }
     let (status, v) = t.get("/files/upload_url").await;

@@ -65,6 +65,9 @@ pub struct SimArgs {
     /// Per key: at most this many API requests per UTC day.
     #[arg(long)]
     pub quota_daily: Option<u32>,
+    /// Per key: at most this many API requests per UTC calendar month.
+    #[arg(long)]
+    pub quota_monthly: Option<u32>,
     /// How long an analysis takes: MIN or MIN,MAX seconds (fractions allowed).
     #[arg(long, default_value = "0.2,0.5")]
     pub analysis_secs: SecsRange,
@@ -91,12 +94,13 @@ impl SimArgs {
         if self.quota_window_secs <= 0.0 {
             anyhow::bail!("--quota-window-secs must be positive");
         }
-        let quota = match (self.quota_requests, self.quota_daily) {
-            (None, None) => None,
-            (requests, daily) => Some(SimQuota {
+        let quota = match (self.quota_requests, self.quota_daily, self.quota_monthly) {
+            (None, None, None) => None,
+            (requests, daily, monthly) => Some(SimQuota {
                 requests: requests.unwrap_or(u32::MAX),
                 window: secs(self.quota_window_secs),
                 daily,
+                monthly,
             }),
         };
         let known = match &self.known {
@@ -199,10 +203,13 @@ mod tests {
     }
 
     #[test]
-    fn a_daily_cap_alone_still_makes_a_quota() {
+    fn a_daily_or_monthly_cap_alone_still_makes_a_quota() {
         let cli = Cli::try_parse_from(["sim", "--quota-daily", "500"]).unwrap();
         let q = cli.sim.to_config().unwrap().quota.unwrap();
-        assert_eq!(q.daily, Some(500));
+        assert_eq!((q.daily, q.monthly), (Some(500), None));
         assert_eq!(q.requests, u32::MAX);
+        let cli = Cli::try_parse_from(["sim", "--quota-monthly", "15500"]).unwrap();
+        let q = cli.sim.to_config().unwrap().quota.unwrap();
+        assert_eq!((q.daily, q.monthly), (None, Some(15_500)));
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! It answers with the shapes of recorded real replies (`shared/corpus/vt-responses/`) and
 //! honours the facts of `shared/vt-api-v3.md`: `x-apikey` authentication (401s), a per-key
-//! sliding-window and daily quota (429 `QuotaExceededError`, never gzip-encoded), files by
+//! sliding-window, daily and monthly quota (429 `QuotaExceededError`, never gzip-encoded), files by
 //! SHA-256/SHA-1/MD5, streamed uploads (`POST /files` up to 32 MiB, else a 413 HTML page;
 //! single-use upload URLs up to 650 MiB), analyses that go `queued`, `in-progress`,
 //! `completed` over time, URLs by either id form, domains, IP addresses, comments, votes and
@@ -117,6 +117,8 @@ pub struct SimQuota {
     pub window: Duration,
     /// At most this many per UTC day, when set.
     pub daily: Option<u32>,
+    /// At most this many per UTC calendar month, when set (a public key's is reported as 15.5 K).
+    pub monthly: Option<u32>,
 }
 
 /// Fault injection.

@@ -318,6 +318,9 @@ struct KeyQuota {
     window: VecDeque<Instant>,
     day: u64,
     day_count: u32,
+    /// The UTC month (months since year 0) and its count.
+    month: i64,
+    month_count: u32,
 }
 
 /// The key policy, by key hash.
@@ -333,6 +336,13 @@ fn key_hash(key: &str) -> [u8; 32] {
 }
 
 /// Seconds since the Unix epoch.
+/// The UTC calendar month of a Unix time, as months since year 0.
+fn utc_month(unix_secs: i64) -> i64 {
+    use chrono::Datelike;
+    chrono::DateTime::from_timestamp(unix_secs, 0)
+        .map_or(0, |t| i64::from(t.year()) * 12 + i64::from(t.month0()))
+}
+
 pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -603,19 +613,27 @@ impl Sim {
             {
                 kq.window.pop_front();
             }
-            let day = (unix_now() / 86_400) as u64;
+            let unix = unix_now();
+            let day = (unix / 86_400) as u64;
             if kq.day != day {
                 kq.day = day;
                 kq.day_count = 0;
             }
+            let month = utc_month(unix);
+            if kq.month != month {
+                kq.month = month;
+                kq.month_count = 0;
+            }
             let over_window = kq.window.len() >= q.requests as usize;
             let over_day = q.daily.is_some_and(|d| kq.day_count >= d);
-            if over_window || over_day {
+            let over_month = q.monthly.is_some_and(|m| kq.month_count >= m);
+            if over_window || over_day || over_month {
                 g.stats.quota_rejections += 1;
                 return Admission::OverQuota;
             }
             kq.window.push_back(now);
             kq.day_count += 1;
+            kq.month_count += 1;
             g.stats.max_in_window = g.stats.max_in_window.max(kq.window.len() as u64);
         }
         g.stats.api_requests += 1;
@@ -1313,6 +1331,7 @@ mod tests {
             requests: 2,
             window: Duration::from_millis(60),
             daily: None,
+            monthly: None,
         };
         let s = sim(SimConfig {
             quota: Some(quota),

@@ -335,17 +335,19 @@ impl Config {
             Some(p) => Some(p.to_path_buf()),
             None => default_file.exists().then_some(default_file),
         };
-        let file_table = match &path {
+        let text = match &path {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("cannot read config file {}", p.display()))?;
                 warn_if_key_readable_by_others(p, &text);
-                // The file alone first, so that an error in it names its line.
-                toml::from_str::<Config>(&text)
-                    .with_context(|| format!("invalid config file {}", p.display()))?;
-                text.parse::<toml::Table>()
-                    .with_context(|| format!("config file {} is not valid TOML", p.display()))?
+                Some((p, text))
             }
+            None => None,
+        };
+        let file_table = match &text {
+            Some((p, text)) => text
+                .parse::<toml::Table>()
+                .with_context(|| format!("config file {} is not valid TOML", p.display()))?,
             None => toml::Table::new(),
         };
         let mut table = file_table.clone();
@@ -356,7 +358,14 @@ impl Config {
             }
         }
         let config: Config = toml::Value::Table(table).try_into().map_err(|e| {
-            // The file was fine: name the variable at fault, the first that breaks it alone.
+            // Read alone from its text, the file names the line at fault.
+            if let Some((p, text)) = &text
+                && let Err(e) = toml::from_str::<Config>(text)
+            {
+                return anyhow::Error::new(e)
+                    .context(format!("invalid config file {}", p.display()));
+            }
+            // The file is fine: name the variable at fault, the first that breaks it alone.
             let culprit = applied.iter().find(|(name, value)| {
                 let mut alone = file_table.clone();
                 apply_env(&mut alone, name, value).is_ok()

@@ -322,15 +322,20 @@ pub fn render(s: &Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    /// An empty database in a directory of its own (kept while the directory is).
+    async fn new_store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).await.unwrap();
+        (dir, store)
+    }
 
     /// A worker killed without unregistering is shown as stopped: on another host once its
     /// heartbeat is stale, on this one as soon as its process is gone.
     #[tokio::test]
     async fn workers_that_stopped_without_a_word_are_shown_as_stopped() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::sqlite::SqliteStore::open(&dir.path().join("s.db"))
-            .await
-            .unwrap();
+        let (_dir, store) = new_store().await;
         let (now, keep) = (now_millis(), i64::MAX / 2);
         let host = crate::store::this_host();
         let me = std::process::id();
@@ -397,10 +402,7 @@ mod tests {
     /// `status` run with another configuration (or none) than the daemons' judges by theirs.
     #[tokio::test]
     async fn the_running_daemons_limits_are_the_ones_shown() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::sqlite::SqliteStore::open(&dir.path().join("s.db"))
-            .await
-            .unwrap();
+        let (_dir, store) = new_store().await;
         let mut daemons = Config::default().quota;
         (daemons.requests, daemons.daily) = (1000, 1_000_000);
         let now = now_millis();

@@ -302,6 +302,20 @@ fn job_from_row(row: &PgRow, owner: &str) -> Job {
 }
 
 impl PgStore {
+    /// A transaction holding the quota lock of `key_id`, the one `take_quota` takes (see
+    /// migrations/postgres), so that no grant is judged while the key's rows change.
+    async fn quota_locked(
+        &self,
+        key_id: &str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(30324, hashtext($1))")
+            .bind(key_id)
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
     /// One attempt at [`Store::enqueue`]; `order` visits the jobs sorted by (kind, indicator),
     /// so concurrent enqueues lock shared rows in the same order and cannot deadlock each other.
     /// Mentions of one indicator keep their given order, so the first one decides, as in SQLite.
@@ -1011,14 +1025,9 @@ impl Store for PgStore {
         granted_at: Millis,
         answered_at: Millis,
     ) -> Result<(), Error> {
-        // Under the key's lock (see `take_quota` in migrations/postgres), so that no grant is
-        // judged while the row is between its two times. Rows of one key at one time are
-        // interchangeable: any one of them is moved.
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(30324, hashtext($1))")
-            .bind(key_id)
-            .execute(&mut *tx)
-            .await?;
+        // Under the key's lock, so that no grant is judged while the row is between its two
+        // times. Rows of one key at one time are interchangeable: any one of them is moved.
+        let mut tx = self.quota_locked(key_id).await?;
         let moved = sqlx::query(
             "UPDATE quota_log SET at = $3 WHERE ctid =
                 (SELECT ctid FROM quota_log WHERE key_id = $1 AND at = $2 LIMIT 1)",
@@ -1041,12 +1050,7 @@ impl Store for PgStore {
     }
 
     async fn return_quota_grant(&self, key_id: &str, granted_at: Millis) -> Result<(), Error> {
-        // Under the key's lock, as `move_quota_grant`.
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(30324, hashtext($1))")
-            .bind(key_id)
-            .execute(&mut *tx)
-            .await?;
+        let mut tx = self.quota_locked(key_id).await?;
         sqlx::query(
             "DELETE FROM quota_log WHERE ctid =
                 (SELECT ctid FROM quota_log WHERE key_id = $1 AND at = $2 LIMIT 1)",

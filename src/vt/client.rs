@@ -563,7 +563,7 @@ impl Client {
                     .timeout(timeout);
                 let reply = self.exchange(&label, request).await;
                 if let Some(grant) = grant {
-                    self.settle(grant, &reply).await;
+                    self.hand_back(grant, &reply).await;
                 }
                 AnalysisRef::parse(&reply?).map_err(|e| Failure::from(with_status(e, 200)))
             }
@@ -594,7 +594,7 @@ impl Client {
                 let grant = self.gate.acquire().await.map_err(Error::from)?;
                 let granted = Instant::now();
                 let reply = self.exchange(label, request).await;
-                self.settle(grant, &reply).await;
+                self.hand_back(grant, &reply).await;
                 // Where a request's time went (`RUST_LOG=vtriage::vt=trace`; BENCHMARKS.md).
                 tracing::trace!(
                     request = %label,
@@ -610,7 +610,7 @@ impl Client {
     }
 
     /// Hands `grant` back to the gate once its request is over: answered, or never sent.
-    async fn settle<T>(&self, grant: Grant, reply: &Result<T, Failure>) {
+    async fn hand_back<T>(&self, grant: Grant, reply: &Result<T, Failure>) {
         match reply {
             Err(failure) if failure.nothing_sent => self.gate.unsent(grant).await,
             _ => self.gate.answered(grant).await,

@@ -98,14 +98,11 @@ pub async fn watch(
         let ended = loop_state
             .run(settle, &mut event_rx, &events_lost, &tx, &mut shutdown)
             .await;
-        // Ends a walk still running on the blocking pool.
-        loop_state.stop.store(true, Ordering::Relaxed);
         drop(watcher);
-        match ended.with_context(|| format!("watching {}", root.display()))? {
-            Ended::Stopped => return Ok(()),
+        match ended {
             // A cleanup job or a remount may remove the directory and make it again: what is
-            // dropped into it afterwards must not go unnoticed.
-            Ended::RootLost => {
+            // dropped into it afterwards must not go unnoticed. (No tick runs now.)
+            Ok(Ended::RootLost) => {
                 tracing::warn!(
                     root = %root.display(),
                     "the watched directory disappeared; waiting for it to come back"
@@ -114,9 +111,15 @@ pub async fn watch(
                     return Ok(());
                 }
                 tracing::info!(root = %root.display(), "the watched directory is back");
-                loop_state.stop.store(false, Ordering::Relaxed);
                 let tracker = loop_state.tracker.as_mut().expect("present between ticks");
                 tracker.request_rescan();
+            }
+            other => {
+                // Ends a walk still running on the blocking pool.
+                loop_state.stop.store(true, Ordering::Relaxed);
+                return other
+                    .map(drop)
+                    .with_context(|| format!("watching {}", root.display()));
             }
         }
     }

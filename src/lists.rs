@@ -216,7 +216,7 @@ pub fn describe(list: &ParsedList, verbose: bool) -> String {
     let shown = if verbose {
         s.rejected.len()
     } else {
-        s.rejected.len().min(5)
+        s.rejected.len().min(crate::ingest::sink::LINES_NAMED)
     };
     for r in &s.rejected[..shown] {
         out += &format!(

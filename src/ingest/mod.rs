@@ -21,7 +21,7 @@ pub mod json;
 mod lines;
 mod openioc;
 mod refang;
-mod sink;
+pub(crate) mod sink;
 mod text;
 
 use std::collections::BTreeMap;

@@ -12,9 +12,9 @@ use crate::indicator::Indicator;
 /// that a hostile list cannot grow the summary without bound.
 pub const MAX_NOTES: usize = 1000;
 
-/// Lines decoded lossily are named in a warning this many times per list, as many as `ingest`
-/// lists of the rejected lines; the rest are counted (a binary file would give one a line).
-pub const LOSSY_LINES_NAMED: usize = 5;
+/// How many lines of each kind (rejected, decoded lossily) a list's summary names; the rest are
+/// counted (a damaged file would give one a line).
+pub const LINES_NAMED: usize = 5;
 
 pub(crate) struct Sink<'a> {
     pub opts: &'a Options,
@@ -101,14 +101,14 @@ impl<'a> Sink<'a> {
     /// Notes that `line` held invalid UTF-8, decoded lossily (named for the first few lines).
     pub fn lossy(&mut self, line: usize) {
         self.lossy_lines += 1;
-        if self.lossy_lines <= LOSSY_LINES_NAMED {
+        if self.lossy_lines <= LINES_NAMED {
             self.warn(format!("line {line}: invalid UTF-8 decoded lossily"));
         }
     }
 
     pub fn finish(mut self) -> Summary {
-        if self.lossy_lines > LOSSY_LINES_NAMED {
-            let n = self.lossy_lines - LOSSY_LINES_NAMED;
+        if self.lossy_lines > LINES_NAMED {
+            let n = self.lossy_lines - LINES_NAMED;
             self.warn(format!("{n} more lines with invalid UTF-8 decoded lossily"));
         }
         if self.dropped_rejections > 0 {

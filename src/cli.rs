@@ -279,8 +279,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Status { json } => {
             let config = load_config(&cli.global)?;
-            let store = crate::pipeline::open_existing_store(&config).await?;
+            let store = crate::pipeline::open_for_reading(&config).await?;
             let status = crate::status::gather(&*store, &config).await?;
+            store.close().await;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {

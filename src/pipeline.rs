@@ -92,10 +92,25 @@ pub fn require_database(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// [`open_store`] after [`require_database`].
-pub async fn open_existing_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+/// For commands that only read (`status`, `report`): [`open_store`] after
+/// [`require_database`], or, when the
+/// SQLite file cannot be written (a copy on read-only media, another user's file), the file
+/// opened for reading only.
+pub async fn open_for_reading(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     require_database(config)?;
-    open_store(config).await
+    if is_postgres_url(&config.db) {
+        return open_store(config).await;
+    }
+    let path = Path::new(&config.db);
+    let store = match SqliteStore::open(path).await {
+        Err(e) if crate::store::sqlite::cannot_write(&e) => SqliteStore::open_read_only(path)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read the database {}: {e}", config.db))?,
+        opened => {
+            opened.map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", config.db))?
+        }
+    };
+    Ok(Arc::new(store))
 }
 
 /// [`open_store`], keeping the concrete SQLite store when the database is SQLite.

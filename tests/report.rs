@@ -857,3 +857,66 @@ async fn the_report_view_works_from_the_sqlite3_shell() {
         "available|ip||1\ndiscarded|ip|failed|1\n"
     );
 }
+
+/// Runs the `vtriage` binary on the database `db`, without a configuration file; returns the exit
+/// status and the standard output and error.
+fn vtriage_on(db: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vtriage"))
+        .args(args)
+        .env("VTRIAGE_DB", db)
+        .env_remove("VT_API_KEY")
+        .current_dir(db.parent().unwrap())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn report_and_status_read_a_database_they_cannot_write_and_leave_nothing_behind() {
+    // A copy of the seeded database, on its own: the seeding store's connections are not
+    // closed until it is gone, and they would keep the log open.
+    let (seeded, store) = standard().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("vtriage.db");
+    sqlx::query(sqlx::AssertSqlSafe(format!("VACUUM INTO '{}'", db.display())))
+        .execute(store.read_pool())
+        .await
+        .unwrap();
+    drop((store, seeded));
+    let listing = || {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    // A clean exit folds the log back and removes it and the shared-memory file.
+    let (code, out, err) = vtriage_on(
+        &db,
+        &["report", "--format", "csv", "--verdict", "malicious"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(FILE_SHA), "{out}");
+    assert_eq!(listing(), ["vtriage.db"]);
+
+    // Where SQLite cannot make its log (as on read-only media, or another user's directory; a
+    // directory in the log's place does it even for root, who may write anywhere), the database
+    // is read as it is.
+    std::fs::create_dir(dir.path().join("vtriage.db-wal")).unwrap();
+    let (code, out, err) = vtriage_on(
+        &db,
+        &["report", "--format", "csv", "--verdict", "malicious"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(FILE_SHA), "{out}");
+    let (code, out, err) = vtriage_on(&db, &["status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let status: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["remaining"], 1, "{out}");
+    assert_eq!(listing(), ["vtriage.db", "vtriage.db-wal"]);
+}

@@ -72,19 +72,18 @@ impl ReportArgs {
 /// Runs `vtriage report`; returns the exit code.
 pub async fn run(args: &ReportArgs, config: &Config) -> anyhow::Result<i32> {
     let filter = args.filter(now_millis())?;
-    let store = crate::pipeline::open_existing_store(config).await?;
+    let store = crate::pipeline::open_for_reading(config).await?;
     if let Some(indicator) = &args.raw {
         let text = super::raw(&*store, indicator).await?;
+        store.close().await;
         println!("{text}");
         return Ok(0);
     }
     let format = args.format.unwrap_or_else(Format::default_for_stdout);
     let out = io::BufWriter::with_capacity(1 << 16, io::stdout());
-    finish_output(
-        write(records(&*store, &filter), format, out)
-            .await
-            .map(|_| ()),
-    )?;
+    let written = write(records(&*store, &filter), format, out).await;
+    store.close().await;
+    finish_output(written.map(|_| ()))?;
     Ok(0)
 }
 

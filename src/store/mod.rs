@@ -575,6 +575,10 @@ pub trait Store: Send + Sync + 'static {
     /// hashes are compared in lower case), most recently checked first. `None` when no job
     /// matches; `Some` with no object when the job has no stored object.
     async fn raw_object(&self, indicator: &str) -> Result<Option<RawObject>, Error>;
+
+    /// Closes the connections once the work is done: SQLite then folds its log back into the
+    /// database and removes the log and shared-memory files, instead of leaving them behind.
+    async fn close(&self);
 }
 
 /// What `vtriage report` selects. Every filter combines with the others (AND); a list matches

@@ -474,6 +474,10 @@ impl PgStore {
 
 #[async_trait]
 impl Store for PgStore {
+    async fn close(&self) {
+        Self::close(self).await;
+    }
+
     async fn enqueue(
         &self,
         jobs: &[NewJob],

@@ -185,9 +185,11 @@ impl SqliteStore {
         // `busy_timeout`, so the loser's connect fails with "database is locked"; and the
         // loser of the schema's creation fails with "table ... already exists" (its migration
         // was rolled back). Either way, trying again finds the winner's work done.
-        let write = racing_another_process("connect", || {
-            write_pool.clone().connect_with(write_options.clone())
-        })
+        let write = racing_another_process(
+            "connect",
+            || write_pool.clone().connect_with(write_options.clone()),
+            |e| !cannot_write(e),
+        )
         .await?;
         let migrator = super::migrator(&MIGRATIONS);
         let applied = async || -> i64 {
@@ -197,7 +199,7 @@ impl SqliteStore {
                 .unwrap_or(0)
         };
         let before = applied().await;
-        racing_another_process("migration", || migrator.run(&write)).await?;
+        racing_another_process("migration", || migrator.run(&write), |_| true).await?;
         if applied().await > before {
             // A migration may have rewritten a whole table into the log: copy it back now
             // rather than leave it to the next process (`journal_size_limit` then shrinks it).
@@ -215,6 +217,55 @@ impl SqliteStore {
         let path: Arc<Path> = path.into();
         Ok(SqliteStore {
             write,
+            enqueuer: Enqueuer::new(path.clone()),
+            read,
+            path,
+            threads: Arc::new(OnceCell::new()),
+        })
+    }
+
+    /// Opens the database at `path` for reading only, where it cannot be written: a copy on
+    /// read-only media, or a file of another user's. Nothing is migrated: a database whose
+    /// schema is older than this version's is refused. Every write fails.
+    pub async fn open_read_only(path: &Path) -> Result<SqliteStore, Error> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(30));
+        let connect = async |options: SqliteConnectOptions| -> Result<SqlitePool, Error> {
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                // As the writing pools: no maintenance task.
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(options)
+                .await?;
+            let version: Option<i64> =
+                sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+                    .fetch_one(&pool)
+                    .await?;
+            let current = MIGRATIONS.last().expect("a schema").0;
+            if version.unwrap_or(0) < current {
+                return Err(Error::Protocol(format!(
+                    "its schema is older than this version's (migration {} of {current}) and it \
+                     cannot be upgraded where it is: copy it somewhere writable",
+                    version.unwrap_or(0)
+                )));
+            }
+            Ok(pool)
+        };
+        // Reading a WAL database needs its shared-memory file, which a read-only directory
+        // cannot hold unless a writer left it there; nothing can write the file there either,
+        // so it is safe to read as immutable.
+        let read = match connect(options.clone()).await {
+            Err(e) if sqlite_code(&e).is_some_and(|c| c & 0xff == CANTOPEN) => {
+                connect(options.immutable(true)).await?
+            }
+            opened => opened?,
+        };
+        let path: Arc<Path> = path.into();
+        Ok(SqliteStore {
+            write: read.clone(),
             enqueuer: Enqueuer::new(path.clone()),
             read,
             path,
@@ -306,10 +357,11 @@ impl SqliteStore {
         &self.read
     }
 
-    /// Closes both pools, checkpointing the WAL.
+    /// Closes both pools, checkpointing the WAL. The writer goes last: only the last connection
+    /// to close, if it may write, folds the log back and removes it and the shared-memory file.
     pub async fn close(&self) {
-        self.write.close().await;
         self.read.close().await;
+        self.write.close().await;
     }
 }
 
@@ -334,9 +386,31 @@ pub(super) fn open_writer(path: &Path, cache_kib: u32) -> Result<rusqlite::Conne
     })
 }
 
+/// SQLite's result code for a file it cannot open (`SQLITE_CANTOPEN`, in the low byte of its
+/// extended codes).
+const CANTOPEN: i64 = 14;
+/// `SQLITE_READONLY`: a write to a file opened (or only openable) for reading.
+const READONLY: i64 = 8;
+
+/// SQLite's extended result code of a database error.
+fn sqlite_code(e: &Error) -> Option<i64> {
+    e.as_database_error()?.code()?.parse().ok()
+}
+
+/// Whether opening a database for writing failed because it can only be read: the file or its
+/// directory is read-only (its log and shared-memory files cannot be made there).
+pub fn cannot_write(e: &Error) -> bool {
+    sqlite_code(e).is_some_and(|c| matches!(c & 0xff, CANTOPEN | READONLY))
+}
+
 /// Runs `step` until it succeeds, up to six times in 1.5 s: for the races of opening a new
 /// database that another process is opening too (see [`SqliteStore::open`]).
-async fn racing_another_process<T, E, F, Fut>(what: &str, mut step: F) -> Result<T, E>
+/// An error `may_be_a_race` says is not one is returned at once.
+async fn racing_another_process<T, E, F, Fut>(
+    what: &str,
+    mut step: F,
+    may_be_a_race: impl Fn(&E) -> bool,
+) -> Result<T, E>
 where
     E: std::fmt::Display,
     F: FnMut() -> Fut,
@@ -346,7 +420,7 @@ where
     loop {
         match step().await {
             Ok(done) => return Ok(done),
-            Err(e) if tries < 5 => {
+            Err(e) if tries < 5 && may_be_a_race(&e) => {
                 tries += 1;
                 tracing::debug!(error = %e, "{what} raced another process; trying again");
                 tokio::time::sleep(Duration::from_millis(100 * tries)).await;
@@ -665,6 +739,10 @@ pub(crate) fn periods(now: Millis) -> ((String, Millis), (String, Millis)) {
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn close(&self) {
+        Self::close(self).await;
+    }
+
     async fn enqueue(
         &self,
         jobs: &[NewJob],
@@ -1672,6 +1750,40 @@ mod tests {
         };
         store.enqueue(&[job], 1, 1, 5).await.unwrap();
         assert!(store.threads.get().is_some());
+    }
+
+    /// Read where it cannot be written, a database is not migrated: one of an older schema is
+    /// refused, with what to do; one of the current schema is read, and refuses writes.
+    #[tokio::test]
+    async fn a_database_opened_read_only_must_have_the_current_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.db");
+        let pool = SqlitePoolOptions::new()
+            .connect_with(
+                SqliteConnectOptions::new()
+                    .filename(&old)
+                    .create_if_missing(true),
+            )
+            .await
+            .unwrap();
+        super::super::migrator(&MIGRATIONS[..4])
+            .run(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        let refused = SqliteStore::open_read_only(&old).await.err().unwrap();
+        assert!(
+            refused.to_string().contains("migration 4 of 11")
+                && refused.to_string().contains("copy it somewhere writable"),
+            "{refused}"
+        );
+
+        let current = dir.path().join("current.db");
+        SqliteStore::open(&current).await.unwrap().close().await;
+        let store = SqliteStore::open_read_only(&current).await.unwrap();
+        assert_eq!(store.counts().await.unwrap().by_state.len(), 0);
+        let write = store.unregister("nobody").await.err().unwrap();
+        assert!(cannot_write(&write), "{write}");
     }
 
     /// Migration 5 rebuilds `jobs` under the rows that refer to it, and 6 rebuilds `sources` and

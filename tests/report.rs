@@ -882,10 +882,13 @@ async fn report_and_status_read_a_database_they_cannot_write_and_leave_nothing_b
     let (seeded, store) = standard().await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("vtriage.db");
-    sqlx::query(sqlx::AssertSqlSafe(format!("VACUUM INTO '{}'", db.display())))
-        .execute(store.read_pool())
-        .await
-        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "VACUUM INTO '{}'",
+        db.display()
+    )))
+    .execute(store.read_pool())
+    .await
+    .unwrap();
     drop((store, seeded));
     let listing = || {
         let mut names: Vec<String> = std::fs::read_dir(dir.path())

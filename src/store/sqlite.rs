@@ -227,12 +227,12 @@ impl SqliteStore {
     /// Opens the database at `path` for reading only, where it cannot be written: a copy on
     /// read-only media, or a file of another user's. Nothing is migrated: a database whose
     /// schema is older than this version's is refused. Every write fails.
-    pub async fn open_read_only(path: &Path) -> Result<SqliteStore, Error> {
+    pub async fn open_read_only(path: &Path) -> anyhow::Result<SqliteStore> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .read_only(true)
             .busy_timeout(Duration::from_secs(30));
-        let connect = async |options: SqliteConnectOptions| -> Result<SqlitePool, Error> {
+        let connect = async |options: SqliteConnectOptions| -> anyhow::Result<SqlitePool> {
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
                 // As the writing pools: no maintenance task.
@@ -246,19 +246,33 @@ impl SqliteStore {
                     .await?;
             let current = MIGRATIONS.last().expect("a schema").0;
             if version.unwrap_or(0) < current {
-                return Err(Error::Protocol(format!(
+                anyhow::bail!(
                     "its schema is older than this version's (migration {} of {current}) and it \
                      cannot be upgraded where it is: copy it somewhere writable",
                     version.unwrap_or(0)
-                )));
+                );
             }
             Ok(pool)
         };
         // Reading a WAL database needs its shared-memory file, which a read-only directory
         // cannot hold unless a writer left it there; nothing can write the file there either,
-        // so it is safe to read as immutable.
+        // so it is safe to read as immutable. But an immutable database is read without its
+        // log: changes still in one would be missed.
         let read = match connect(options.clone()).await {
-            Err(e) if sqlite_code(&e).is_some_and(|c| c & 0xff == CANTOPEN) => {
+            Err(e)
+                if e.downcast_ref::<Error>()
+                    .and_then(sqlite_code)
+                    .is_some_and(|c| c & 0xff == CANTOPEN) =>
+            {
+                let mut log = path.as_os_str().to_owned();
+                log.push("-wal");
+                if std::fs::metadata(&log).is_ok_and(|m| m.is_file() && m.len() > 0) {
+                    anyhow::bail!(
+                        "its log {} holds changes that cannot be read where they are: copy the \
+                         database and its -wal file somewhere writable",
+                        Path::new(&log).display()
+                    );
+                }
                 connect(options.immutable(true)).await?
             }
             opened => opened?,

@@ -10,7 +10,7 @@
 //! through free-text extraction, so cells packing several hashes work in any order.
 
 use super::sink::Sink;
-use super::text::{Flavor, extract, trim_wrappers};
+use super::text::{Flavor, extract, trim_lone, trim_wrappers};
 use super::{Classified, classify, refang};
 
 /// Header words of columns that describe an indicator rather than hold one.
@@ -177,7 +177,7 @@ impl CsvState {
             if self.url_col.get(i) == Some(&true) {
                 // A URL column holds one URL per cell, spaces and all (`/mr t/x.exe`).
                 let whole = refang(cell.trim());
-                let c = classify(trim_wrappers(&whole), sink.opts);
+                let c = classify(trim_lone(&whole), sink.opts);
                 if sink.offer(c, n) {
                     taken += 1;
                     continue;

@@ -238,6 +238,27 @@ fn private_addresses_are_kept_when_the_option_says_so() {
     assert_eq!(summary.skipped.get("private_ip"), Some(&1));
 }
 
+/// Unit 42's list of scam URLs: 2,453 of its URLs end in `.` and 7 in `*`, both part of the URL.
+#[test]
+fn a_url_alone_on_its_line_keeps_its_last_character_and_one_in_a_sentence_does_not() {
+    let (_, found) = run(
+        "urls.txt",
+        b"http://evil-a.com/dl.php?v_id=abc.\nevil-b.com/x?lpp=*-*-*\nhttp://evil-c.com/a?b=c!\n\
+          'http://evil-d.com/q'\nSee http://evil-e.com/a. Then http://evil-f.com/b!\n",
+    );
+    assert_eq!(
+        values(&found),
+        [
+            "http://evil-a.com/dl.php?v_id=abc.",
+            "http://evil-b.com/x?lpp=*-*-*",
+            "http://evil-c.com/a?b=c!",
+            "http://evil-d.com/q",
+            "http://evil-e.com/a",
+            "http://evil-f.com/b",
+        ]
+    );
+}
+
 // ---------------------------------------------------------------------------------------- LOKI
 
 #[test]
@@ -363,6 +384,18 @@ fn markdown_pipe_tables_with_padding_and_network_address() {
             ("sha256", SHA256.into(), 8)
         ]
     );
+}
+
+#[test]
+fn a_markdown_link_target_is_a_reference_and_a_bracketed_url_loses_its_bracket() {
+    let (summary, found) = run(
+        "report.md",
+        b"Read [our blog](https://blog.example.com/2024/x/) first.\n\
+          ![diagram](https://cdn.example.com/i.png)\n\
+          The C2 (see:hxxps://evil[.]com/gate) answered.\n",
+    );
+    assert_eq!(values(&found), ["https://evil.com/gate"]);
+    assert_eq!(summary.rejected.len(), 1, "the lone image link is named");
 }
 
 // ----------------------------------------------------------------------------------------- CSV

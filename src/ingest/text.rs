@@ -157,8 +157,13 @@ pub(crate) fn extract(fragment: &str, n: usize, sink: &mut Sink<'_>, flavor: Fla
         s.to_mut().retain(|c| !is_invisible(c));
     }
     let mut taken = 0;
+    // A value standing alone (a line of a list, a cell) keeps its last character: prose
+    // punctuation only follows a value inside a sentence.
+    let whole = s.trim().len();
     if !s.contains('`') {
-        for_each_token(&s, |raw| taken += take(raw, n, sink, flavor) as usize);
+        for_each_token(&s, |raw| {
+            taken += take(raw, raw.len() == whole, n, sink, flavor) as usize
+        });
         return taken;
     }
     let segments: Vec<&str> = s.split('`').collect();
@@ -167,17 +172,30 @@ pub(crate) fn extract(fragment: &str, n: usize, sink: &mut Sink<'_>, flavor: Fla
         let quoted = i % 2 == 1 && i + 1 < segments.len();
         if quoted && seg.contains("://") {
             let token = seg.trim_matches(|c: char| c == '+' || c.is_whitespace());
-            taken += take(token, n, sink, flavor) as usize;
+            taken += take(token, true, n, sink, flavor) as usize;
         } else {
-            for_each_token(seg, |raw| taken += take(raw, n, sink, flavor) as usize);
+            for_each_token(seg, |raw| {
+                taken += take(raw, raw.len() == whole, n, sink, flavor) as usize
+            });
         }
     }
     taken
 }
 
-/// Takes one raw token; returns whether it was an indicator (or a deliberate skip).
-fn take(raw: &str, n: usize, sink: &mut Sink<'_>, flavor: Flavor) -> bool {
-    let mut t = trim_wrappers(raw);
+/// Takes one raw token, `alone` when it is all its line or cell holds; returns whether it was
+/// an indicator (or a deliberate skip).
+fn take(raw: &str, alone: bool, n: usize, sink: &mut Sink<'_>, flavor: Flavor) -> bool {
+    let trim = |t| {
+        let prose = trim_wrappers(t);
+        // `...?v_id=abc.` and `...lpp=*-*-*` on a line of their own are the URLs VirusTotal
+        // knows; a hostname's trailing dot is the root's, which classifying drops anyway.
+        if alone && prose.contains('/') {
+            trim_lone(t)
+        } else {
+            prose
+        }
+    };
+    let mut t = trim(raw);
     // Most tokens of prose are plain words: no dot, colon, slash or @, too short for a hash.
     if t.len() < 3 || (t.len() < 32 && !t.bytes().any(|b| matches!(b, b'.' | b':' | b'/' | b'@'))) {
         return false;
@@ -191,7 +209,13 @@ fn take(raw: &str, n: usize, sink: &mut Sink<'_>, flavor: Flavor) -> bool {
             .rev()
             .find(|(_, c)| !c.is_ascii_alphabetic())
             .map_or(0, |(i, c)| i + c.len_utf8());
-        t = &t[start..];
+        // A Markdown link's target, `[text](https://...)`, is a reference (a blog post, a
+        // report), not an indicator, as an AsciiDoc link macro's is.
+        if t[..start].ends_with("](") {
+            return false;
+        }
+        // What was cut off may have opened a bracket that closes the token: `(see:https://x)`.
+        t = trim(&t[start..]);
         // Refanging removed every defang bracket, so a `[` left after an AsciiDoc URL opens a
         // link macro's text: a reference (blog post, report), not an indicator. Elsewhere `[`
         // can be part of a URL (`...-dr-[duplicate]-(quick-send)&...`).
@@ -260,8 +284,20 @@ fn for_each_token(s: &str, mut f: impl FnMut(&str)) {
 /// Strips wrapper characters (backticks, `+`, quotes, brackets, `*`) and trailing prose
 /// punctuation. A closing bracket is kept when the token also holds its opening one.
 pub fn trim_wrappers(s: &str) -> &str {
+    trim_ends(s, b"`+\"'*~.,;:!?<>")
+}
+
+/// [`trim_wrappers`] for a value standing alone (a line of a list, a cell): only quotes, angle
+/// brackets and unmatched closing brackets are stripped from its end, as no sentence goes on
+/// after it.
+pub fn trim_lone(s: &str) -> &str {
+    trim_ends(s, b"`\"'<>")
+}
+
+/// Strips wrappers from the start of `s`, and the bytes of `trail` and unmatched closing
+/// brackets from its end.
+fn trim_ends<'a>(s: &'a str, trail: &[u8]) -> &'a str {
     const LEAD: &[u8] = b"`+\"'([{*~.,;:!?=-<>";
-    const TRAIL: &[u8] = b"`+\"'*~.,;:!?<>";
     let b = s.as_bytes();
     let (mut lo, mut hi) = (0, b.len());
     loop {
@@ -269,7 +305,7 @@ pub fn trim_wrappers(s: &str) -> &str {
         while lo < hi && LEAD.contains(&b[lo]) {
             lo += 1;
         }
-        while hi > lo && TRAIL.contains(&b[hi - 1]) {
+        while hi > lo && trail.contains(&b[hi - 1]) {
             hi -= 1;
         }
         for (open, close) in [(b'(', b')'), (b'[', b']'), (b'{', b'}')] {

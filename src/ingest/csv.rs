@@ -1,10 +1,17 @@
 //! CSV and TSV lists, one record per line, or several when a quoted cell holds line breaks (as
 //! the comments of MISP's CSV export do).
 //!
+//! Lines starting with `#` are comments, as in text lists; abuse.ch's dumps (URLhaus, ThreatFox,
+//! MalwareBazaar) open with a banner of them and write their header as the last one
+//! (`# id,dateadded,url,...`), which is then taken as the header.
+//!
 //! The first record is a header when none of its cells is an indicator. With a header, columns
 //! that describe rather than identify (names, descriptions, notes, types, sizes, dates, PDB
-//! paths, package names...) are not read: they hold file names such as `update.com` and package
-//! names such as `com.android.henbox` that would otherwise pass for domains. A type column
+//! paths, package names, links, fuzzy hashes...) are not read: they hold file names such as
+//! `update.com` and package names such as `com.android.henbox` that would otherwise pass for
+//! domains, and an import hash is not a file's MD5. A header that names an indicator (`hostname`,
+//! `Domain Name`, `malware_sha256`, `Stage2 URL`: see [`super::json::is_indicator_key`]) is read
+//! whatever else it says. A type column
 //! (`type`, `entity_type`...) marks rows of non-indicator types (file names, paths, mutexes) to
 //! skip, and rows of indicator types that yield nothing are rejected. Every other cell goes
 //! through free-text extraction, so cells packing several hashes work in any order.
@@ -13,8 +20,9 @@ use super::sink::Sink;
 use super::text::{Flavor, extract, trim_lone, trim_wrappers};
 use super::{Classified, classify, refang};
 
-/// Header words of columns that describe an indicator rather than hold one.
-const DESCRIPTIVE: [&str; 21] = [
+/// Header words of columns that describe an indicator rather than hold one (found anywhere in
+/// the header, unless it names an indicator).
+const DESCRIPTIVE: [&str; 26] = [
     "desc",
     "comment",
     "note",
@@ -36,6 +44,11 @@ const DESCRIPTIVE: [&str; 21] = [
     "title",
     "tag",
     "reference",
+    "link",
+    "agent",
+    "imphash",
+    "ssdeep",
+    "tlsh",
 ];
 /// Names of the column that says what each row holds.
 const TYPE_COLUMNS: [&str; 6] = [
@@ -77,6 +90,8 @@ pub(crate) struct CsvState {
     url_col: Vec<bool>,
     /// A record whose quoted cell is still open at the end of its last line.
     held: Option<Held>,
+    /// The cells of the last comment before the first record that could be a header.
+    commented_header: Option<Vec<String>>,
 }
 
 /// The lines read so far of a record that spans lines.
@@ -91,15 +106,20 @@ struct Held {
 
 impl CsvState {
     pub fn line(&mut self, line: &str, n: usize, sink: &mut Sink<'_>) {
-        if self.held.is_none() && line.trim().is_empty() {
-            return;
+        if self.held.is_none() {
+            let trimmed = line.trim();
+            if trimmed.is_empty() {
+                return;
+            }
+            if let Some(comment) = trimmed.strip_prefix('#') {
+                if !self.started {
+                    self.maybe_header(comment, sink);
+                }
+                return;
+            }
         }
         if self.delim == 0 {
-            self.delim = if line.contains('\t') && !line.contains(',') {
-                b'\t'
-            } else {
-                b','
-            };
+            self.delim = delimiter(line);
         }
         let mut held = match self.held.take() {
             None => {
@@ -151,6 +171,22 @@ impl CsvState {
         }
     }
 
+    /// A comment before the first record: kept when it could be the header (`# id,url,...`).
+    fn maybe_header(&mut self, comment: &str, sink: &Sink<'_>) {
+        let comment = comment.trim();
+        let mut cells = Cells::default();
+        cells.feed(comment, delimiter(comment));
+        let cells = cells.finish();
+        if cells.len() > 1
+            && cells.iter().all(|c| {
+                let c = c.trim();
+                !c.is_empty() && !c.contains(' ') && !is_indicator_cell(c, sink)
+            })
+        {
+            self.commented_header = Some(cells);
+        }
+    }
+
     /// One record, `cells` of `text`, starting at line `n`.
     fn record(&mut self, cells: Vec<String>, text: &str, n: usize, sink: &mut Sink<'_>) {
         if !self.started {
@@ -158,6 +194,9 @@ impl CsvState {
             if cells.iter().all(|c| !is_indicator_cell(c, sink)) {
                 self.header(&cells);
                 return;
+            }
+            if let Some(header) = self.commented_header.take() {
+                self.header(&header);
             }
         }
         let row_type = self
@@ -194,10 +233,15 @@ impl CsvState {
     }
 
     fn header(&mut self, cells: &[String]) {
-        let names: Vec<String> = cells
+        let names: Vec<&str> = cells
             .iter()
-            .map(|c| c.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
+            .map(|c| c.trim().trim_start_matches('\u{feff}'))
             .collect();
+        let names_an_indicator: Vec<bool> = names
+            .iter()
+            .map(|n| super::json::is_indicator_key(n))
+            .collect();
+        let names: Vec<String> = names.iter().map(|n| n.to_ascii_lowercase()).collect();
         self.type_col = names
             .iter()
             .position(|n| TYPE_COLUMNS.contains(&n.as_str()));
@@ -207,8 +251,18 @@ impl CsvState {
             .collect();
         self.read = names
             .iter()
-            .map(|n| !DESCRIPTIVE.iter().any(|d| n.contains(d)))
+            .zip(names_an_indicator)
+            .map(|(n, indicator)| indicator || !DESCRIPTIVE.iter().any(|d| n.contains(d)))
             .collect();
+    }
+}
+
+/// A tab when the line has tabs and no comma, else a comma.
+fn delimiter(line: &str) -> u8 {
+    if line.contains('\t') && !line.contains(',') {
+        b'\t'
+    } else {
+        b','
     }
 }
 

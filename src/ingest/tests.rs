@@ -400,6 +400,54 @@ fn a_markdown_link_target_is_a_reference_and_a_bracketed_url_loses_its_bracket()
 
 // ----------------------------------------------------------------------------------------- CSV
 
+/// abuse.ch's dumps: a banner of comments (with its own URL and domain), the header as the last
+/// comment, a link back to abuse.ch and an import hash on every row.
+#[test]
+fn an_abuse_ch_dump_is_read_by_its_commented_header() {
+    let md5 = "8d42c01180be7588a2a68ad96dd0cf85";
+    let imphash = "f34d5f2d4577ed6d9ceec516c1f5a744";
+    let input = format!(
+        "################################################################\n\
+         # abuse.ch URLhaus Database Dump (CSV - recent URLs only)      #\n\
+         # Terms Of Use: https://urlhaus.abuse.ch/api/                  #\n\
+         #\n\
+         # id,dateadded,url,url_status,threat,tags,urlhaus_link,reporter\n\
+         \"2820001\",\"2024-04-08 10:36:06\",\"http://115.55.237.101:36853/i\",\"online\",\
+         \"malware_download\",\"elf\",\"https://urlhaus.abuse.ch/url/2820001/\",\"geenensp\"\n"
+    );
+    let (_, found) = run("urlhaus.csv", input.as_bytes());
+    assert_eq!(values(&found), ["http://115.55.237.101:36853/i"]);
+    let input = format!(
+        "# MalwareBazaar\n\
+         # \"first_seen_utc\",\"md5_hash\",\"file_name\",\"imphash\"\n\
+         \"2024-05-01\",\"{md5}\",\"setup.py\",\"{imphash}\"\n"
+    );
+    let (_, found) = run("bazaar.csv", input.as_bytes());
+    assert_eq!(values(&found), [md5]);
+}
+
+/// A column is skipped for a descriptive word in its header only when the header does not also
+/// name an indicator.
+#[test]
+fn csv_headers_that_name_an_indicator_are_read_whatever_else_they_say() {
+    let input = format!(
+        "malware_sha256,Stage2 URL,update_domain,c2_hostname,Domain Name,file_name,user_agent\n\
+         {SHA256},http://evil-o.com/stage2.bin,upd.evil-p.com,c2.evil-q.com,evil-s.com,setup.py,\
+         Mozilla/5.0 (compatible; evil.com)\n"
+    );
+    let (_, found) = run("cols.csv", input.as_bytes());
+    assert_eq!(
+        values(&found),
+        [
+            SHA256,
+            "http://evil-o.com/stage2.bin",
+            "upd.evil-p.com",
+            "c2.evil-q.com",
+            "evil-s.com"
+        ]
+    );
+}
+
 #[test]
 fn packed_hash_cells_work_in_either_order() {
     let md5 = "52992eb3a59d7acb736cf9b607337d62";

@@ -406,15 +406,13 @@ fn a_markdown_link_target_is_a_reference_and_a_bracketed_url_loses_its_bracket()
 fn an_abuse_ch_dump_is_read_by_its_commented_header() {
     let md5 = "8d42c01180be7588a2a68ad96dd0cf85";
     let imphash = "f34d5f2d4577ed6d9ceec516c1f5a744";
-    let input = format!(
-        "################################################################\n\
+    let input = "################################################################\n\
          # abuse.ch URLhaus Database Dump (CSV - recent URLs only)      #\n\
          # Terms Of Use: https://urlhaus.abuse.ch/api/                  #\n\
          #\n\
          # id,dateadded,url,url_status,threat,tags,urlhaus_link,reporter\n\
          \"2820001\",\"2024-04-08 10:36:06\",\"http://115.55.237.101:36853/i\",\"online\",\
-         \"malware_download\",\"elf\",\"https://urlhaus.abuse.ch/url/2820001/\",\"geenensp\"\n"
-    );
+         \"malware_download\",\"elf\",\"https://urlhaus.abuse.ch/url/2820001/\",\"geenensp\"\n";
     let (_, found) = run("urlhaus.csv", input.as_bytes());
     assert_eq!(values(&found), ["http://115.55.237.101:36853/i"]);
     let input = format!(

@@ -382,7 +382,7 @@ async fn ingest(args: IngestArgs, global: &GlobalArgs) -> anyhow::Result<i32> {
     };
     ids.sort_unstable();
     ids.dedup();
-    pipeline.spawn_workers();
+    pipeline.spawn_workers_for(&ids).await;
     let bar = scan::progress_bar(ids.len() as u64, "triaging");
     let drained = pipeline.drain(&ids, |done, _| bar.set_position(done)).await;
     bar.finish_and_clear();

@@ -264,6 +264,16 @@ impl Pipeline {
         }
     }
 
+    /// Starts the workers for a command waiting for `ids`: those jobs first, then the rest of
+    /// the queue (a daemon's backlog would otherwise keep the command waiting for hours at a
+    /// public key's pace).
+    pub async fn spawn_workers_for(&self, ids: &[i64]) {
+        if let Err(e) = self.store.put_first(ids).await {
+            tracing::warn!(error = %e, "cannot put the awaited jobs first; they keep their turn");
+        }
+        self.spawn_workers();
+    }
+
     /// Works until none of `ids` is left unfinished, calling `progress(done, total)` as it goes.
     pub async fn drain(
         &self,

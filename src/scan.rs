@@ -174,7 +174,7 @@ pub async fn scan(
     ids.sort_unstable();
     ids.dedup();
 
-    pipeline.spawn_workers();
+    pipeline.spawn_workers_for(&ids).await;
     let bar = progress_bar(ids.len() as u64, "triaging");
     let drained = pipeline.drain(&ids, |done, _| bar.set_position(done)).await;
     bar.finish_and_clear();

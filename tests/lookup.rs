@@ -9,7 +9,7 @@ use vtriage::indicator::{Indicator, Kind};
 use vtriage::lookup::{self, Recheck};
 use vtriage::report::{self, Filter, Format, Record};
 use vtriage::sim::{EngineStats, Known, KnownFile, KnownHost, SimConfig};
-use vtriage::store::{Enqueued, ReportQuery, now_millis};
+use vtriage::store::{Enqueued, NewJob, ReportQuery, now_millis};
 use vtriage::verdict::Verdict;
 
 use common::World;
@@ -113,6 +113,39 @@ async fn a_fresh_stored_verdict_costs_no_request_and_a_stale_one_costs_one() {
     assert_eq!(stale.enqueued, [Enqueued::Reopened]);
     assert_eq!(records[0].verdict, Some(Verdict::Malicious));
     assert_eq!(hits(&w, "GET /files/{id}"), 2, "stale: one request");
+}
+
+/// A lookup is waited for: it goes before a daemon's backlog, however long, rather than after it
+/// at the quota's pace.
+#[tokio::test]
+async fn a_lookup_goes_before_the_backlog() {
+    let mut w = world().await;
+    w.config.quota.requests = 10;
+    let backlog: Vec<NewJob> = (0..200)
+        .map(|i| NewJob {
+            kind: Kind::Hash,
+            indicator: format!("{i:064x}"),
+            allow_submit: false,
+            path: None,
+            source: None,
+        })
+        .collect();
+    let store = w.pipeline().await.store.clone();
+    store
+        .enqueue(&backlog, now_millis(), i64::MAX, 5)
+        .await
+        .unwrap();
+
+    let (_, records) = look(&w, &[MD5]).await;
+    assert_eq!(records[0].verdict, Some(Verdict::Malicious));
+    // At 10 requests a second, the backlog first would have taken 20 s and 200 requests.
+    let spent = hits(&w, "GET /files/{id}");
+    assert!(
+        spent <= 30,
+        "{spent} lookups before the awaited one was done"
+    );
+    let ids: Vec<i64> = (1..=200).collect();
+    assert!(store.unfinished(&ids).await.unwrap().len() >= 170);
 }
 
 #[tokio::test]

@@ -159,6 +159,40 @@ async fn claim_takes_due_jobs_once_and_polls_first(db: Backend) {
     assert_eq!(next[0].analysis_id.as_deref(), Some("an-1"));
 }
 
+/// `scan` and `lookup` put the jobs they wait for first; a later step takes its own priority.
+async fn awaited_jobs_are_claimed_first(db: Backend) {
+    let s = db.store.clone();
+    register(&*s, "w1", T0).await;
+    let jobs: Vec<_> = (0..3).map(|i| hash_job(&format!("{i:064x}"))).collect();
+    let ids: Vec<i64> = s
+        .enqueue(&jobs, T0, DAY, 5)
+        .await
+        .unwrap()
+        .iter()
+        .map(|(id, _)| *id)
+        .collect();
+    s.put_first(&ids[2..]).await.unwrap();
+    let first = s.claim("w1", 1, T0, 1000).await.unwrap().pop().unwrap();
+    assert_eq!(first.id, ids[2]);
+    let poll = Snooze {
+        until: T0,
+        step: Step::Poll,
+        analysis_id: Some("an-1".into()),
+        polls: 0,
+    };
+    assert!(s.snooze(&first, &poll, T0).await.unwrap());
+    s.put_first(&ids[1..2]).await.unwrap();
+    let mut next = Vec::new();
+    for _ in 0..3 {
+        next.push(s.claim("w1", 1, T0, 1000).await.unwrap()[0].id);
+    }
+    assert_eq!(
+        next,
+        [ids[1], ids[2], ids[0]],
+        "the awaited lookup, the due poll, the rest"
+    );
+}
+
 async fn snooze_gives_the_attempt_back_and_retry_keeps_it(db: Backend) {
     let s = db.store.clone();
     register(&*s, "w", T0).await;
@@ -921,6 +955,7 @@ on_both_backends!(
     duplicate_indicators_become_one_job_with_every_source,
     each_job_of_a_batch_gets_its_own_id_and_provenance,
     claim_takes_due_jobs_once_and_polls_first,
+    awaited_jobs_are_claimed_first,
     snooze_gives_the_attempt_back_and_retry_keeps_it,
     completion_is_fenced_by_the_lease,
     unfinished_names_the_queued_and_running_jobs_among_those_asked,

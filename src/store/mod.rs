@@ -86,6 +86,10 @@ impl Step {
         }
     }
 
+    /// The priority of a job a command is waiting for (`scan`, `lookup`, `ingest --wait`): above
+    /// any step's, so that it does not wait behind a daemon's backlog.
+    pub const AWAITED: i64 = 3;
+
     fn parse(s: &str) -> Step {
         if s == "poll" {
             Step::Poll
@@ -451,6 +455,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Unregisters a worker (clean shutdown).
     async fn unregister(&self, owner: &str) -> Result<(), Error>;
+
+    /// Gives the queued jobs among `ids` the priority [`Step::AWAITED`]. A later step (a poll)
+    /// takes its own priority again.
+    async fn put_first(&self, ids: &[i64]) -> Result<(), Error>;
 
     /// A path of a file job that can be read for an upload (most recently seen first).
     async fn file_paths(&self, job_id: i64) -> Result<Vec<String>, Error>;

@@ -749,6 +749,15 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn put_first(&self, ids: &[i64]) -> Result<(), Error> {
+        sqlx::query("UPDATE jobs SET priority = $2 WHERE id = ANY($1) AND state = 'available'")
+            .bind(ids)
+            .bind(Step::AWAITED as i32)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn file_paths(&self, job_id: i64) -> Result<Vec<String>, Error> {
         sqlx::query_scalar(
             "SELECT path FROM file_paths WHERE job_id = $1 AND host IN ('', $2)

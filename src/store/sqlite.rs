@@ -1007,6 +1007,21 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn put_first(&self, ids: &[i64]) -> Result<(), Error> {
+        for chunk in ids.chunks(RESULTS_CHUNK) {
+            let chunk = serde_json::to_string(chunk).map_err(|e| Error::Encode(Box::new(e)))?;
+            sqlx::query(
+                "UPDATE jobs SET priority = ?2
+                 WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'available'",
+            )
+            .bind(chunk)
+            .bind(Step::AWAITED)
+            .execute(&self.write)
+            .await?;
+        }
+        Ok(())
+    }
+
     async fn file_paths(&self, job_id: i64) -> Result<Vec<String>, Error> {
         sqlx::query_scalar(
             "SELECT path FROM file_paths WHERE job_id = ?1 ORDER BY seen_at DESC, path",

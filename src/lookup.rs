@@ -144,9 +144,9 @@ pub async fn work(pipeline: &Pipeline, ids: &[i64]) -> Option<String> {
 }
 
 /// Exit status like `scan`'s: 2 when something was left without a verdict (the run was
-/// interrupted, a verdict `failed`), else 1 when something is malicious, else 0.
+/// interrupted, a verdict `failed` or `pending`), else 1 when something is malicious, else 0.
 pub fn exit_code(interrupted: bool, written: &Written) -> i32 {
-    if interrupted || written.count(Verdict::Failed) > 0 {
+    if interrupted || written.count(Verdict::Failed) + written.count(Verdict::Pending) > 0 {
         2
     } else if written.count(Verdict::Malicious) > 0 {
         1

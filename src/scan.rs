@@ -38,13 +38,14 @@ pub struct ScanOutcome {
 
 impl ScanOutcome {
     /// Exit status like clamscan's: 2 when something was left without a verdict (the run was
-    /// interrupted, a file could not be read, a verdict `failed`), else 1 when something is
-    /// malicious, else 0. So 0 means every file was triaged and none is malicious.
+    /// interrupted, a file could not be read, a verdict `failed`, or `pending`: an analysis that
+    /// may yet find it malicious), else 1 when something is malicious, else 0. So 0 means every
+    /// file was triaged and none is malicious.
     pub fn exit_code(&self) -> i32 {
         let verdicts = || self.results.iter().filter_map(|r| r.verdict.as_ref());
         if self.interrupted.is_some()
             || !self.errors.is_empty()
-            || verdicts().any(|v| v.verdict == Verdict::Failed)
+            || verdicts().any(|v| matches!(v.verdict, Verdict::Failed | Verdict::Pending))
         {
             2
         } else if verdicts().any(|v| v.verdict == Verdict::Malicious) {

@@ -195,6 +195,15 @@ async fn lookups_are_recorded_from_the_command_line_and_printed_like_report() {
         0,
         "nothing malicious"
     );
+    let pending = report::Written {
+        records: 1,
+        by_verdict: [("pending".to_string(), 1)].into(),
+    };
+    assert_eq!(
+        lookup::exit_code(false, &pending),
+        2,
+        "an analysis not finished may yet find it malicious"
+    );
 }
 
 #[tokio::test]

@@ -584,4 +584,21 @@ async fn malformed_replies_each_get_a_clear_outcome_and_the_work_goes_on() {
         }
     }
     eprintln!("FIGURES malformed-replies: {outcomes:#?}");
+    let pending = vtriage::scan::ScanOutcome {
+        results: results
+            .into_iter()
+            .filter(|r| {
+                r.verdict
+                    .as_ref()
+                    .is_some_and(|v| v.verdict.as_str() == "pending")
+            })
+            .collect(),
+        ..Default::default()
+    };
+    assert_eq!(pending.results.len(), 1);
+    assert_eq!(
+        pending.exit_code(),
+        2,
+        "an analysis not finished may yet find it malicious"
+    );
 }

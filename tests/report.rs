@@ -392,6 +392,50 @@ async fn csv_has_a_header_and_round_trips_through_a_csv_parser() {
 }
 
 /// A structural check of STIX 2.1: what the JSON schema of `bundle` and `indicator` requires.
+/// A dropped file's name, a list's name and VirusTotal's label are chosen by others: a cell
+/// starting like a formula is shown by a spreadsheet, not run (CSV injection).
+#[tokio::test]
+async fn csv_cells_that_start_like_a_formula_are_not_formulas() {
+    let (_d, store) = open().await;
+    let mut file = job(Kind::File, FILE_SHA);
+    file.path = Some(FileSeen::at("=HYPERLINK(\"http://x\")&A1.txt", 12));
+    let mut hash = job(Kind::Hash, HASH_MD5);
+    hash.source = Some(("@feed.txt".into(), 3));
+    let label = VerdictRecord {
+        threat_label: Some("-2+3 cmd|' /C calc'!A0".into()),
+        ..verdict(Verdict::Malicious, stats(9, 0), T0)
+    };
+    seed(
+        &store,
+        vec![
+            Seed {
+                job: file,
+                seen: T0,
+                verdict: Some(label),
+            },
+            Seed {
+                job: hash,
+                seen: T0,
+                verdict: None,
+            },
+        ],
+    )
+    .await;
+    let text = render(&store, &Filter::default(), Format::Csv).await;
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    assert_eq!(&rows[0][col("paths")], "'=HYPERLINK(\"http://x\")&A1.txt");
+    assert_eq!(&rows[0][col("threat_label")], "'-2+3 cmd|' /C calc'!A0");
+    assert_eq!(&rows[1][col("sources")], "'@feed.txt:3");
+    assert_eq!(
+        &rows[1][col("indicator")],
+        HASH_MD5,
+        "other cells are untouched"
+    );
+}
+
 fn check_stix_bundle(bundle: &Value) {
     let uuid_of = |id: &str, prefix: &str| {
         let rest = id

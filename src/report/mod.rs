@@ -518,7 +518,12 @@ impl<W: Write> Sink<W> {
                 serde_json::to_writer(&mut *out, r).map_err(io::Error::from)?;
                 out.write_all(b"\n")?;
             }
-            Sink::Csv(csv) => csv.write_record(csv_fields(r).iter().map(|f| f.as_bytes()))?,
+            Sink::Csv(csv) => csv.write_record(
+                csv_fields(r)
+                    .map(not_a_formula)
+                    .iter()
+                    .map(|f| f.as_bytes()),
+            )?,
             Sink::Stix(bundle) => bundle.push(r)?,
         }
         Ok(())
@@ -539,6 +544,17 @@ impl<W: Write> Sink<W> {
             Sink::Stix(bundle) => bundle.finish()?.flush()?,
         }
         Ok(())
+    }
+}
+
+/// A CSV cell as a spreadsheet will show it rather than run it: one that starts like a formula
+/// (`=`, `+`, `-`, `@`, a tab or a carriage return, as a dropped file's name or a label may) gets
+/// a `'` in front, as OWASP advises against CSV injection. No other cell of a report starts so.
+fn not_a_formula(cell: Cow<'_, str>) -> Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        Cow::Owned(format!("'{cell}"))
+    } else {
+        cell
     }
 }
 

@@ -134,11 +134,18 @@ pub async fn scan(
     paths: &[PathBuf],
     allow_upload: bool,
 ) -> anyhow::Result<ScanOutcome> {
+    // Stored as absolute paths, as the daemon's are: where a file was seen must not depend on
+    // where `scan` ran, and one file scanned by two spellings is one sighting. A path that does
+    // not resolve stays as given, to be named in its error.
+    let roots: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+        .collect();
     let Collected {
         files,
         mut errors,
         skipped,
-    } = collect_files(paths);
+    } = collect_files(&roots);
     let bar = progress_bar(files.len() as u64, "hashing");
     let parallel = std::thread::available_parallelism()
         .map(|n| n.get())

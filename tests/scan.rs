@@ -42,6 +42,25 @@ async fn a_known_file_costs_one_request_and_no_upload() {
     assert_eq!(outcome.exit_code(), 0);
 }
 
+/// Where a file was seen is stored as its absolute path, whatever spelling found it (`scan` ran
+/// from elsewhere, `./`, `..`): one file, one location, as the daemon stores them.
+#[tokio::test]
+async fn a_file_is_stored_under_its_absolute_path_however_it_was_named() {
+    let world = World::new(World::fast_sim()).await;
+    let file = world.file("sub/a.txt", b"one file, two spellings");
+    let dir = world.files_dir();
+    let dotted = dir
+        .join("sub")
+        .join("..")
+        .join(".")
+        .join("sub")
+        .join("a.txt");
+    let outcome = world.scan(&[&dotted, &dir.join("sub")], false).await;
+    let canonical = std::fs::canonicalize(&file).unwrap();
+    assert_eq!(outcome.results.len(), 1);
+    assert_eq!(outcome.results[0].paths, [canonical.display().to_string()]);
+}
+
 /// A path that cannot be read is listed and the rest is triaged; the exit status says that
 /// something was left without a verdict, so a script never takes it for "nothing malicious".
 #[tokio::test]

@@ -637,6 +637,14 @@ async fn path_glob_keeps_matching_files_and_limit_applies_after_it() {
         vec![FILE_SHA]
     );
     assert_eq!(indicators(&store, &glob("/drop/**")).await.len(), 2);
+    assert!(
+        indicators(&store, &glob("/drop/*.exe")).await.is_empty(),
+        "`*` stays within a folder"
+    );
+    assert_eq!(
+        indicators(&store, &glob("/drop/*/setup.exe")).await,
+        vec!["e".repeat(64)]
+    );
     let mut limited = glob("/drop/in/*");
     limited.query.limit = Some(1);
     limited.query.sort = ReportSort::Indicator;

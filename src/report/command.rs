@@ -31,7 +31,8 @@ pub struct ReportArgs {
     /// Only verdicts checked before this time (same forms as --since)
     #[arg(long, value_name = "TIME")]
     pub until: Option<String>,
-    /// Only files seen at a path matching this glob (`*`, `?`, `**`, `{a,b}`)
+    /// Only files seen at a path matching this glob: `*` and `?` within a folder's name, `**`
+    /// across folders, `{a,b}`; a glob without `/` matches the file's name (`*.exe`)
     #[arg(long, value_name = "GLOB")]
     pub path: Option<String>,
     /// Order of the records

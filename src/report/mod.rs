@@ -117,7 +117,18 @@ pub struct Filter {
 impl Filter {
     /// Sets `--path`: only files seen at a path matching `glob`.
     pub fn with_path_glob(mut self, glob: &str) -> Result<Filter, Error> {
-        let glob = globset::Glob::new(glob)
+        // `*` stops at a `/`, as in a shell; `**` crosses them. A glob without a `/` matches
+        // the file's name, wherever it is (as in `.gitignore`).
+        let anywhere;
+        let glob = if glob.contains('/') {
+            glob
+        } else {
+            anywhere = format!("**/{glob}");
+            &anywhere
+        };
+        let glob = globset::GlobBuilder::new(glob)
+            .literal_separator(true)
+            .build()
             .map_err(|e| Error::BadFilter(format!("bad --path glob {glob:?}: {e}")))?;
         self.path = Some(glob.compile_matcher());
         self.query.only_with_paths = true;

@@ -8,6 +8,7 @@ use clap::Args;
 use super::{Error, Filter, Format, SortKey, parse_list, parse_time, records, write};
 use crate::config::Config;
 use crate::store::{Millis, ReportQuery, now_millis};
+use crate::verdict::Verdict;
 
 /// `vtriage report`
 #[derive(Debug, Clone, Args)]
@@ -15,7 +16,8 @@ pub struct ReportArgs {
     /// Output format [default: table on a terminal, else jsonl]
     #[arg(long, short = 'f', value_enum)]
     pub format: Option<Format>,
-    /// Only these verdicts (comma-separated): malicious, suspicious, clean, unknown, failed, pending
+    /// Only these verdicts (comma-separated): malicious, suspicious, clean, unknown, failed,
+    /// pending [default: all; for --format stix, malicious,suspicious]
     #[arg(long, value_name = "LIST")]
     pub verdict: Vec<String>,
     /// Only these kinds (comma-separated): file, hash, url, domain, ip
@@ -50,9 +52,15 @@ impl ReportArgs {
     /// The filter these arguments describe (`now` anchors durations such as `--since 24h`).
     pub fn filter(&self, now: Millis) -> Result<Filter, Error> {
         let time = |t: &Option<String>| t.as_deref().map(|t| parse_time(t, now)).transpose();
+        let mut verdicts = parse_list(&self.verdict)?;
+        if self.format == Some(Format::Stix) && verdicts.is_empty() {
+            // A threat-intel platform takes every STIX indicator for something to detect: a
+            // clean address would be flagged, and a local file VirusTotal never saw revealed.
+            verdicts = vec![Verdict::Malicious, Verdict::Suspicious];
+        }
         let filter = Filter {
             query: ReportQuery {
-                verdicts: parse_list(&self.verdict)?,
+                verdicts,
                 kinds: parse_list(&self.kind)?,
                 sources: self.source.clone(),
                 since: time(&self.since)?,
@@ -96,5 +104,38 @@ pub fn finish_output(result: Result<(), Error>) -> Result<(), Error> {
             let _ = io::stdout().flush();
             other
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Report {
+        #[command(flatten)]
+        args: ReportArgs,
+    }
+
+    fn verdicts(args: &[&str]) -> Vec<Verdict> {
+        let report = Report::parse_from(std::iter::once("report").chain(args.iter().copied()));
+        report.args.filter(0).unwrap().query.verdicts
+    }
+
+    /// A STIX bundle is read as indicators to detect: only what VirusTotal flagged goes in,
+    /// unless `--verdict` asks for more.
+    #[test]
+    fn a_stix_bundle_holds_the_flagged_verdicts_unless_told_otherwise() {
+        assert!(verdicts(&["--format", "csv"]).is_empty(), "every verdict");
+        assert_eq!(
+            verdicts(&["--format", "stix"]),
+            [Verdict::Malicious, Verdict::Suspicious]
+        );
+        assert_eq!(
+            verdicts(&["--format", "stix", "--verdict", "clean"]),
+            [Verdict::Clean]
+        );
     }
 }

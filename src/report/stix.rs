@@ -191,7 +191,7 @@ pub struct BundleWriter<W: Write> {
 impl<W: Write> BundleWriter<W> {
     /// Starts a bundle.
     pub fn new(mut out: W) -> io::Result<BundleWriter<W>> {
-        out.write_all(b"{\"type\": \"bundle\", \"objects\": [")?;
+        out.write_all(b"{\"type\": \"bundle\"")?;
         Ok(BundleWriter {
             out,
             first: true,
@@ -203,8 +203,12 @@ impl<W: Write> BundleWriter<W> {
     pub fn push(&mut self, r: &Record) -> io::Result<()> {
         let object = indicator(r);
         self.ids.update(object.id.as_bytes());
-        self.out
-            .write_all(if self.first { b"\n" } else { b",\n" })?;
+        // STIX 2.1: `objects`, when present, holds at least one object.
+        self.out.write_all(if self.first {
+            b", \"objects\": [\n"
+        } else {
+            b",\n"
+        })?;
         self.first = false;
         serde_json::to_writer(&mut self.out, &object)?;
         Ok(())
@@ -214,8 +218,8 @@ impl<W: Write> BundleWriter<W> {
     pub fn finish(mut self) -> io::Result<W> {
         let digest = self.ids.finalize();
         let id = Uuid::new_v5(&namespace(), &digest);
-        let end = if self.first { "" } else { "\n" };
-        writeln!(self.out, "{end}], \"id\": \"bundle--{id}\"}}")?;
+        let end = if self.first { "" } else { "\n]" };
+        writeln!(self.out, "{end}, \"id\": \"bundle--{id}\"}}")?;
         Ok(self.out)
     }
 }

@@ -257,6 +257,21 @@ fn a_url_alone_on_its_line_keeps_its_last_character_and_one_in_a_sentence_does_n
             "http://evil-f.com/b",
         ]
     );
+    let (_, found) = run(
+        "urls.txt",
+        b"hxxp://evil[.]example[.]com/x?a=1,2\nhttp://evil.example.com/y?a=1;b=2|c\n\
+          http://evil-g.com/,http://evil-h.com/\n",
+    );
+    assert_eq!(
+        values(&found),
+        [
+            "http://evil.example.com/x?a=1,2",
+            "http://evil.example.com/y?a=1;b=2|c",
+            "http://evil-g.com/",
+            "http://evil-h.com/",
+        ],
+        "a line that is one URL is not cut at its commas"
+    );
 }
 
 // ---------------------------------------------------------------------------------------- LOKI

@@ -156,6 +156,17 @@ pub(crate) fn extract(fragment: &str, n: usize, sink: &mut Sink<'_>, flavor: Fla
     if !s.is_ascii() && s.contains(is_invisible) {
         s.to_mut().retain(|c| !is_invisible(c));
     }
+    // A line (or cell) that is one URL is taken whole: `,` `;` and `|` belong to its query
+    // (`?a=1,2`), not between two values.
+    let lone = trim_lone(s.trim());
+    if let Some((scheme, _)) = lone.split_once("://")
+        && !scheme.is_empty()
+        && scheme.bytes().all(|b| b.is_ascii_alphabetic())
+        && !lone.contains(char::is_whitespace)
+        && lone.matches("://").count() == 1
+    {
+        return take(lone, true, n, sink, flavor) as usize;
+    }
     let mut taken = 0;
     // A value standing alone (a line of a list, a cell) keeps its last character: prose
     // punctuation only follows a value inside a sentence.

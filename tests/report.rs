@@ -527,10 +527,24 @@ async fn stix_bundle_has_one_valid_indicator_per_record_with_the_verdict() {
 #[tokio::test]
 async fn table_fits_in_80_columns_and_summarises_the_verdicts() {
     let (_d, store) = standard().await;
+    let long = format!("http://evil.example/{}", "x".repeat(80));
+    seed(
+        &store,
+        vec![Seed {
+            job: job(Kind::Url, &long),
+            seen: T0 + 6 * HOUR,
+            verdict: None,
+        }],
+    )
+    .await;
     let table = render(&store, &Filter::default(), Format::Table).await;
-    for line in table.lines() {
+    for line in table.lines().filter(|l| !l.contains(&long)) {
         assert!(line.chars().count() <= 80, "too wide: {line:?}");
     }
+    assert!(
+        table.contains(&format!("queued     url             {long}\n")),
+        "an indicator is never cut: {table}"
+    );
     let lines: Vec<&str> = table.lines().collect();
     assert!(lines[0].starts_with("VERDICT"));
     assert!(lines[1].starts_with("malicious  file"));
@@ -540,7 +554,7 @@ async fn table_fits_in_80_columns_and_summarises_the_verdicts() {
     assert!(table.contains("queued     ip"));
     assert!(
         table.ends_with(
-            "6 indicators: 1 malicious, 1 suspicious, 1 clean, 1 unknown, 1 failed, 1 queued\n"
+            "7 indicators: 1 malicious, 1 suspicious, 1 clean, 1 unknown, 1 failed, 2 queued\n"
         ),
         "{table}"
     );

@@ -49,7 +49,8 @@ pub enum Error {
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
-    /// Aligned text, readable at 80 columns (the default on a terminal).
+    /// Aligned text, readable at 80 columns but for long indicators, which are never cut (the
+    /// default on a terminal).
     Table,
     /// One JSON array.
     Json,
@@ -624,23 +625,6 @@ fn table_header() -> String {
     )
 }
 
-/// Shortens `text` to `width` characters, keeping both ends (the ends of a hash or a path are
-/// what tells them apart).
-pub fn ellipsize(text: &str, width: usize) -> String {
-    let n = text.chars().count();
-    if n <= width {
-        return text.to_owned();
-    }
-    if width < 2 {
-        return text.chars().take(width).collect();
-    }
-    let head = (width - 1) / 2;
-    let tail = width - 1 - head;
-    let start: String = text.chars().take(head).collect();
-    let end: String = text.chars().skip(n - tail).collect();
-    format!("{start}…{end}")
-}
-
 /// Cuts prose to `width` characters at its end (the start of a sentence says what it is about).
 pub fn shorten(text: &str, width: usize) -> String {
     if text.chars().count() <= width {
@@ -651,9 +635,10 @@ pub fn shorten(text: &str, width: usize) -> String {
     cut
 }
 
-/// One or two lines of at most [`TABLE_WIDTH`] characters: the verdict line (a file shows its
-/// first path, others their indicator) and, when there is one, a detail line. Text from outside
-/// (paths, VirusTotal's labels and notes) is escaped for the terminal before it is cut.
+/// One or two lines: the verdict line (a file shows its first path, others their indicator),
+/// and, when there is one, a detail line of at most [`TABLE_WIDTH`] characters. The indicator or
+/// path is never cut, so that it can be copied whole; it may make its line longer. Text from
+/// outside (paths, VirusTotal's labels and notes) is escaped for the terminal before it is cut.
 fn table_rows(r: &Record) -> String {
     let room = TABLE_WIDTH - INDENT;
     let verdict = r.verdict.map_or("queued", |v| v.as_str());
@@ -662,7 +647,7 @@ fn table_rows(r: &Record) -> String {
         "{verdict:<VERDICT_W$} {:<KIND_W$} {:>DETECTED_W$} {}\n",
         r.kind.as_str(),
         r.detections(),
-        ellipsize(&escape_control(shown), room)
+        escape_control(shown)
     );
     let mut details = Vec::new();
     if r.paths.len() > 1 {
@@ -801,13 +786,7 @@ mod tests {
     }
 
     #[test]
-    fn ellipsis_keeps_both_ends_within_the_width() {
-        let h = "0123456789abcdef".repeat(4);
-        let short = ellipsize(&h, 21);
-        assert_eq!(short.chars().count(), 21);
-        assert!(short.starts_with("0123456789"));
-        assert!(short.ends_with("6789abcdef"));
-        assert_eq!(ellipsize("short", 21), "short");
+    fn prose_is_cut_at_its_end() {
         assert_eq!(shorten("VirusTotal does not know it", 14), "VirusTotal do…");
         assert_eq!(shorten("short", 14), "short");
     }

@@ -269,17 +269,26 @@ fn normalize_authority(auth: &str) -> Option<String> {
     Some(out)
 }
 
-/// `scheme` and what follows `://` -> a normalised URL: lower-case scheme and host, path and
-/// query kept as given (only spaces, quotes and angle brackets percent-encoded).
+/// `scheme` and what follows `://` -> a normalised URL: lower-case scheme and host, no default
+/// port, `/` for an empty path, path and query kept as given (only spaces, quotes and angle
+/// brackets percent-encoded). So `http://x`, `http://x/` and `http://X:80/` are one indicator, as
+/// they are one URL to VirusTotal.
 fn normalize_url(scheme: &str, rest: &str) -> Option<String> {
     let scheme = scheme.to_ascii_lowercase();
-    if !matches!(scheme.as_str(), "http" | "https" | "ftp") {
-        return None;
-    }
+    let default_port = match scheme.as_str() {
+        "http" => ":80",
+        "https" => ":443",
+        "ftp" => ":21",
+        _ => return None,
+    };
     let cut = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (auth, tail) = rest.split_at(cut);
-    let auth = normalize_authority(auth)?;
-    Some(format!("{scheme}://{auth}{}", encode_unsafe(tail)))
+    let mut auth = normalize_authority(auth)?;
+    if auth.ends_with(default_port) {
+        auth.truncate(auth.len() - default_port.len());
+    }
+    let slash = if tail.starts_with('/') { "" } else { "/" };
+    Some(format!("{scheme}://{auth}{slash}{}", encode_unsafe(tail)))
 }
 
 /// Percent-encodes the few characters a URL cannot hold literally but that lists do contain
@@ -336,6 +345,22 @@ mod tests {
             Classified::Indicator(i) => i,
             other => panic!("{s}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn one_url_written_several_ways_is_one_indicator() {
+        for url in ["http://Evil.com", "http://evil.com/", "HTTP://evil.com:80/"] {
+            assert_eq!(ind(url).value(), "http://evil.com/", "{url}");
+        }
+        assert_eq!(
+            ind("https://evil.com:443?q=1").value(),
+            "https://evil.com/?q=1"
+        );
+        assert_eq!(
+            ind("https://evil.com:8443").value(),
+            "https://evil.com:8443/"
+        );
+        assert_eq!(ind("http://evil.com:443/").value(), "http://evil.com:443/");
     }
 
     #[test]

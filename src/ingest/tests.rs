@@ -194,9 +194,9 @@ fn partly_defanged_hosts_and_live_schemes_with_defanged_hosts() {
         values(&found),
         vec![
             "http://3faddi.000webhostapp.com/x.jpg",
-            "http://1051portola.com",
             "http://1051portola.com/"
-        ]
+        ],
+        "with and without its empty path, one URL"
     );
 }
 

@@ -12,9 +12,13 @@
 //!   `file:hashes.md5`...), `url:value`, `domain-name:value`, `ipv4-addr:value`,
 //!   `ipv6-addr:value`, `email-addr:value` (skipped) and `network-traffic` references are
 //!   taken; other object paths (x509 certificates, processes...) are not indicators.
-//! - MISP: `{"response":[{"Event":..}]}`, `{"Event":..}` or a list of those; the event's
-//!   `Attribute` list and every `Object`'s `Attribute` list. Composite types (`filename|sha256`,
-//!   `domain|ip`, `ip-dst|port`) are split and each part read according to its own type.
+//! - MISP: events (`{"response":[{"Event":..}]}`, `{"Event":..}` or a list of those), their
+//!   `Attribute` list and every `Object`'s `Attribute` list; attribute searches
+//!   (`{"response":{"Attribute":[..]}}` from `/attributes/restSearch`, `{"Attribute":[..]}` as
+//!   PyMISP returns it) alike. Composite types (`filename|sha256`, `domain|ip`, `ip-dst|port`)
+//!   are split and each part read according to its own type. A `url` or `link` filed under
+//!   "External analysis" is the report that describes the event, not an indicator: it is
+//!   counted as a `reference` skip.
 //! - JSON Lines (one document per line, as log and feed exports write them) is read as the array
 //!   of its documents.
 //! - Generic JSON: only string values under a key that names an indicator are taken. A key is
@@ -151,7 +155,7 @@ pub(crate) fn parse(reader: impl Read, format: Format, sink: &mut Sink<'_>) -> s
     // The content decides: a forced `--format misp` on a STIX bundle would find nothing.
     let kind = if is_stix(&doc) {
         Format::Stix
-    } else if !misp_events(&doc).is_empty() {
+    } else if !misp_holders(&doc).is_empty() {
         Format::Misp
     } else {
         Format::Json
@@ -160,8 +164,8 @@ pub(crate) fn parse(reader: impl Read, format: Format, sink: &mut Sink<'_>) -> s
     match kind {
         Format::Stix => stix(&doc, sink),
         Format::Misp => {
-            for event in misp_events(&doc) {
-                misp_event(event, sink);
+            for holder in misp_holders(&doc) {
+                misp_holder(holder, sink);
             }
         }
         _ => generic(&doc, false, sink),
@@ -307,30 +311,34 @@ fn stix_value(path: &str, value: &str, line: usize, sink: &mut Sink<'_>) {
 
 // ---------------------------------------------------------------------------------------- MISP
 
-fn misp_events(doc: &Json) -> Vec<&Json> {
-    let mut events = Vec::new();
-    if let Some(e) = doc.get("Event") {
-        events.push(e);
+/// What holds MISP attributes: events, and the single `Attribute` list of an attribute search,
+/// at the top or under `response` (see the module documentation).
+fn misp_holders(doc: &Json) -> Vec<&Json> {
+    let mut holders = Vec::new();
+    let response = doc.get("response");
+    for single in [Some(doc), response].into_iter().flatten() {
+        if let Some(event) = single.get("Event") {
+            holders.push(event);
+        } else if let Some(Json::Arr(_)) = single.get("Attribute") {
+            holders.push(single);
+        }
     }
-    let lists = [
-        doc.get("response").map(Json::items).unwrap_or_default(),
-        doc.items(),
-    ];
+    let lists = [response.map(Json::items).unwrap_or_default(), doc.items()];
     for list in lists {
         for item in list {
             if let Some(e) = item.get("Event") {
-                events.push(e);
+                holders.push(e);
             }
         }
     }
-    events
+    holders
 }
 
-fn misp_event(event: &Json, sink: &mut Sink<'_>) {
-    for attr in event.get("Attribute").map(Json::items).unwrap_or_default() {
+fn misp_holder(holder: &Json, sink: &mut Sink<'_>) {
+    for attr in holder.get("Attribute").map(Json::items).unwrap_or_default() {
         misp_attribute(attr, sink);
     }
-    for obj in event.get("Object").map(Json::items).unwrap_or_default() {
+    for obj in holder.get("Object").map(Json::items).unwrap_or_default() {
         for attr in obj.get("Attribute").map(Json::items).unwrap_or_default() {
             misp_attribute(attr, sink);
         }
@@ -344,6 +352,11 @@ fn misp_attribute(attr: &Json, sink: &mut Sink<'_>) {
     ) else {
         return;
     };
+    let category = attr.get("category").and_then(Json::str).map(|(c, _)| c);
+    if matches!(types, "url" | "link") && category == Some("External analysis") {
+        skip_reference(sink);
+        return;
+    }
     let parts: Vec<&str> = types.split('|').collect();
     let values: Vec<&str> = value.splitn(parts.len(), '|').collect();
     for (t, v) in parts.iter().zip(values) {
@@ -351,7 +364,7 @@ fn misp_attribute(attr: &Json, sink: &mut Sink<'_>) {
             "md5" | "sha1" | "sha256" => "hash",
             "url" => "url",
             "domain" | "hostname" => "domain",
-            "ip-src" | "ip-dst" => "ip",
+            "ip-src" | "ip-dst" | "ip" => "ip",
             t if t.starts_with("email")
                 && !matches!(t, "email-subject" | "email-body" | "email-attachment") =>
             {
@@ -374,6 +387,18 @@ fn misp_attribute(attr: &Json, sink: &mut Sink<'_>) {
             );
         }
     }
+}
+
+/// The [`Summary::skipped`](super::Summary::skipped) key of a link to a report: a deliberate
+/// skip that no other format has (yet), so it has no `SkipReason` of its own.
+const REFERENCE_SKIP: &str = "reference";
+
+fn skip_reference(sink: &mut Sink<'_>) {
+    *sink
+        .summary
+        .skipped
+        .entry(REFERENCE_SKIP.to_owned())
+        .or_default() += 1;
 }
 
 // ------------------------------------------------------------------------------------- generic
@@ -686,6 +711,17 @@ pub fn parse_json(text: &str) -> Result<(Json, Vec<usize>), (usize, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::{Options, Summary, parse_reader};
+
+    /// Reads `input` as a `.json` list: the summary and `(type, value, line)` of what was found.
+    fn read(input: &str) -> (Summary, Vec<(&'static str, String, usize)>) {
+        let mut found = Vec::new();
+        let summary = parse_reader("x.json", input.as_bytes(), None, &Options::default(), |f| {
+            found.push((f.indicator.type_name(), f.indicator.value(), f.line))
+        })
+        .unwrap();
+        (summary, found)
+    }
 
     #[test]
     fn parser_keeps_lines_and_notes_trailing_commas() {
@@ -748,6 +784,52 @@ mod tests {
         }
         for k in ["blockList", "token", "description", "zip", "skipList"] {
             assert!(!is_indicator_key(k), "{k}");
+        }
+    }
+
+    #[test]
+    fn misp_domain_ip_keeps_both_parts_and_report_links_are_counted_skips() {
+        let (summary, found) = read(
+            r#"{"Event": {"Attribute": [
+{"type": "domain|ip", "category": "Network activity", "value": "evil-a.com|45.77.10.20"},
+{"type": "url", "category": "External analysis", "value": "https://www.welivesecurity.com/2018/11/20/x/"},
+{"type": "link", "category": "External analysis", "value": "https://blog.vendor.example.com/report"},
+{"type": "url", "category": "Network activity", "value": "http://45.124.132.127/x.php"}
+]}}"#,
+        );
+        assert_eq!(summary.format, Some(Format::Misp));
+        assert_eq!(
+            found,
+            vec![
+                ("domain", "evil-a.com".into(), 2),
+                ("ipv4", "45.77.10.20".into(), 2),
+                ("url", "http://45.124.132.127/x.php".into(), 5),
+            ]
+        );
+        assert_eq!(summary.skipped.get(REFERENCE_SKIP), Some(&2));
+    }
+
+    #[test]
+    fn misp_attribute_searches_are_read_as_attributes() {
+        // `/attributes/restSearch` wraps the list in `response`; PyMISP returns it bare.
+        for input in [
+            r#"{"response": {"Attribute": [
+{"type": "ip-dst", "value": "45.77.10.30"},
+{"type": "domain", "value": "evil-d.com"}]}}"#,
+            r#"{"Attribute": [
+{"type": "ip-dst", "value": "45.77.10.30"},
+{"type": "domain", "value": "evil-d.com"}]}"#,
+        ] {
+            let (summary, found) = read(input);
+            assert_eq!(summary.format, Some(Format::Misp), "{input}");
+            assert_eq!(
+                found,
+                vec![
+                    ("ipv4", "45.77.10.30".into(), 2),
+                    ("domain", "evil-d.com".into(), 3),
+                ],
+                "{input}"
+            );
         }
     }
 }

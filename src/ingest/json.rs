@@ -8,10 +8,14 @@
 //! (references, file names such as `cache.py`), which the structure would have left alone.
 //!
 //! - STIX: the `pattern` of every `indicator` object; comparisons `path = 'value'` joined by
-//!   `OR`/`AND` are read one by one. File hashes (`file:hashes.'SHA-256'`, `file:hashes.SHA256`,
-//!   `file:hashes.md5`...), `url:value`, `domain-name:value`, `ipv4-addr:value`,
-//!   `ipv6-addr:value`, `email-addr:value` (skipped) and `network-traffic` references are
-//!   taken; other object paths (x509 certificates, processes...) are not indicators.
+//!   `OR`/`AND` are read one by one, and `path IN ('a', 'b')` as one comparison per value. File
+//!   hashes (`file:hashes.'SHA-256'`, `file:hashes.SHA256`, `file:hashes.md5`...), `url:value`,
+//!   `domain-name:value`, `ipv4-addr:value`, `ipv6-addr:value`, `email-addr:value` (skipped) and
+//!   `network-traffic` references are taken; other object paths (x509 certificates,
+//!   processes...) are not indicators. Observables are read the same way: `file` objects by
+//!   their `hashes`, `url`, `domain-name`, `ipv4-addr`, `ipv6-addr` and `email-addr` objects by
+//!   their `value`, at the top of a 2.1 bundle or in an `observed-data`'s `objects` (2.0). An
+//!   object marked `"revoked": true` has been withdrawn by its producer: it is not read.
 //! - MISP: events (`{"response":[{"Event":..}]}`, `{"Event":..}` or a list of those), their
 //!   `Attribute` list and every `Object`'s `Attribute` list; attribute searches
 //!   (`{"response":{"Attribute":[..]}}` from `/attributes/restSearch`, `{"Attribute":[..]}` as
@@ -72,7 +76,9 @@ const MAX_DEPTH: usize = 256;
 /// A parsed JSON value that remembers where its strings were.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Json {
-    /// `null`, `true`, `false` or a number: never an indicator.
+    /// `true` or `false` (STIX's `revoked`).
+    Bool(bool),
+    /// `null` or a number: never an indicator.
     Scalar,
     /// A string and its 1-based line.
     Str(String, usize),
@@ -98,6 +104,12 @@ impl Json {
     fn items(&self) -> &[Json] {
         match self {
             Json::Arr(a) => a,
+            _ => &[],
+        }
+    }
+    fn entries(&self) -> &[(String, Json)] {
+        match self {
+            Json::Obj(kv) => kv,
             _ => &[],
         }
     }
@@ -186,27 +198,55 @@ fn is_stix(doc: &Json) -> bool {
 
 fn stix(doc: &Json, sink: &mut Sink<'_>) {
     for obj in doc.get("objects").map(Json::items).unwrap_or_default() {
-        let is_indicator = obj
-            .get("type")
-            .and_then(Json::str)
-            .is_some_and(|(t, _)| t == "indicator");
-        let stix_pattern = obj
-            .get("pattern_type")
-            .and_then(Json::str)
-            .is_none_or(|(t, _)| t == "stix");
-        if let (true, true, Some((pattern, line))) = (
-            is_indicator,
-            stix_pattern,
-            obj.get("pattern").and_then(Json::str),
-        ) {
-            for (path, value) in stix_comparisons(pattern) {
-                stix_value(&path, &value, line, sink);
-            }
-        }
+        stix_object(obj, sink);
     }
 }
 
-/// The `path = 'value'` comparisons of a STIX pattern, in order.
+fn stix_object(obj: &Json, sink: &mut Sink<'_>) {
+    if obj.get("revoked") == Some(&Json::Bool(true)) {
+        return;
+    }
+    let Some((kind, _)) = obj.get("type").and_then(Json::str) else {
+        return;
+    };
+    match kind {
+        "indicator" => {
+            let stix_pattern = obj
+                .get("pattern_type")
+                .and_then(Json::str)
+                .is_none_or(|(t, _)| t == "stix");
+            if let (true, Some((pattern, line))) =
+                (stix_pattern, obj.get("pattern").and_then(Json::str))
+            {
+                for (path, value) in stix_comparisons(pattern) {
+                    stix_value(&path, &value, line, sink);
+                }
+            }
+        }
+        // STIX 2.0 has observables only here, keyed "0", "1"...
+        "observed-data" => {
+            for (_, embedded) in obj.get("objects").map(Json::entries).unwrap_or_default() {
+                stix_object(embedded, sink);
+            }
+        }
+        "file" => {
+            for (algo, hash) in obj.get("hashes").map(Json::entries).unwrap_or_default() {
+                if let Some((hash, line)) = hash.str() {
+                    stix_value(&format!("file:hashes.{algo}"), hash, line, sink);
+                }
+            }
+        }
+        "url" | "domain-name" | "ipv4-addr" | "ipv6-addr" | "email-addr" => {
+            if let Some((value, line)) = obj.get("value").and_then(Json::str) {
+                stix_value(&format!("{kind}:value"), value, line, sink);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The comparisons of a STIX pattern, in order: `path = 'value'`, and `path IN ('a', 'b')` as
+/// one per value.
 pub fn stix_comparisons(pattern: &str) -> Vec<(String, String)> {
     let b: Vec<char> = pattern.chars().collect();
     let mut out = Vec::new();
@@ -218,7 +258,20 @@ pub fn stix_comparisons(pattern: &str) -> Vec<(String, String)> {
                 // A literal that is not a comparison value (a quoted hash name in a path).
                 i = skip_literal(&b, i).1;
             }
-            '[' | '(' | ')' | ']' => {
+            '(' => {
+                if let Some(path) = set_path(&b[path_start..i]) {
+                    let (values, end) = set_literals(&b, i + 1);
+                    // `NOT IN` names what the object is not: no indicator.
+                    if path != "NOT" {
+                        out.extend(values.into_iter().map(|v| (path.clone(), v)));
+                    }
+                    i = end;
+                } else {
+                    i += 1;
+                }
+                path_start = i;
+            }
+            '[' | ')' | ']' => {
                 i += 1;
                 path_start = i;
             }
@@ -255,6 +308,36 @@ pub fn stix_comparisons(pattern: &str) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+/// The path of `path IN` (or `NOT` for `path NOT IN`), when `before` (what precedes a `(`) ends
+/// with the `IN` operator.
+fn set_path(before: &[char]) -> Option<String> {
+    let before: String = before.iter().collect();
+    let mut words = before.split_whitespace().rev();
+    match (words.next(), words.next()) {
+        (Some("IN"), Some(path)) => Some(path.to_owned()),
+        _ => None,
+    }
+}
+
+/// The quoted values of a `('a', 'b')` set whose content starts at `start`, and the index after
+/// its `)`; unquoted members (numbers: `dst_port IN (80, 443)`) are passed over.
+fn set_literals(b: &[char], start: usize) -> (Vec<String>, usize) {
+    let mut values = Vec::new();
+    let mut i = start;
+    while i < b.len() {
+        match b[i] {
+            '\'' => {
+                let (value, end) = skip_literal(b, i);
+                values.push(value);
+                i = end;
+            }
+            ')' => return (values, i + 1),
+            _ => i += 1,
+        }
+    }
+    (values, i)
 }
 
 fn path_is_keyword(word: &[char]) -> bool {
@@ -613,9 +696,9 @@ impl<'a> Parser<'a> {
             }
         }
         let word = &self.text[start..self.i];
-        let ok = matches!(word, "true" | "false" | "null")
-            || (!word.is_empty() && word.parse::<f64>().is_ok());
-        if ok {
+        if let Ok(b) = word.parse::<bool>() {
+            Ok(Json::Bool(b))
+        } else if word == "null" || (!word.is_empty() && word.parse::<f64>().is_ok()) {
             Ok(Json::Scalar)
         } else {
             // The first character, not byte: the text may hold multi-byte characters here
@@ -713,6 +796,8 @@ mod tests {
     use super::*;
     use crate::ingest::{Options, Summary, parse_reader};
 
+    const SHA256: &str = "d3b0fbd6ff688034471e4400717742ffa21dcb1c909b0c1a1b2e82b34ae91d03";
+
     /// Reads `input` as a `.json` list: the summary and `(type, value, line)` of what was found.
     fn read(input: &str) -> (Summary, Vec<(&'static str, String, usize)>) {
         let mut found = Vec::new();
@@ -764,6 +849,22 @@ mod tests {
                 ("file:hashes.'SHA-256'".to_string(), "ab'c".to_string()),
                 ("domain-name:value".to_string(), "x.com".to_string()),
                 ("ipv4-addr:value".to_string(), "1.2.3.4".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn stix_in_sets_are_one_comparison_per_value() {
+        let got = stix_comparisons(
+            "[domain-name:value = 'a.com' OR ipv4-addr:value IN ('1.2.3.4', '5.6.7.8')] AND [network-traffic:dst_port IN (80, 443) AND url:value NOT IN ('http://b.com/')]",
+        );
+        let pair = |p: &str, v: &str| (p.to_string(), v.to_string());
+        assert_eq!(
+            got,
+            vec![
+                pair("domain-name:value", "a.com"),
+                pair("ipv4-addr:value", "1.2.3.4"),
+                pair("ipv4-addr:value", "5.6.7.8"),
             ]
         );
     }
@@ -831,5 +932,37 @@ mod tests {
                 "{input}"
             );
         }
+    }
+
+    #[test]
+    fn stix_observables_are_read_with_their_line_and_revoked_objects_are_not() {
+        let (summary, found) = read(&format!(
+            r#"{{"type": "bundle", "objects": [
+{{"type": "file", "hashes": {{
+  "SHA-256": "{SHA256}",
+  "MD5": "8d42c01180be7588a2a68ad96dd0cf85", "SSDEEP": "3:a:b"}}, "name": "invoice.pdf.exe"}},
+{{"type": "domain-name", "value": "evil-f.com"}},
+{{"type": "ipv4-addr", "value": "45.77.10.40"}},
+{{"type": "url", "value": "http://evil-f.com/gate.php"}},
+{{"type": "observed-data", "objects": {{"0": {{"type": "ipv6-addr", "value": "2a03:2880:f10e:83:face:b00c:0:25de"}}}}}},
+{{"type": "indicator", "pattern": "[domain-name:value = 'evil-h.com']", "revoked": true}},
+{{"type": "observed-data", "revoked": true, "objects": {{"0": {{"type": "domain-name", "value": "evil-i.com"}}}}}},
+{{"type": "indicator", "pattern": "[domain-name:value = 'evil-j.com']", "revoked": false}}
+]}}"#
+        ));
+        assert_eq!(summary.format, Some(Format::Stix));
+        assert_eq!(
+            found,
+            vec![
+                ("sha256", SHA256.into(), 3),
+                ("md5", "8d42c01180be7588a2a68ad96dd0cf85".into(), 4),
+                ("domain", "evil-f.com".into(), 5),
+                ("ipv4", "45.77.10.40".into(), 6),
+                ("url", "http://evil-f.com/gate.php".into(), 7),
+                ("ipv6", "2a03:2880:f10e:83:face:b00c:0:25de".into(), 8),
+                ("domain", "evil-j.com".into(), 11),
+            ]
+        );
+        assert!(summary.rejected.is_empty(), "{:?}", summary.rejected);
     }
 }

@@ -27,9 +27,19 @@
 //!   of its documents.
 //! - Generic JSON: only string values under a key that names an indicator are taken. A key is
 //!   split into words (camelCase, `_`, `-`, `.`, spaces) and counts when one word is in
-//!   [`INDICATOR_KEY_WORDS`] (`dnsServer`, `c2`, `url`, `domain`, `ip`, `hash`...); a list
-//!   under such a key counts whole. So the `blockList` of benign ad domains in a malware
-//!   configuration is left alone while its `dnsServer` is taken.
+//!   [`INDICATOR_KEY_WORDS`] (`dnsServer`, `c2`, `url`, `domain`, `ip`, `hash`...) and none is
+//!   in [`BENIGN_KEY_WORDS`]: those name what a malware configuration leaves alone (its
+//!   `blockList` of ad domains, `excluded_domains`, a sandbox check's `blacklisted_ips`,
+//!   `connectivity_check_hosts`) or a link to what describes an indicator (`report_url`,
+//!   `reference`), and nothing under them is taken, whatever the keys below. A list under an
+//!   indicator key counts whole. An object under one is read by its own keys, as a
+//!   configuration (`{"c2_config": {"servers": [..], "dns_idle": "8.8.8.8"}}` takes the servers
+//!   only), unless none of them names anything: then it is the record of one indicator
+//!   (`{"c2": {"address": "evil.com", "port": 443}}`), whose strings and lists are taken, one
+//!   level down only. A key naming a collection of indicators ([`COLLECTION_KEY_WORDS`]:
+//!   `iocs`, `indicator`...) is the exception: every string under it is taken, however its
+//!   neutral keys group them (`{"iocs": {"network": {"dns": ["evil.com"]}}}`). So a whole
+//!   configuration is never taken because its key names a C2.
 
 use std::io::Read;
 
@@ -69,6 +79,55 @@ pub const INDICATOR_KEY_WORDS: [&str; 30] = [
     "indicators",
     "fqdn",
     "panel",
+];
+
+/// Words that make a generic JSON key name a collection of indicators (all in
+/// [`INDICATOR_KEY_WORDS`]): everything under it is one.
+pub const COLLECTION_KEY_WORDS: [&str; 4] = ["ioc", "iocs", "indicator", "indicators"];
+
+/// Words that make a generic JSON key name what is not an indicator, whatever its other words
+/// (`excluded_domains`, `report_url`): benign, allow and exclusion lists, a malware's checks of
+/// the network, links to reports.
+pub const BENIGN_KEY_WORDS: [&str; 39] = [
+    "allow",
+    "allowed",
+    "allowlist",
+    "allowlisted",
+    "white",
+    "whitelist",
+    "whitelisted",
+    "black",
+    "blacklist",
+    "blacklisted",
+    "block",
+    "blocked",
+    "blocklist",
+    "blocklisted",
+    "deny",
+    "denylist",
+    "exclude",
+    "excluded",
+    "excludes",
+    "exclusion",
+    "exclusions",
+    "except",
+    "exception",
+    "exceptions",
+    "skip",
+    "skipped",
+    "ignore",
+    "ignored",
+    "benign",
+    "legit",
+    "legitimate",
+    "trusted",
+    "decoy",
+    "decoys",
+    "connectivity",
+    "report",
+    "reports",
+    "reference",
+    "references",
 ];
 
 const MAX_DEPTH: usize = 256;
@@ -180,7 +239,7 @@ pub(crate) fn parse(reader: impl Read, format: Format, sink: &mut Sink<'_>) -> s
                 misp_holder(holder, sink);
             }
         }
-        _ => generic(&doc, false, sink),
+        _ => generic(&doc, Under::Neutral, sink),
     }
     Ok(())
 }
@@ -486,22 +545,79 @@ fn skip_reference(sink: &mut Sink<'_>) {
 
 // ------------------------------------------------------------------------------------- generic
 
-fn generic(v: &Json, indicator_key: bool, sink: &mut Sink<'_>) {
+/// What the keys above a generic JSON value make of it (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Under {
+    /// Nothing: only keys further down can make a value an indicator.
+    Neutral,
+    /// A key naming one kind of indicator (`c2`, `url`...).
+    Indicator,
+    /// A neutral key of the record of one indicator (`address` in `{"c2": {"address": ..}}`):
+    /// taken like [`Under::Indicator`], but an object under it is read by its own keys.
+    RecordField,
+    /// A key naming a collection of indicators (`iocs`): every string below is one.
+    Collection,
+    /// A key naming what is not an indicator (`excluded_domains`): nothing below is one.
+    Benign,
+}
+
+fn generic(v: &Json, under: Under, sink: &mut Sink<'_>) {
     match v {
-        Json::Str(s, line) if indicator_key => {
+        Json::Str(s, line)
+            if matches!(
+                under,
+                Under::Indicator | Under::RecordField | Under::Collection
+            ) =>
+        {
             let c = classify(&refang(s.trim()), sink.opts);
             sink.offer(c, *line);
         }
-        Json::Arr(items) => items.iter().for_each(|i| generic(i, indicator_key, sink)),
-        Json::Obj(kv) => kv
-            .iter()
-            .for_each(|(k, v)| generic(v, is_indicator_key(k), sink)),
+        Json::Arr(items) => items.iter().for_each(|i| generic(i, under, sink)),
+        Json::Obj(kv) if under != Under::Benign => {
+            // What a neutral key of this object passes down to its value.
+            let inherited = match under {
+                Under::Collection => Under::Collection,
+                Under::Indicator if kv.iter().all(|(k, _)| key_meaning(k) == Under::Neutral) => {
+                    Under::RecordField
+                }
+                _ => Under::Neutral,
+            };
+            for (k, v) in kv {
+                let child = match (key_meaning(k), under) {
+                    (Under::Neutral, _) => inherited,
+                    (Under::Benign, _) => Under::Benign,
+                    (_, Under::Collection) => Under::Collection,
+                    (own, _) => own,
+                };
+                generic(v, child, sink);
+            }
+        }
         _ => {}
     }
 }
 
 /// Whether a generic JSON key names an indicator (see the module documentation).
 pub fn is_indicator_key(key: &str) -> bool {
+    matches!(key_meaning(key), Under::Indicator | Under::Collection)
+}
+
+/// What a generic JSON key names, by its words; a benign word wins.
+fn key_meaning(key: &str) -> Under {
+    let words = key_words(key);
+    let has = |list: &[&str]| words.iter().any(|w| list.contains(&w.as_str()));
+    if has(&BENIGN_KEY_WORDS) {
+        Under::Benign
+    } else if has(&COLLECTION_KEY_WORDS) {
+        Under::Collection
+    } else if has(&INDICATOR_KEY_WORDS) {
+        Under::Indicator
+    } else {
+        Under::Neutral
+    }
+}
+
+/// The lower-cased words of a key: split at camelCase humps, `_`, `-`, `.` and spaces.
+fn key_words(key: &str) -> Vec<String> {
     let mut words = Vec::new();
     let mut cur = String::new();
     let mut prev_lower = false;
@@ -519,8 +635,6 @@ pub fn is_indicator_key(key: &str) -> bool {
     }
     words.push(cur);
     words
-        .iter()
-        .any(|w| INDICATOR_KEY_WORDS.contains(&w.as_str()))
 }
 
 // -------------------------------------------------------------------------------------- parser
@@ -808,6 +922,10 @@ mod tests {
         (summary, found)
     }
 
+    fn values<'a>(found: &'a [(&'static str, String, usize)]) -> Vec<&'a str> {
+        found.iter().map(|(_, v, _)| v.as_str()).collect()
+    }
+
     #[test]
     fn parser_keeps_lines_and_notes_trailing_commas() {
         let (doc, trailing) = parse_json("{\n\"a\": [\n\"x\",\n\"y\"\n]\n}").unwrap();
@@ -884,6 +1002,20 @@ mod tests {
             assert!(is_indicator_key(k), "{k}");
         }
         for k in ["blockList", "token", "description", "zip", "skipList"] {
+            assert!(!is_indicator_key(k), "{k}");
+        }
+        // A benign word wins over an indicator word.
+        for k in [
+            "excluded_domains",
+            "blacklisted_ips",
+            "connectivity_check_hosts",
+            "whitelistUrls",
+            "allowlist_ip",
+            "skip_hosts",
+            "ignoreDomains",
+            "report_url",
+            "reference_url",
+        ] {
             assert!(!is_indicator_key(k), "{k}");
         }
     }
@@ -964,5 +1096,45 @@ mod tests {
             ]
         );
         assert!(summary.rejected.is_empty(), "{:?}", summary.rejected);
+    }
+
+    #[test]
+    fn generic_json_lists_to_leave_alone_and_report_links_are_not_taken() {
+        let (summary, found) = read(
+            r#"{
+  "report_url": "https://blog.vendor-research.com/agenttesla-analysis",
+  "c2": ["evil-ca.com"],
+  "connectivity_check_hosts": ["www.msftconnecttest.com"],
+  "excluded_domains": ["microsoft.com"],
+  "sandbox_evasion": {"blacklisted_ips": ["8.8.8.8"]},
+  "whitelist": {"domains": ["windowsupdate.com"], "iocs": ["google.com"]}
+}"#,
+        );
+        assert_eq!(summary.format, Some(Format::Json));
+        assert_eq!(found, vec![("domain", "evil-ca.com".into(), 3)]);
+    }
+
+    #[test]
+    fn generic_json_indicator_keys_pass_down_into_collections_and_records_only() {
+        let (_, found) = read(
+            r#"{
+  "indicator": {"value": "evil-cg.com", "type": "domain"},
+  "iocs": {"sha256": ["d3b0fbd6ff688034471e4400717742ffa21dcb1c909b0c1a1b2e82b34ae91d03"],
+           "network": {"dns": ["evil-cd.com"]}, "reference": "https://blog.example.com/"},
+  "c2": [{"address": "evil-r.com", "port": 443, "profile": {"dns_idle": "8.8.8.8"}}],
+  "c2_config": {"servers": ["evil-s.com"], "dns_idle": "8.8.4.4", "sleep": "60"},
+  "family": "evil-t.com"
+}"#,
+        );
+        assert_eq!(
+            values(&found),
+            vec![
+                "evil-cg.com",
+                SHA256,
+                "evil-cd.com",
+                "evil-r.com",
+                "evil-s.com"
+            ]
+        );
     }
 }

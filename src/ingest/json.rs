@@ -132,6 +132,14 @@ pub const BENIGN_KEY_WORDS: [&str; 39] = [
 
 const MAX_DEPTH: usize = 256;
 
+/// The warning of a STIX document that yields no indicator: what is read.
+const NO_STIX_INDICATOR: &str = "no indicator in this STIX document: only indicator patterns \
+     and file, url, domain-name, ipv4-addr and ipv6-addr objects are read";
+/// The warning of a MISP document that yields no indicator: what is read.
+const NO_MISP_INDICATOR: &str = "no indicator in this MISP document: only attributes typed \
+     md5, sha1, sha256, url, domain, hostname, ip, ip-src or ip-dst (alone or in a composite) \
+     are read";
+
 /// A parsed JSON value that remembers where its strings were.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Json {
@@ -240,6 +248,15 @@ pub(crate) fn parse(reader: impl Read, format: Format, sink: &mut Sink<'_>) -> s
             }
         }
         _ => generic(&doc, Under::Neutral, sink),
+    }
+    // A bundle or an event that yields nothing is more often a shape this reader does not know
+    // than an empty one: an empty summary alone would look like a clean list.
+    if kind != Format::Json && sink.summary.total_found() == 0 {
+        let warning = match kind {
+            Format::Stix => NO_STIX_INDICATOR,
+            _ => NO_MISP_INDICATOR,
+        };
+        sink.warn(warning.to_string());
     }
     Ok(())
 }
@@ -1136,5 +1153,35 @@ mod tests {
                 "evil-s.com"
             ]
         );
+    }
+
+    #[test]
+    fn stix_or_misp_without_an_indicator_says_so() {
+        for (input, format, warning) in [
+            (
+                r#"{"type": "bundle", "objects": [{"type": "malware", "name": "evil.com"},
+{"type": "indicator", "pattern": "[x509-certificate:serial_number = '4c:0b:1d']"}]}"#,
+                Format::Stix,
+                NO_STIX_INDICATOR,
+            ),
+            (
+                r#"{"Event": {"Attribute": [{"type": "text", "value": "evil.com"}]}}"#,
+                Format::Misp,
+                NO_MISP_INDICATOR,
+            ),
+            (
+                r#"{"response": {"Attribute": []}}"#,
+                Format::Misp,
+                NO_MISP_INDICATOR,
+            ),
+        ] {
+            let (summary, found) = read(input);
+            assert_eq!(summary.format, Some(format), "{input}");
+            assert!(found.is_empty(), "{input}");
+            assert_eq!(summary.warnings, vec![warning.to_string()], "{input}");
+        }
+        // Generic JSON without an indicator key is not a shape gone unread.
+        let (summary, _) = read(r#"{"family": "evil.com"}"#);
+        assert!(summary.warnings.is_empty(), "{:?}", summary.warnings);
     }
 }

@@ -219,14 +219,15 @@ fn eset_stantinko_asciidoc() {
 #[test]
 fn eset_misp_events() {
     // python json: Attribute types of the one event. Zebrocy: filename|md5/sha1/sha256 x5 each,
-    // url x2 (one is the report link, typed url so taken), 4 email-src + 7 email-dst skipped.
+    // url x2 (one is the report link, filed under External analysis: a reference, skipped),
+    // 4 email-src + 7 email-dst skipped.
     check(&Expect {
         file: "eset-malware-ioc/sednit-2018-11-20_Zebrocy.misp.json",
         md5: 5,
         sha1: 5,
         sha256: 5,
-        url: 2,
-        skipped: &[("email", 11)],
+        url: 1,
+        skipped: &[("email", 11), ("reference", 1)],
         ..NONE
     });
     // endor: 11 sha1, 1 email-dst, the rest text/filename.

@@ -44,7 +44,7 @@
 use std::io::Read;
 
 use super::sink::Sink;
-use super::{Classified, Format, MAX_DOCUMENT, classify, refang};
+use super::{Classified, Format, MAX_DOCUMENT, SkipReason, classify, refang};
 use crate::indicator::{FileHash, Indicator};
 
 /// Words that make a generic JSON key an indicator key.
@@ -513,7 +513,7 @@ fn misp_attribute(attr: &Json, sink: &mut Sink<'_>) {
     };
     let category = attr.get("category").and_then(Json::str).map(|(c, _)| c);
     if matches!(types, "url" | "link") && category == Some("External analysis") {
-        skip_reference(sink);
+        sink.skip(SkipReason::Reference);
         return;
     }
     let parts: Vec<&str> = types.split('|').collect();
@@ -546,18 +546,6 @@ fn misp_attribute(attr: &Json, sink: &mut Sink<'_>) {
             );
         }
     }
-}
-
-/// The [`Summary::skipped`](super::Summary::skipped) key of a link to a report: a deliberate
-/// skip that no other format has (yet), so it has no `SkipReason` of its own.
-const REFERENCE_SKIP: &str = "reference";
-
-fn skip_reference(sink: &mut Sink<'_>) {
-    *sink
-        .summary
-        .skipped
-        .entry(REFERENCE_SKIP.to_owned())
-        .or_default() += 1;
 }
 
 // ------------------------------------------------------------------------------------- generic
@@ -1056,7 +1044,7 @@ mod tests {
                 ("url", "http://45.124.132.127/x.php".into(), 5),
             ]
         );
-        assert_eq!(summary.skipped.get(REFERENCE_SKIP), Some(&2));
+        assert_eq!(summary.skipped.get("reference"), Some(&2));
     }
 
     #[test]

@@ -173,6 +173,9 @@ pub enum SkipReason {
     Cidr,
     /// Already taken earlier in the same list.
     Duplicate,
+    /// A link to a report or a blog post (an AsciiDoc link macro, a Markdown link, a MISP
+    /// attribute filed under External analysis): where the indicators are described, not one.
+    Reference,
 }
 
 impl SkipReason {
@@ -183,6 +186,7 @@ impl SkipReason {
             SkipReason::Email => "email",
             SkipReason::Cidr => "cidr",
             SkipReason::Duplicate => "duplicate",
+            SkipReason::Reference => "reference",
         }
     }
 }

@@ -13,7 +13,7 @@ use std::io::{BufReader, Read};
 use super::classify::{classify, hex_runs, is_invisible};
 use super::lines::{Line, Lines, decode};
 use super::sink::Sink;
-use super::{Classified, Format, refang};
+use super::{Classified, Format, SkipReason, refang};
 
 /// How a fragment is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,7 +223,8 @@ fn take(raw: &str, alone: bool, n: usize, sink: &mut Sink<'_>, flavor: Flavor) -
         // A Markdown link's target, `[text](https://...)`, is a reference (a blog post, a
         // report), not an indicator, as an AsciiDoc link macro's is.
         if t[..start].ends_with("](") {
-            return false;
+            sink.skip(SkipReason::Reference);
+            return true;
         }
         // What was cut off may have opened a bracket that closes the token: `(see:https://x)`.
         t = trim(&t[start..]);
@@ -231,7 +232,8 @@ fn take(raw: &str, alone: bool, n: usize, sink: &mut Sink<'_>, flavor: Flavor) -
         // link macro's text: a reference (blog post, report), not an indicator. Elsewhere `[`
         // can be part of a URL (`...-dr-[duplicate]-(quick-send)&...`).
         if flavor == Flavor::AsciiDoc && t.contains('[') {
-            return false;
+            sink.skip(SkipReason::Reference);
+            return true;
         }
     }
     let c = classify(t, sink.opts);

@@ -1,9 +1,11 @@
 //! Refanging (undoing the ways analysts make indicators unclickable) and defanging.
 
 /// Undoes every common defang style in `s`: `hxxp`/`hXXps` schemes (also when the `:` is
-/// bracketed), `[.]`, `(.)`, `{.}`, `[dot]`, `(dot)`, `{dot}`, `[:]`, `[://]`, `[/]`, `[@]`,
-/// `[at]`. Works on whole lines as well as single tokens: defanged dots in paths and nested
-/// defanged URLs are refanged wherever they are.
+/// bracketed), `[.]`, `(.)`, `{.}`, `[dot]`, `(dot)`, `{dot}` (also with a space on both sides,
+/// `evil [.] com`), the half-bracketed `.]` and `[.`, `[:]`, `[://]`, `[/]`, `[@]`, `[at]`, and
+/// the full-width and ideographic full stops (`．` `。` `｡`) between letters or digits, which
+/// IDNA reads as dots. Works on whole lines as well as single tokens: defanged dots in paths and
+/// nested defanged URLs are refanged wherever they are.
 pub fn refang(s: &str) -> String {
     refang_cow(s).into_owned()
 }
@@ -18,17 +20,61 @@ pub(crate) fn refang_cow(s: &str) -> std::borrow::Cow<'_, str> {
     let mut i = 0;
     // Copies verbatim up to `i` lazily: `last` is the start of the pending verbatim run.
     let mut last = 0;
+    let alnum_at = |j: usize| b.get(j).is_some_and(u8::is_ascii_alphanumeric);
     while i < b.len() {
         let c = b[i];
         if matches!(c, b'[' | b'(' | b'{')
             && let Some((len, repl)) = bracketed(&b[i..])
         {
             out.push_str(&s[last..i]);
+            let mut end = i + len;
             // `218.[.]234`: a defang typed after a real dot stands for that same dot.
             if !(repl == "." && i > 0 && b[i - 1] == b'.') {
+                // `evil [.] com`: the spaces around a defanged dot are part of the defang.
+                if repl == "."
+                    && i >= 2
+                    && b[i - 1] == b' '
+                    && alnum_at(i - 2)
+                    && b.get(end) == Some(&b' ')
+                    && alnum_at(end + 1)
+                {
+                    out.pop();
+                    end += 1;
+                }
                 out.push_str(repl);
             }
-            i += len;
+            i = end;
+            last = i;
+            continue;
+        }
+        // `evil.]ru`, `evil[.com`: half of a bracketed dot.
+        if ((c == b'.' && b.get(i + 1) == Some(&b']'))
+            || (c == b'[' && b.get(i + 1) == Some(&b'.')))
+            && i > 0
+            && alnum_at(i - 1)
+            && alnum_at(i + 2)
+        {
+            out.push_str(&s[last..i]);
+            out.push('.');
+            i += 2;
+            last = i;
+            continue;
+        }
+        if c >= 0x80
+            && s.is_char_boundary(i)
+            && let Some(dot) = s[i..].chars().next().filter(|c| WIDE_DOTS.contains(c))
+            && s[..i]
+                .chars()
+                .next_back()
+                .is_some_and(char::is_alphanumeric)
+            && s[i + dot.len_utf8()..]
+                .chars()
+                .next()
+                .is_some_and(char::is_alphanumeric)
+        {
+            out.push_str(&s[last..i]);
+            out.push('.');
+            i += dot.len_utf8();
             last = i;
             continue;
         }
@@ -37,10 +83,12 @@ pub(crate) fn refang_cow(s: &str) -> std::borrow::Cow<'_, str> {
             && is_hxxp_scheme(&b[i..])
         {
             out.push_str(&s[last..i]);
-            // Keep the case of each letter, so that refang(defang(x)) == x.
+            // `hxxp`, `hXXp`: the defang's x's stand for a lower-case scheme's t's; only an
+            // upper-case `H` keeps their case (`HXXP` is `HTTP`), so refang(defang(x)) == x.
+            let upper = |x: u8| c == b'H' && x == b'X';
             out.push(c as char);
-            out.push(if b[i + 1] == b'X' { 'T' } else { 't' });
-            out.push(if b[i + 2] == b'X' { 'T' } else { 't' });
+            out.push(if upper(b[i + 1]) { 'T' } else { 't' });
+            out.push(if upper(b[i + 2]) { 'T' } else { 't' });
             i += 3;
             last = i;
             continue;
@@ -51,10 +99,14 @@ pub(crate) fn refang_cow(s: &str) -> std::borrow::Cow<'_, str> {
     out.into()
 }
 
+/// The full-width, ideographic and half-width ideographic full stops.
+const WIDE_DOTS: [char; 3] = ['\u{FF0E}', '\u{3002}', '\u{FF61}'];
+
 /// Cheap pre-check so that the common, clean line costs one scan and no allocation of work.
 fn needs_refang(s: &str) -> bool {
     s.bytes()
-        .any(|b| matches!(b, b'[' | b'(' | b'{' | b'x' | b'X'))
+        .any(|b| matches!(b, b'[' | b'(' | b'{' | b']' | b'x' | b'X'))
+        || (!s.is_ascii() && s.contains(WIDE_DOTS))
 }
 
 /// A bracketed defang at the start of `b`: its length and what it stands for.
@@ -130,7 +182,22 @@ mod tests {
     fn every_common_defang_style_is_undone() {
         let cases = [
             ("hxxp://evil[.]com/a", "http://evil.com/a"),
-            ("hXXps://evil[.]com", "hTTps://evil.com"),
+            ("hXXps://evil[.]com", "https://evil.com"),
+            ("HXXPS://evil[.]com", "HTTPS://evil.com"),
+            ("evil [.] com", "evil.com"),
+            ("evil [dot] co [.] uk", "evil.co.uk"),
+            (
+                "http://x[.]com/ce28e899a8d3d00a.]dat",
+                "http://x.com/ce28e899a8d3d00a.dat",
+            ),
+            ("evil.]ru", "evil.ru"),
+            ("evil[.com", "evil.com"),
+            (
+                "evil\u{FF0E}jp evil\u{3002}cn evil\u{FF61}io",
+                "evil.jp evil.cn evil.io",
+            ),
+            ("例子\u{3002}中国", "例子.中国"),
+            ("done\u{3002} Next", "done\u{3002} Next"),
             ("hxxp[:]//evil[.]com", "http://evil.com"),
             ("evil(.)com", "evil.com"),
             ("evil[dot]com", "evil.com"),
@@ -154,7 +221,7 @@ mod tests {
     fn nested_defanged_url_in_a_path_is_refanged_too() {
         assert_eq!(
             refang("https://dwnfls[.]online/--/hXXps:/www[.]mit.gov.it/mit/x"),
-            "https://dwnfls.online/--/hTTps:/www.mit.gov.it/mit/x"
+            "https://dwnfls.online/--/https:/www.mit.gov.it/mit/x"
         );
     }
 

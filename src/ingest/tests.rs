@@ -274,6 +274,21 @@ fn a_url_alone_on_its_line_keeps_its_last_character_and_one_in_a_sentence_does_n
     );
 }
 
+#[test]
+fn an_ipv6_address_with_its_port_is_the_address() {
+    let (_, found) = run(
+        "v6.txt",
+        b"[2a03:2880:f10e:83:face:b00c:0:25de]:443\nC2 at [2a03:2880:f10e:83:face:b00c:0:25df]:8080.\n",
+    );
+    assert_eq!(
+        values(&found),
+        [
+            "2a03:2880:f10e:83:face:b00c:0:25de",
+            "2a03:2880:f10e:83:face:b00c:0:25df"
+        ]
+    );
+}
+
 // ---------------------------------------------------------------------------------------- LOKI
 
 #[test]
@@ -330,7 +345,7 @@ fn nested_defanged_url_stays_in_the_outer_url_path() {
     let (_, found) = run("q.adoc", b"- `++https://dwnfls[.]online/--/hXXps:/www[.]mit.gov.it/mit/sitephp=vclm=3id_cat=150++`\n");
     assert_eq!(
         values(&found),
-        vec!["https://dwnfls.online/--/hTTps:/www.mit.gov.it/mit/sitephp=vclm=3id_cat=150"]
+        vec!["https://dwnfls.online/--/https:/www.mit.gov.it/mit/sitephp=vclm=3id_cat=150"]
     );
 }
 

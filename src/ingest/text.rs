@@ -206,6 +206,16 @@ fn take(raw: &str, alone: bool, n: usize, sink: &mut Sink<'_>, flavor: Flavor) -
             prose
         }
     };
+    // `[2a03:2880::25de]:443`: an IPv6 address and its port (the brackets would be trimmed as
+    // wrappers, leaving `...]:443`).
+    if let Some((address, port)) = raw.strip_prefix('[').and_then(|r| r.split_once("]:"))
+        && let port = trim_wrappers(port)
+        && !port.is_empty()
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && address.parse::<std::net::Ipv6Addr>().is_ok()
+    {
+        return sink.offer(classify(address, sink.opts), n);
+    }
     let mut t = trim(raw);
     // Most tokens of prose are plain words: no dot, colon, slash or @, too short for a hash.
     if t.len() < 3 || (t.len() < 32 && !t.bytes().any(|b| matches!(b, b'.' | b':' | b'/' | b'@'))) {

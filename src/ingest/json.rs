@@ -48,7 +48,7 @@ use super::{Classified, Format, MAX_DOCUMENT, SkipReason, classify, refang};
 use crate::indicator::{FileHash, Indicator};
 
 /// Words that make a generic JSON key an indicator key.
-pub const INDICATOR_KEY_WORDS: [&str; 30] = [
+pub const INDICATOR_KEY_WORDS: [&str; 32] = [
     "c2",
     "cnc",
     "c&c",
@@ -79,6 +79,8 @@ pub const INDICATOR_KEY_WORDS: [&str; 30] = [
     "indicators",
     "fqdn",
     "panel",
+    "nameserver",
+    "nameservers",
 ];
 
 /// Words that make a generic JSON key name a collection of indicators (all in

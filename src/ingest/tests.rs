@@ -459,9 +459,10 @@ fn an_abuse_ch_dump_is_read_by_its_commented_header() {
 #[test]
 fn csv_headers_that_name_an_indicator_are_read_whatever_else_they_say() {
     let input = format!(
-        "malware_sha256,Stage2 URL,update_domain,c2_hostname,Domain Name,file_name,user_agent\n\
+        "malware_sha256,Stage2 URL,update_domain,c2_hostname,Domain Name,file_name,user_agent,\
+         nameserver\n\
          {SHA256},http://evil-o.com/stage2.bin,upd.evil-p.com,c2.evil-q.com,evil-s.com,setup.py,\
-         Mozilla/5.0 (compatible; evil.com)\n"
+         Mozilla/5.0 (compatible; evil.com),ns1.evil-r.com\n"
     );
     let (_, found) = run("cols.csv", input.as_bytes());
     assert_eq!(
@@ -471,7 +472,8 @@ fn csv_headers_that_name_an_indicator_are_read_whatever_else_they_say() {
             "http://evil-o.com/stage2.bin",
             "upd.evil-p.com",
             "c2.evil-q.com",
-            "evil-s.com"
+            "evil-s.com",
+            "ns1.evil-r.com"
         ]
     );
 }

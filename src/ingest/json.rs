@@ -29,7 +29,7 @@
 //!   split into words (camelCase, `_`, `-`, `.`, spaces) and counts when one word is in
 //!   [`INDICATOR_KEY_WORDS`] (`dnsServer`, `c2`, `url`, `domain`, `ip`, `hash`...) and none is
 //!   in [`BENIGN_KEY_WORDS`]: those name what a malware configuration leaves alone (its
-//!   `blockList` of ad domains, `excluded_domains`, a sandbox check's `blacklisted_ips`,
+//!   `excluded_domains`, a sandbox check's `whitelisted_ips`,
 //!   `connectivity_check_hosts`) or a link to what describes an indicator (`report_url`,
 //!   `reference`), and nothing under them is taken, whatever the keys below. A list under an
 //!   indicator key counts whole. An object under one is read by its own keys, as a
@@ -89,8 +89,10 @@ pub const COLLECTION_KEY_WORDS: [&str; 4] = ["ioc", "iocs", "indicator", "indica
 
 /// Words that make a generic JSON key name what is not an indicator, whatever its other words
 /// (`excluded_domains`, `report_url`): benign, allow and exclusion lists, a malware's checks of
-/// the network, links to reports.
-pub const BENIGN_KEY_WORDS: [&str; 39] = [
+/// the network, links to reports. Not `block` or `deny`: a defender's `blocklist_domains` is
+/// what to look up, however a malware's `blockList` of ad domains (no indicator word: not taken
+/// anyway) uses the word.
+pub const BENIGN_KEY_WORDS: [&str; 30] = [
     "allow",
     "allowed",
     "allowlist",
@@ -98,15 +100,6 @@ pub const BENIGN_KEY_WORDS: [&str; 39] = [
     "white",
     "whitelist",
     "whitelisted",
-    "black",
-    "blacklist",
-    "blacklisted",
-    "block",
-    "blocked",
-    "blocklist",
-    "blocklisted",
-    "deny",
-    "denylist",
     "exclude",
     "excluded",
     "excludes",
@@ -1011,10 +1004,14 @@ mod tests {
         for k in ["blockList", "token", "description", "zip", "skipList"] {
             assert!(!is_indicator_key(k), "{k}");
         }
+        // A defender's block list is what to look up.
+        for k in ["blocklist_domains", "blacklistedIps", "deny_urls"] {
+            assert!(is_indicator_key(k), "{k}");
+        }
         // A benign word wins over an indicator word.
         for k in [
             "excluded_domains",
-            "blacklisted_ips",
+            "whitelisted_ips",
             "connectivity_check_hosts",
             "whitelistUrls",
             "allowlist_ip",
@@ -1113,7 +1110,7 @@ mod tests {
   "c2": ["evil-ca.com"],
   "connectivity_check_hosts": ["www.msftconnecttest.com"],
   "excluded_domains": ["microsoft.com"],
-  "sandbox_evasion": {"blacklisted_ips": ["8.8.8.8"]},
+  "sandbox_evasion": {"whitelisted_ips": ["8.8.8.8"]},
   "whitelist": {"domains": ["windowsupdate.com"], "iocs": ["google.com"]}
 }"#,
         );

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -375,11 +376,16 @@ impl Worker {
             }
             Err(e) => return Outcome::Retry(format!("cannot read {shown}: {e}")),
         }
-        if !self.store.mark_submitting(job, now).await.unwrap_or(false) {
-            return Outcome::Release;
-        }
-        tracing::info!(path = %shown, size, "uploading");
-        match self.client.upload_file(&path, max).await {
+        let mark = || -> BoxFuture<'_, bool> {
+            Box::pin(async {
+                let marked = self.mark_submitting(job).await;
+                if marked {
+                    tracing::info!(path = %shown, size, "uploading");
+                }
+                marked
+            })
+        };
+        match self.client.upload_file_with(&path, max, Some(&mark)).await {
             Ok(analysis) => self.first_poll(analysis.id),
             Err(vt::Error::TooLarge { .. }) => {
                 unknown(now, "VirusTotal refused the upload as too large")
@@ -389,18 +395,26 @@ impl Worker {
     }
 
     async fn submit_url(&self, job: &Job) -> Outcome {
-        if !self
-            .store
-            .mark_submitting(job, now_millis())
+        let mark = || -> BoxFuture<'_, bool> { Box::pin(self.mark_submitting(job)) };
+        match self
+            .client
+            .submit_url_with(&job.indicator, Some(&mark))
             .await
-            .unwrap_or(false)
         {
-            return Outcome::Release;
-        }
-        match self.client.submit_url(&job.indicator).await {
             Ok(analysis) => self.first_poll(analysis.id),
             Err(e) => self.failure(job, e),
         }
+    }
+
+    /// Records that `job`'s submission is about to be sent, its quota granted: from then on, a
+    /// crash leaves an interrupted submission to confirm, never a second upload. `false` when
+    /// this worker no longer holds the job (or the database refused): the submission is called
+    /// off.
+    async fn mark_submitting(&self, job: &Job) -> bool {
+        self.store
+            .mark_submitting(job, now_millis())
+            .await
+            .unwrap_or(false)
     }
 
     fn first_poll(&self, analysis_id: String) -> Outcome {
@@ -505,7 +519,7 @@ impl Worker {
         let now = now_millis();
         match e {
             e if e.is_auth() => Outcome::Fatal(format!("VirusTotal refused the API key: {e}")),
-            vt::Error::Denied(Denied::ShuttingDown) => Outcome::Release,
+            vt::Error::Denied(Denied::ShuttingDown) | vt::Error::CalledOff => Outcome::Release,
             vt::Error::Denied(Denied::Exhausted { until }) => {
                 let until = until
                     .duration_since(std::time::UNIX_EPOCH)

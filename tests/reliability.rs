@@ -602,3 +602,47 @@ async fn malformed_replies_each_get_a_clear_outcome_and_the_work_goes_on() {
         "an analysis not finished may yet find it malicious"
     );
 }
+
+/// A submission is marked as started only once its quota is granted: a stop while it still waits
+/// for the gate (a public key's minute) leaves no interrupted upload to confirm for an hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_an_upload_waits_for_quota_leaves_no_upload_mark() {
+    let mut world = World::new(World::fast_sim()).await.allow_uploads();
+    world.config.quota.requests = 1;
+    world.config.quota.window_secs = 60.0;
+    let content = b"unknown to VirusTotal, waiting for quota";
+    let path = world.file("wait.bin", content);
+    let pipeline = pipeline(&world).await;
+    let job = NewJob {
+        kind: Kind::File,
+        indicator: sha256(content),
+        allow_submit: true,
+        path: Some(vtriage::store::FileSeen::at(
+            path.display().to_string(),
+            content.len() as u64,
+        )),
+        source: None,
+    };
+    pipeline
+        .store
+        .enqueue(&[job], now_millis(), 86_400_000, 5)
+        .await
+        .unwrap();
+    pipeline.spawn_workers();
+    // The lookup spends the window's one request; the upload then waits for the next window.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while world.sim.stats().api_requests < 1 {
+        assert!(Instant::now() < deadline, "the lookup was made");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    pipeline.shutdown().await;
+    let (state, submitted_at): (String, Option<i64>) =
+        sqlx::query_as("SELECT state, submitted_at FROM jobs")
+            .fetch_one(pipeline.sqlite.as_deref().unwrap().read_pool())
+            .await
+            .unwrap();
+    assert_eq!(state, "available", "handed back for the next run");
+    assert_eq!(submitted_at, None, "nothing was sent: no upload to confirm");
+    assert!(world.sim.stats().uploads.is_empty());
+}

@@ -111,6 +111,14 @@ pub(crate) fn should_retry(effect: Effect, failure: &Failure) -> bool {
     }
 }
 
+/// What a submission (an upload, a URL) does once its request may go, its quota granted, and
+/// before anything is sent: record the intent to submit. A crash from then on is taken for an
+/// interrupted submission (the object may have reached VirusTotal); a stop while the request
+/// still waited for quota leaves no such mark. `false` calls the submission off unsent
+/// ([`Error::CalledOff`]).
+pub type BeforeSending<'a> =
+    &'a (dyn Fn() -> futures_util::future::BoxFuture<'a, bool> + Send + Sync);
+
 /// A VirusTotal v3 API client. Cheap to clone: clones share the connection pool and the gate.
 #[derive(Clone)]
 pub struct Client {
@@ -274,6 +282,16 @@ impl Client {
     /// refused locally with [`Error::TooLarge`]. Never repeated once the server may have
     /// received it.
     pub async fn upload_file(&self, path: &Path, max_size: u64) -> Result<AnalysisRef, Error> {
+        self.upload_file_with(path, max_size, None).await
+    }
+
+    /// [`Client::upload_file`], calling `before_sending` right before the upload is sent.
+    pub async fn upload_file_with(
+        &self,
+        path: &Path,
+        max_size: u64,
+        before_sending: Option<BeforeSending<'_>>,
+    ) -> Result<AnalysisRef, Error> {
         let size = tokio::fs::metadata(path)
             .await
             .map_err(|e| io_error(path, e))?
@@ -286,10 +304,12 @@ impl Client {
         }
         if size <= self.direct_upload_limit {
             let url = self.endpoint(&["files"])?;
-            self.upload(url, true, path).await
+            self.upload(url, true, path, before_sending).await
         } else {
             let upload_url = self.get_upload_url().await?;
-            self.upload_file_to(&upload_url, path).await
+            let url = Url::parse(&upload_url)
+                .map_err(|e| Error::Invalid(format!("the upload URL is not a URL: {e}")))?;
+            self.upload(url, false, path, before_sending).await
         }
     }
 
@@ -315,7 +335,7 @@ impl Client {
     ) -> Result<AnalysisRef, Error> {
         let url = Url::parse(upload_url)
             .map_err(|e| Error::Invalid(format!("the upload URL is not a URL: {e}")))?;
-        self.upload(url, false, path).await
+        self.upload(url, false, path, None).await
     }
 
     /// `POST /{collection}/{id}/analyse`: asks for a fresh analysis of a known item.
@@ -333,13 +353,23 @@ impl Client {
 
     /// `POST /urls` with the form field `url`: submits a URL for analysis.
     pub async fn submit_url(&self, url: &str) -> Result<AnalysisRef, Error> {
+        self.submit_url_with(url, None).await
+    }
+
+    /// [`Client::submit_url`], calling `before_sending` right before the URL is sent.
+    pub async fn submit_url_with(
+        &self,
+        url: &str,
+        before_sending: Option<BeforeSending<'_>>,
+    ) -> Result<AnalysisRef, Error> {
         let endpoint = self.endpoint(&["urls"])?;
-        self.api(
+        self.api_with(
             Method::POST,
             endpoint,
             Effect::Creates,
             |r| r.form(&[("url", url)]),
             AnalysisRef::parse,
+            before_sending,
         )
         .await
     }
@@ -527,7 +557,13 @@ impl Client {
 
     /// Uploads `path` as the multipart part `file` to `url`; `gated` for `POST /files` (an API
     /// call), not for an upload URL.
-    async fn upload(&self, url: Url, gated: bool, path: &Path) -> Result<AnalysisRef, Error> {
+    async fn upload(
+        &self,
+        url: Url,
+        gated: bool,
+        path: &Path,
+        before_sending: Option<BeforeSending<'_>>,
+    ) -> Result<AnalysisRef, Error> {
         let file_name = upload_file_name(path);
         let label = format!("POST {}", url.path());
         let attempt = || {
@@ -561,6 +597,12 @@ impl Client {
                     .request(Method::POST, url)
                     .multipart(form)
                     .timeout(timeout);
+                if let Some(called_off) = Self::call_off(before_sending).await {
+                    if let Some(grant) = grant {
+                        self.gate.unsent(grant).await;
+                    }
+                    return Err(called_off);
+                }
                 let reply = self.exchange(&label, request).await;
                 if let Some(grant) = grant {
                     self.hand_back(grant, &reply).await;
@@ -580,6 +622,19 @@ impl Client {
         build: impl Fn(RequestBuilder) -> RequestBuilder,
         parse: impl Fn(&[u8]) -> Result<T, Error>,
     ) -> Result<T, Error> {
+        self.api_with(method, url, effect, build, parse, None).await
+    }
+
+    /// [`Client::api`], calling `before_sending` once the quota is granted.
+    async fn api_with<T>(
+        &self,
+        method: Method,
+        url: Url,
+        effect: Effect,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+        parse: impl Fn(&[u8]) -> Result<T, Error>,
+        before_sending: Option<BeforeSending<'_>>,
+    ) -> Result<T, Error> {
         let label = format!("{method} {}", url.path());
         let (label, parse) = (&label, &parse);
         let attempt = || {
@@ -593,6 +648,10 @@ impl Client {
                 let turned = Instant::now();
                 let grant = self.gate.acquire().await.map_err(Error::from)?;
                 let granted = Instant::now();
+                if let Some(called_off) = Self::call_off(before_sending).await {
+                    self.gate.unsent(grant).await;
+                    return Err(called_off);
+                }
                 let reply = self.exchange(label, request).await;
                 self.hand_back(grant, &reply).await;
                 // Where a request's time went (`RUST_LOG=vtriage::vt=trace`; BENCHMARKS.md).
@@ -607,6 +666,17 @@ impl Client {
             }
         };
         self.retrying(effect, attempt).await
+    }
+
+    /// Runs `before_sending`, if any: the failure that calls the request off, if it does.
+    async fn call_off(before_sending: Option<BeforeSending<'_>>) -> Option<Failure> {
+        match before_sending {
+            Some(intent) if !intent().await => Some(Failure {
+                error: Error::CalledOff,
+                nothing_sent: true,
+            }),
+            _ => None,
+        }
     }
 
     /// Hands `grant` back to the gate once its request is over: answered, or never sent.

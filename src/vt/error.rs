@@ -94,6 +94,11 @@ pub enum Error {
     #[error(transparent)]
     Denied(#[from] quota::Denied),
 
+    /// A submission was called off after its quota was granted and before anything was sent:
+    /// the caller no longer holds the job (see [`BeforeSending`](super::client::BeforeSending)).
+    #[error("the submission was called off before it was sent")]
+    CalledOff,
+
     /// A local file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {

@@ -5,6 +5,7 @@
 //! Hashing runs on blocking threads, in parallel with network work; the watcher's channel is
 //! bounded, so a storm of dropped files waits for the hashers instead of filling memory.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -12,6 +13,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use backon::{ExponentialBuilder, Retryable};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, UploadPolicy};
 use crate::indicator::Kind;
@@ -24,14 +26,39 @@ use crate::watch::{self, SettledFile};
 /// Files (or indicators) queued per transaction.
 const BATCH: usize = 500;
 
-/// How a batch the database refused (disk full, locked) is offered again: after 200 ms, then
-/// twice as long each time up to 30 s, for as long as it takes, since what the watcher handed
-/// over is not handed over again.
-fn until_the_database_takes_it() -> ExponentialBuilder {
-    ExponentialBuilder::new()
+/// Offers `attempt` to the database until it takes it, while `refused` says the error is the
+/// database's (disk full, locked): after 200 ms, then twice as long each time up to 30 s, since
+/// what the watcher handed over is not handed over again while the daemon runs. Not once the
+/// daemon is stopping: what was not queued was not recorded either, so the next start reads it
+/// again. `log` says why each offer failed.
+async fn until_the_database_takes_it<T, E, Fut>(
+    attempt: impl FnMut() -> Fut,
+    refused: impl Fn(&E) -> bool,
+    log: impl Fn(&E),
+    stop: &CancellationToken,
+) -> Result<T, E>
+where
+    Fut: Future<Output = Result<T, E>>,
+{
+    let backoff = ExponentialBuilder::new()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(30))
-        .without_max_times()
+        .without_max_times();
+    let waiting = stop.clone();
+    attempt
+        .retry(backoff)
+        .sleep(move |delay| {
+            let stop = waiting.clone();
+            async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.cancelled() => {}
+                }
+            }
+        })
+        .when(|e| refused(e) && !stop.is_cancelled())
+        .notify(|e, _| log(e))
+        .await
 }
 
 /// What the daemon watches.
@@ -68,6 +95,7 @@ pub async fn run(pipeline: &Pipeline, watched: &Watched) -> anyhow::Result<()> {
             allow,
             max_age_ms,
             pipeline.config.daemon.max_attempts,
+            stop.clone(),
         ));
         tracing::info!(dir = %dir.display(), "watching the drop directory");
     }
@@ -90,6 +118,7 @@ pub async fn run(pipeline: &Pipeline, watched: &Watched) -> anyhow::Result<()> {
             rx,
             pipeline.store.clone(),
             pipeline.config.clone(),
+            stop.clone(),
         ));
         tracing::info!(dir = %dir.display(), "watching the lists directory");
     }
@@ -211,6 +240,7 @@ async fn queue_dropped_files(
     allow_submit: bool,
     max_age_ms: i64,
     max_attempts: u32,
+    stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let parallel = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -233,6 +263,9 @@ async fn queue_dropped_files(
             Some(done) = hashing.join_next(), if !hashing.is_empty() => {
                 let Ok((file, waited, hashed)) = done else { continue };
                 match hashed {
+                    // Deleted (or changed) while it was hashed: nothing to triage, or the
+                    // watcher sends it again.
+                    Ok(_) if !unchanged(&file) => {}
                     Ok(sha256) => {
                         if !waited.is_zero() {
                             tracing::info!(path = %file.path.display(), "a dropped file is readable now");
@@ -257,14 +290,14 @@ async fn queue_dropped_files(
                 }
             }
             _ = tokio::time::sleep(Duration::from_millis(100)), if !batch.is_empty() => {
-                flush(&*store, &mut batch, max_age_ms, max_attempts).await;
+                flush(&*store, &mut batch, max_age_ms, max_attempts, &stop).await;
             }
         }
         if batch.len() >= BATCH {
-            flush(&*store, &mut batch, max_age_ms, max_attempts).await;
+            flush(&*store, &mut batch, max_age_ms, max_attempts, &stop).await;
         }
     }
-    flush(&*store, &mut batch, max_age_ms, max_attempts).await;
+    flush(&*store, &mut batch, max_age_ms, max_attempts, &stop).await;
     Ok(())
 }
 
@@ -319,18 +352,28 @@ fn unchanged(file: &SettledFile) -> bool {
     })
 }
 
-async fn flush(store: &dyn Store, batch: &mut Vec<NewJob>, max_age_ms: i64, max_attempts: u32) {
+async fn flush(
+    store: &dyn Store,
+    batch: &mut Vec<NewJob>,
+    max_age_ms: i64,
+    max_attempts: u32,
+    stop: &CancellationToken,
+) {
     if batch.is_empty() {
         return;
     }
     let jobs: &[NewJob] = batch;
-    // Retried without end: this returns once the batch is queued.
-    let _ = (|| store.enqueue(jobs, now_millis(), max_age_ms, max_attempts))
-        .retry(until_the_database_takes_it())
-        .notify(|e, _| {
-            tracing::error!(error = %e, files = jobs.len(), "cannot queue files; retrying");
-        })
-        .await;
+    let queued = until_the_database_takes_it(
+        || store.enqueue(jobs, now_millis(), max_age_ms, max_attempts),
+        |_| true,
+        |e| tracing::error!(error = %e, files = jobs.len(), "cannot queue files; retrying"),
+        stop,
+    )
+    .await;
+    if let Err(e) = queued {
+        tracing::warn!(error = %e, files = jobs.len(),
+            "stopping with files not queued; they are read again at the next start");
+    }
     batch.clear();
 }
 
@@ -339,6 +382,7 @@ async fn queue_lists(
     mut rx: mpsc::Receiver<SettledFile>,
     store: Arc<dyn Store>,
     config: Arc<Config>,
+    stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut later = ReadLater::default();
     loop {
@@ -356,13 +400,13 @@ async fn queue_lists(
         };
         // Like the drop directory: a database that refuses a batch is retried (queueing a list
         // again only adds its provenance to what is already queued).
-        let queued = (|| lists::queue(&*store, &file.path, None, &config))
-            .retry(until_the_database_takes_it())
-            .when(|e| matches!(e, lists::ListError::Store(_)))
-            .notify(|e, _| {
-                tracing::error!(error = %e, list = %file.path.display(), "cannot queue a list; retrying");
-            })
-            .await;
+        let queued = until_the_database_takes_it(
+            || lists::queue(&*store, &file.path, None, &config),
+            |e| matches!(e, lists::ListError::Store(_)),
+            |e| tracing::error!(error = %e, list = %file.path.display(), "cannot queue a list; retrying"),
+            &stop,
+        )
+        .await;
         match queued {
             Ok(list) => {
                 for line in lists::describe(&list.list, false).lines() {
@@ -431,6 +475,68 @@ mod tests {
         assert!(gave_up.is_err());
         assert_eq!(later.next().await.1, FIRST_READ_RETRY);
         assert_eq!(later.next().await.1, Duration::from_secs(80));
+    }
+
+    /// A file deleted, or written again, while it was hashed: its digest is of nothing that is
+    /// there to triage (the watcher sends a new version again).
+    #[tokio::test]
+    async fn a_file_that_changed_while_it_was_hashed_is_not_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            crate::store::sqlite::SqliteStore::open(&dir.path().join("v.db"))
+                .await
+                .unwrap(),
+        );
+        let kept = file_in(dir.path());
+        let mut changed = kept.clone();
+        changed.path = dir.path().join("changed.bin");
+        std::fs::write(&changed.path, b"written again since it settled").unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(kept).await.unwrap();
+        tx.send(changed).await.unwrap();
+        drop(tx);
+        queue_dropped_files(rx, store.clone(), false, 1, 5, CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            store.counts().await.unwrap().by_state["available"]["file"],
+            1
+        );
+    }
+
+    /// A database that keeps refusing (a full disk) is offered the batch again and again, until
+    /// the daemon stops: then at once, not when the disk has room again.
+    #[tokio::test(start_paused = true)]
+    async fn refused_batches_are_offered_again_until_the_daemon_stops() {
+        let stop = CancellationToken::new();
+        let offers = std::sync::atomic::AtomicU32::new(0);
+        let stopper = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            stopper.cancel();
+        });
+        let started = tokio::time::Instant::now();
+        let refused: Result<(), &str> = until_the_database_takes_it(
+            || {
+                offers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                async { Err("database or disk is full") }
+            },
+            |_| true,
+            |_| {},
+            &stop,
+        )
+        .await;
+        assert!(refused.is_err());
+        let offers = offers.into_inner();
+        assert!(
+            (20..40).contains(&offers),
+            "offered {offers} times in 10 min"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(601),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

@@ -178,7 +178,14 @@ pub async fn scan(
     }
     bar.finish_and_clear();
 
-    let (mut ids, _) = crate::lists::enqueue(&*pipeline.store, &jobs, &pipeline.config).await?;
+    let (mut ids, _) = crate::lists::enqueue(&*pipeline.store, &jobs, &pipeline.config)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot queue the files in the database {}: {e}; nothing was triaged",
+                pipeline.config.db
+            )
+        })?;
     ids.sort_unstable();
     ids.dedup();
 

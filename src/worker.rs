@@ -115,21 +115,35 @@ impl Worker {
     /// time (claimed together with the other workers, see [`SharedClaims`]). When idle it
     /// checks for due work every `idle` interval.
     pub async fn run(self, stop: CancellationToken, idle: Duration) {
+        // Claims the database refused in a row (a full disk): the worker waits longer after
+        // each, up to 30 s, and says so once, not five times a second.
+        let mut refused = 0u32;
         loop {
             if stop.is_cancelled() || self.fatal.is_cancelled() {
                 return;
             }
             let lease_ms = (self.config.daemon.lease_secs * 1000.0) as i64;
             let job = match self.claims.next(&*self.store, &self.owner, lease_ms).await {
-                Ok(job) => job,
+                Ok(job) => {
+                    if refused > 0 {
+                        tracing::info!("claiming jobs works again");
+                        refused = 0;
+                    }
+                    job
+                }
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot claim jobs; retrying");
+                    if refused == 0 {
+                        tracing::error!(error = %e, "cannot claim jobs; retrying, less often while it lasts");
+                    }
+                    refused = refused.saturating_add(1);
                     None
                 }
             };
             let Some(job) = job else {
+                let wait =
+                    (idle * 2u32.saturating_pow(refused.min(8))).min(Duration::from_secs(30));
                 tokio::select! {
-                    _ = tokio::time::sleep(idle) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = stop.cancelled() => return,
                     _ = self.fatal.cancelled() => return,
                 }
@@ -347,35 +361,57 @@ impl Worker {
             Err(e) => return Outcome::Retry(format!("database: {e}")),
         };
         // Any copy will do, as long as it still has the content the job is named after.
-        let found = paths.iter().flat_map(|p| crate::store::path_candidates(p));
-        let Some((path, size)) = found.into_iter().find_map(|p| {
-            let meta = std::fs::metadata(&p).ok()?;
-            meta.is_file().then_some((p, meta.len()))
-        }) else {
+        let copies: Vec<(std::path::PathBuf, u64)> = paths
+            .iter()
+            .flat_map(|p| crate::store::path_candidates(p))
+            .filter_map(|p| {
+                let meta = std::fs::metadata(&p).ok()?;
+                meta.is_file().then_some((p, meta.len()))
+            })
+            .collect();
+        if copies.is_empty() {
             return Outcome::Discard(VerdictRecord::failed(
                 "no copy of the file is left on this host to upload",
                 now,
             ));
-        };
+        }
         let max = self.config.upload.max_file_size;
-        if size > max {
-            return unknown(
-                now,
-                format!(
-                    "VirusTotal does not know it; not uploaded: {size} bytes is over the {max}-byte limit"
-                ),
-            );
-        }
-        let shown = crate::store::path_text(&path);
-        match crate::hashing::sha256_file(&path).await {
-            Ok(digest) if digest == job.indicator => {}
-            Ok(_) => {
-                return Outcome::Retry(format!(
-                    "{shown} changed since it was hashed; looking for another copy"
-                ));
+        let mut unreadable = None;
+        let mut found = None;
+        for (path, size) in copies {
+            if size > max {
+                return unknown(
+                    now,
+                    format!(
+                        "VirusTotal does not know it; not uploaded: {size} bytes is over the {max}-byte limit"
+                    ),
+                );
             }
-            Err(e) => return Outcome::Retry(format!("cannot read {shown}: {e}")),
+            match crate::hashing::sha256_file(&path).await {
+                Ok(digest) if digest == job.indicator => {
+                    found = Some((path, size));
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let shown = crate::store::path_text(&path);
+                    unreadable = Some(format!("cannot read {shown}: {e}"));
+                }
+            }
         }
+        let Some((path, size)) = found else {
+            // Every copy was written over since it was hashed: their new content is triaged as
+            // a file of its own, and looking this one up again would find nothing new.
+            return match unreadable {
+                Some(why) => Outcome::Retry(why),
+                None => unknown(
+                    now,
+                    "VirusTotal does not know it; not uploaded: every copy changed before it \
+                     could be (their new content is triaged on its own)",
+                ),
+            };
+        };
+        let shown = crate::store::path_text(&path);
         let mark = || -> BoxFuture<'_, bool> {
             Box::pin(async {
                 let marked = self.mark_submitting(job).await;

@@ -646,3 +646,51 @@ async fn a_stop_while_an_upload_waits_for_quota_leaves_no_upload_mark() {
     assert_eq!(submitted_at, None, "nothing was sent: no upload to confirm");
     assert!(world.sim.stats().uploads.is_empty());
 }
+
+/// A file written over after it was queued: the old content's job ends at once, `unknown`, with
+/// one lookup, instead of a lookup per attempt and then `failed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_written_over_before_its_upload_costs_one_lookup() {
+    let world = World::new(World::fast_sim()).await.allow_uploads();
+    let old = b"the content that was hashed";
+    let path = world.file("doc.bin", b"the content written over it since");
+    let pipeline = pipeline(&world).await;
+    let job = NewJob {
+        kind: Kind::File,
+        indicator: sha256(old),
+        allow_submit: true,
+        path: Some(vtriage::store::FileSeen::at(
+            path.display().to_string(),
+            old.len() as u64,
+        )),
+        source: None,
+    };
+    let ids: Vec<i64> = pipeline
+        .store
+        .enqueue(&[job], now_millis(), 86_400_000, 5)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    pipeline.spawn_workers();
+    tokio::time::timeout(Duration::from_secs(20), pipeline.drain(&ids, |_, _| {}))
+        .await
+        .expect("finished in time")
+        .unwrap();
+    let results = pipeline.store.results(&ids).await.unwrap();
+    pipeline.shutdown().await;
+    let verdict = results[0].verdict.as_ref().unwrap();
+    assert_eq!(verdict.verdict.as_str(), "unknown", "{verdict:?}");
+    assert!(
+        verdict
+            .note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("changed"),
+        "{verdict:?}"
+    );
+    let stats = world.sim.stats();
+    assert_eq!(stats.api_requests, 1, "{stats:?}");
+    assert!(stats.uploads.is_empty());
+}

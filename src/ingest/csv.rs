@@ -92,6 +92,8 @@ pub(crate) struct CsvState {
     held: Option<Held>,
     /// The cells of the last comment before the first record that could be a header.
     commented_header: Option<Vec<String>>,
+    /// How many cells the first record has (its header's, or its first row's).
+    columns: usize,
 }
 
 /// The lines read so far of a record that spans lines.
@@ -143,6 +145,7 @@ impl CsvState {
         held.lines.push((n, line.to_owned()));
         held.bytes += line.len() + 1;
         if !held.cells.in_quotes {
+            self.warn_of_swallowed_records(&held, sink);
             // The record is named by its first line.
             let text: Vec<&str> = held.lines.iter().map(|(_, l)| l.as_str()).collect();
             self.record(held.cells.finish(), &text.join("\n"), held.lines[0].0, sink);
@@ -150,6 +153,29 @@ impl CsvState {
             self.read_one_by_one(held, sink);
         } else {
             self.held = Some(held);
+        }
+    }
+
+    /// A quoted cell spanning lines is a comment with line breaks (MISP's export), or a stray
+    /// quote that made the records after it one cell, their indicators unread. A line inside it
+    /// with as many cells as a record has is likely such a record: say so, naming the lines.
+    fn warn_of_swallowed_records(&self, held: &Held, sink: &mut Sink<'_>) {
+        if self.columns < 2 {
+            return;
+        }
+        let looks_like_a_record = held.lines.iter().skip(1).any(|(_, line)| {
+            let mut cells = Cells::default();
+            cells.feed(line, self.delim);
+            !cells.in_quotes && cells.finish().len() == self.columns
+        });
+        if let (true, Some((first, _)), Some((last, _))) =
+            (looks_like_a_record, held.lines.first(), held.lines.last())
+        {
+            sink.warn(format!(
+                "lines {first}-{last} were read as one record: a quote opened on line {first} \
+                 closes on line {last}; if it is a stray quote, the records in between were not \
+                 read"
+            ));
         }
     }
 
@@ -191,6 +217,7 @@ impl CsvState {
     fn record(&mut self, cells: Vec<String>, text: &str, n: usize, sink: &mut Sink<'_>) {
         if !self.started {
             self.started = true;
+            self.columns = cells.len();
             if cells.iter().all(|c| !is_indicator_cell(c, sink)) {
                 self.header(&cells);
                 return;

@@ -478,6 +478,23 @@ fn csv_headers_that_name_an_indicator_are_read_whatever_else_they_say() {
     );
 }
 
+/// A hand-edited list's stray quote makes the next record part of a cell: its indicator is not
+/// read, and the summary says which lines went together.
+#[test]
+fn a_stray_quote_that_swallows_a_record_is_named() {
+    let (summary, found) = run(
+        "stray.csv",
+        b"indicator,description\nevil-ab.com,\"C2 server\nevil-ac.com,C2 for \"stage 2\"\nevil-ad.com,C2\n",
+    );
+    assert_eq!(values(&found), ["evil-ab.com", "evil-ad.com"]);
+    assert_eq!(summary.warnings.len(), 1, "{:?}", summary.warnings);
+    assert!(
+        summary.warnings[0].contains("lines 2-3"),
+        "{:?}",
+        summary.warnings
+    );
+}
+
 #[test]
 fn packed_hash_cells_work_in_either_order() {
     let md5 = "52992eb3a59d7acb736cf9b607337d62";

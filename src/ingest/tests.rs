@@ -274,6 +274,18 @@ fn a_url_alone_on_its_line_keeps_its_last_character_and_one_in_a_sentence_does_n
     );
 }
 
+/// ESET's Q3 2020 report: `http://barbatulus[.]xyz/<MAC address>/home/log/HjwLX.dot` is a
+/// template no request ever used; its host is what to look up.
+#[test]
+fn a_url_template_gives_its_host() {
+    let (_, found) = run(
+        "q.adoc",
+        b"- `++hxxp://barbatulus[.]xyz/<MAC address>/home/log/HjwLX.dot++`\n\
+          - `++hxxp://185.153.196.94:8080/<id>/x++`\n",
+    );
+    assert_eq!(values(&found), ["barbatulus.xyz", "185.153.196.94"]);
+}
+
 #[test]
 fn an_ipv6_address_with_its_port_is_the_address() {
     let (_, found) = run(
@@ -332,7 +344,7 @@ fn asciidoc_wrappers_placeholders_ports_and_path_defangs() {
     assert_eq!(
         values(&found),
         vec![
-            "http://barbatulus.xyz/%3CMAC%20addres%3E/home/log/HjwLX.dot",
+            "barbatulus.xyz",
             "http://175.197.40.61:3445/vLFnUf4",
             "http://www.maxscript.cc/update/upscript.mse",
             "175.197.40.61"

@@ -6,7 +6,8 @@
 //! (whitespace including NBSP, `,` `;` `|` quotes and angle brackets), strip wrappers and
 //! trailing prose punctuation from each token, classify it, and look for bounded hash-length hex
 //! runs in tokens that are neither indicators nor paths. A backtick span holding a URL is one
-//! token, spaces and all (`` `++http://host/<MAC address>/x++` ``).
+//! token, spaces and all (`` `++http://host/<MAC address>/x++` ``); a URL holding a `<...>`
+//! placeholder is a template no request used, and gives its host instead.
 
 use std::io::{BufReader, Read};
 
@@ -245,6 +246,21 @@ fn take(raw: &str, alone: bool, n: usize, sink: &mut Sink<'_>, flavor: Flavor) -
             sink.skip(SkipReason::Reference);
             return true;
         }
+    }
+    // `http://c2.example/<MAC address>/log`: a URL template, which VirusTotal cannot know; its
+    // host is the indicator.
+    if let Some((_, rest)) = t.split_once("://")
+        && t.contains('<')
+        && t.contains('>')
+    {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let host_port = authority.rsplit('@').next().unwrap_or_default();
+        let host = match host_port.rsplit_once(':') {
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+            _ => host_port,
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        return sink.offer(classify(host, sink.opts), n);
     }
     let c = classify(t, sink.opts);
     if sink.offer(c, n) {

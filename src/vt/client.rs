@@ -119,6 +119,11 @@ pub(crate) fn should_retry(effect: Effect, failure: &Failure) -> bool {
 pub type BeforeSending<'a> =
     &'a (dyn Fn() -> futures_util::future::BoxFuture<'a, bool> + Send + Sync);
 
+/// The URL [`Client::get_upload_url`] gave.
+fn parse_upload_url(upload_url: &str) -> Result<Url, Error> {
+    Url::parse(upload_url).map_err(|e| Error::Invalid(format!("the upload URL is not a URL: {e}")))
+}
+
 /// A VirusTotal v3 API client. Cheap to clone: clones share the connection pool and the gate.
 #[derive(Clone)]
 pub struct Client {
@@ -306,9 +311,7 @@ impl Client {
             let url = self.endpoint(&["files"])?;
             self.upload(url, true, path, before_sending).await
         } else {
-            let upload_url = self.get_upload_url().await?;
-            let url = Url::parse(&upload_url)
-                .map_err(|e| Error::Invalid(format!("the upload URL is not a URL: {e}")))?;
+            let url = parse_upload_url(&self.get_upload_url().await?)?;
             self.upload(url, false, path, before_sending).await
         }
     }
@@ -333,9 +336,8 @@ impl Client {
         upload_url: &str,
         path: &Path,
     ) -> Result<AnalysisRef, Error> {
-        let url = Url::parse(upload_url)
-            .map_err(|e| Error::Invalid(format!("the upload URL is not a URL: {e}")))?;
-        self.upload(url, false, path, None).await
+        self.upload(parse_upload_url(upload_url)?, false, path, None)
+            .await
     }
 
     /// `POST /{collection}/{id}/analyse`: asks for a fresh analysis of a known item.

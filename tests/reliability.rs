@@ -106,6 +106,45 @@ async fn pipeline(world: &World) -> Arc<Pipeline> {
     Arc::new(p.await.unwrap())
 }
 
+/// Queues `jobs` (`max_attempts` each); their ids.
+async fn queue(pipeline: &Pipeline, jobs: &[NewJob], max_attempts: u32) -> Vec<i64> {
+    pipeline
+        .store
+        .enqueue(jobs, now_millis(), 86_400_000, max_attempts)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// Works until none of `ids` is left (20 s at most), shuts the pipeline down; their results.
+async fn work_through(pipeline: &Pipeline, ids: &[i64]) -> Vec<vtriage::store::JobResult> {
+    pipeline.spawn_workers();
+    tokio::time::timeout(Duration::from_secs(20), pipeline.drain(ids, |_, _| {}))
+        .await
+        .expect("finished in time")
+        .unwrap();
+    let results = pipeline.store.results(ids).await.unwrap();
+    pipeline.shutdown().await;
+    results
+}
+
+/// A job for the file at `path` whose content was `hashed`, to upload if VirusTotal does not
+/// know it.
+fn file_job(path: &Path, hashed: &[u8]) -> NewJob {
+    NewJob {
+        kind: Kind::File,
+        indicator: sha256(hashed),
+        allow_submit: true,
+        path: Some(vtriage::store::FileSeen::at(
+            path.display().to_string(),
+            hashed.len() as u64,
+        )),
+        source: None,
+    }
+}
+
 async fn max_attempt(store: &SqliteStore) -> i64 {
     sqlx::query_scalar("SELECT COALESCE(MAX(attempt), 0) FROM jobs")
         .fetch_one(store.read_pool())
@@ -231,21 +270,8 @@ async fn a_server_that_always_fails_gets_bounded_spaced_attempts_then_a_failed_v
         path: None,
         source: None,
     };
-    let ids: Vec<i64> = pipeline
-        .store
-        .enqueue(&[job], now_millis(), 86_400_000, 3)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    pipeline.spawn_workers();
-    tokio::time::timeout(Duration::from_secs(20), pipeline.drain(&ids, |_, _| {}))
-        .await
-        .expect("finished in time")
-        .unwrap();
-    let results = pipeline.store.results(&ids).await.unwrap();
-    pipeline.shutdown().await;
+    let ids = queue(&pipeline, &[job], 3).await;
+    let results = work_through(&pipeline, &ids).await;
 
     let times = seen.lock().unwrap().clone();
     let gaps: Vec<u128> = times
@@ -613,21 +639,7 @@ async fn a_stop_while_an_upload_waits_for_quota_leaves_no_upload_mark() {
     let content = b"unknown to VirusTotal, waiting for quota";
     let path = world.file("wait.bin", content);
     let pipeline = pipeline(&world).await;
-    let job = NewJob {
-        kind: Kind::File,
-        indicator: sha256(content),
-        allow_submit: true,
-        path: Some(vtriage::store::FileSeen::at(
-            path.display().to_string(),
-            content.len() as u64,
-        )),
-        source: None,
-    };
-    pipeline
-        .store
-        .enqueue(&[job], now_millis(), 86_400_000, 5)
-        .await
-        .unwrap();
+    queue(&pipeline, &[file_job(&path, content)], 5).await;
     pipeline.spawn_workers();
     // The lookup spends the window's one request; the upload then waits for the next window.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -655,31 +667,8 @@ async fn a_file_written_over_before_its_upload_costs_one_lookup() {
     let old = b"the content that was hashed";
     let path = world.file("doc.bin", b"the content written over it since");
     let pipeline = pipeline(&world).await;
-    let job = NewJob {
-        kind: Kind::File,
-        indicator: sha256(old),
-        allow_submit: true,
-        path: Some(vtriage::store::FileSeen::at(
-            path.display().to_string(),
-            old.len() as u64,
-        )),
-        source: None,
-    };
-    let ids: Vec<i64> = pipeline
-        .store
-        .enqueue(&[job], now_millis(), 86_400_000, 5)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    pipeline.spawn_workers();
-    tokio::time::timeout(Duration::from_secs(20), pipeline.drain(&ids, |_, _| {}))
-        .await
-        .expect("finished in time")
-        .unwrap();
-    let results = pipeline.store.results(&ids).await.unwrap();
-    pipeline.shutdown().await;
+    let ids = queue(&pipeline, &[file_job(&path, old)], 5).await;
+    let results = work_through(&pipeline, &ids).await;
     let verdict = results[0].verdict.as_ref().unwrap();
     assert_eq!(verdict.verdict.as_str(), "unknown", "{verdict:?}");
     assert!(

@@ -614,3 +614,223 @@ async fn a_directory_that_disappears_is_watched_again_once_it_is_back() {
     assert_eq!(relative(&root, &got), ["after"]);
     w.stop().await.unwrap();
 }
+
+/// Set in the child process that runs a test about unreadable directories.
+#[cfg(unix)]
+const UNPRIVILEGED_CHILD: &str = "VTRIAGE_TEST_UNPRIVILEGED_CHILD";
+
+/// The uid and gid the child runs as when this process is root: `nobody`.
+#[cfg(unix)]
+const NOBODY: u32 = 65534;
+
+/// Whether directory permissions stop this process (they do not stop root).
+#[cfg(unix)]
+fn permissions_bind(dir: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let probe = dir.join("probe");
+    fs::create_dir(&probe).unwrap();
+    fs::set_permissions(&probe, fs::Permissions::from_mode(0o000)).unwrap();
+    let binds = fs::read_dir(&probe).is_err();
+    fs::set_permissions(&probe, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::remove_dir(&probe).unwrap();
+    binds
+}
+
+/// A test of unreadable directories needs a process that permissions stop, and CI runs tests
+/// as root. So the test runs again in a child process of this test binary, as `nobody` when
+/// this one is root: `true` in that child (go on with the test), `false` in the parent once the
+/// child passed. Where no child can run as another user, says so and returns `false`; the
+/// tracker's unit tests (`src/watch/tracker.rs`) still cover the logic there.
+#[cfg(unix)]
+fn in_unprivileged_child(test: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os(UNPRIVILEGED_CHILD).is_some() {
+        return true;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let as_nobody = !permissions_bind(dir.path());
+    if as_nobody {
+        std::os::unix::fs::chown(dir.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let child = |exe: &Path| {
+        let mut cmd = std::process::Command::new(exe);
+        cmd.args([test, "--exact"])
+            .env(UNPRIVILEGED_CHILD, "1")
+            .env("TMPDIR", dir.path());
+        if as_nobody {
+            cmd.uid(NOBODY).gid(NOBODY);
+        }
+        cmd.output()
+    };
+    let exe = std::env::current_exe().unwrap();
+    let output = match child(&exe) {
+        // Exec refused: the build directory is out of nobody's reach (under /root). A copy.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            let copy = dir.path().join(exe.file_name().unwrap());
+            fs::copy(&exe, &copy).unwrap();
+            fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
+            child(&copy)
+        }
+        other => other,
+    };
+    match output {
+        Err(e) => {
+            let note = format!(
+                "skipped: {test} cannot run as uid {NOBODY} here ({e}); only the unit tests \
+                 in src/watch/ cover unreadable directories\n"
+            );
+            // Straight to stderr: libtest's capture would hide a passing test's print.
+            let _ = std::io::stderr().write_all(note.as_bytes());
+        }
+        Ok(out) => {
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(out.status.success(), "the child failed:\n{said}");
+            assert!(said.contains("1 passed"), "the child ran no test:\n{said}");
+        }
+    }
+    false
+}
+
+/// Warnings and errors from the whole process, kept: for a child process, which runs one test.
+#[cfg(unix)]
+fn capture_warnings() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    #[derive(Clone, Default)]
+    struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .init();
+    lines.0
+}
+
+/// The warnings captured that name `path`.
+#[cfg(unix)]
+fn warnings_naming(logs: &std::sync::Mutex<Vec<u8>>, path: &Path) -> Vec<String> {
+    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let field = format!("path={}", path.display());
+    text.lines()
+        .filter(|line| line.contains(" WARN ") && line.contains(&field))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(unix)]
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Anyone who may write to the drop directory could stop the daemon (exit 2, then a restart
+/// loop) with `mkdir x; chmod 000 x`: notify's recursive watch fails at the first directory it
+/// may not read. That directory is now skipped with one warning, the rest of the tree is
+/// watched, and the directory is read and watched once a chmod lets it be.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_subdirectory_unreadable_at_start_is_skipped_then_watched_once_readable() {
+    if !in_unprivileged_child(
+        "a_subdirectory_unreadable_at_start_is_skipped_then_watched_once_readable",
+    ) {
+        return;
+    }
+    let logs = capture_warnings();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("drop");
+    let (open, locked) = (root.join("open"), root.join("locked"));
+    fs::create_dir_all(&open).unwrap();
+    fs::create_dir(&locked).unwrap();
+    fs::write(root.join("top.bin"), b"1").unwrap();
+    fs::write(open.join("a.bin"), b"2").unwrap();
+    fs::write(locked.join("inside.bin"), b"3").unwrap();
+    chmod(&locked, 0o000);
+    assert!(
+        fs::read_dir(&locked).is_err(),
+        "permissions must bind this process"
+    );
+
+    let mut w = start(&root, config(100));
+    let got = w
+        .until_quiet(Duration::from_millis(800), Duration::from_secs(5))
+        .await;
+    assert!(!w.handle.is_finished(), "the watcher gave up");
+    assert_eq!(relative(&root, &got), ["open/a.bin", "top.bin"]);
+    // The rest of the tree is watched: files and directories made later are seen.
+    fs::write(open.join("b.bin"), b"4").unwrap();
+    w.until_named("b.bin", Duration::from_secs(3)).await;
+    fs::create_dir(open.join("new")).unwrap();
+    sleep(STARTUP).await;
+    fs::write(open.join("new/c.bin"), b"5").unwrap();
+    w.until_named("c.bin", Duration::from_secs(3)).await;
+
+    chmod(&locked, 0o755);
+    w.until_named("inside.bin", Duration::from_secs(3)).await;
+    // Watched too, now, not only read once.
+    sleep(STARTUP).await;
+    fs::write(locked.join("later.bin"), b"6").unwrap();
+    w.until_named("later.bin", Duration::from_secs(3)).await;
+    w.stop().await.unwrap();
+    let warned = warnings_naming(&logs, &locked);
+    assert_eq!(warned.len(), 1, "one warning: {warned:?}");
+    assert!(
+        warned[0].contains("found once it can be read"),
+        "{warned:?}"
+    );
+}
+
+/// The same directory moved in while the daemon runs (so notify could not watch it) is warned
+/// about, and read and watched once a chmod lets it be.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_subdirectory_moved_in_unreadable_is_watched_once_readable() {
+    if !in_unprivileged_child("a_subdirectory_moved_in_unreadable_is_watched_once_readable") {
+        return;
+    }
+    let logs = capture_warnings();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("drop");
+    fs::create_dir(&root).unwrap();
+    let staging = dir.path().join("staging");
+    fs::create_dir(&staging).unwrap();
+    fs::write(staging.join("inside.bin"), b"1").unwrap();
+    // Write and search but no read: it cannot be listed nor watched, yet it can be moved
+    // (moving a directory to another parent rewrites its "..").
+    chmod(&staging, 0o300);
+    assert!(
+        fs::read_dir(&staging).is_err(),
+        "permissions must bind this process"
+    );
+    let mut w = start(&root, config(100));
+    sleep(STARTUP).await;
+
+    let locked = root.join("locked");
+    fs::rename(&staging, &locked).unwrap();
+    let got = w
+        .until_quiet(Duration::from_millis(800), Duration::from_secs(5))
+        .await;
+    assert!(got.is_empty(), "{got:?}");
+    assert_eq!(warnings_naming(&logs, &locked).len(), 1);
+
+    chmod(&locked, 0o755);
+    w.until_named("inside.bin", Duration::from_secs(3)).await;
+    sleep(STARTUP).await;
+    fs::write(locked.join("later.bin"), b"2").unwrap();
+    w.until_named("later.bin", Duration::from_secs(3)).await;
+    w.stop().await.unwrap();
+    assert_eq!(warnings_naming(&logs, &locked).len(), 1);
+}

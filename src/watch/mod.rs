@@ -4,9 +4,11 @@
 //! This module owns deciding *when* a file is complete: its size, modification time and inode
 //! unchanged for `settle_ms`, checked with stat() on a timer. Notify events are only hints
 //! about where to look, because they can be lost or coalesced; when notify reports lost
-//! events, or too many paths are pending at once, the whole tree is walked again. It does not
-//! read, hash or move files, and never modifies the watched tree; what happens to a file once
-//! it is sent belongs to the receiver of the channel.
+//! events, or too many paths are pending at once, the whole tree is walked again. A
+//! subdirectory that cannot be read is skipped with a warning, and walked and watched once a
+//! change to it (a chmod) shows it can be. It does not read, hash or move files, and never
+//! modifies the watched tree; what happens to a file once it is sent belongs to the receiver
+//! of the channel.
 //!
 //! Files are remembered in memory; after a restart, those the caller says were sent before are
 //! not sent again while their size, modification time and inode are unchanged. Any other file
@@ -17,6 +19,7 @@ mod tracker;
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +31,7 @@ use notify::{Event, EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 pub use self::ignore::Ignore;
-use self::tracker::Tracker;
+use self::tracker::{Tracker, WatchDir};
 use crate::config::WatchConfig;
 
 /// Most paths waiting to settle at once; beyond it, an event storm is answered by a rescan.
@@ -57,9 +60,10 @@ pub struct SettledFile {
 /// Scans `root` once (walkdir), then watches it recursively until `shutdown` resolves, sending
 /// every regular file once its size and mtime were unchanged for `settle_ms`. A file whose
 /// size/mtime change after it was sent is sent again (new content). If `root` disappears, it is
-/// watched again (and rescanned) once it is back. Returns when shut down, when the receiver is
-/// dropped, or on a fatal error (the watch cannot be set up). The files in `sent_before` (handed
-/// on before a restart) are not sent again while they are found as they were.
+/// watched again (and rescanned) once it is back. A subdirectory that cannot be read is skipped
+/// until it can be. Returns when shut down, when the receiver is dropped, or on a fatal error
+/// (the watch of `root` cannot be set up). The files in `sent_before` (handed on before a
+/// restart) are not sent again while they are found as they were.
 pub async fn watch(
     root: PathBuf,
     cfg: WatchConfig,
@@ -93,16 +97,20 @@ pub async fn watch(
     tokio::pin!(shutdown);
     loop {
         // Watching starts before the first scan, so that nothing falls between the two.
-        let watcher = start_watching(&root, &cfg, event_tx.clone(), Arc::clone(&events_lost))?;
+        let (watch_dir, per_directory) =
+            start_watching(&root, &cfg, event_tx.clone(), Arc::clone(&events_lost))?;
+        let tracker = loop_state.tracker.as_mut().expect("present between ticks");
+        tracker.watch_with(watch_dir, per_directory);
         tracing::info!(root = %root.display(), settle_ms = cfg.settle_ms, "watching");
         let ended = loop_state
             .run(settle, &mut event_rx, &events_lost, &tx, &mut shutdown)
             .await;
-        drop(watcher);
         match ended {
             // A cleanup job or a remount may remove the directory and make it again: what is
             // dropped into it afterwards must not go unnoticed. (No tick runs now.)
             Ok(Ended::RootLost) => {
+                let tracker = loop_state.tracker.as_mut().expect("present between ticks");
+                tracker.stop_watching();
                 tracing::warn!(
                     root = %root.display(),
                     "the watched directory disappeared; waiting for it to come back"
@@ -125,14 +133,57 @@ pub async fn watch(
     }
 }
 
-/// Starts notify's recursive watch of `root`, its events going to `events`.
+/// Starts notify's recursive watch of `root`, its events going to `events`. When a
+/// subdirectory cannot be read (notify's recursive watch fails at the first one), watches
+/// `root` alone instead, and says so: the tracker then watches each directory it walks, and
+/// skips the unreadable ones until they can be read. Returns what adds a watch on one
+/// directory, and whether the tracker must watch each directory.
 fn start_watching(
     root: &Path,
     cfg: &WatchConfig,
     events: mpsc::Sender<notify::Result<Event>>,
     events_lost: Arc<AtomicBool>,
+) -> anyhow::Result<(WatchDir, bool)> {
+    let cannot_watch = || format!("cannot watch {}", root.display());
+    let mut watcher = new_watcher(cfg, events.clone(), Arc::clone(&events_lost))?;
+    let per_directory = match watcher.watch(root, RecursiveMode::Recursive) {
+        Ok(()) => false,
+        Err(e) if unreadable_below(&e, root) => {
+            tracing::info!(
+                root = %root.display(),
+                error = %e,
+                "a subdirectory cannot be read; watching each directory on its own"
+            );
+            // A new watcher: the failed one keeps the recursive watches it set up first.
+            watcher = new_watcher(cfg, events, events_lost)?;
+            watcher
+                .watch(root, RecursiveMode::NonRecursive)
+                .with_context(cannot_watch)?;
+            true
+        }
+        Err(e) => return Err(e).with_context(cannot_watch),
+    };
+    let watch_dir = move |dir: &Path| watcher.watch(dir, RecursiveMode::NonRecursive);
+    Ok((Box::new(watch_dir), per_directory))
+}
+
+/// Whether notify's recursive watch failed because it may not read a directory under `root`
+/// (rather than `root` itself).
+fn unreadable_below(e: &notify::Error, root: &Path) -> bool {
+    let denied = match &e.kind {
+        notify::ErrorKind::Io(io) => io.kind() == io::ErrorKind::PermissionDenied,
+        _ => false,
+    };
+    denied && !e.paths.is_empty() && e.paths.iter().all(|path| path != root)
+}
+
+/// A notify watcher whose events go to `events`.
+fn new_watcher(
+    cfg: &WatchConfig,
+    events: mpsc::Sender<notify::Result<Event>>,
+    events_lost: Arc<AtomicBool>,
 ) -> anyhow::Result<notify::RecommendedWatcher> {
-    let mut watcher = notify::RecommendedWatcher::new(
+    notify::RecommendedWatcher::new(
         move |event| {
             // Never block the notify thread: a full buffer means a storm, and a rescan
             // recovers whatever was dropped.
@@ -142,11 +193,7 @@ fn start_watching(
         },
         notify::Config::default().with_follow_symlinks(cfg.follow_symlinks),
     )
-    .context("cannot start the file watcher")?;
-    watcher
-        .watch(root, RecursiveMode::Recursive)
-        .with_context(|| format!("cannot watch {}", root.display()))?;
-    Ok(watcher)
+    .context("cannot start the file watcher")
 }
 
 /// Waits until `root` is a directory again (true) or `shutdown` resolves (false).
@@ -312,5 +359,30 @@ impl Loop {
                 self.held_overflow = true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(kind: notify::ErrorKind, path: &str) -> notify::Error {
+        notify::Error::new(kind).add_path(PathBuf::from(path))
+    }
+
+    fn denied() -> notify::ErrorKind {
+        notify::ErrorKind::Io(io::Error::from(io::ErrorKind::PermissionDenied))
+    }
+
+    #[test]
+    fn only_a_subdirectory_that_may_not_be_read_makes_the_watch_per_directory() {
+        let root = Path::new("/srv/drop");
+        assert!(unreadable_below(&error(denied(), "/srv/drop/x"), root));
+        // The root's own failures, and failures that skipping one directory would not cure
+        // (the limit on watches), keep ending the watch.
+        assert!(!unreadable_below(&error(denied(), "/srv/drop"), root));
+        assert!(!unreadable_below(&notify::Error::new(denied()), root));
+        let limit = notify::ErrorKind::MaxFilesWatch;
+        assert!(!unreadable_below(&error(limit, "/srv/drop/x"), root));
     }
 }

@@ -3,9 +3,10 @@
 //! [`super`], which runs [`Tracker::tick`] on a blocking thread.
 //!
 //! It never opens a file (opening a FIFO blocks) and never changes the watched tree: it only
-//! stats and lists.
+//! stats and lists, and adds a watch per directory when notify cannot watch the tree
+//! recursively.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,9 @@ use std::time::{Duration, Instant, SystemTime};
 use walkdir::WalkDir;
 
 use super::{Ignore, SettledFile};
+
+/// Adds a notify watch on one directory alone, not its subdirectories.
+pub(crate) type WatchDir = Box<dyn FnMut(&Path) -> notify::Result<()> + Send>;
 
 /// What identifies one version of a file's content without reading it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,8 +118,8 @@ fn classify(meta: &std::fs::Metadata) -> Found {
 }
 
 /// The watcher's state. Memory: the pending map is capped; the map of decided paths holds one
-/// small entry per file present in the tree, and forgets files that vanish.
-#[derive(Debug)]
+/// small entry per file present in the tree, and forgets files that vanish; the set of
+/// unreadable directories likewise.
 pub(crate) struct Tracker {
     /// The watched directory, as given (notify reports paths under it in the same form).
     root: PathBuf,
@@ -142,6 +146,15 @@ pub(crate) struct Tracker {
     generation: u64,
     /// The watched directory itself is gone (or no longer a directory).
     root_lost: bool,
+    /// Adds a watch on one directory (`None`: nothing is watched, as in unit tests).
+    watch_dir: Option<WatchDir>,
+    /// Each directory walked is watched on its own, through `watch_dir`: notify's recursive
+    /// watch fails at the first subdirectory it cannot read, and never watches one that
+    /// becomes readable later.
+    per_directory: bool,
+    /// Directories that could not be read or watched, each warned about once; a walk that
+    /// reads one forgets it.
+    unreadable: BTreeSet<PathBuf>,
 }
 
 impl Tracker {
@@ -165,7 +178,27 @@ impl Tracker {
             rescan_needed: true,
             generation: 0,
             root_lost: false,
+            watch_dir: None,
+            per_directory: false,
+            unreadable: BTreeSet::new(),
         }
+    }
+
+    /// Keeps `watch_dir` (the watch it adds) for as long as the tracker watches. With
+    /// `per_directory`, notify could not watch the tree recursively: a walk of the whole tree
+    /// then watches each directory.
+    pub(crate) fn watch_with(&mut self, watch_dir: WatchDir, per_directory: bool) {
+        self.watch_dir = Some(watch_dir);
+        self.per_directory = per_directory;
+        if per_directory {
+            self.request_rescan();
+        }
+    }
+
+    /// Drops the watch (the watched directory is gone).
+    pub(crate) fn stop_watching(&mut self) {
+        self.watch_dir = None;
+        self.per_directory = false;
     }
 
     /// Files handed on before (by an earlier process): not sent again while unchanged. Those no
@@ -357,6 +390,37 @@ impl Tracker {
     /// completed; it stops early when the pending map is full (a rescan then follows) or when
     /// `stop` is set.
     fn walk(&mut self, dir: &Path, full: bool, now: Instant, stop: &AtomicBool) -> bool {
+        // Those under `dir` already warned about are not warned about again; those this walk
+        // reads are forgotten.
+        let warned = take_under(&mut self.unreadable, dir);
+        let complete = self.walk_entries(dir, full, now, stop, &warned);
+        if !complete {
+            self.unreadable.extend(warned);
+        }
+        if !self.per_directory
+            && self.watch_dir.is_some()
+            && self.unreadable.iter().any(|d| *d != self.root)
+        {
+            // notify did not watch it, and will not once it is readable (a chmod).
+            tracing::info!(
+                root = %self.root.display(),
+                "a subdirectory cannot be read; watching each directory on its own"
+            );
+            self.per_directory = true;
+            self.rescan_needed = true;
+        }
+        complete
+    }
+
+    /// The walk itself; `warned` holds the unreadable directories under `dir` warned about.
+    fn walk_entries(
+        &mut self,
+        dir: &Path,
+        full: bool,
+        now: Instant,
+        stop: &AtomicBool,
+        warned: &BTreeSet<PathBuf>,
+    ) -> bool {
         let Tracker {
             root,
             ignore,
@@ -366,6 +430,9 @@ impl Tracker {
             known,
             generation,
             rescan_needed,
+            watch_dir,
+            per_directory,
+            unreadable,
             ..
         } = self;
         let entries = WalkDir::new(dir)
@@ -385,13 +452,26 @@ impl Tracker {
                         .io_error()
                         .is_none_or(|io| io.kind() != io::ErrorKind::NotFound)
                     {
-                        tracing::debug!(error = %e, "cannot list; skipped");
+                        match e.path() {
+                            Some(path) if path.is_dir() => {
+                                cannot_read(unreadable, warned, path, &e)
+                            }
+                            _ => tracing::debug!(error = %e, "cannot list; skipped"),
+                        }
                     }
                     continue;
                 }
             };
             let kind = entry.file_type();
             if kind.is_dir() {
+                if *per_directory && let Some(watch_dir) = watch_dir {
+                    // Before it is listed, so that nothing created in it falls between the two.
+                    if let Err(e) = watch_dir(entry.path())
+                        && !vanished(&e)
+                    {
+                        cannot_read(unreadable, warned, entry.path(), &e);
+                    }
+                }
                 continue;
             }
             if kind.is_symlink() {
@@ -444,6 +524,48 @@ impl Tracker {
         for p in under {
             self.known.remove(&p);
         }
+        take_under(&mut self.unreadable, path);
+    }
+}
+
+/// Notes a directory that could not be read or watched, warning unless it was warned about.
+fn cannot_read(
+    unreadable: &mut BTreeSet<PathBuf>,
+    warned: &BTreeSet<PathBuf>,
+    dir: &Path,
+    error: &dyn std::fmt::Display,
+) {
+    if unreadable.insert(dir.to_path_buf()) && !warned.contains(dir) {
+        tracing::warn!(
+            path = %dir.display(),
+            error = %error,
+            "cannot read this directory; its files are found once it can be read"
+        );
+    }
+}
+
+/// Removes and returns the paths in `set` that are `dir` or under it.
+fn take_under(set: &mut BTreeSet<PathBuf>, dir: &Path) -> BTreeSet<PathBuf> {
+    let under: BTreeSet<PathBuf> = set
+        .range::<Path, _>((Bound::Included(dir), Bound::Unbounded))
+        .take_while(|p| p.starts_with(dir))
+        .cloned()
+        .collect();
+    for p in &under {
+        set.remove(p);
+    }
+    under
+}
+
+/// Whether a watch failed because its directory is gone (removed during the walk).
+fn vanished(e: &notify::Error) -> bool {
+    match &e.kind {
+        notify::ErrorKind::PathNotFound => true,
+        notify::ErrorKind::Io(io) => matches!(
+            io.kind(),
+            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+        ),
+        _ => false,
     }
 }
 
@@ -481,6 +603,7 @@ fn relative<'a>(root: &Path, path: &'a Path) -> &'a Path {
 #[cfg(test)]
 mod tests {
     use std::fs;
+    use std::sync::{Arc, Mutex};
 
     use super::*;
 
@@ -705,6 +828,125 @@ mod tests {
         t.hint(root.clone());
         settle_round(&mut t, Instant::now());
         assert!(t.root_lost());
+    }
+
+    /// Stands in for notify: fails, as for a directory the daemon may not read, to watch the
+    /// directories in `denied`, and records the others it watched.
+    #[derive(Clone, Default)]
+    struct Watches {
+        denied: Arc<Mutex<BTreeSet<PathBuf>>>,
+        watched: Arc<Mutex<BTreeSet<PathBuf>>>,
+    }
+
+    impl Watches {
+        fn watch_dir(&self) -> WatchDir {
+            let this = self.clone();
+            Box::new(move |dir: &Path| {
+                if this.denied.lock().unwrap().contains(dir) {
+                    let denied = io::Error::from(io::ErrorKind::PermissionDenied);
+                    return Err(notify::Error::io(denied).add_path(dir.to_path_buf()));
+                }
+                this.watched.lock().unwrap().insert(dir.to_path_buf());
+                Ok(())
+            })
+        }
+
+        /// Takes the directories watched since the last call.
+        fn take(&self) -> Vec<PathBuf> {
+            std::mem::take(&mut *self.watched.lock().unwrap())
+                .into_iter()
+                .collect()
+        }
+    }
+
+    /// The warnings logged while `f` runs, one per line.
+    fn warnings(f: impl FnOnce()) -> Vec<String> {
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_owned).collect()
+    }
+
+    /// Root is not stopped by permissions, so `locked` is "unreadable" only to the stand-in:
+    /// its watch fails, and its listing still works (which the daemon's would not).
+    #[test]
+    fn watching_each_directory_skips_one_it_may_not_watch_with_one_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (open, locked) = (root.join("open"), root.join("locked"));
+        fs::create_dir(&open).unwrap();
+        fs::create_dir(&locked).unwrap();
+        fs::write(open.join("a"), b"a").unwrap();
+        let watches = Watches::default();
+        watches.denied.lock().unwrap().insert(locked.clone());
+        let mut t = tracker(root, 100);
+        t.watch_with(watches.watch_dir(), true);
+        let now = Instant::now();
+
+        let warned = warnings(|| assert_eq!(names(&settle_round(&mut t, now)), ["a"]));
+        assert_eq!(watches.take(), [root.to_path_buf(), open.clone()]);
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(
+            warned[0].contains(&format!("path={}", locked.display())),
+            "names it: {warned:?}"
+        );
+        assert!(
+            warned[0].contains("found once it can be read"),
+            "{warned:?}"
+        );
+
+        // A rescan meets it again and says nothing.
+        t.request_rescan();
+        assert!(warnings(|| drop(settle_round(&mut t, now))).is_empty());
+        assert_eq!(watches.take(), [root.to_path_buf(), open.clone()]);
+
+        // Directories made later are watched as they are found.
+        fs::create_dir_all(open.join("new/deeper")).unwrap();
+        t.hint(open.join("new"));
+        settle_round(&mut t, now);
+        assert_eq!(watches.take(), [open.join("new"), open.join("new/deeper")]);
+
+        // Readable now: the event of its chmod gets it watched, and forgotten as unreadable...
+        watches.denied.lock().unwrap().clear();
+        t.hint(locked.clone());
+        settle_round(&mut t, now);
+        assert_eq!(watches.take(), std::slice::from_ref(&locked));
+        assert!(t.unreadable.is_empty());
+
+        // ...so that it is warned about again if it is locked again.
+        watches.denied.lock().unwrap().insert(locked.clone());
+        t.request_rescan();
+        assert_eq!(warnings(|| drop(settle_round(&mut t, now))).len(), 1);
+    }
+
+    #[test]
+    fn a_recursive_watch_leaves_subdirectories_to_notify() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        let watches = Watches::default();
+        let mut t = tracker(dir.path(), 100);
+        t.watch_with(watches.watch_dir(), false);
+        settle_round(&mut t, Instant::now());
+        t.hint(dir.path().join("sub"));
+        settle_round(&mut t, Instant::now());
+        assert!(watches.take().is_empty());
     }
 
     #[test]

@@ -56,9 +56,10 @@ pub enum Format {
     Json,
     /// One JSON object per line (the default when the output is not a terminal).
     Jsonl,
-    /// RFC 4180 CSV with a header row.
+    /// RFC 4180 CSV with a header row (a cell that starts like a formula gets a `'` in front)
     Csv,
-    /// A STIX 2.1 bundle of `indicator` objects, for MISP, OpenCTI and other sharing platforms.
+    /// A STIX 2.1 bundle of `indicator` objects, for MISP, OpenCTI and other sharing platforms
+    /// (only malicious and suspicious verdicts unless --verdict says otherwise)
     Stix,
 }
 

@@ -63,7 +63,7 @@ pub enum Command {
     /// request at all. Unknown files are uploaded only with --upload (or [upload] files =
     /// "unknown"). Exit status: 0 every file triaged and nothing malicious, 1 something
     /// malicious, 2 something left without a verdict (an error, an unreadable file, a failed
-    /// verdict).
+    /// verdict, a pending analysis).
     Scan(ScanArgs),
     /// Parse IOC lists (files, or - for standard input) and queue every indicator in them once.
     ///

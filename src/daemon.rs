@@ -421,6 +421,14 @@ async fn queue_lists(
             Err(e @ lists::ListError::Read { .. }) if e.is_not_a_list() => {
                 tracing::warn!(error = %e, "not an IOC list; skipped");
             }
+            // Gone before it could be read, as a dropped file may be: nothing to ingest.
+            Err(lists::ListError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound => {}
+            // Refused until the daemon stopped: not recorded as read, so read at the next start.
+            Err(e @ lists::ListError::Store(_)) => {
+                tracing::warn!(error = %e, list = %file.path.display(),
+                    "stopping with a list not queued; it is read again at the next start");
+            }
             Err(e) => {
                 if waited.is_zero() {
                     tracing::warn!(error = %e, "cannot read a list; trying again later");

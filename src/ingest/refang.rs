@@ -3,8 +3,8 @@
 /// Undoes every common defang style in `s`: `hxxp`/`hXXps` schemes (also when the `:` is
 /// bracketed), `[.]`, `(.)`, `{.}`, `[dot]`, `(dot)`, `{dot}` (also with a space on both sides,
 /// `evil [.] com`), the half-bracketed `.]` and `[.`, `[:]`, `[://]`, `[/]`, `[@]`, `[at]`, and
-/// the full-width and ideographic full stops (`．` `。` `｡`) between letters or digits, which
-/// IDNA reads as dots. Works on whole lines as well as single tokens: defanged dots in paths and
+/// the full-width and ideographic full stops (`．` `。` `｡`) between letters or digits, one of
+/// them ASCII, which IDNA reads as dots (between two CJK characters, one ends a sentence). Works on whole lines as well as single tokens: defanged dots in paths and
 /// nested defanged URLs are refanged wherever they are.
 pub fn refang(s: &str) -> String {
     refang_cow(s).into_owned()
@@ -63,14 +63,12 @@ pub(crate) fn refang_cow(s: &str) -> std::borrow::Cow<'_, str> {
         if c >= 0x80
             && s.is_char_boundary(i)
             && let Some(dot) = s[i..].chars().next().filter(|c| WIDE_DOTS.contains(c))
-            && s[..i]
-                .chars()
-                .next_back()
-                .is_some_and(char::is_alphanumeric)
-            && s[i + dot.len_utf8()..]
-                .chars()
-                .next()
-                .is_some_and(char::is_alphanumeric)
+            && let Some(before) = s[..i].chars().next_back()
+            && let Some(after) = s[i + dot.len_utf8()..].chars().next()
+            && before.is_alphanumeric()
+            && after.is_alphanumeric()
+            // Between two CJK characters it ends a sentence (`恶意域名。公司`), not a label.
+            && (before.is_ascii() || after.is_ascii())
         {
             out.push_str(&s[last..i]);
             out.push('.');
@@ -196,7 +194,8 @@ mod tests {
                 "evil\u{FF0E}jp evil\u{3002}cn evil\u{FF61}io",
                 "evil.jp evil.cn evil.io",
             ),
-            ("例子\u{3002}中国", "例子.中国"),
+            ("例子\u{3002}中国", "例子\u{3002}中国"),
+            ("bücher\u{FF0E}de", "bücher.de"),
             ("done\u{3002} Next", "done\u{3002} Next"),
             ("hxxp[:]//evil[.]com", "http://evil.com"),
             ("evil(.)com", "evil.com"),

@@ -272,6 +272,21 @@ fn a_url_alone_on_its_line_keeps_its_last_character_and_one_in_a_sentence_does_n
         ],
         "a line that is one URL is not cut at its commas"
     );
+    let (_, found) = run(
+        "urls.txt",
+        b"http://evil-i.com/a,1.2.3.4\nhttp://evil-j.com,evil-k.com\n- http://evil-l.com/x?a=1,2\n",
+    );
+    assert_eq!(
+        values(&found),
+        [
+            "http://evil-i.com/a",
+            "1.2.3.4",
+            "http://evil-j.com/",
+            "evil-k.com",
+            "http://evil-l.com/x?a=1,2"
+        ],
+        "before a query, a comma separates two values"
+    );
 }
 
 /// ESET's Q3 2020 report: `http://barbatulus[.]xyz/<MAC address>/home/log/HjwLX.dot` is a
@@ -284,6 +299,15 @@ fn a_url_template_gives_its_host() {
           - `++hxxp://185.153.196.94:8080/<id>/x++`\n",
     );
     assert_eq!(values(&found), ["barbatulus.xyz", "185.153.196.94"]);
+    let (_, found) = run(
+        "xss.txt",
+        b"`https://www.paypal.com/search?q=<script>alert(1)`\n",
+    );
+    assert_eq!(
+        values(&found),
+        ["https://www.paypal.com/search?q=%3Cscript%3Ealert(1)"],
+        "a tag in a query is part of a real URL"
+    );
 }
 
 #[test]

@@ -157,14 +157,22 @@ pub(crate) fn extract(fragment: &str, n: usize, sink: &mut Sink<'_>, flavor: Fla
     if !s.is_ascii() && s.contains(is_invisible) {
         s.to_mut().retain(|c| !is_invisible(c));
     }
-    // A line (or cell) that is one URL is taken whole: `,` `;` and `|` belong to its query
-    // (`?a=1,2`), not between two values.
-    let lone = trim_lone(s.trim());
+    // A line (or cell, or list item) that is one URL with `,` `;` or `|` in its query
+    // (`?a=1,2`) is taken whole: there they belong to the URL. Before a `?` they separate values
+    // (`http://evil.com/a,1.2.3.4`, LOKI's `url;75`).
+    let item = s.trim();
+    let item = ["- ", "* ", "+ "]
+        .iter()
+        .find_map(|marker| item.strip_prefix(marker))
+        .unwrap_or(item);
+    let lone = trim_lone(item);
     if let Some((scheme, _)) = lone.split_once("://")
         && !scheme.is_empty()
         && scheme.bytes().all(|b| b.is_ascii_alphabetic())
         && !lone.contains(char::is_whitespace)
         && lone.matches("://").count() == 1
+        && let Some(query) = lone.find('?')
+        && lone.find([',', ';', '|']).is_some_and(|sep| sep > query)
     {
         return take(lone, true, n, sink, flavor) as usize;
     }
@@ -248,10 +256,10 @@ fn take(raw: &str, alone: bool, n: usize, sink: &mut Sink<'_>, flavor: Flavor) -
         }
     }
     // `http://c2.example/<MAC address>/log`: a URL template, which VirusTotal cannot know; its
-    // host is the indicator.
+    // host is the indicator. Only a `<words>` placeholder in the path: `?q=<script>` in a query
+    // is a real URL (an XSS attempt).
     if let Some((_, rest)) = t.split_once("://")
-        && t.contains('<')
-        && t.contains('>')
+        && has_placeholder(rest.split(['?', '#']).next().unwrap_or_default())
     {
         let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
         let host_port = authority.rsplit('@').next().unwrap_or_default();
@@ -278,6 +286,19 @@ fn take(raw: &str, alone: bool, n: usize, sink: &mut Sink<'_>, flavor: Flavor) -
         any = true;
     }
     any
+}
+
+/// Whether `path` holds a `<placeholder>`: words (letters, digits, spaces, `_`, `-`) between
+/// angle brackets.
+fn has_placeholder(path: &str) -> bool {
+    path.split('<').skip(1).any(|after| {
+        after.split_once('>').is_some_and(|(inside, _)| {
+            !inside.is_empty()
+                && inside
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || matches!(c, ' ' | '_' | '-'))
+        })
+    })
 }
 
 /// ASCII bytes that separate tokens (see [`is_separator`]).

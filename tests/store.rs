@@ -159,7 +159,8 @@ async fn claim_takes_due_jobs_once_and_polls_first(db: Backend) {
     assert_eq!(next[0].analysis_id.as_deref(), Some("an-1"));
 }
 
-/// `scan` and `lookup` put the jobs they wait for first; a later step takes its own priority.
+/// `scan` and `lookup` put the jobs they wait for first, and those stay first through their
+/// snoozes (a wait for quota, a poll) until they finish.
 async fn awaited_jobs_are_claimed_first(db: Backend) {
     let s = db.store.clone();
     register(&*s, "w1", T0).await;
@@ -174,23 +175,22 @@ async fn awaited_jobs_are_claimed_first(db: Backend) {
     s.put_first(&ids[2..]).await.unwrap();
     let first = s.claim("w1", 1, T0, 1000).await.unwrap().pop().unwrap();
     assert_eq!(first.id, ids[2]);
-    let poll = Snooze {
+    // The quota ran out: back to the queue, still before the older jobs.
+    let quota_wait = Snooze {
         until: T0,
-        step: Step::Poll,
-        analysis_id: Some("an-1".into()),
+        step: Step::Lookup,
+        analysis_id: None,
         polls: 0,
     };
-    assert!(s.snooze(&first, &poll, T0).await.unwrap());
-    s.put_first(&ids[1..2]).await.unwrap();
-    let mut next = Vec::new();
-    for _ in 0..3 {
-        next.push(s.claim("w1", 1, T0, 1000).await.unwrap()[0].id);
-    }
+    assert!(s.snooze(&first, &quota_wait, T0).await.unwrap());
+    let again = s.claim("w1", 1, T0, 1000).await.unwrap().pop().unwrap();
     assert_eq!(
-        next,
-        [ids[1], ids[2], ids[0]],
-        "the awaited lookup, the due poll, the rest"
+        again.id, ids[2],
+        "an awaited job keeps its turn through a snooze"
     );
+    // Then the backlog, oldest first.
+    let backlog = s.claim("w1", 1, T0, 1000).await.unwrap().pop().unwrap();
+    assert_eq!(backlog.id, ids[0]);
 }
 
 async fn snooze_gives_the_attempt_back_and_retry_keeps_it(db: Backend) {

@@ -456,8 +456,8 @@ pub trait Store: Send + Sync + 'static {
     /// Unregisters a worker (clean shutdown).
     async fn unregister(&self, owner: &str) -> Result<(), Error>;
 
-    /// Gives the queued jobs among `ids` the priority [`Step::AWAITED`]. A later step (a poll)
-    /// takes its own priority again.
+    /// Gives the queued jobs among `ids` the priority [`Step::AWAITED`], which they keep through
+    /// their snoozes (a wait for quota, a poll) until they finish.
     async fn put_first(&self, ids: &[i64]) -> Result<(), Error>;
 
     /// A path of a file job that can be read for an upload (most recently seen first).

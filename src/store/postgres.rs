@@ -582,7 +582,7 @@ impl Store for PgStore {
     async fn snooze(&self, job: &Job, snooze: &Snooze, now: Millis) -> Result<bool, Error> {
         let sql = format!(
             "UPDATE jobs SET state = 'available', attempt = GREATEST(attempt - 1, 0), scheduled_at = $3,
-                 step = $4, priority = $5, analysis_id = COALESCE($6, analysis_id), polls = $7,
+                 step = $4, priority = GREATEST(priority, $5), analysis_id = COALESCE($6, analysis_id), polls = $7,
                  lease_owner = NULL, lease_expires_at = NULL, updated_at = $8
              WHERE {FENCE}"
         );

@@ -824,7 +824,7 @@ impl Store for SqliteStore {
             .write(move |conn| {
                 let mut update = conn.prepare_cached(&format!(
                     "UPDATE jobs SET state = 'available', attempt = MAX(attempt - 1, 0),
-                         scheduled_at = ?3, step = ?4, priority = ?5,
+                         scheduled_at = ?3, step = ?4, priority = MAX(priority, ?5),
                          analysis_id = COALESCE(?6, analysis_id), polls = ?7,
                          lease_owner = NULL, lease_expires_at = NULL, updated_at = ?8
                      WHERE {FENCE}"

@@ -62,7 +62,7 @@ impl ReportArgs {
             query: ReportQuery {
                 verdicts,
                 kinds: parse_list(&self.kind)?,
-                sources: self.source.clone(),
+                sources: self.source.iter().flat_map(|s| with_absolute(s)).collect(),
                 since: time(&self.since)?,
                 until: time(&self.until)?,
                 sort: self.sort.into(),
@@ -72,9 +72,35 @@ impl ReportArgs {
             path: None,
         };
         match &self.path {
-            Some(glob) => filter.with_path_glob(glob),
+            Some(glob) => filter.with_path_glob(&absolute_glob(glob)),
             None => Ok(filter),
         }
+    }
+}
+
+/// A `--source` as given (a list's name is stored as it was given) and, when it names a file or
+/// folder here, as the absolute path `scan` and the daemon store.
+fn with_absolute(source: &str) -> Vec<String> {
+    let mut forms = vec![source.to_owned()];
+    if let Ok(absolute) = std::fs::canonicalize(source) {
+        let absolute = crate::store::path_text(&absolute);
+        if absolute != source {
+            forms.push(absolute);
+        }
+    }
+    forms
+}
+
+/// A `--path` glob with folders (`incoming/*.exe`) made absolute from the working directory, as
+/// stored paths are; one without `/` matches a file's name anywhere, and stays as it is.
+fn absolute_glob(glob: &str) -> String {
+    if !glob.contains('/') || glob.starts_with(['/', '*']) {
+        return glob.to_owned();
+    }
+    let relative = glob.strip_prefix("./").unwrap_or(glob);
+    match std::env::current_dir().and_then(std::fs::canonicalize) {
+        Ok(here) => format!("{}/{relative}", crate::store::path_text(&here)),
+        Err(_) => glob.to_owned(),
     }
 }
 
@@ -122,6 +148,22 @@ mod tests {
     fn verdicts(args: &[&str]) -> Vec<Verdict> {
         let report = Report::parse_from(std::iter::once("report").chain(args.iter().copied()));
         report.args.filter(0).unwrap().query.verdicts
+    }
+
+    /// `scan incoming` stores absolute paths: `--source incoming` and `--path 'incoming/*'`
+    /// given from the same folder find them.
+    #[test]
+    fn relative_sources_and_globs_match_the_absolute_paths_stored() {
+        let here = crate::store::path_text(&std::fs::canonicalize(".").unwrap());
+        assert_eq!(
+            with_absolute("src"),
+            ["src".to_string(), format!("{here}/src")]
+        );
+        assert_eq!(with_absolute("no such list.txt"), ["no such list.txt"]);
+        assert_eq!(absolute_glob("./src/*.rs"), format!("{here}/src/*.rs"));
+        assert_eq!(absolute_glob("*.exe"), "*.exe");
+        assert_eq!(absolute_glob("/drop/*.exe"), "/drop/*.exe");
+        assert_eq!(absolute_glob("**/x/*.exe"), "**/x/*.exe");
     }
 
     /// A STIX bundle is read as indicators to detect: only what VirusTotal flagged goes in,

@@ -378,14 +378,12 @@ impl Worker {
         let max = self.config.upload.max_file_size;
         let mut unreadable = None;
         let mut found = None;
+        let mut too_large = None;
         for (path, size) in copies {
+            // One over the limit could not be uploaded anyway: not worth hashing.
             if size > max {
-                return unknown(
-                    now,
-                    format!(
-                        "VirusTotal does not know it; not uploaded: {size} bytes is over the {max}-byte limit"
-                    ),
-                );
+                too_large = Some(size);
+                continue;
             }
             match crate::hashing::sha256_file(&path).await {
                 Ok(digest) if digest == job.indicator => {
@@ -399,15 +397,22 @@ impl Worker {
                 }
             }
         }
+        // No copy to upload: too large, unreadable for now (tried again), or every copy written
+        // over since it was hashed (looking it up again would find nothing new; the new content
+        // is a file of its own).
         let Some((path, size)) = found else {
-            // Every copy was written over since it was hashed: their new content is triaged as
-            // a file of its own, and looking this one up again would find nothing new.
-            return match unreadable {
-                Some(why) => Outcome::Retry(why),
-                None => unknown(
+            return match (too_large, unreadable) {
+                (Some(size), _) => unknown(
                     now,
-                    "VirusTotal does not know it; not uploaded: every copy changed before it \
-                     could be (their new content is triaged on its own)",
+                    format!(
+                        "VirusTotal does not know it; not uploaded: {size} bytes is over the {max}-byte limit"
+                    ),
+                ),
+                (None, Some(why)) => Outcome::Retry(why),
+                (None, None) => unknown(
+                    now,
+                    "VirusTotal does not know it; not uploaded: every copy changed since it was \
+                     hashed (the new content is a file of its own)",
                 ),
             };
         };

@@ -683,3 +683,21 @@ async fn a_file_written_over_before_its_upload_costs_one_lookup() {
     assert_eq!(stats.api_requests, 1, "{stats:?}");
     assert!(stats.uploads.is_empty());
 }
+
+/// Of two copies, one written over with a file over the upload limit: the intact one is
+/// uploaded, rather than the job ending "over the limit".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intact_copy_is_uploaded_when_another_was_written_over() {
+    let mut world = World::new(World::fast_sim()).await.allow_uploads();
+    world.config.upload.max_file_size = 1000;
+    let content = b"the content both copies had";
+    let intact = world.file("b/doc.bin", content);
+    let overwritten = world.file("a/doc.bin", &[b'x'; 5000]);
+    let pipeline = pipeline(&world).await;
+    let jobs = [file_job(&overwritten, content), file_job(&intact, content)];
+    let ids = queue(&pipeline, &jobs, 5).await;
+    let results = work_through(&pipeline, &ids[..1]).await;
+    let verdict = results[0].verdict.as_ref().unwrap();
+    assert_ne!(verdict.verdict.as_str(), "unknown", "{verdict:?}");
+    assert_eq!(world.sim.stats().uploads.len(), 1);
+}

@@ -168,14 +168,19 @@ pub async fn run(
     })?;
     let pipeline = Pipeline::open(config, stop).await?;
     let outcome = lookup(&pipeline, &indicators).await?;
+    let format = args.format.unwrap_or_else(Format::default_for_stdout);
     let filter = Filter {
         query: ReportQuery {
             jobs: outcome.ids.clone(),
+            // As `report`'s: a bundle holds what VirusTotal flagged.
+            verdicts: match format {
+                Format::Stix => vec![Verdict::Malicious, Verdict::Suspicious],
+                _ => Vec::new(),
+            },
             ..ReportQuery::default()
         },
         path: None,
     };
-    let format = args.format.unwrap_or_else(Format::default_for_stdout);
     let out = io::BufWriter::new(io::stdout());
     let written = report::write(report::records(&*pipeline.store, &filter), format, out).await;
     let written = match written {

@@ -194,11 +194,12 @@ pub fn eta(requests: u64, q: &Limits, used_today: u64, now: Millis) -> u64 {
     secs_to_midnight as u64 + full_days * 86_400 + (last_day as f64 / per_sec).ceil() as u64
 }
 
-/// "1 h 43 min", "12 s", "3 d 2 h": whole units, the rest dropped (an age of 67 s is "1 min").
+/// "1 h 43 min", "12 s", "3 d 2 h": minutes to the nearest (67 s is "1 min", 119 s "2 min"),
+/// larger units with the rest dropped.
 pub fn human_duration(secs: u64) -> String {
     match secs {
         0..60 => format!("{secs} s"),
-        60..3600 => format!("{} min", secs / 60),
+        60..3600 => format!("{} min", ((secs + 30) / 60).min(59)),
         3600..86_400 => format!("{} h {} min", secs / 3600, (secs % 3600) / 60),
         _ => format!("{} d {} h", secs / 86_400, (secs % 86_400) / 3600),
     }
@@ -395,6 +396,8 @@ mod tests {
         assert_eq!(eta(412, &limits, 0, 0), 412 * 15);
         assert_eq!(human_duration(412 * 15), "1 h 43 min");
         assert_eq!(human_duration(67), "1 min", "not 2 when 67 s have passed");
+        assert_eq!(human_duration(119), "2 min");
+        assert_eq!(human_duration(3599), "59 min");
         // 600 requests with 500/day, starting at midnight: the last 100 wait for tomorrow.
         limits.daily = 500;
         assert_eq!(eta(600, &limits, 0, 0), 86_400 + 100 * 15);

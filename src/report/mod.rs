@@ -59,7 +59,7 @@ pub enum Format {
     /// RFC 4180 CSV with a header row (a cell that starts like a formula gets a `'` in front)
     Csv,
     /// A STIX 2.1 bundle of `indicator` objects, for MISP, OpenCTI and other sharing platforms
-    /// (only malicious and suspicious verdicts unless --verdict says otherwise)
+    /// (only malicious and suspicious verdicts, unless report's --verdict says otherwise)
     Stix,
 }
 

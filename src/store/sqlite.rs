@@ -199,7 +199,12 @@ impl SqliteStore {
                 .unwrap_or(0)
         };
         let before = applied().await;
-        racing_another_process("migration", || migrator.run(&write), |_| true).await?;
+        racing_another_process(
+            "migration",
+            || migrator.run(&write),
+            |e| !migration_cannot_write(e),
+        )
+        .await?;
         if applied().await > before {
             // A migration may have rewritten a whole table into the log: copy it back now
             // rather than leave it to the next process (`journal_size_limit` then shrinks it).
@@ -254,10 +259,11 @@ impl SqliteStore {
             }
             Ok(pool)
         };
-        // Reading a WAL database needs its shared-memory file, which a read-only directory
-        // cannot hold unless a writer left it there; nothing can write the file there either,
-        // so it is safe to read as immutable. But an immutable database is read without its
-        // log: changes still in one would be missed.
+        // Reading a WAL database needs its shared-memory file, which a directory we may not
+        // write cannot hold unless a writer left it there. Then it is read as immutable: right
+        // on read-only media, where nothing writes; in another user's directory, a process of
+        // theirs writing meanwhile could make the read inconsistent (copy the file first). An
+        // immutable database is read without its log: changes still in one would be missed.
         let read = match connect(options.clone()).await {
             Err(e)
                 if e.downcast_ref::<Error>()
@@ -412,9 +418,24 @@ fn sqlite_code(e: &Error) -> Option<i64> {
 }
 
 /// Whether opening a database for writing failed because it can only be read: the file or its
-/// directory is read-only (its log and shared-memory files cannot be made there).
+/// directory is read-only (its log and shared-memory files cannot be made there), also when a
+/// migration found it so.
 pub fn cannot_write(e: &Error) -> bool {
-    sqlite_code(e).is_some_and(|c| matches!(c & 0xff, CANTOPEN | READONLY))
+    match e {
+        Error::Migrate(m) => migration_cannot_write(m),
+        e => sqlite_code(e).is_some_and(|c| matches!(c & 0xff, CANTOPEN | READONLY)),
+    }
+}
+
+/// [`cannot_write`], for a migration's error.
+fn migration_cannot_write(e: &sqlx::migrate::MigrateError) -> bool {
+    use sqlx::migrate::MigrateError;
+    match e {
+        MigrateError::Execute(inner) | MigrateError::ExecuteMigration(inner, _) => {
+            cannot_write(inner)
+        }
+        _ => false,
+    }
 }
 
 /// Runs `step` until it succeeds, up to six times in 1.5 s: for the races of opening a new
@@ -1801,8 +1822,11 @@ mod tests {
             .unwrap();
         pool.close().await;
         let refused = SqliteStore::open_read_only(&old).await.err().unwrap();
+        let current = MIGRATIONS.len();
         assert!(
-            refused.to_string().contains("migration 4 of 11")
+            refused
+                .to_string()
+                .contains(&format!("migration 4 of {current}"))
                 && refused.to_string().contains("copy it somewhere writable"),
             "{refused}"
         );

@@ -485,10 +485,11 @@ mod tests {
         assert_eq!(later.next().await.1, Duration::from_secs(80));
     }
 
-    /// A file deleted, or written again, while it was hashed: its digest is of nothing that is
-    /// there to triage (the watcher sends a new version again).
+    /// A file found changed once hashed (deleted or written again since it settled, as while it
+    /// was hashed): its digest is of nothing there to triage (the watcher sends a new version
+    /// again). The change is made before hashing here; the check after hashing sees it alike.
     #[tokio::test]
-    async fn a_file_that_changed_while_it_was_hashed_is_not_queued() {
+    async fn a_file_changed_since_it_settled_is_not_queued() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(
             crate::store::sqlite::SqliteStore::open(&dir.path().join("v.db"))

@@ -3,7 +3,8 @@
 //!
 //! Lines starting with `#` are comments, as in text lists; abuse.ch's dumps (URLhaus, ThreatFox,
 //! MalwareBazaar) open with a banner of them and write their header as the last one
-//! (`# id,dateadded,url,...`), which is then taken as the header.
+//! (`# id,dateadded,url,...`): the last comment before the data that reads as a header (cells
+//! without spaces, none an indicator) is taken as the header.
 //!
 //! The first record is a header when none of its cells is an indicator. With a header, columns
 //! that describe rather than identify (names, descriptions, notes, types, sizes, dates, PDB

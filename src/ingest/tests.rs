@@ -462,6 +462,13 @@ fn a_markdown_link_target_is_a_reference_and_a_bracketed_url_loses_its_bracket()
     );
     assert_eq!(values(&found), ["https://evil.com/gate"]);
     assert_eq!(summary.skipped.get("reference"), Some(&2));
+    let (summary, found) = run("report.md", b"[1]: https://blog.example.com/report\n");
+    assert!(found.is_empty(), "{found:?}");
+    assert_eq!(
+        summary.skipped.get("reference"),
+        Some(&1),
+        "a link definition"
+    );
 }
 
 // ----------------------------------------------------------------------------------------- CSV

@@ -85,6 +85,15 @@ fn text_line(line: &str, n: usize, sink: &mut Sink<'_>) {
     if trimmed.is_empty() || trimmed.starts_with('#') {
         return;
     }
+    // A Markdown link definition, `[1]: https://blog.example.com/report`: a reference.
+    if let Some((label, target)) = trimmed.split_once("]: ")
+        && label.starts_with('[')
+        && !label.contains(char::is_whitespace)
+        && target.contains("://")
+    {
+        sink.skip(SkipReason::Reference);
+        return;
+    }
     let taken = extract(line, n, sink, Flavor::Plain);
     // A lone value on its own line that is nothing we know deserves a word to the analyst
     // (`readme.txt` in a list of hashes); a lone plain word is a section title.

@@ -117,8 +117,13 @@ impl CsvState {
             if let Some(comment) = trimmed.strip_prefix('#') {
                 if !self.started {
                     self.maybe_header(comment, sink);
+                    return;
                 }
-                return;
+                // After the first record, a line with as many cells as a record is one
+                // (`#2,evil.com` in a numbered list), not a comment.
+                if self.cell_count(line) != self.columns || self.columns < 2 {
+                    return;
+                }
             }
         }
         if self.delim == 0 {
@@ -157,6 +162,17 @@ impl CsvState {
         }
     }
 
+    /// How many cells `line` has on its own (0 when a quote in it stays open).
+    fn cell_count(&self, line: &str) -> usize {
+        let mut cells = Cells::default();
+        cells.feed(line, self.delim);
+        if cells.in_quotes {
+            0
+        } else {
+            cells.finish().len()
+        }
+    }
+
     /// A quoted cell spanning lines is a comment with line breaks (MISP's export), or a stray
     /// quote that made the records after it one cell, their indicators unread. A line inside it
     /// with as many cells as a record has is likely such a record: say so, naming the lines.
@@ -164,11 +180,11 @@ impl CsvState {
         if self.columns < 2 {
             return;
         }
-        let looks_like_a_record = held.lines.iter().skip(1).any(|(_, line)| {
-            let mut cells = Cells::default();
-            cells.feed(line, self.delim);
-            !cells.in_quotes && cells.finish().len() == self.columns
-        });
+        let looks_like_a_record = held
+            .lines
+            .iter()
+            .skip(1)
+            .any(|(_, line)| self.cell_count(line) == self.columns);
         if let (true, Some((first, _)), Some((last, _))) =
             (looks_like_a_record, held.lines.first(), held.lines.last())
         {

@@ -495,6 +495,15 @@ fn an_abuse_ch_dump_is_read_by_its_commented_header() {
     );
     let (_, found) = run("bazaar.csv", input.as_bytes());
     assert_eq!(values(&found), [md5]);
+    let (_, found) = run(
+        "numbered.csv",
+        b"id,domain\n#1,evil-a.com\n# a comment: not a record\n#2,evil-b.com\n",
+    );
+    assert_eq!(
+        values(&found),
+        ["evil-a.com", "evil-b.com"],
+        "after the header, a line with a record's cells is a record"
+    );
 }
 
 /// A column is skipped for a descriptive word in its header only when the header does not also

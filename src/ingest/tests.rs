@@ -314,13 +314,15 @@ fn a_url_template_gives_its_host() {
 fn an_ipv6_address_with_its_port_is_the_address() {
     let (_, found) = run(
         "v6.txt",
-        b"[2a03:2880:f10e:83:face:b00c:0:25de]:443\nC2 at [2a03:2880:f10e:83:face:b00c:0:25df]:8080.\n",
+        b"[2a03:2880:f10e:83:face:b00c:0:25de]:443\nC2 at [2a03:2880:f10e:83:face:b00c:0:25df]:8080.\n\
+          (C2: ([2a03:2880:f10e:83:face:b00c:0:25e0]:443))\n",
     );
     assert_eq!(
         values(&found),
         [
             "2a03:2880:f10e:83:face:b00c:0:25de",
-            "2a03:2880:f10e:83:face:b00c:0:25df"
+            "2a03:2880:f10e:83:face:b00c:0:25df",
+            "2a03:2880:f10e:83:face:b00c:0:25e0"
         ]
     );
 }

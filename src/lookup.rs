@@ -172,11 +172,7 @@ pub async fn run(
     let filter = Filter {
         query: ReportQuery {
             jobs: outcome.ids.clone(),
-            // As `report`'s: a bundle holds what VirusTotal flagged.
-            verdicts: match format {
-                Format::Stix => vec![Verdict::Malicious, Verdict::Suspicious],
-                _ => Vec::new(),
-            },
+            verdicts: format.default_verdicts(),
             ..ReportQuery::default()
         },
         path: None,

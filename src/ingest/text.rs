@@ -273,12 +273,11 @@ fn take(raw: &str, alone: bool, n: usize, sink: &mut Sink<'_>, flavor: Flavor) -
     if let Some((_, rest)) = t.split_once("://")
         && has_placeholder(rest.split(['?', '#']).next().unwrap_or_default())
     {
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-        let host_port = authority.rsplit('@').next().unwrap_or_default();
-        let host = match host_port.rsplit_once(':') {
-            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-            _ => host_port,
-        };
+        let url = url::Url::parse(t).ok();
+        let host = url
+            .as_ref()
+            .and_then(url::Url::host_str)
+            .unwrap_or_default();
         let host = host.trim_start_matches('[').trim_end_matches(']');
         return sink.offer(classify(host, sink.opts), n);
     }

@@ -8,7 +8,6 @@ use clap::Args;
 use super::{Error, Filter, Format, SortKey, parse_list, parse_time, records, write};
 use crate::config::Config;
 use crate::store::{Millis, ReportQuery, now_millis};
-use crate::verdict::Verdict;
 
 /// `vtriage report`
 #[derive(Debug, Clone, Args)]
@@ -53,10 +52,10 @@ impl ReportArgs {
     pub fn filter(&self, now: Millis) -> Result<Filter, Error> {
         let time = |t: &Option<String>| t.as_deref().map(|t| parse_time(t, now)).transpose();
         let mut verdicts = parse_list(&self.verdict)?;
-        if self.format == Some(Format::Stix) && verdicts.is_empty() {
-            // A threat-intel platform takes every STIX indicator for something to detect: a
-            // clean address would be flagged, and a local file VirusTotal never saw revealed.
-            verdicts = vec![Verdict::Malicious, Verdict::Suspicious];
+        if verdicts.is_empty()
+            && let Some(format) = self.format
+        {
+            verdicts = format.default_verdicts();
         }
         let filter = Filter {
             query: ReportQuery {
@@ -138,6 +137,7 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+    use crate::verdict::Verdict;
 
     #[derive(Parser)]
     struct Report {

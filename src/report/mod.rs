@@ -64,6 +64,16 @@ pub enum Format {
 }
 
 impl Format {
+    /// The verdicts a report in this format holds when no `--verdict` says: every one, but for
+    /// STIX. A threat-intel platform takes every STIX indicator for something to detect: a clean
+    /// address would be flagged, and a local file VirusTotal never saw revealed.
+    pub fn default_verdicts(self) -> Vec<Verdict> {
+        match self {
+            Format::Stix => vec![Verdict::Malicious, Verdict::Suspicious],
+            _ => Vec::new(),
+        }
+    }
+
     /// A table for people, JSON lines for programs.
     pub fn default_for_stdout() -> Format {
         if io::stdout().is_terminal() {

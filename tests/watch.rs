@@ -737,6 +737,16 @@ fn chmod(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }
 
+/// Makes `dir` unreadable with `mode`, and checks that this process is bound by it.
+#[cfg(unix)]
+fn lock(dir: &Path, mode: u32) {
+    chmod(dir, mode);
+    assert!(
+        fs::read_dir(dir).is_err(),
+        "permissions must bind this process"
+    );
+}
+
 /// Anyone who may write to the drop directory could stop the daemon (exit 2, then a restart
 /// loop) with `mkdir x; chmod 000 x`: notify's recursive watch fails at the first directory it
 /// may not read. That directory is now skipped with one warning, the rest of the tree is
@@ -758,11 +768,7 @@ async fn a_subdirectory_unreadable_at_start_is_skipped_then_watched_once_readabl
     fs::write(root.join("top.bin"), b"1").unwrap();
     fs::write(open.join("a.bin"), b"2").unwrap();
     fs::write(locked.join("inside.bin"), b"3").unwrap();
-    chmod(&locked, 0o000);
-    assert!(
-        fs::read_dir(&locked).is_err(),
-        "permissions must bind this process"
-    );
+    lock(&locked, 0o000);
 
     let mut w = start(&root, config(100));
     let got = w
@@ -810,11 +816,7 @@ async fn a_subdirectory_moved_in_unreadable_is_watched_once_readable() {
     fs::write(staging.join("inside.bin"), b"1").unwrap();
     // Write and search but no read: it cannot be listed nor watched, yet it can be moved
     // (moving a directory to another parent rewrites its "..").
-    chmod(&staging, 0o300);
-    assert!(
-        fs::read_dir(&staging).is_err(),
-        "permissions must bind this process"
-    );
+    lock(&staging, 0o300);
     let mut w = start(&root, config(100));
     sleep(STARTUP).await;
 

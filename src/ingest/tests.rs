@@ -311,6 +311,21 @@ fn a_url_template_gives_its_host() {
 }
 
 #[test]
+fn a_file_name_in_a_sentence_is_not_a_domain_unless_defanged_or_alone() {
+    let (_, found) = run(
+        "report.md",
+        b"The dropper runs setup.py, then Invoice.ZIP and notes.one unpack Installer.app.\n\
+          It beacons to evil[.]zip and update.example.sh; see README.md.\n\
+          payload.sh\n",
+    );
+    assert_eq!(
+        values(&found),
+        ["evil.zip", "update.example.sh", "payload.sh"],
+        "names of one label are files in prose; defanged, of two labels or alone they are hosts"
+    );
+}
+
+#[test]
 fn an_ipv6_address_with_its_port_is_the_address() {
     let (_, found) = run(
         "v6.txt",

@@ -5,7 +5,8 @@
 //! defanged URLs are undone too), drop invisible characters, split it on separators
 //! (whitespace including NBSP, `,` `;` `|` quotes and angle brackets), strip wrappers and
 //! trailing prose punctuation from each token, classify it, and look for bounded hash-length hex
-//! runs in tokens that are neither indicators nor paths. A backtick span holding a URL is one
+//! runs in tokens that are neither indicators nor paths. In a sentence, a name ending in a file
+//! extension that is also a top-level domain (`setup.py`) is a file unless it was defanged. A backtick span holding a URL is one
 //! token, spaces and all (`` `++http://host/<MAC address>/x++` ``); a URL holding a `<...>`
 //! placeholder is a template no request used, and gives its host instead.
 
@@ -15,6 +16,7 @@ use super::classify::{classify, hex_runs, is_invisible};
 use super::lines::{Line, Lines, decode};
 use super::sink::Sink;
 use super::{Classified, Format, SkipReason, refang};
+use crate::indicator::Indicator;
 
 /// How a fragment is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,7 +185,7 @@ pub(crate) fn extract(fragment: &str, n: usize, sink: &mut Sink<'_>, flavor: Fla
         && let Some(query) = lone.find('?')
         && lone.find([',', ';', '|']).is_some_and(|sep| sep > query)
     {
-        return take(lone, true, n, sink, flavor) as usize;
+        return take(lone, true, fragment, n, sink, flavor) as usize;
     }
     let mut taken = 0;
     // A value standing alone (a line of a list, a cell) keeps its last character: prose
@@ -191,7 +193,7 @@ pub(crate) fn extract(fragment: &str, n: usize, sink: &mut Sink<'_>, flavor: Fla
     let whole = s.trim().len();
     if !s.contains('`') {
         for_each_token(&s, |raw| {
-            taken += take(raw, raw.len() == whole, n, sink, flavor) as usize
+            taken += take(raw, raw.len() == whole, fragment, n, sink, flavor) as usize
         });
         return taken;
     }
@@ -201,19 +203,26 @@ pub(crate) fn extract(fragment: &str, n: usize, sink: &mut Sink<'_>, flavor: Fla
         let quoted = i % 2 == 1 && i + 1 < segments.len();
         if quoted && seg.contains("://") {
             let token = seg.trim_matches(|c: char| c == '+' || c.is_whitespace());
-            taken += take(token, true, n, sink, flavor) as usize;
+            taken += take(token, true, fragment, n, sink, flavor) as usize;
         } else {
             for_each_token(seg, |raw| {
-                taken += take(raw, raw.len() == whole, n, sink, flavor) as usize
+                taken += take(raw, raw.len() == whole, fragment, n, sink, flavor) as usize
             });
         }
     }
     taken
 }
 
-/// Takes one raw token, `alone` when it is all its line or cell holds; returns whether it was
-/// an indicator (or a deliberate skip).
-fn take(raw: &str, alone: bool, n: usize, sink: &mut Sink<'_>, flavor: Flavor) -> bool {
+/// Takes one raw token of `fragment` (as refanged), `alone` when it is all its line or cell
+/// holds; returns whether it was an indicator (or a deliberate skip).
+fn take(
+    raw: &str,
+    alone: bool,
+    fragment: &str,
+    n: usize,
+    sink: &mut Sink<'_>,
+    flavor: Flavor,
+) -> bool {
     let trim = |t| {
         let prose = trim_wrappers(t);
         // `...?v_id=abc.` and `...lpp=*-*-*` on a line of their own are the URLs VirusTotal
@@ -282,6 +291,15 @@ fn take(raw: &str, alone: bool, n: usize, sink: &mut Sink<'_>, flavor: Flavor) -
         return sink.offer(classify(host, sink.opts), n);
     }
     let c = classify(t, sink.opts);
+    // `setup.py` or `invoice.zip` in a sentence is a file, not a domain: one written in prose as
+    // an indicator is defanged, or stands on its own line or cell.
+    if !alone
+        && let Classified::Indicator(Indicator::Domain(domain)) = &c
+        && is_file_name(domain)
+        && fragment.contains(t)
+    {
+        return false;
+    }
     if sink.offer(c, n) {
         return true;
     }
@@ -290,13 +308,23 @@ fn take(raw: &str, alone: bool, n: usize, sink: &mut Sink<'_>, flavor: Flavor) -
     }
     let mut any = false;
     for h in hex_runs(t) {
-        sink.offer(
-            Classified::Indicator(crate::indicator::Indicator::Hash(h)),
-            n,
-        );
+        sink.offer(Classified::Indicator(Indicator::Hash(h)), n);
         any = true;
     }
     any
+}
+
+/// File extensions that are also top-level domains, and far more often name files in a report
+/// (scripts, archives, sources, OneNote documents, macOS bundles) than hosts.
+const FILE_EXTENSIONS: [&str; 11] = [
+    "app", "cab", "md", "mov", "one", "pl", "py", "rs", "sh", "so", "zip",
+];
+
+/// Whether a (lower-case) domain reads as a file name: one name and one of [`FILE_EXTENSIONS`].
+fn is_file_name(domain: &str) -> bool {
+    domain
+        .split_once('.')
+        .is_some_and(|(_, extension)| FILE_EXTENSIONS.contains(&extension))
 }
 
 /// Whether `path` holds a `<placeholder>`: words (letters, digits, spaces, `_`, `-`) between

@@ -23,7 +23,8 @@ const MAX_TOKEN: usize = 64 * 1024;
 /// Classifies one already-refanged token (surrounding whitespace and invisible marks are
 /// ignored; wrappers such as quotes are not: strip them first).
 ///
-/// Rules, in order: `scheme://` (only http, https and ftp are URLs); CIDR ranges; IPv4/IPv6
+/// Rules, in order: `scheme://` (only http, https and ftp are URLs; a template with a
+/// `<placeholder>` in its path gives its host); CIDR ranges; IPv4/IPv6
 /// (with an optional port, `[v6]:port` too); MD5/SHA-1/SHA-256 hex; e-mail addresses;
 /// `host/path` without a scheme becomes an `http://` URL; finally a domain, whose last label
 /// must be a known public suffix (so `chrome99.exe` and `readme.txt` are not domains).
@@ -37,6 +38,17 @@ pub fn classify(token: &str, opts: &Options) -> Classified {
         return Classified::NotAnIndicator;
     }
     if let Some(idx) = t.find("://") {
+        // `http://c2.example/<MAC address>/log`: a URL template, which VirusTotal cannot know;
+        // its host is the indicator. Only a `<words>` placeholder in the path: `?q=<script>` in
+        // a query is a real URL (an XSS attempt).
+        if has_placeholder(t[idx + 3..].split(['?', '#']).next().unwrap_or_default()) {
+            let url = url::Url::parse(t).ok();
+            let host = url
+                .as_ref()
+                .and_then(url::Url::host_str)
+                .unwrap_or_default();
+            return classify(host.trim_start_matches('[').trim_end_matches(']'), opts);
+        }
         return match normalize_url(&t[..idx], &t[idx + 3..]) {
             Some(u) => Classified::Indicator(Indicator::Url(u)),
             None => Classified::NotAnIndicator,
@@ -84,6 +96,19 @@ pub fn classify(token: &str, opts: &Options) -> Classified {
         Some(d) => Classified::Indicator(Indicator::Domain(d)),
         None => Classified::NotAnIndicator,
     }
+}
+
+/// Whether `path` holds a `<placeholder>`: words (letters, digits, spaces, `_`, `-`) between
+/// angle brackets.
+fn has_placeholder(path: &str) -> bool {
+    path.split('<').skip(1).any(|after| {
+        after.split_once('>').is_some_and(|(inside, _)| {
+            !inside.is_empty()
+                && inside
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || matches!(c, ' ' | '_' | '-'))
+        })
+    })
 }
 
 fn ip_indicator(ip: IpAddr, opts: &Options) -> Classified {
@@ -446,6 +471,11 @@ mod tests {
             Indicator::Url("http://1.2.3.4:8080/x".into())
         );
         assert_eq!(c("file:///etc/passwd"), Classified::NotAnIndicator);
+        assert_eq!(
+            ind("https://C2.Example.com:8443/<bot id>/gate"),
+            Indicator::Domain("c2.example.com".into()),
+            "a template's host"
+        );
         assert_eq!(c("javascript://x"), Classified::NotAnIndicator);
         assert_eq!(c("http://"), Classified::NotAnIndicator);
     }

@@ -308,6 +308,11 @@ fn a_url_template_gives_its_host() {
         ["https://www.paypal.com/search?q=%3Cscript%3Ealert(1)"],
         "a tag in a query is part of a real URL"
     );
+    let (_, found) = run(
+        "c2.json",
+        br#"{"c2": ["http://evil.example.com/<bot id>/gate"]}"#,
+    );
+    assert_eq!(values(&found), ["evil.example.com"], "JSON values too");
 }
 
 #[test]

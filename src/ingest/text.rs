@@ -7,8 +7,8 @@
 //! trailing prose punctuation from each token, classify it, and look for bounded hash-length hex
 //! runs in tokens that are neither indicators nor paths. In a sentence, a name ending in a file
 //! extension that is also a top-level domain (`setup.py`) is a file unless it was defanged. A backtick span holding a URL is one
-//! token, spaces and all (`` `++http://host/<MAC address>/x++` ``); a URL holding a `<...>`
-//! placeholder is a template no request used, and gives its host instead.
+//! token, spaces and all (`` `++http://host/<MAC address>/x++` ``), which classifying then
+//! reads as a URL template.
 
 use std::io::{BufReader, Read};
 
@@ -276,20 +276,6 @@ fn take(
             return true;
         }
     }
-    // `http://c2.example/<MAC address>/log`: a URL template, which VirusTotal cannot know; its
-    // host is the indicator. Only a `<words>` placeholder in the path: `?q=<script>` in a query
-    // is a real URL (an XSS attempt).
-    if let Some((_, rest)) = t.split_once("://")
-        && has_placeholder(rest.split(['?', '#']).next().unwrap_or_default())
-    {
-        let url = url::Url::parse(t).ok();
-        let host = url
-            .as_ref()
-            .and_then(url::Url::host_str)
-            .unwrap_or_default();
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        return sink.offer(classify(host, sink.opts), n);
-    }
     let c = classify(t, sink.opts);
     // `setup.py` or `invoice.zip` in a sentence is a file, not a domain: one written in prose as
     // an indicator is defanged, or stands on its own line or cell.
@@ -325,19 +311,6 @@ fn is_file_name(domain: &str) -> bool {
     domain
         .split_once('.')
         .is_some_and(|(_, extension)| FILE_EXTENSIONS.contains(&extension))
-}
-
-/// Whether `path` holds a `<placeholder>`: words (letters, digits, spaces, `_`, `-`) between
-/// angle brackets.
-fn has_placeholder(path: &str) -> bool {
-    path.split('<').skip(1).any(|after| {
-        after.split_once('>').is_some_and(|(inside, _)| {
-            !inside.is_empty()
-                && inside
-                    .chars()
-                    .all(|c| c.is_alphanumeric() || matches!(c, ' ' | '_' | '-'))
-        })
-    })
 }
 
 /// ASCII bytes that separate tokens (see [`is_separator`]).

@@ -110,14 +110,43 @@ enum Outcome {
     Fatal(String),
 }
 
+/// Claims the database refused in a row (a full disk): the worker waits longer after each, up
+/// to 30 s, and says why once (and again when the reason changes), not five times a second.
+#[derive(Debug, Default)]
+struct RefusedClaims {
+    in_a_row: u32,
+    said: String,
+}
+
+impl RefusedClaims {
+    /// Counts a refusal; returns whether its reason is news.
+    fn refused(&mut self, why: &str) -> bool {
+        self.in_a_row = self.in_a_row.saturating_add(1);
+        let news = why != self.said;
+        if news {
+            self.said = why.to_owned();
+        }
+        news
+    }
+
+    /// Counts a claim taken; returns whether it ends a run of refusals.
+    fn taken(&mut self) -> bool {
+        self.said.clear();
+        std::mem::take(&mut self.in_a_row) > 0
+    }
+
+    /// How long to wait before the next claim when there was no job to work on.
+    fn wait(&self, idle: Duration) -> Duration {
+        (idle * 2u32.saturating_pow(self.in_a_row.min(8))).min(Duration::from_secs(30))
+    }
+}
+
 impl Worker {
     /// Runs one worker until `stop` is cancelled (or a fatal error), working on one job at a
     /// time (claimed together with the other workers, see [`SharedClaims`]). When idle it
     /// checks for due work every `idle` interval.
     pub async fn run(self, stop: CancellationToken, idle: Duration) {
-        // Claims the database refused in a row (a full disk): the worker waits longer after
-        // each, up to 30 s, and says so once, not five times a second.
-        let mut refused = 0u32;
+        let mut refused = RefusedClaims::default();
         loop {
             if stop.is_cancelled() || self.fatal.is_cancelled() {
                 return;
@@ -125,23 +154,21 @@ impl Worker {
             let lease_ms = (self.config.daemon.lease_secs * 1000.0) as i64;
             let job = match self.claims.next(&*self.store, &self.owner, lease_ms).await {
                 Ok(job) => {
-                    if refused > 0 {
+                    if refused.taken() {
                         tracing::info!("claiming jobs works again");
-                        refused = 0;
                     }
                     job
                 }
                 Err(e) => {
-                    if refused == 0 {
-                        tracing::error!(error = %e, "cannot claim jobs; retrying, less often while it lasts");
+                    let why = e.to_string();
+                    if refused.refused(&why) {
+                        tracing::error!(error = %why, "cannot claim jobs; retrying, less often while it lasts");
                     }
-                    refused = refused.saturating_add(1);
                     None
                 }
             };
             let Some(job) = job else {
-                let wait =
-                    (idle * 2u32.saturating_pow(refused.min(8))).min(Duration::from_secs(30));
+                let wait = refused.wait(idle);
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = stop.cancelled() => return,
@@ -785,6 +812,31 @@ pub fn verdict_of_analysis(analysis: &Analysis, config: &Config) -> VerdictRecor
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn refused_claims_are_told_once_per_reason_and_waited_on_longer() {
+        let idle = Duration::from_millis(200);
+        let mut refused = super::RefusedClaims::default();
+        assert_eq!(refused.wait(idle), idle);
+        assert!(refused.refused("database or disk is full"));
+        assert!(!refused.refused("database or disk is full"));
+        assert_eq!(refused.wait(idle), idle * 4);
+        assert!(
+            refused.refused("database is locked"),
+            "a new reason is told"
+        );
+        for _ in 0..10 {
+            refused.refused("database is locked");
+        }
+        assert_eq!(refused.wait(idle), Duration::from_secs(30));
+        assert!(refused.taken(), "the end of the refusals is told");
+        assert!(!refused.taken());
+        assert_eq!(refused.wait(idle), idle);
+        assert!(
+            refused.refused("database is locked"),
+            "told again after a recovery"
+        );
+    }
+
     use super::*;
     use crate::config::PollConfig;
 

@@ -48,7 +48,7 @@ use super::{Classified, Format, MAX_DOCUMENT, SkipReason, classify, refang};
 use crate::indicator::{FileHash, Indicator};
 
 /// Words that make a generic JSON key an indicator key.
-pub const INDICATOR_KEY_WORDS: [&str; 32] = [
+pub const INDICATOR_KEY_WORDS: [&str; 36] = [
     "c2",
     "cnc",
     "c&c",
@@ -66,6 +66,10 @@ pub const INDICATOR_KEY_WORDS: [&str; 32] = [
     "ipv4",
     "ipv6",
     "addr",
+    "address",
+    "addresses",
+    "exfil",
+    "gate",
     "server",
     "servers",
     "hash",

@@ -800,6 +800,23 @@ fn generic_json_takes_indicator_keys_only() {
 }
 
 #[test]
+fn generic_json_reads_addresses_gates_and_exfiltration_servers() {
+    let input = br#"{"exfil": {"address": "exfil.evil.com", "port": 25},
+ "backup.address": "backup.evil.com", "gate": "http://gate.evil.com/g.php",
+ "mac_address": "00:11:22:33:44:55", "btc_addresses": ["1BoatSLRHtKNngkdXEeobR76b53LETtpyT"]}"#;
+    let (summary, found) = run("config.json", input);
+    assert_eq!(
+        values(&found),
+        [
+            "exfil.evil.com",
+            "backup.evil.com",
+            "http://gate.evil.com/g.php"
+        ]
+    );
+    assert!(summary.rejected.is_empty(), "{:?}", summary.rejected);
+}
+
+#[test]
 fn stix_patterns_hash_key_spellings_or_chains_and_cidrs() {
     let input = br#"{"type": "bundle", "objects": [
  {"type": "indicator", "pattern": "[file:hashes.'SHA-256' = 'D3B0FBD6FF688034471E4400717742FFA21DCB1C909B0C1A1B2E82B34AE91D03']"},

@@ -266,7 +266,7 @@ impl CsvState {
                     continue;
                 }
             }
-            taken += extract(cell, n, sink, Flavor::Plain);
+            taken += extract(cell, n, sink, Flavor::Plain, false);
         }
         if taken == 0
             && let Some(t) = row_type

@@ -291,6 +291,29 @@ fn a_url_alone_on_its_line_keeps_its_last_character_and_one_in_a_sentence_does_n
 
 /// ESET's Q3 2020 report: `http://barbatulus[.]xyz/<MAC address>/home/log/HjwLX.dot` is a
 /// template no request ever used; its host is what to look up.
+/// ESET's Turla README wraps a sentence before its link: the dot after the URL ends the
+/// sentence. A list's lines, even after a line of prose that ends with a colon, stand alone.
+#[test]
+fn a_url_that_goes_on_with_the_sentence_before_loses_its_full_stop() {
+    let (_, found) = run(
+        "turla.adoc",
+        b"The white paper about Gazer is available on WeLiveSecurity at\n\
+          https://www.welivesecurity.com/wp-content/uploads/2017/08/eset-gazer.pdf.\n\
+          \n\
+          Its C&C servers are:\n\
+          http://evil.com/?v_id=abc.\n\
+          http://evil.com/a.\n",
+    );
+    assert_eq!(
+        values(&found),
+        [
+            "https://www.welivesecurity.com/wp-content/uploads/2017/08/eset-gazer.pdf",
+            "http://evil.com/?v_id=abc.",
+            "http://evil.com/a."
+        ]
+    );
+}
+
 #[test]
 fn a_url_template_gives_its_host() {
     let (_, found) = run(

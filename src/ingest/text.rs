@@ -5,7 +5,8 @@
 //! defanged URLs are undone too), drop invisible characters, split it on separators
 //! (whitespace including NBSP, `,` `;` `|` quotes and angle brackets), strip wrappers and
 //! trailing prose punctuation from each token, classify it, and look for bounded hash-length hex
-//! runs in tokens that are neither indicators nor paths. In a sentence, a name ending in a file
+//! runs in tokens that are neither indicators nor paths. A value alone on its line (or in its
+//! cell) keeps its last character, unless the line goes on with a sentence of the line before. In a sentence, a name ending in a file
 //! extension that is also a top-level domain (`setup.py`) is a file unless it was defanged. A backtick span holding a URL is one
 //! token, spaces and all (`` `++http://host/<MAC address>/x++` ``), which classifying then
 //! reads as a URL template.
@@ -31,6 +32,8 @@ pub enum Flavor {
 pub(crate) fn parse(reader: impl Read, format: Format, sink: &mut Sink<'_>) -> std::io::Result<()> {
     let mut lines = Lines::new(BufReader::with_capacity(64 * 1024, reader));
     let mut csv = super::csv::CsvState::default();
+    // Whether the line before ended mid-sentence, so that this one goes on with it.
+    let mut in_sentence = false;
     while let Some((n, line)) = lines.next_line()? {
         let bytes = match line {
             Line::TooLong => {
@@ -50,8 +53,14 @@ pub(crate) fn parse(reader: impl Read, format: Format, sink: &mut Sink<'_>) -> s
         match format {
             Format::Loki => loki_line(&text, n, sink),
             Format::Csv => csv.line(&text, n, sink),
-            Format::AsciiDoc => asciidoc_line(&text, n, sink),
-            _ => text_line(&text, n, sink),
+            _ => {
+                let continues = std::mem::replace(&mut in_sentence, ends_mid_sentence(&text));
+                if format == Format::AsciiDoc {
+                    asciidoc_line(&text, n, continues, sink);
+                } else {
+                    text_line(&text, n, continues, sink);
+                }
+            }
         }
     }
     csv.finish(sink);
@@ -74,7 +83,7 @@ pub(crate) fn parse_bytes_as_text(bytes: &[u8], sink: &mut Sink<'_>) -> std::io:
             } else {
                 text.into_owned()
             };
-            extract(&text, n, sink, Flavor::Plain);
+            extract(&text, n, sink, Flavor::Plain, false);
         } else {
             sink.reject(n, "line too long", "");
         }
@@ -82,7 +91,18 @@ pub(crate) fn parse_bytes_as_text(bytes: &[u8], sink: &mut Sink<'_>) -> std::io:
     Ok(())
 }
 
-fn text_line(line: &str, n: usize, sink: &mut Sink<'_>) {
+/// Whether a line of prose stops mid-sentence, its next line going on with it: words that end
+/// in a word (`The white paper is available at`), not a list item, table row or heading.
+fn ends_mid_sentence(line: &str) -> bool {
+    let t = line.trim();
+    t.ends_with(|c: char| c.is_alphanumeric())
+        && t.split_whitespace().nth(2).is_some()
+        && !t.starts_with(['#', '|', '-', '*', '+', '=', '.', '['])
+        && !t.contains("://")
+}
+
+/// One line of text; `continues` when it goes on with the sentence of the line before.
+fn text_line(line: &str, n: usize, continues: bool, sink: &mut Sink<'_>) {
     let trimmed = line.trim();
     if trimmed.is_empty() || trimmed.starts_with('#') {
         return;
@@ -96,7 +116,7 @@ fn text_line(line: &str, n: usize, sink: &mut Sink<'_>) {
         sink.skip(SkipReason::Reference);
         return;
     }
-    let taken = extract(line, n, sink, Flavor::Plain);
+    let taken = extract(line, n, sink, Flavor::Plain, continues);
     // A lone value on its own line that is nothing we know deserves a word to the analyst
     // (`readme.txt` in a list of hashes); a lone plain word is a section title.
     if taken == 0
@@ -107,7 +127,7 @@ fn text_line(line: &str, n: usize, sink: &mut Sink<'_>) {
     }
 }
 
-fn asciidoc_line(line: &str, n: usize, sink: &mut Sink<'_>) {
+fn asciidoc_line(line: &str, n: usize, continues: bool, sink: &mut Sink<'_>) {
     let trimmed = line.trim();
     if trimmed.is_empty() || trimmed.starts_with("//") {
         return;
@@ -115,7 +135,7 @@ fn asciidoc_line(line: &str, n: usize, sink: &mut Sink<'_>) {
     if trimmed.starts_with(':') && trimmed[1..].contains(": ") {
         return; // document attribute
     }
-    extract(line, n, sink, Flavor::AsciiDoc);
+    extract(line, n, sink, Flavor::AsciiDoc, continues);
 }
 
 /// LOKI: `value;comment` or `value;score;comment`; comments may contain `;` and indicators
@@ -162,8 +182,15 @@ pub fn is_separator(c: char) -> bool {
 }
 
 /// Extracts every indicator of a free-text fragment; returns how many values were taken or
-/// deliberately skipped.
-pub(crate) fn extract(fragment: &str, n: usize, sink: &mut Sink<'_>, flavor: Flavor) -> usize {
+/// deliberately skipped. `in_sentence` when the fragment goes on with a sentence begun before
+/// it: then no value in it stands alone, and punctuation after one is the sentence's.
+pub(crate) fn extract(
+    fragment: &str,
+    n: usize,
+    sink: &mut Sink<'_>,
+    flavor: Flavor,
+    in_sentence: bool,
+) -> usize {
     let mut s = super::refang::refang_cow(fragment);
     if !s.is_ascii() && s.contains(is_invisible) {
         s.to_mut().retain(|c| !is_invisible(c));
@@ -177,7 +204,8 @@ pub(crate) fn extract(fragment: &str, n: usize, sink: &mut Sink<'_>, flavor: Fla
         .find_map(|marker| item.strip_prefix(marker))
         .unwrap_or(item);
     let lone = trim_lone(item);
-    if let Some((scheme, _)) = lone.split_once("://")
+    if !in_sentence
+        && let Some((scheme, _)) = lone.split_once("://")
         && !scheme.is_empty()
         && scheme.bytes().all(|b| b.is_ascii_alphabetic())
         && !lone.contains(char::is_whitespace)
@@ -191,9 +219,10 @@ pub(crate) fn extract(fragment: &str, n: usize, sink: &mut Sink<'_>, flavor: Fla
     // A value standing alone (a line of a list, a cell) keeps its last character: prose
     // punctuation only follows a value inside a sentence.
     let whole = s.trim().len();
+    let alone = |raw: &str| !in_sentence && raw.len() == whole;
     if !s.contains('`') {
         for_each_token(&s, |raw| {
-            taken += take(raw, raw.len() == whole, fragment, n, sink, flavor) as usize
+            taken += take(raw, alone(raw), fragment, n, sink, flavor) as usize
         });
         return taken;
     }
@@ -206,7 +235,7 @@ pub(crate) fn extract(fragment: &str, n: usize, sink: &mut Sink<'_>, flavor: Fla
             taken += take(token, true, fragment, n, sink, flavor) as usize;
         } else {
             for_each_token(seg, |raw| {
-                taken += take(raw, raw.len() == whole, fragment, n, sink, flavor) as usize
+                taken += take(raw, alone(raw), fragment, n, sink, flavor) as usize
             });
         }
     }

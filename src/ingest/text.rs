@@ -6,10 +6,11 @@
 //! (whitespace including NBSP, `,` `;` `|` quotes and angle brackets), strip wrappers and
 //! trailing prose punctuation from each token, classify it, and look for bounded hash-length hex
 //! runs in tokens that are neither indicators nor paths. A value alone on its line (or in its
-//! cell) keeps its last character, unless the line goes on with a sentence of the line before. In a sentence, a name ending in a file
-//! extension that is also a top-level domain (`setup.py`) is a file unless it was defanged. A backtick span holding a URL is one
-//! token, spaces and all (`` `++http://host/<MAC address>/x++` ``), which classifying then
-//! reads as a URL template.
+//! cell) keeps its last character, unless the line goes on with a sentence of the line before.
+//! In a sentence, a name ending in a file extension that is also a top-level domain
+//! (`setup.py`) is a file unless it was defanged. A backtick span holding a URL is one token,
+//! spaces and all (`` `++http://host/<MAC address>/x++` ``), which classifying then reads as a
+//! URL template.
 
 use std::io::{BufReader, Read};
 

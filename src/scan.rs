@@ -196,6 +196,11 @@ pub async fn scan(
     pipeline.shutdown().await;
     let interrupted = match drained {
         Ok(()) => None,
+        Err(Interrupted::Shutdown) if allow_submit => Some(
+            "interrupted; unfinished files stay queued for the next run, allowed to be uploaded \
+             (scan them again without --upload to withdraw that)"
+                .into(),
+        ),
         Err(Interrupted::Shutdown) => {
             Some("interrupted; unfinished files stay queued for the next run".into())
         }

@@ -341,7 +341,7 @@ impl Worker {
     /// VirusTotal does not know the indicator: submit it when allowed, else `unknown`.
     async fn unknown(&self, job: &Job) -> Outcome {
         let now = now_millis();
-        // Whoever queued the job decided, under their policy, whether it may be submitted.
+        // Whoever queued the job last decided, under their policy, whether it may be submitted.
         let setting = match job.kind {
             Kind::File => "upload.files",
             Kind::Url => "upload.urls",
@@ -476,8 +476,8 @@ impl Worker {
 
     /// Records that `job`'s submission is about to be sent, its quota granted: from then on, a
     /// crash leaves an interrupted submission to confirm, never a second upload. `false` when
-    /// this worker no longer holds the job (or the database refused): the submission is called
-    /// off.
+    /// this worker no longer holds the job, a later enqueue withdrew the permission to submit it
+    /// (or the database refused): the submission is called off.
     async fn mark_submitting(&self, job: &Job) -> bool {
         self.store
             .mark_submitting(job, now_millis())

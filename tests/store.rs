@@ -411,6 +411,39 @@ async fn an_unknown_file_is_reopened_when_uploads_become_allowed(db: Backend) {
     );
 }
 
+/// The permission to upload is the latest enqueue's: a `scan` without `--upload` withdraws the
+/// one an interrupted `scan --upload` left, even from a job a worker has claimed meanwhile.
+async fn the_latest_enqueue_decides_whether_a_file_may_be_uploaded(db: Backend) {
+    let s = db.store.clone();
+    register(&*s, "w", T0).await;
+    let file = |allow| NewJob {
+        kind: Kind::File,
+        indicator: "8".repeat(64),
+        allow_submit: allow,
+        path: Some(FileSeen::at("/cases/x.exe", 10)),
+        source: None,
+    };
+    s.enqueue(&[file(true)], T0, DAY, 5).await.unwrap();
+    assert_eq!(
+        s.enqueue(&[file(false)], T0 + 1, DAY, 5).await.unwrap()[0].1,
+        Enqueued::Queued
+    );
+    let job = s.claim("w", 1, T0 + 1, 1000).await.unwrap().pop().unwrap();
+    assert!(!job.allow_submit, "withdrawn while queued");
+    s.release(&job, T0 + 2).await.unwrap();
+
+    s.enqueue(&[file(true)], T0 + 3, DAY, 5).await.unwrap();
+    let job = s.claim("w", 1, T0 + 3, 1000).await.unwrap().pop().unwrap();
+    assert!(job.allow_submit, "given again");
+    s.enqueue(&[file(false)], T0 + 4, DAY, 5).await.unwrap();
+    assert!(
+        !s.mark_submitting(&job, T0 + 5).await.unwrap(),
+        "withdrawn after the claim: the upload is called off"
+    );
+    s.enqueue(&[file(true)], T0 + 6, DAY, 5).await.unwrap();
+    assert!(s.mark_submitting(&job, T0 + 7).await.unwrap());
+}
+
 async fn a_failed_recheck_keeps_the_earlier_verdict(db: Backend) {
     let s = db.store.clone();
     register(&*s, "w", T0).await;
@@ -963,6 +996,7 @@ on_both_backends!(
     a_job_abandoned_too_often_is_discarded_as_failed,
     fresh_verdicts_are_reused_and_stale_ones_reopened,
     an_unknown_file_is_reopened_when_uploads_become_allowed,
+    the_latest_enqueue_decides_whether_a_file_may_be_uploaded,
     a_failed_recheck_keeps_the_earlier_verdict,
     submission_intent_survives_a_restart,
     the_quota_ledger_never_grants_more_than_the_window_allows,

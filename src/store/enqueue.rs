@@ -259,7 +259,8 @@ fn queue_job(
 }
 
 /// Enqueues a job whose indicator is already in the queue: nothing to do while it is queued
-/// or running; a finished one is queued again when its verdict is stale (or may now improve).
+/// or running but take this enqueue's permission to submit; a finished one is queued again
+/// when its verdict is stale (or may now improve).
 fn requeue_known(
     conn: &Connection,
     job: &NewJob,
@@ -278,12 +279,12 @@ fn requeue_known(
             ))
         })?;
     match super::requeue(known, job.allow_submit, how.now - how.max_age_ms) {
-        Requeue::Queued { allow_submit } => {
-            if allow_submit {
+        Requeue::Queued { permission_changes } => {
+            if permission_changes {
                 conn.prepare_cached(
-                    "UPDATE jobs SET allow_submit = 1, updated_at = ?2 WHERE id = ?1",
+                    "UPDATE jobs SET allow_submit = ?3, updated_at = ?2 WHERE id = ?1",
                 )?
-                .execute(params![id, how.now])?;
+                .execute(params![id, how.now, job.allow_submit])?;
             }
             Ok((id, Enqueued::Queued))
         }
@@ -291,7 +292,7 @@ fn requeue_known(
             conn.prepare_cached(
                 "UPDATE jobs SET state = 'available', step = ?2, priority = ?3, attempt = 0,
                          max_attempts = ?4, scheduled_at = ?5, updated_at = ?5, finished_at = NULL,
-                         allow_submit = MAX(allow_submit, ?6), last_error = NULL,
+                         allow_submit = ?6, last_error = NULL,
                          submitted_at = CASE WHEN ?2 = 'poll' THEN submitted_at END,
                          analysis_id = CASE WHEN ?2 = 'poll' THEN analysis_id END,
                          polls = CASE WHEN ?2 = 'poll' THEN polls ELSE 0 END

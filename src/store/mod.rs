@@ -401,7 +401,8 @@ pub trait Store: Send + Sync + 'static {
     /// Extends the lease of a running job; false when the lease was lost.
     async fn extend_lease(&self, job: &Job, until: Millis) -> Result<bool, Error>;
 
-    /// Records that an upload/submission is about to start (committed before it starts).
+    /// Records that an upload/submission is about to start (committed before it starts); false
+    /// when the job is no longer this worker's, or no longer allowed to be submitted.
     async fn mark_submitting(&self, job: &Job, now: Millis) -> Result<bool, Error>;
 
     /// Back to `available` without spending an attempt.
@@ -662,8 +663,10 @@ pub(crate) type KnownJob = (String, bool, Option<String>, Option<String>, Option
 
 /// What enqueueing an indicator that is already queued does (both backends apply it).
 pub(crate) enum Requeue {
-    /// Queued or running: nothing, or only allow the submission that is now allowed.
-    Queued { allow_submit: bool },
+    /// Queued or running: nothing, or take this enqueue's permission to submit, which differs
+    /// (the latest caller's policy decides, so a `scan` without `--upload` withdraws the
+    /// permission an interrupted `scan --upload` left).
+    Queued { permission_changes: bool },
     /// Finished with a stale verdict (or one that may now improve): queue it again at `Step`.
     Reopen(Step),
     /// Finished with a fresh verdict: nothing to do.
@@ -727,9 +730,12 @@ fn files_seen(rows: Vec<SightingRow>, allow_submit: bool) -> Vec<FileSeen> {
             match requeue(known, allow_submit, Millis::MIN) {
                 Requeue::Fresh
                 | Requeue::Queued {
-                    allow_submit: false,
+                    permission_changes: false,
                 } => {}
-                Requeue::Queued { allow_submit: true } | Requeue::Reopen(_) => return None,
+                Requeue::Queued {
+                    permission_changes: true,
+                }
+                | Requeue::Reopen(_) => return None,
             }
             Some(FileSeen {
                 path,
@@ -756,7 +762,7 @@ pub(crate) fn requeue(known: KnownJob, allow_submit: bool, fresh_since: Millis) 
     let newly_allowed = allow_submit && !allowed_before;
     if state != "completed" && state != "discarded" {
         return Requeue::Queued {
-            allow_submit: newly_allowed,
+            permission_changes: allow_submit != allowed_before,
         };
     }
     let stale = match (verdict.as_deref(), checked_at) {

@@ -368,13 +368,14 @@ impl PgStore {
                 let id: i64 = row.get(0);
                 let known = (row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
                 match super::requeue(known, job.allow_submit, now - max_age_ms) {
-                    Requeue::Queued { allow_submit } => {
-                        if allow_submit {
+                    Requeue::Queued { permission_changes } => {
+                        if permission_changes {
                             sqlx::query(
-                                "UPDATE jobs SET allow_submit = TRUE, updated_at = $2 WHERE id = $1",
+                                "UPDATE jobs SET allow_submit = $3, updated_at = $2 WHERE id = $1",
                             )
                             .bind(id)
                             .bind(now)
+                            .bind(job.allow_submit)
                             .execute(&mut *tx)
                             .await?;
                         }
@@ -384,7 +385,7 @@ impl PgStore {
                         sqlx::query(
                             "UPDATE jobs SET state = 'available', step = $2, priority = $3, attempt = 0,
                                  max_attempts = $4, scheduled_at = $5, updated_at = $5, finished_at = NULL,
-                                 allow_submit = allow_submit OR $6, last_error = NULL,
+                                 allow_submit = $6, last_error = NULL,
                                  submitted_at = CASE WHEN $2 = 'poll' THEN submitted_at END,
                                  analysis_id = CASE WHEN $2 = 'poll' THEN analysis_id END,
                                  polls = CASE WHEN $2 = 'poll' THEN polls ELSE 0 END
@@ -569,7 +570,9 @@ impl Store for PgStore {
     }
 
     async fn mark_submitting(&self, job: &Job, now: Millis) -> Result<bool, Error> {
-        let sql = format!("UPDATE jobs SET submitted_at = $3, updated_at = $3 WHERE {FENCE}");
+        let sql = format!(
+            "UPDATE jobs SET submitted_at = $3, updated_at = $3 WHERE {FENCE} AND allow_submit"
+        );
         let done = sqlx::query(AssertSqlSafe(sql))
             .bind(job.id)
             .bind(&job.owner)

@@ -834,8 +834,18 @@ impl Store for SqliteStore {
     }
 
     async fn mark_submitting(&self, job: &Job, now: Millis) -> Result<bool, Error> {
-        const SET: &str = "submitted_at = ?3, updated_at = ?3";
-        self.fenced_update(job, SET, now).await
+        // The fence of `fenced_update`, and the permission, which a later enqueue may withdraw.
+        let (id, owner) = (job.id, job.owner.clone());
+        self.grouped()
+            .await?
+            .write(move |conn| {
+                let mut update = conn.prepare_cached(&format!(
+                    "UPDATE jobs SET submitted_at = ?3, updated_at = ?3
+                     WHERE {FENCE} AND allow_submit"
+                ))?;
+                Ok(update.execute(params![id, owner, now])? == 1)
+            })
+            .await
     }
 
     async fn snooze(&self, job: &Job, snooze: &Snooze, now: Millis) -> Result<bool, Error> {

@@ -332,7 +332,8 @@ impl Worker {
                     "VirusTotal has not finished analysing it",
                 )
             }
-            Ok(object) => Outcome::Complete(verdict_of_object(&object, &self.config, now)),
+            // Checked when VirusTotal answered, which the quota may have held back for hours.
+            Ok(object) => Outcome::Complete(verdict_of_object(&object, &self.config, now_millis())),
             Err(vt::Error::NotFound) => self.unknown(job).await,
             Err(e) => self.failure(job, e),
         }

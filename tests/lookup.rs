@@ -115,6 +115,23 @@ async fn a_fresh_stored_verdict_costs_no_request_and_a_stale_one_costs_one() {
     assert_eq!(hits(&w, "GET /files/{id}"), 2, "stale: one request");
 }
 
+/// A verdict is checked when VirusTotal answered, not when its job was claimed: with one request
+/// a second, the second answer comes a second after the first.
+#[tokio::test]
+async fn a_verdict_is_dated_by_virustotal_s_answer_not_by_the_quota_wait() {
+    let mut w = world().await;
+    w.config.quota.requests = 1;
+    let asked = now_millis();
+    let (_, records) = look(&w, &[SHA, "evil.example.com"]).await;
+    let mut checked: Vec<i64> = records.iter().map(|r| r.checked_at_ms.unwrap()).collect();
+    checked.sort_unstable();
+    assert!(checked[0] >= asked, "{checked:?}");
+    assert!(
+        checked[1] - checked[0] >= 900,
+        "the second answer waited a second for the quota: {checked:?}"
+    );
+}
+
 /// A lookup is waited for: it goes before a daemon's backlog, however long, rather than after it
 /// at the quota's pace.
 #[tokio::test]

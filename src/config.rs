@@ -339,15 +339,20 @@ impl Config {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("cannot read config file {}", p.display()))?;
-                warn_if_key_readable_by_others(p, &text);
                 Some((p, text))
             }
             None => None,
         };
         let file_table = match &text {
-            Some((p, text)) => text
-                .parse::<toml::Table>()
-                .with_context(|| format!("config file {} is not valid TOML", p.display()))?,
+            Some((p, text)) => {
+                let table = text
+                    .parse::<toml::Table>()
+                    .with_context(|| format!("config file {} is not valid TOML", p.display()))?;
+                if holds_api_key(&table) {
+                    warn_if_readable_by_others(p);
+                }
+                table
+            }
             None => toml::Table::new(),
         };
         let mut table = file_table.clone();
@@ -463,14 +468,20 @@ fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> anyhow::Result
     Ok(true)
 }
 
+/// Whether a configuration file sets `[virustotal] api_key`, however TOML spells it (a
+/// section, a dotted key, an inline table, a quoted key).
+fn holds_api_key(file: &toml::Table) -> bool {
+    file.get("virustotal")
+        .and_then(|section| section.get("api_key"))
+        .is_some()
+}
+
 /// A key in a file that others can read is a key others have.
-fn warn_if_key_readable_by_others(path: &Path, text: &str) {
+fn warn_if_readable_by_others(path: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let has_key = text.lines().any(|l| l.trim_start().starts_with("api_key"));
         if let Ok(meta) = std::fs::metadata(path)
-            && has_key
             && meta.permissions().mode() & 0o044 != 0
         {
             tracing::warn!(
@@ -490,6 +501,25 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn an_api_key_is_found_however_toml_spells_it() {
+        for text in [
+            "[virustotal]\napi_key = \"k\"",
+            "virustotal.api_key = \"k\"",
+            "\"virustotal\".\"api_key\" = \"k\"",
+            "virustotal = { api_key = \"k\" }",
+        ] {
+            assert!(holds_api_key(&text.parse().unwrap()), "{text}");
+        }
+        for text in [
+            "[upload]\nfiles = \"never\"",
+            "api_key = \"k\"",
+            "# api_key = \"k\"",
+        ] {
+            assert!(!holds_api_key(&text.parse().unwrap()), "{text}");
+        }
     }
 
     #[test]

@@ -16,7 +16,27 @@ pub async fn sha256_file(path: &Path) -> std::io::Result<String> {
 
 /// The same, on the calling thread.
 pub fn sha256_file_blocking(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
+    sha256_of(&mut std::fs::File::open(path)?)
+}
+
+/// Opens the file at `path` and hashes it: the open file (rewound) and its SHA-256. Uploading
+/// from that file, not from the path, sends the content that was hashed even if the path is
+/// replaced (by a symlink, another file) meanwhile.
+pub async fn open_and_hash(path: &Path) -> std::io::Result<(std::fs::File, String)> {
+    let path: PathBuf = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Seek, SeekFrom};
+        let mut file = std::fs::File::open(&path)?;
+        let sha256 = sha256_of(&mut file)?;
+        file.seek(SeekFrom::Start(0))?;
+        Ok((file, sha256))
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// The SHA-256 of what is left to read of `file`.
+fn sha256_of(file: &mut std::fs::File) -> std::io::Result<String> {
     let mut hasher = Sha256::new();
     // A MiB at a time; a small file gets a buffer of its own size instead of a zeroed MiB.
     let size = file.metadata().map_or(0, |m| m.len());

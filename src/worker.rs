@@ -413,9 +413,11 @@ impl Worker {
                 too_large = Some(size);
                 continue;
             }
-            match crate::hashing::sha256_file(&path).await {
-                Ok(digest) if digest == job.indicator => {
-                    found = Some((path, size));
+            // Uploaded from the file hashed here, not opened again by its path after the quota
+            // wait: what is sent is what was checked.
+            match crate::hashing::open_and_hash(&path).await {
+                Ok((file, digest)) if digest == job.indicator => {
+                    found = Some((path, file));
                     break;
                 }
                 Ok(_) => {}
@@ -428,7 +430,7 @@ impl Worker {
         // No copy to upload: too large, unreadable for now (tried again), or every copy written
         // over since it was hashed (looking it up again would find nothing new; the new content
         // is a file of its own).
-        let Some((path, size)) = found else {
+        let Some((path, file)) = found else {
             return match (too_large, unreadable) {
                 (Some(size), _) => unknown(
                     now,
@@ -444,7 +446,11 @@ impl Worker {
                 ),
             };
         };
-        let shown = crate::store::path_text(&path);
+        let upload = match vt::UploadFile::new(&path, file, Some(job.indicator.clone())) {
+            Ok(upload) => upload,
+            Err(e) => return Outcome::Retry(e.to_string()),
+        };
+        let (shown, size) = (crate::store::path_text(&path), upload.size);
         let mark = || -> BoxFuture<'_, bool> {
             Box::pin(async {
                 let marked = self.mark_submitting(job).await;
@@ -454,11 +460,20 @@ impl Worker {
                 marked
             })
         };
-        match self.client.upload_file_with(&path, max, Some(&mark)).await {
+        match self
+            .client
+            .upload_file_with(&upload, max, Some(&mark))
+            .await
+        {
             Ok(analysis) => self.first_poll(analysis.id),
             Err(vt::Error::TooLarge { .. }) => {
                 unknown(now, "VirusTotal refused the upload as too large")
             }
+            Err(vt::Error::Changed(_)) => unknown(
+                now_millis(),
+                "VirusTotal does not know it; not uploaded: the file changed while it was sent, \
+                 and the upload was cut off (the new content is a file of its own)",
+            ),
             Err(e) => self.failure(job, e),
         }
     }

@@ -684,6 +684,66 @@ async fn a_file_written_over_before_its_upload_costs_one_lookup() {
     assert!(stats.uploads.is_empty());
 }
 
+/// Waits until the simulator has answered `n` API requests (10 s at most).
+async fn answered(world: &World, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while world.sim.stats().api_requests < n {
+        assert!(Instant::now() < deadline, "{n} requests answered in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The path of a file whose upload waits for quota is replaced by a symlink to a secret: what
+/// was hashed is uploaded, from the file opened before the wait, never what the path now names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_replaced_while_the_upload_waits_sends_what_was_hashed() {
+    let mut world = World::new(World::fast_sim()).await.allow_uploads();
+    world.config.quota.requests = 1;
+    world.config.quota.window_secs = 2.0;
+    let content = b"the sample that was dropped";
+    let path = world.file("drop/sample.bin", content);
+    let secret = world.file("secret.txt", b"TOP SECRET, outside the drop directory");
+    let pipeline = pipeline(&world).await;
+    let ids = queue(&pipeline, &[file_job(&path, content)], 5).await;
+    pipeline.spawn_workers();
+    answered(&world, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(&secret, &path).unwrap();
+    let results = work_through(&pipeline, &ids).await;
+    let uploads: Vec<String> = world.sim.stats().uploads.into_keys().collect();
+    assert_eq!(uploads, [sha256(content)], "{results:?}");
+}
+
+/// A file written to in place while it is uploaded: the upload is cut off before its end, so
+/// VirusTotal never holds other content under the job's hash (a verdict for the wrong file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_written_while_it_is_uploaded_is_not_uploaded() {
+    let mut world = World::new(World::fast_sim()).await.allow_uploads();
+    world.config.quota.requests = 1;
+    world.config.quota.window_secs = 2.0;
+    let content = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+    let path = world.file("drop/invoice.exe", content);
+    let pipeline = pipeline(&world).await;
+    let ids = queue(&pipeline, &[file_job(&path, content)], 5).await;
+    pipeline.spawn_workers();
+    answered(&world, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::write(&path, b"benign text written over the same file, in place").unwrap();
+    let results = work_through(&pipeline, &ids).await;
+    let verdict = results[0].verdict.as_ref().unwrap();
+    assert_eq!(verdict.verdict.as_str(), "unknown", "{verdict:?}");
+    assert!(
+        verdict
+            .note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("cut off"),
+        "{verdict:?}"
+    );
+    assert!(world.sim.stats().uploads.is_empty());
+}
+
 /// Of two copies, one written over with a file over the upload limit: the intact one is
 /// uploaded, rather than the job ending "over the limit".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

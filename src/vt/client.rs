@@ -7,14 +7,17 @@
 //! origin, and redirects never carry it elsewhere.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use reqwest::header::{ACCEPT, HeaderValue};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use url::{Origin, Url};
 
@@ -118,6 +121,76 @@ pub(crate) fn should_retry(effect: Effect, failure: &Failure) -> bool {
 /// ([`Error::CalledOff`]).
 pub type BeforeSending<'a> =
     &'a (dyn Fn() -> futures_util::future::BoxFuture<'a, bool> + Send + Sync);
+
+/// A file to upload, open: what is sent is what was opened (and hashed), whatever happens to
+/// its path meanwhile (replaced by a symlink to a secret, or by other content).
+#[derive(Debug)]
+pub struct UploadFile {
+    /// Where it was opened, for its name on VirusTotal and for messages.
+    pub path: PathBuf,
+    file: std::fs::File,
+    /// Its size when opened: the bytes sent.
+    pub size: u64,
+    /// The SHA-256 the bytes sent must have: if the file is written to while it is sent, the
+    /// upload is cut off before its end, so VirusTotal never receives other content under the
+    /// job's hash ([`Error::Changed`]).
+    pub sha256: Option<String>,
+}
+
+impl UploadFile {
+    /// `file`, opened at `path` (and hashed to `sha256`, when given).
+    pub fn new(path: &Path, file: std::fs::File, sha256: Option<String>) -> Result<Self, Error> {
+        let size = file.metadata().map_err(|e| io_error(path, e))?.len();
+        Ok(UploadFile {
+            path: path.to_owned(),
+            file,
+            size,
+            sha256,
+        })
+    }
+
+    /// Opens the file at `path`.
+    pub fn open(path: &Path, sha256: Option<String>) -> Result<Self, Error> {
+        let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
+        Self::new(path, file, sha256)
+    }
+
+    /// The file, read from its start.
+    fn rewound(&self) -> std::io::Result<tokio::fs::File> {
+        use std::io::Seek;
+        let mut file = self.file.try_clone()?;
+        file.rewind()?;
+        Ok(tokio::fs::File::from_std(file))
+    }
+}
+
+/// `chunks`, hashed as they go: when they end with another SHA-256 than `sha256`, a last error
+/// instead of their end cuts the request off (and `changed` says why).
+fn checked_against(
+    sha256: String,
+    changed: Arc<AtomicBool>,
+    chunks: impl Stream<Item = std::io::Result<Bytes>> + Unpin,
+) -> impl Stream<Item = std::io::Result<Bytes>> {
+    futures_util::stream::unfold(Some((chunks, Sha256::new())), move |state| {
+        let (sha256, changed) = (sha256.clone(), changed.clone());
+        async move {
+            let (mut chunks, mut hasher) = state?;
+            match chunks.next().await {
+                Some(Ok(chunk)) => {
+                    hasher.update(&chunk);
+                    Some((Ok(chunk), Some((chunks, hasher))))
+                }
+                Some(Err(e)) => Some((Err(e), None)),
+                None if crate::hashing::hex(&hasher.finalize()) == sha256 => None,
+                None => {
+                    changed.store(true, Ordering::Relaxed);
+                    let cut = std::io::Error::other("the file changed while it was sent");
+                    Some((Err(cut), None))
+                }
+            }
+        }
+    })
+}
 
 /// The URL [`Client::get_upload_url`] gave.
 fn parse_upload_url(upload_url: &str) -> Result<Url, Error> {
@@ -287,20 +360,19 @@ impl Client {
     /// refused locally with [`Error::TooLarge`]. Never repeated once the server may have
     /// received it.
     pub async fn upload_file(&self, path: &Path, max_size: u64) -> Result<AnalysisRef, Error> {
-        self.upload_file_with(path, max_size, None).await
+        self.upload_file_with(&UploadFile::open(path, None)?, max_size, None)
+            .await
     }
 
-    /// [`Client::upload_file`], calling `before_sending` right before the upload is sent.
+    /// [`Client::upload_file`] of a file already open, calling `before_sending` right before
+    /// the upload is sent.
     pub async fn upload_file_with(
         &self,
-        path: &Path,
+        file: &UploadFile,
         max_size: u64,
         before_sending: Option<BeforeSending<'_>>,
     ) -> Result<AnalysisRef, Error> {
-        let size = tokio::fs::metadata(path)
-            .await
-            .map_err(|e| io_error(path, e))?
-            .len();
+        let size = file.size;
         if size > max_size {
             return Err(Error::TooLarge {
                 size: Some(size),
@@ -309,10 +381,10 @@ impl Client {
         }
         if size <= self.direct_upload_limit {
             let url = self.endpoint(&["files"])?;
-            self.upload(url, true, path, before_sending).await
+            self.upload(url, true, file, before_sending).await
         } else {
             let url = parse_upload_url(&self.get_upload_url().await?)?;
-            self.upload(url, false, path, before_sending).await
+            self.upload(url, false, file, before_sending).await
         }
     }
 
@@ -336,7 +408,8 @@ impl Client {
         upload_url: &str,
         path: &Path,
     ) -> Result<AnalysisRef, Error> {
-        self.upload(parse_upload_url(upload_url)?, false, path, None)
+        let file = UploadFile::open(path, None)?;
+        self.upload(parse_upload_url(upload_url)?, false, &file, None)
             .await
     }
 
@@ -557,15 +630,16 @@ impl Client {
         Ok(written)
     }
 
-    /// Uploads `path` as the multipart part `file` to `url`; `gated` for `POST /files` (an API
-    /// call), not for an upload URL.
+    /// Uploads `upload` as the multipart part `file` to `url`; `gated` for `POST /files` (an
+    /// API call), not for an upload URL.
     async fn upload(
         &self,
         url: Url,
         gated: bool,
-        path: &Path,
+        upload: &UploadFile,
         before_sending: Option<BeforeSending<'_>>,
     ) -> Result<AnalysisRef, Error> {
+        let (path, size) = (upload.path.as_path(), upload.size);
         let file_name = upload_file_name(path);
         let label = format!("POST {}", url.path());
         let attempt = || {
@@ -577,22 +651,25 @@ impl Client {
                 } else {
                     None
                 };
-                // Opened per attempt: a retried attempt (nothing was sent) needs a fresh stream.
-                let file = tokio::fs::File::open(path)
-                    .await
-                    .map_err(|e| io_error(path, e))?;
-                let size = file.metadata().await.map_err(|e| io_error(path, e))?.len();
-                // `take` pins the length announced in the multipart framing, even if the file
-                // grows while it streams.
-                let stream =
+                // Read afresh per attempt: a retried attempt (nothing was sent) needs a fresh
+                // stream. `take` pins the length announced in the multipart framing, even if the
+                // file grows while it streams.
+                let file = upload.rewound().map_err(|e| io_error(path, e))?;
+                let chunks =
                     tokio_util::io::ReaderStream::new(tokio::io::AsyncReadExt::take(file, size));
-                let part = reqwest::multipart::Part::stream_with_length(
-                    reqwest::Body::wrap_stream(stream),
-                    size,
-                )
-                .file_name(file_name)
-                .mime_str("application/octet-stream")
-                .map_err(|e| Error::Invalid(chain(&e)))?;
+                let changed = Arc::new(AtomicBool::new(false));
+                let body = match &upload.sha256 {
+                    Some(sha256) => reqwest::Body::wrap_stream(checked_against(
+                        sha256.clone(),
+                        changed.clone(),
+                        chunks,
+                    )),
+                    None => reqwest::Body::wrap_stream(chunks),
+                };
+                let part = reqwest::multipart::Part::stream_with_length(body, size)
+                    .file_name(file_name)
+                    .mime_str("application/octet-stream")
+                    .map_err(|e| Error::Invalid(chain(&e)))?;
                 let form = reqwest::multipart::Form::new().part("file", part);
                 let timeout = self.timeout + Duration::from_secs(size / UPLOAD_BYTES_PER_SEC);
                 let request = self
@@ -608,6 +685,12 @@ impl Client {
                 let reply = self.exchange(&label, request).await;
                 if let Some(grant) = grant {
                     self.hand_back(grant, &reply).await;
+                }
+                if changed.load(Ordering::Relaxed) {
+                    return Err(Failure {
+                        error: Error::Changed(path.to_owned()),
+                        nothing_sent: false,
+                    });
                 }
                 AnalysisRef::parse(&reply?).map_err(|e| Failure::from(with_status(e, 200)))
             }

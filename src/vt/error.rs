@@ -99,6 +99,11 @@ pub enum Error {
     #[error("the submission was called off before it was sent")]
     CalledOff,
 
+    /// The file changed while it was uploaded: the upload was cut off before its end, so
+    /// VirusTotal received nothing whole. Never retried: the new content is another file.
+    #[error("{}: the file changed while it was uploaded; the upload was cut off", .0.display())]
+    Changed(PathBuf),
+
     /// A local file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {

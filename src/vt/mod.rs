@@ -13,7 +13,7 @@ mod model;
 
 use base64::Engine;
 
-pub use client::{Client, DIRECT_UPLOAD_LIMIT, MAX_UPLOAD_SIZE, RetryPolicy};
+pub use client::{Client, DIRECT_UPLOAD_LIMIT, MAX_UPLOAD_SIZE, RetryPolicy, UploadFile};
 pub use error::Error;
 pub use model::{Analysis, AnalysisRef, AnalysisStatus, Object, Page, Stats, parse_data_string};
 

@@ -14,9 +14,9 @@ use crate::config::{Config, VtConfig, secs};
 use crate::quota::{Gate, Limiter, Unlimited};
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Store, WorkerInfo, now_millis};
+use crate::store::{MaySubmit, Store, WorkerInfo, now_millis};
 use crate::vt;
-use crate::worker::{PollClock, Worker};
+use crate::worker::{PollClock, SharedClaims, Worker};
 
 /// How often a process says it is alive and looks for abandoned jobs.
 const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -212,7 +212,7 @@ impl Pipeline {
             fatal: CancellationToken::new(),
             fatal_reason: Arc::new(Mutex::new(None)),
             poll_clock: Arc::new(PollClock::resume(&config.poll, poll_estimates)),
-            claims: Arc::default(),
+            claims: Arc::new(SharedClaims::new(MaySubmit::of(&config.upload))),
         };
         let pipeline = Pipeline {
             store,

@@ -24,7 +24,7 @@ use tracing::Instrument;
 use crate::config::{Config, secs};
 use crate::indicator::Kind;
 use crate::quota::Denied;
-use crate::store::{Job, Millis, Retried, Snooze, Step, Store, now_millis};
+use crate::store::{Job, MaySubmit, Millis, Retried, Snooze, Step, Store, now_millis};
 use crate::verdict::{Verdict, VerdictRecord};
 use crate::vt::{self, Analysis, AnalysisStatus, Object};
 
@@ -53,15 +53,33 @@ pub struct Worker {
 /// it a moment ago, or claims for every worker asking at that moment, in one statement (one
 /// round trip to the database instead of one each). Every job claimed is for a worker already
 /// asking, so none waits here longer than it takes that worker to get the lock.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SharedClaims {
+    /// What this process may submit: it claims no job it could not finish by its own policy.
+    may: MaySubmit,
     /// Workers inside [`SharedClaims::next`].
     asking: AtomicUsize,
     /// Jobs claimed for workers that are asking and have not taken theirs yet.
     claimed: tokio::sync::Mutex<VecDeque<Job>>,
 }
 
+impl Default for SharedClaims {
+    /// Claims for a process that may submit anything a job allows (tests, benchmarks).
+    fn default() -> SharedClaims {
+        SharedClaims::new(MaySubmit::ANY)
+    }
+}
+
 impl SharedClaims {
+    /// Claims for a process that may submit what `may` says.
+    pub fn new(may: MaySubmit) -> SharedClaims {
+        SharedClaims {
+            may,
+            asking: AtomicUsize::default(),
+            claimed: tokio::sync::Mutex::default(),
+        }
+    }
+
     /// The next job for a worker of `owner`, if any is due. A worker awaits this to the end
     /// (dropping it midway could drop jobs just claimed: they would come back to the queue only
     /// when their lease expires or this process unregisters).
@@ -86,7 +104,8 @@ impl SharedClaims {
         }
         let asking = self.asking.load(Ordering::SeqCst).max(1);
         let n = u32::try_from(asking).unwrap_or(u32::MAX);
-        let mut jobs = VecDeque::from(store.claim(owner, n, now_millis(), lease_ms).await?);
+        let claimed_now = store.claim_as(owner, n, now_millis(), lease_ms, self.may);
+        let mut jobs = VecDeque::from(claimed_now.await?);
         let mine = jobs.pop_front();
         claimed.extend(jobs);
         Ok(mine)
@@ -342,7 +361,8 @@ impl Worker {
     /// VirusTotal does not know the indicator: submit it when allowed, else `unknown`.
     async fn unknown(&self, job: &Job) -> Outcome {
         let now = now_millis();
-        // Whoever queued the job last decided, under their policy, whether it may be submitted.
+        // Whoever queued the job last decided, under their policy, whether it may be submitted;
+        // this process claims such a job only if its own policy allows that too (`MaySubmit`).
         let setting = match job.kind {
             Kind::File => "upload.files",
             Kind::Url => "upload.urls",

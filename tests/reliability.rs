@@ -744,6 +744,32 @@ async fn a_file_written_while_it_is_uploaded_is_not_uploaded() {
     assert!(world.sim.stats().uploads.is_empty());
 }
 
+/// A process whose policy forbids uploads (the default) never uploads, even a file another
+/// run queued with `--upload`: that job waits for a process that may upload it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_may_not_upload_leaves_what_others_queued_to_upload() {
+    let world = World::new(World::fast_sim()).await;
+    let content = b"queued by an interrupted scan --upload";
+    let path = world.file("cases/doc.bin", content);
+    let pipeline = pipeline(&world).await;
+    let allowed = queue(&pipeline, &[file_job(&path, content)], 5).await;
+    let own = NewJob {
+        allow_submit: false,
+        ..file_job(&path, b"this run's own file")
+    };
+    let mine = queue(&pipeline, &[own], 5).await;
+    let results = work_through(&pipeline, &mine).await;
+    assert!(results[0].verdict.is_some());
+    let left = pipeline.store.results(&allowed).await.unwrap();
+    assert_eq!(left[0].state, "available", "{left:?}");
+    let stats = world.sim.stats();
+    assert!(stats.uploads.is_empty(), "{stats:?}");
+    assert_eq!(
+        stats.api_requests, 1,
+        "only this run's own lookup: {stats:?}"
+    );
+}
+
 /// Of two copies, one written over with a file over the upload limit: the intact one is
 /// uploaded, rather than the job ending "over the limit".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use backends::Backend;
 use vtriage::indicator::Kind;
 use vtriage::store::{
-    Clock, Enqueued, FileSeen, NewJob, QuotaDecision, QuotaLimits, Retried, Snooze, Step, Store,
+    Clock, Enqueued, FileSeen, MaySubmit, NewJob, QuotaDecision, QuotaLimits, Retried, Snooze,
+    Step, Store,
 };
 use vtriage::verdict::{Stats, Verdict, VerdictRecord};
 
@@ -442,6 +443,61 @@ async fn the_latest_enqueue_decides_whether_a_file_may_be_uploaded(db: Backend) 
     );
     s.enqueue(&[file(true)], T0 + 6, DAY, 5).await.unwrap();
     assert!(s.mark_submitting(&job, T0 + 7).await.unwrap());
+}
+
+/// A process claims a job that may be submitted only when its own policy allows that too; polls
+/// (already submitted) and jobs that may not be submitted are anyone's.
+async fn a_process_that_may_not_submit_leaves_jobs_that_may_be_submitted(db: Backend) {
+    let s = db.store.clone();
+    register(&*s, "w", T0).await;
+    let job = |kind, indicator: &str, allow| NewJob {
+        kind,
+        indicator: indicator.into(),
+        allow_submit: allow,
+        path: None,
+        source: None,
+    };
+    let sha = "7".repeat(64);
+    s.enqueue(
+        &[
+            job(Kind::File, &sha, true),
+            job(Kind::Url, "http://x.test/", true),
+            job(Kind::Domain, "x.test", false),
+        ],
+        T0,
+        DAY,
+        5,
+    )
+    .await
+    .unwrap();
+    let never = MaySubmit {
+        files: false,
+        urls: false,
+    };
+    let claimed = s.claim_as("w", 10, T0, 1000, never).await.unwrap();
+    let kinds: Vec<Kind> = claimed.iter().map(|j| j.kind).collect();
+    assert_eq!(kinds, [Kind::Domain]);
+    let files_only = MaySubmit {
+        files: true,
+        urls: false,
+    };
+    let claimed = s.claim_as("w", 10, T0, 1000, files_only).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].kind, Kind::File);
+    // Submitted, then polled: a poll is anyone's.
+    let file = &claimed[0];
+    let poll = Snooze {
+        until: T0,
+        step: Step::Poll,
+        analysis_id: Some("an-analysis".into()),
+        polls: 0,
+    };
+    assert!(s.snooze(file, &poll, T0).await.unwrap());
+    let claimed = s.claim_as("w", 10, T0, 1000, never).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].step, Step::Poll);
+    let url = s.claim_as("w", 10, T0, 1000, MaySubmit::ANY).await.unwrap();
+    assert_eq!(url[0].kind, Kind::Url);
 }
 
 async fn a_failed_recheck_keeps_the_earlier_verdict(db: Backend) {
@@ -997,6 +1053,7 @@ on_both_backends!(
     fresh_verdicts_are_reused_and_stale_ones_reopened,
     an_unknown_file_is_reopened_when_uploads_become_allowed,
     the_latest_enqueue_decides_whether_a_file_may_be_uploaded,
+    a_process_that_may_not_submit_leaves_jobs_that_may_be_submitted,
     a_failed_recheck_keeps_the_earlier_verdict,
     submission_intent_survives_a_restart,
     the_quota_ledger_never_grants_more_than_the_window_allows,

@@ -99,6 +99,43 @@ impl Step {
     }
 }
 
+/// What a process's own policy lets it submit to VirusTotal. A job carries the permission of
+/// whoever queued it; a process claims it only when its own policy allows that too, so a
+/// process configured never to upload never does, whatever others queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaySubmit {
+    /// Unknown files may be uploaded (`[upload] files = "unknown"`, `scan --upload`).
+    pub files: bool,
+    /// Unknown URLs may be submitted (`[upload] urls = "unknown"`).
+    pub urls: bool,
+}
+
+impl MaySubmit {
+    /// Anything a job allows.
+    pub const ANY: MaySubmit = MaySubmit {
+        files: true,
+        urls: true,
+    };
+
+    /// What `upload` allows.
+    pub fn of(upload: &crate::config::UploadConfig) -> MaySubmit {
+        use crate::config::UploadPolicy::Unknown;
+        MaySubmit {
+            files: upload.files == Unknown,
+            urls: upload.urls == Unknown,
+        }
+    }
+
+    /// The kinds of job a claim may take with a permission to submit, as two SQL parameters
+    /// (`kind IN (?, ?)`; an empty string matches no kind).
+    fn kinds(self) -> (&'static str, &'static str) {
+        (
+            if self.files { "file" } else { "" },
+            if self.urls { "url" } else { "" },
+        )
+    }
+}
+
 /// A request to triage one indicator.
 #[derive(Debug, Clone)]
 pub struct NewJob {
@@ -396,6 +433,19 @@ pub trait Store: Send + Sync + 'static {
         n: u32,
         now: Millis,
         lease_ms: i64,
+    ) -> Result<Vec<Job>, Error> {
+        self.claim_as(owner, n, now, lease_ms, MaySubmit::ANY).await
+    }
+
+    /// [`Store::claim`] for a process that may submit only what `may` says: a job whose lookup
+    /// could end in a submission it may not make is left to a process that may.
+    async fn claim_as(
+        &self,
+        owner: &str,
+        n: u32,
+        now: Millis,
+        lease_ms: i64,
+        may: MaySubmit,
     ) -> Result<Vec<Job>, Error>;
 
     /// Extends the lease of a running job; false when the lease was lost.

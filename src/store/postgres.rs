@@ -27,9 +27,9 @@ use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 
 use super::sqlite::{compress, decompress, periods};
 use super::{
-    Clock, Columns, Enqueued, Error, FileSeen, Job, JobResult, Millis, NewJob, QueueCounts,
-    QuotaDecision, QuotaLimits, QuotaUsage, RawObject, ReportQuery, ReportRow, ReportSort, Requeue,
-    Retried, Snooze, Step, Store, WorkerInfo, verdict_from_row,
+    Clock, Columns, Enqueued, Error, FileSeen, Job, JobResult, MaySubmit, Millis, NewJob,
+    QueueCounts, QuotaDecision, QuotaLimits, QuotaUsage, RawObject, ReportQuery, ReportRow,
+    ReportSort, Requeue, Retried, Snooze, Step, Store, WorkerInfo, verdict_from_row,
 };
 use crate::indicator::Kind;
 use crate::verdict::{Stats, Verdict, VerdictRecord};
@@ -518,25 +518,29 @@ impl Store for PgStore {
         queued
     }
 
-    async fn claim(
+    async fn claim_as(
         &self,
         owner: &str,
         n: u32,
         now: Millis,
         lease_ms: i64,
+        may: MaySubmit,
     ) -> Result<Vec<Job>, Error> {
         // SKIP LOCKED: daemons claiming at the same moment take different jobs instead of
         // queueing behind each other's row locks. A job whose every path is on other hosts
         // with a daemon is theirs (`bool_or` of no rows is NULL: a job with no path is
         // anyone's). Without a daemon there, anyone may look it up: a known file gets its
         // verdict; one to upload fails here, and that host's daemon reads it again when it
-        // starts (a failed job is not taken as queued).
+        // starts (a failed job is not taken as queued). A job that may be submitted is left to
+        // processes whose own policy allows that too (`MaySubmit`).
+        let (files, urls) = may.kinds();
         let rows = sqlx::query(
             "WITH picked AS (
                  SELECT id FROM jobs WHERE state = 'available' AND scheduled_at <= $3
                    AND (SELECT bool_or(p.host IN ('', $5)
                                        OR p.host NOT IN (SELECT host FROM workers))
                         FROM file_paths p WHERE p.job_id = jobs.id) IS NOT FALSE
+                   AND (NOT allow_submit OR step = 'poll' OR kind IN ($6, $7))
                  ORDER BY priority DESC, scheduled_at, id LIMIT $4
                  FOR UPDATE SKIP LOCKED),
              claimed AS (
@@ -553,6 +557,8 @@ impl Store for PgStore {
         .bind(now)
         .bind(int(n))
         .bind(&*self.host)
+        .bind(files)
+        .bind(urls)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(|r| job_from_row(r, owner)).collect())

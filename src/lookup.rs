@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::indicator::{Indicator, Kind};
-use crate::ingest::{self, Classified};
+use crate::ingest::{self, Classified, SkipReason};
 use crate::pipeline::{Interrupted, Pipeline};
 use crate::report::{self, Filter, Format, Written};
 use crate::store::{Enqueued, NewJob, ReportQuery, Store, now_millis};
@@ -63,7 +63,7 @@ pub fn parse_iocs(
             }
             Classified::Skip(reason) => rejected.push(Rejected {
                 arg: arg.clone(),
-                why: format!("is not looked up ({})", reason.as_str()),
+                why: not_looked_up(reason).into(),
             }),
             Classified::NotAnIndicator => rejected.push(Rejected {
                 arg: arg.clone(),
@@ -75,6 +75,21 @@ pub fn parse_iocs(
         Ok(found)
     } else {
         Err(rejected)
+    }
+}
+
+/// Why an indicator the parser skips is not looked up, naming the setting when one decides it.
+fn not_looked_up(reason: SkipReason) -> &'static str {
+    match reason {
+        SkipReason::PrivateIp => {
+            "is a private, loopback or reserved address: not looked up while [ingest] \
+             skip_private_ips = true (set it to false, or VTRIAGE_INGEST_SKIP_PRIVATE_IPS=false, \
+             to look it up)"
+        }
+        SkipReason::Email => "is an e-mail address: VirusTotal has no e-mail lookup",
+        SkipReason::Cidr => "is an address range: VirusTotal looks up single addresses only",
+        SkipReason::Duplicate => "is given twice",
+        SkipReason::Reference => "is a link to a report, not an indicator",
     }
 }
 
@@ -316,5 +331,30 @@ pub async fn run_recheck(
             eprintln!("vtriage: stopped early: {}", escape_control(&why));
             Ok(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_skipped_indicator_is_told_why_and_by_which_setting() {
+        let args = vec!["10.0.0.1".to_string(), "8.8.8.8".to_string()];
+        let rejected = parse_iocs(&args, &ingest::Options::default()).unwrap_err();
+        let said: Vec<String> = rejected.iter().map(|r| r.to_string()).collect();
+        assert_eq!(
+            said,
+            [
+                "\"10.0.0.1\" is a private, loopback or reserved address: not looked up while \
+                 [ingest] skip_private_ips = true (set it to false, or \
+                 VTRIAGE_INGEST_SKIP_PRIVATE_IPS=false, to look it up)"
+            ]
+        );
+        let rejected = parse_iocs(&["a@evil.example.com".into()], &ingest::Options::default());
+        assert_eq!(
+            rejected.unwrap_err()[0].why,
+            "is an e-mail address: VirusTotal has no e-mail lookup"
+        );
     }
 }

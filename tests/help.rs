@@ -80,3 +80,12 @@ fn sim_documents_its_request_counters() {
         assert!(text.contains(said), "{said} missing: {text}");
     }
 }
+
+#[test]
+fn recheck_wait_says_it_waits_for_earlier_rechecks_too() {
+    let text = help(&["recheck"]);
+    assert!(
+        text.contains("those an earlier recheck queued included"),
+        "{text}"
+    );
+}

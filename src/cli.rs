@@ -32,7 +32,9 @@ pub struct GlobalArgs {
     /// Configuration file [default: vtriage.toml in the working directory, when present]
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The database [env: VTRIAGE_DB] [default: vtriage.db]
+    /// The database: a SQLite file, or a postgres:// URL [env: VTRIAGE_DB] [default: the
+    /// configuration file's `db` (relative to the working directory, not to the file), else
+    /// vtriage.db]
     #[arg(long, global = true, value_name = "PATH")]
     pub db: Option<String>,
     /// Log format on standard error
@@ -95,6 +97,14 @@ pub enum Command {
     /// It keeps what it knows in memory (preload objects with --known) and reads no
     /// configuration file: --db and --config are listed below only because every command takes
     /// them. --log-format and -v do apply.
+    ///
+    /// Besides the API under /api/v3, GET /_sim/stats returns what it saw, as JSON (no key
+    /// needed; not counted against any quota): "requests", the accepted requests by endpoint
+    /// ("GET /files/{id}", "POST /files", "GET /analyses/{id}"...); "api_requests", those that
+    /// count against the quota; "uploads", the times each content (by SHA-256) was received;
+    /// "url_submissions", by URL; "quota_rejections" (429s) and "auth_failures" (401s) sent;
+    /// "faults_injected" and "faults_by_kind"; "max_in_window", the most requests of one key
+    /// in any quota window.
     Sim(crate::sim::SimArgs),
     /// Show the whole pipeline working offline: start the simulator, scan generated samples
     /// (the EICAR test file among them), print the verdicts.
@@ -139,7 +149,7 @@ pub struct IngestArgs {
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Force a format instead of detecting it
-    #[arg(long, value_name = "FORMAT")]
+    #[arg(long, value_name = "FORMAT", value_parser = crate::ingest::FormatParser)]
     pub format: Option<crate::ingest::Format>,
     /// Print what would be queued (one line per indicator) and queue nothing
     #[arg(long)]

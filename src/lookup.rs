@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::indicator::{Indicator, Kind};
-use crate::ingest::{self, Classified};
+use crate::ingest::{self, Classified, SkipReason};
 use crate::pipeline::{Interrupted, Pipeline};
 use crate::report::{self, Filter, Format, Written};
 use crate::store::{Enqueued, NewJob, ReportQuery, Store, now_millis};
@@ -63,7 +63,7 @@ pub fn parse_iocs(
             }
             Classified::Skip(reason) => rejected.push(Rejected {
                 arg: arg.clone(),
-                why: format!("is not looked up ({})", reason.as_str()),
+                why: not_looked_up(reason).into(),
             }),
             Classified::NotAnIndicator => rejected.push(Rejected {
                 arg: arg.clone(),
@@ -75,6 +75,21 @@ pub fn parse_iocs(
         Ok(found)
     } else {
         Err(rejected)
+    }
+}
+
+/// Why an indicator the parser skips is not looked up, naming the setting when one decides it.
+fn not_looked_up(reason: SkipReason) -> &'static str {
+    match reason {
+        SkipReason::PrivateIp => {
+            "is a private, loopback or reserved address: not looked up while [ingest] \
+             skip_private_ips = true (set it to false, or VTRIAGE_INGEST_SKIP_PRIVATE_IPS=false, \
+             to look it up)"
+        }
+        SkipReason::Email => "is an e-mail address: VirusTotal has no e-mail lookup",
+        SkipReason::Cidr => "is an address range: VirusTotal looks up single addresses only",
+        SkipReason::Duplicate => "is given twice",
+        SkipReason::Reference => "is a link to a report, not an indicator",
     }
 }
 
@@ -204,8 +219,8 @@ pub struct RecheckArgs {
     /// Only these kinds (comma-separated): file, hash, url, domain, ip [default: all]
     #[arg(long, value_name = "LIST")]
     pub kind: Vec<String>,
-    /// Work the queue until the re-checks are done (otherwise a running daemon, or the next
-    /// scan or lookup, does them)
+    /// Work the queue until the re-checks are done, those an earlier recheck queued included
+    /// (otherwise a running daemon, or the next scan or lookup, does them)
     #[arg(long)]
     pub wait: bool,
 }
@@ -240,16 +255,51 @@ impl RecheckArgs {
     }
 }
 
-/// Queues the selected finished jobs again; returns how many, and (when `list` is set) their
-/// ids, to wait for them.
+/// What [`reopen`] queued.
+#[derive(Debug, Default)]
+pub struct Rechecks {
+    /// Finished verdicts queued for a re-check now.
+    pub reopened: u64,
+    /// Verdicts of the selection queued for a re-check before (by a `recheck` without `--wait`)
+    /// and not re-checked yet. Counted only when the jobs are listed.
+    pub queued_before: u64,
+    /// When listed: the jobs of both, to wait for.
+    pub ids: Vec<i64>,
+}
+
+impl Rechecks {
+    /// What `recheck` says it queued (and, with `--wait`, what else it waits for).
+    pub fn message(&self) -> String {
+        let n = self.reopened;
+        let s = if n == 1 { "" } else { "s" };
+        let mut said = format!("{n} verdict{s} queued for a re-check");
+        if self.queued_before > 0 {
+            said += &format!(
+                "; {} queued before and not re-checked yet: waiting for {} too",
+                self.queued_before,
+                if self.queued_before == 1 {
+                    "it"
+                } else {
+                    "them"
+                }
+            );
+        }
+        said
+    }
+}
+
+/// Queues the selected finished jobs again. When `list` is set, also lists their ids and those
+/// of the selection already queued again, to wait for them all.
 pub async fn reopen(
     store: &dyn Store,
     selection: &Recheck,
     list: bool,
-) -> Result<(u64, Vec<i64>), report::Error> {
+) -> Result<Rechecks, report::Error> {
     use futures_util::TryStreamExt;
-    // Read before reopening: afterwards they are indistinguishable from the rest of the queue.
-    let ids: Vec<i64> = if list {
+    // Read before reopening: afterwards the jobs reopened now cannot be told from those
+    // reopened before. A verdict checked before the cutoff whose job is unfinished was queued
+    // for another look already, and is not redone yet.
+    let listed: Vec<(i64, bool)> = if list {
         let filter = Filter {
             query: ReportQuery {
                 verdicts: selection.verdicts.clone(),
@@ -260,16 +310,16 @@ pub async fn reopen(
             path: None,
         };
         report::records(store, &filter)
-            .try_filter(|r| {
-                std::future::ready(matches!(r.state.as_str(), "completed" | "discarded"))
+            .map_ok(|r| {
+                let finished = matches!(r.state.as_str(), "completed" | "discarded");
+                (r.job_id, !finished)
             })
-            .map_ok(|r| r.job_id)
             .try_collect()
             .await?
     } else {
         Vec::new()
     };
-    let n = store
+    let reopened = store
         .recheck(
             &selection.verdicts,
             &selection.kinds,
@@ -277,12 +327,11 @@ pub async fn reopen(
             now_millis(),
         )
         .await?;
-    Ok((n, ids))
-}
-
-fn queued_message(n: u64) -> String {
-    let s = if n == 1 { "" } else { "s" };
-    format!("{n} verdict{s} queued for a re-check")
+    Ok(Rechecks {
+        reopened,
+        queued_before: listed.iter().filter(|(_, queued)| *queued).count() as u64,
+        ids: listed.into_iter().map(|(id, _)| id).collect(),
+    })
 }
 
 /// Runs `vtriage recheck`; returns the exit code. Without `--wait` it needs no API key: it only
@@ -296,19 +345,20 @@ pub async fn run_recheck(
     crate::pipeline::require_database(&config)?;
     if !args.wait {
         let store = crate::pipeline::open_store(&config).await?;
-        let (n, _) = reopen(&*store, &selection, false).await?;
-        println!("{}", queued_message(n));
+        let queued = reopen(&*store, &selection, false).await?;
+        println!("{}", queued.message());
         return Ok(0);
     }
     let pipeline = Pipeline::open(config, stop).await?;
-    let (n, ids) = reopen(&*pipeline.store, &selection, true).await?;
-    println!("{}", queued_message(n));
-    if n == 0 {
+    let queued = reopen(&*pipeline.store, &selection, true).await?;
+    println!("{}", queued.message());
+    if queued.ids.is_empty() {
         pipeline.shutdown().await;
         return Ok(0);
     }
-    match work(&pipeline, &ids).await {
+    match work(&pipeline, &queued.ids).await {
         None => {
+            let n = queued.ids.len();
             println!("re-checked {n}; see `vtriage report --sort checked_at`");
             Ok(0)
         }
@@ -316,5 +366,54 @@ pub async fn run_recheck(
             eprintln!("vtriage: stopped early: {}", escape_control(&why));
             Ok(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_skipped_indicator_is_told_why_and_by_which_setting() {
+        let args = vec!["10.0.0.1".to_string(), "8.8.8.8".to_string()];
+        let rejected = parse_iocs(&args, &ingest::Options::default()).unwrap_err();
+        let said: Vec<String> = rejected.iter().map(|r| r.to_string()).collect();
+        assert_eq!(
+            said,
+            [
+                "\"10.0.0.1\" is a private, loopback or reserved address: not looked up while \
+                 [ingest] skip_private_ips = true (set it to false, or \
+                 VTRIAGE_INGEST_SKIP_PRIVATE_IPS=false, to look it up)"
+            ]
+        );
+        let rejected = parse_iocs(&["a@evil.example.com".into()], &ingest::Options::default());
+        assert_eq!(
+            rejected.unwrap_err()[0].why,
+            "is an e-mail address: VirusTotal has no e-mail lookup"
+        );
+    }
+
+    #[test]
+    fn recheck_says_what_it_queued_and_what_it_waits_for_besides() {
+        let said = |reopened, queued_before| {
+            Rechecks {
+                reopened,
+                queued_before,
+                ids: Vec::new(),
+            }
+            .message()
+        };
+        assert_eq!(said(1, 0), "1 verdict queued for a re-check");
+        assert_eq!(said(12, 0), "12 verdicts queued for a re-check");
+        assert_eq!(
+            said(0, 12),
+            "0 verdicts queued for a re-check; 12 queued before and not re-checked yet: \
+             waiting for them too"
+        );
+        assert_eq!(
+            said(2, 1),
+            "2 verdicts queued for a re-check; 1 queued before and not re-checked yet: \
+             waiting for it too"
+        );
     }
 }

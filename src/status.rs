@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, QuotaConfig};
+use crate::store::sqlite::periods;
 use crate::store::{Millis, QueueCounts, QuotaUsage, Store, WorkerInfo, now_millis};
 use crate::terminal::escape_control;
 
@@ -68,6 +69,10 @@ pub struct Limits {
     pub window_secs: f64,
     /// Requests per UTC day.
     pub daily: u32,
+    /// Requests per UTC calendar month, when capped. Absent from what daemons older than it
+    /// registered: read as none.
+    #[serde(default)]
+    pub monthly: Option<u32>,
     /// Whether they are the running daemons' (not this command's configuration).
     #[serde(default)]
     pub from_daemons: bool,
@@ -81,6 +86,7 @@ impl Limits {
             requests: quota.requests,
             window_secs: quota.window_secs,
             daily: quota.daily,
+            monthly: quota.monthly,
             from_daemons: false,
         }
     }
@@ -157,7 +163,7 @@ pub async fn gather(store: &dyn Store, config: &Config) -> anyhow::Result<Status
         None => Some(eta(
             requests_needed,
             &limits,
-            quota.map(|q| q.today).unwrap_or(0),
+            &quota.unwrap_or_default(),
             now,
         )),
     };
@@ -175,23 +181,106 @@ pub async fn gather(store: &dyn Store, config: &Config) -> anyhow::Result<Status
     })
 }
 
-/// Seconds to spend `requests` at the pace `q` allows, counting the days the daily cap adds.
-pub fn eta(requests: u64, q: &Limits, used_today: u64, now: Millis) -> u64 {
+/// Seconds to spend `requests` at the pace `q` allows, counting the days the daily cap adds and
+/// the months the monthly cap adds (UTC days and calendar months, as the quota gate counts them).
+/// `used` is what the key spent already today and this month.
+pub fn eta(requests: u64, q: &Limits, used: &QuotaUsage, now: Millis) -> u64 {
     if requests == 0 {
         return 0;
     }
-    let per_sec = f64::from(q.requests) / q.window_secs;
-    let daily = u64::from(q.daily.max(1));
-    let left_today = daily.saturating_sub(used_today);
-    if requests <= left_today {
-        return (requests as f64 / per_sec).ceil() as u64;
+    let pace = Pace::of(q);
+    let ((_, day_end), (_, month_end)) = periods(now);
+    let left_today = pace.daily.saturating_sub(used.today);
+    let Some(monthly) = q.monthly.map(|m| u64::from(m.max(1))) else {
+        return pace.secs_within_days(requests, left_today, now, day_end);
+    };
+    let left_this_month = monthly.saturating_sub(used.this_month);
+    let left_today = left_today.min(left_this_month);
+    let whole_days_left = ((month_end - day_end) / DAY_MS) as u64;
+    let this_month = left_this_month.min(left_today + pace.daily * whole_days_left);
+    if requests <= this_month {
+        return pace.secs_within_days(requests, left_today, now, day_end);
     }
-    // What does not fit today waits for the next UTC midnights.
-    let secs_to_midnight = (86_400_000 - now.rem_euclid(86_400_000)) / 1000;
-    let rest = requests - left_today;
-    let full_days = (rest - 1) / daily;
-    let last_day = rest - full_days * daily;
-    secs_to_midnight as u64 + full_days * 86_400 + (last_day as f64 / per_sec).ceil() as u64
+    // What does not fit this month waits for the next ones.
+    let rest = pace.secs_over_months(requests - this_month, monthly, month_end);
+    (((month_end - now) / 1000) as u64).saturating_add(rest)
+}
+
+/// Milliseconds in a UTC day.
+const DAY_MS: Millis = 86_400_000;
+
+/// How fast requests may be made: the sliding window's pace, and the daily cap.
+struct Pace {
+    per_sec: f64,
+    daily: u64,
+}
+
+impl Pace {
+    fn of(q: &Limits) -> Pace {
+        Pace {
+            per_sec: f64::from(q.requests) / q.window_secs,
+            daily: u64::from(q.daily.max(1)),
+        }
+    }
+
+    /// Seconds to make `requests` at the window's pace, with no cap in the way.
+    fn secs(&self, requests: u64) -> u64 {
+        (requests as f64 / self.per_sec).ceil() as u64
+    }
+
+    /// Seconds from `now` to make `requests`, `left_today` of them allowed before `day_end` (the
+    /// next UTC midnight) and `daily` on each day after.
+    fn secs_within_days(
+        &self,
+        requests: u64,
+        left_today: u64,
+        now: Millis,
+        day_end: Millis,
+    ) -> u64 {
+        if requests <= left_today {
+            return self.secs(requests);
+        }
+        // What does not fit today waits for the next UTC midnights.
+        let rest = requests - left_today;
+        let full_days = (rest - 1) / self.daily;
+        let last_day = rest - full_days * self.daily;
+        ((day_end - now) / 1000) as u64 + full_days * 86_400 + self.secs(last_day)
+    }
+
+    /// Seconds from `start`, the start of a UTC month, to make `requests`, `monthly` of them in
+    /// each month at most.
+    fn secs_over_months(&self, mut requests: u64, monthly: u64, start: Millis) -> u64 {
+        let mut month_start = start;
+        if monthly <= self.daily * 28 {
+            // Every month allows `monthly`: skip to the last one at once.
+            let whole_months = (requests - 1) / monthly;
+            requests -= whole_months * monthly;
+            let Some(last) = months_later(month_start, whole_months) else {
+                return u64::MAX; // past what a calendar names: never, as good as
+            };
+            month_start = last;
+        }
+        loop {
+            let ((_, first_day_end), (_, next_month)) = periods(month_start);
+            let days = ((next_month - month_start) / DAY_MS) as u64;
+            let allowed = monthly.min(self.daily * days);
+            if requests <= allowed {
+                let wait = ((month_start - start) / 1000) as u64;
+                return wait
+                    + self.secs_within_days(requests, self.daily, month_start, first_day_end);
+            }
+            requests -= allowed;
+            month_start = next_month;
+        }
+    }
+}
+
+/// The start of the UTC month `months` after the one starting at `month_start`.
+fn months_later(month_start: Millis, months: u64) -> Option<Millis> {
+    use chrono::{Months, TimeZone, Utc};
+    let start = Utc.timestamp_millis_opt(month_start).single()?;
+    let later = start.checked_add_months(Months::new(u32::try_from(months).ok()?))?;
+    Some(later.timestamp_millis())
 }
 
 /// "1 h 43 min", "12 s", "3 d 2 h": minutes to the nearest (67 s is "1 min", 119 s "2 min"),
@@ -202,6 +291,14 @@ pub fn human_duration(secs: u64) -> String {
         60..3600 => format!("{} min", ((secs + 30) / 60).min(59)),
         3600..86_400 => format!("{} h {} min", secs / 3600, (secs % 3600) / 60),
         _ => format!("{} d {} h", secs / 86_400, (secs % 86_400) / 3600),
+    }
+}
+
+/// "1 job", "2 jobs".
+fn jobs(n: u64) -> String {
+    match n {
+        1 => "1 job".into(),
+        n => format!("{n} jobs"),
     }
 }
 
@@ -250,6 +347,9 @@ pub fn render(s: &Status) -> String {
                 "quota: {}/{} in this {} s window, {}/{} today",
                 q.in_window, s.limits.requests, s.limits.window_secs, q.today, s.limits.daily
             );
+            if let Some(monthly) = s.limits.monthly {
+                out += &format!(", {}/{monthly} this month", q.this_month);
+            }
             if let Some(until) = q.paused_until {
                 out += &format!(
                     ", paused for {} s after a 429",
@@ -265,21 +365,21 @@ pub fn render(s: &Status) -> String {
         _ if s.remaining == 0 => out += "backlog: none\n",
         (Some(eta), Some(pace)) => {
             out += &format!(
-                "backlog: {} jobs, about {} at the last minute's pace ({pace} verdicts/min)\n",
-                s.remaining,
+                "backlog: {}, about {} at the last minute's pace ({pace} verdicts/min)\n",
+                jobs(s.remaining),
                 human_duration(eta)
             )
         }
         (None, _) => {
             out += &format!(
-                "backlog: {} jobs, none finished in the last minute (no quota limits)\n",
-                s.remaining
+                "backlog: {}, none finished in the last minute (no quota limits)\n",
+                jobs(s.remaining)
             )
         }
         (Some(eta), None) => {
             out += &format!(
-                "backlog: {} jobs, about {} at {} requests/min\n",
-                s.remaining,
+                "backlog: {}, about {} at {} requests/min\n",
+                jobs(s.remaining),
                 human_duration(eta),
                 (per_min * 10.0).round() / 10.0
             )
@@ -304,8 +404,12 @@ pub fn render(s: &Status) -> String {
         out += &match w.stopped {
             false => format!("worker: {owner} ({in_flight} in flight, heartbeat {ago} s ago)\n"),
             true => format!(
-                "worker: {owner} (stopped: last heartbeat {ago} s ago; its {in_flight} jobs go \
-                 back to the queue when vtriage next runs on this database)\n"
+                "worker: {owner} (stopped: last heartbeat {ago} s ago; its {} back to the \
+                 queue when vtriage next runs on this database)\n",
+                match in_flight {
+                    1 => "1 job goes".to_owned(),
+                    n => format!("{n} jobs go"),
+                }
             ),
         };
     }
@@ -392,15 +496,105 @@ mod tests {
     #[test]
     fn eta_follows_the_quota_and_the_daily_cap() {
         let mut limits = Limits::of(&Config::default().quota);
+        let none = QuotaUsage::default();
         // 412 requests at 4/min: 103 minutes.
-        assert_eq!(eta(412, &limits, 0, 0), 412 * 15);
+        assert_eq!(eta(412, &limits, &none, 0), 412 * 15);
         assert_eq!(human_duration(412 * 15), "1 h 43 min");
         assert_eq!(human_duration(67), "1 min", "not 2 when 67 s have passed");
         assert_eq!(human_duration(119), "2 min");
         assert_eq!(human_duration(3599), "59 min");
         // 600 requests with 500/day, starting at midnight: the last 100 wait for tomorrow.
         limits.daily = 500;
-        assert_eq!(eta(600, &limits, 0, 0), 86_400 + 100 * 15);
+        assert_eq!(eta(600, &limits, &none, 0), 86_400 + 100 * 15);
+    }
+
+    /// Milliseconds at a UTC date and time.
+    fn at(y: i32, m: u32, d: u32, h: u32) -> Millis {
+        use chrono::TimeZone;
+        chrono::Utc
+            .with_ymd_and_hms(y, m, d, h, 0, 0)
+            .unwrap()
+            .timestamp_millis()
+    }
+
+    /// Requests past what is left of the month wait for the next calendar month (UTC).
+    #[test]
+    fn eta_follows_the_monthly_cap() {
+        let mut limits = Limits::of(&Config::default().quota);
+        (limits.daily, limits.monthly) = (500, Some(600));
+        let none = QuotaUsage::default();
+        // 24 November, 07:00: 500 today, 100 more this month; the other 600 from 1 December,
+        // 500 of them that day and 100 the next.
+        let now = at(2026, 11, 24, 7);
+        let december = (at(2026, 12, 1, 0) - now) as u64 / 1000;
+        assert_eq!(eta(1200, &limits, &none, now), december + 86_400 + 100 * 15);
+        assert_eq!(human_duration(eta(1200, &limits, &none, now)), "7 d 17 h");
+        // What fits this month is paced by the daily cap alone.
+        assert_eq!(eta(550, &limits, &none, now), 17 * 3600 + 50 * 15);
+        // Spent this month already: everything waits for December.
+        let spent = QuotaUsage {
+            this_month: 600,
+            ..QuotaUsage::default()
+        };
+        assert_eq!(eta(1, &limits, &spent, now), december + 15);
+        // Months of backlog: 6000 requests from December on, 600 a month, take to 1 September
+        // (and a request more, to 1 October).
+        let september = (at(2027, 9, 1, 0) - now) as u64 / 1000;
+        assert_eq!(
+            eta(600 + 6000, &limits, &none, now),
+            september + 86_400 + 100 * 15
+        );
+        let october = (at(2027, 10, 1, 0) - now) as u64 / 1000;
+        assert_eq!(eta(600 + 6001, &limits, &none, now), october + 15);
+        // A monthly cap above what the days allow: December holds 31 * 500 requests.
+        limits.monthly = Some(20_000);
+        let (left_in_november, in_december) = (500 * 7, 500 * 31);
+        assert_eq!(
+            eta(left_in_november + in_december + 1, &limits, &none, now),
+            (at(2027, 1, 1, 0) - now) as u64 / 1000 + 15
+        );
+    }
+
+    /// Daemons that registered their limits before `monthly` existed are still read.
+    #[test]
+    fn limits_registered_without_a_monthly_cap_are_read() {
+        let old = r#"{"unlimited":false,"requests":4,"window_secs":60.0,"daily":500,"from_daemons":false}"#;
+        let limits: Limits = serde_json::from_str(old).unwrap();
+        assert_eq!(limits, Limits::of(&Config::default().quota));
+        let mut quota = Config::default().quota;
+        quota.monthly = Some(15_500);
+        let json = Limits::of(&quota).to_json();
+        assert!(json.contains(r#""monthly":15500"#), "{json}");
+        assert_eq!(
+            serde_json::from_str::<Limits>(&json).unwrap().monthly,
+            Some(15_500)
+        );
+    }
+
+    /// The quota line names the monthly cap when there is one; one job is one job.
+    #[tokio::test]
+    async fn the_monthly_cap_and_a_single_job_are_shown() {
+        let (_dir, store) = new_store().await;
+        let now = now_millis();
+        store.count_requests("key", 3, now).await.unwrap();
+        let job = crate::store::NewJob {
+            kind: crate::indicator::Kind::Domain,
+            indicator: "evil.example.com".into(),
+            allow_submit: false,
+            path: None,
+            source: None,
+        };
+        store.enqueue(&[job], now, 0, 8).await.unwrap();
+        let mut config = Config::default();
+        let text = render(&gather(&store, &config).await.unwrap());
+        assert!(text.contains("3/500 today\n"), "no monthly cap: {text}");
+        assert!(text.contains("backlog: 1 job, about 15 s"), "{text}");
+        config.quota.monthly = Some(600);
+        let status = gather(&store, &config).await.unwrap();
+        let text = render(&status);
+        assert!(text.contains("3/500 today, 3/600 this month\n"), "{text}");
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["limits"]["monthly"], 600, "{json}");
     }
 
     /// `status` run with another configuration (or none) than the daemons' judges by theirs.
@@ -408,7 +602,7 @@ mod tests {
     async fn the_running_daemons_limits_are_the_ones_shown() {
         let (_dir, store) = new_store().await;
         let mut daemons = Config::default().quota;
-        (daemons.requests, daemons.daily) = (1000, 1_000_000);
+        (daemons.requests, daemons.daily, daemons.monthly) = (1000, 1_000_000, Some(20_000_000));
         let now = now_millis();
         let me = std::process::id();
         let host = crate::store::this_host();
@@ -425,9 +619,10 @@ mod tests {
             (
                 status.limits.requests,
                 status.limits.daily,
+                status.limits.monthly,
                 status.limits.from_daemons
             ),
-            (1000, 1_000_000, true)
+            (1000, 1_000_000, Some(20_000_000), true)
         );
         // Without a live daemon, this command's own.
         store.unregister("d").await.unwrap();

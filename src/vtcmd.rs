@@ -28,12 +28,34 @@ pub struct VtArgs {
 #[derive(Debug, Clone, Subcommand)]
 pub enum VtCommand {
     /// A file report (by MD5, SHA-1 or SHA-256), or its comments, votes or a relationship
+    #[command(mut_arg("id", id_help("The file's MD5, SHA-1 or SHA-256")))]
     File(ObjectArgs),
     /// A URL report (by the URL itself or its VirusTotal id), or its comments, votes or a relationship
+    #[command(mut_arg(
+        "id",
+        id_help(
+            "The URL (defanged forms such as hxxp://evil[.]example/ \
+        are accepted), or its VirusTotal URL id"
+        )
+    ))]
     Url(ObjectArgs),
     /// A domain report, or its comments, votes or a relationship
+    #[command(mut_arg(
+        "id",
+        id_help(
+            "The domain (defanged forms such as evil[.]example[.]com \
+        are accepted)"
+        )
+    ))]
     Domain(ObjectArgs),
     /// An IP address report, or its comments, votes or a relationship
+    #[command(mut_arg(
+        "id",
+        id_help(
+            "The IP address (defanged forms such as 192.0.2[.]7 are \
+        accepted)"
+        )
+    ))]
     Ip(ObjectArgs),
     /// Comments: `vt comment add KIND ID TEXT`
     #[command(subcommand)]
@@ -92,8 +114,7 @@ pub enum CommentCommand {
 /// Arguments of `vt file|url|domain|ip`.
 #[derive(Debug, Clone, Args)]
 pub struct ObjectArgs {
-    /// The object's id: a hash, a URL (or URL id), a domain, an IP address (defanged forms
-    /// such as evil[.]example[.]com are accepted)
+    /// The object's id (each command's `--help` says what it takes)
     pub id: String,
     /// Print this relationship instead (e.g. contacted_domains, resolutions, urls)
     #[arg(long, value_name = "NAME", conflicts_with_all = ["comments", "votes"])]
@@ -110,6 +131,11 @@ pub struct ObjectArgs {
     /// Follow the cursors and print every page's items (each page is one request)
     #[arg(long)]
     pub all: bool,
+}
+
+/// Sets the help of a `vt file|url|domain|ip` command's id: what that command takes.
+fn id_help(help: &'static str) -> impl FnOnce(clap::Arg) -> clap::Arg {
+    move |arg| arg.help(help)
 }
 
 /// Kinds of objects comments and votes are about.

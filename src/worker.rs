@@ -622,7 +622,8 @@ impl Worker {
     fn failure(&self, job: &Job, e: vt::Error) -> Outcome {
         let now = now_millis();
         match e {
-            e if e.is_auth() => Outcome::Fatal(format!("VirusTotal refused the API key: {e}")),
+            // Its message says the key was rejected and what to check: not said twice.
+            e if e.is_auth() => Outcome::Fatal(e.to_string()),
             vt::Error::Denied(Denied::ShuttingDown) | vt::Error::CalledOff => Outcome::Release,
             vt::Error::Denied(Denied::Exhausted { until }) => {
                 let until = until

@@ -237,13 +237,31 @@ async fn recheck_asks_virustotal_again() {
         kinds: vec![],
         older_than: now_millis() + 1,
     };
-    let (n, ids) = lookup::reopen(&*pipeline.store, &selection, true)
+    let queued = lookup::reopen(&*pipeline.store, &selection, true)
         .await
         .unwrap();
-    assert_eq!(n, 1);
-    assert_eq!(ids.len(), 1);
-    assert!(lookup::work(&pipeline, &ids).await.is_none());
+    assert_eq!((queued.reopened, queued.queued_before), (1, 0));
+    assert_eq!(queued.ids.len(), 1);
+    assert!(lookup::work(&pipeline, &queued.ids).await.is_none());
     assert_eq!(hits(&w, "GET /domains/{id}"), 3, "one more request");
+
+    // A plain recheck queues it (no daemon works it); `--wait` then waits for it.
+    let selection = Recheck {
+        older_than: now_millis() + 1,
+        ..selection
+    };
+    let store = vtriage::pipeline::open_store(&w.config).await.unwrap();
+    let plain = lookup::reopen(&*store, &selection, false).await.unwrap();
+    assert_eq!((plain.reopened, plain.ids.len()), (1, 0));
+    store.close().await;
+    let pipeline = w.pipeline().await;
+    let waited = lookup::reopen(&*pipeline.store, &selection, true)
+        .await
+        .unwrap();
+    assert_eq!((waited.reopened, waited.queued_before), (0, 1));
+    assert_eq!(waited.ids, queued.ids, "the same job");
+    assert!(lookup::work(&pipeline, &waited.ids).await.is_none());
+    assert_eq!(hits(&w, "GET /domains/{id}"), 4, "re-checked, once");
 
     // Nothing older than a day: nothing to re-check.
     let store = vtriage::pipeline::open_store(&w.config).await.unwrap();
@@ -253,7 +271,10 @@ async fn recheck_asks_virustotal_again() {
         older_than: now_millis() - 86_400_000,
     };
     assert_eq!(
-        lookup::reopen(&*store, &selection, false).await.unwrap().0,
+        lookup::reopen(&*store, &selection, false)
+            .await
+            .unwrap()
+            .reopened,
         0
     );
 }

@@ -396,7 +396,7 @@ async fn a_key_revoked_mid_run_stops_every_worker_once_and_a_restart_finishes() 
     let done_before: u64 = counts.by_verdict.values().sum();
     let mentions: Vec<&str> = stderr
         .lines()
-        .filter(|l| l.contains("refused the API key"))
+        .filter(|l| l.contains("rejected the API key"))
         .collect();
     eprintln!(
         "FIGURES key-revoked: items {}, verdicts before revocation stop {done_before}, 401s \

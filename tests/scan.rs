@@ -376,6 +376,10 @@ async fn a_wrong_key_stops_the_run_quickly_without_retrying() {
     let why = outcome.interrupted.unwrap();
     assert!(why.contains("key"), "{why}");
     assert!(
+        why.starts_with("VirusTotal rejected the API key (WrongCredentialsError"),
+        "said once, with VirusTotal's reason: {why}"
+    );
+    assert!(
         !why.contains("wrong-key"),
         "the key itself is never printed"
     );

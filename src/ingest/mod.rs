@@ -95,6 +95,69 @@ impl Format {
             Format::Json => "json",
         }
     }
+
+    /// Other names `--format` takes for it.
+    pub fn aliases(self) -> &'static [&'static str] {
+        match self {
+            Format::Text => &["txt", "plain"],
+            Format::Csv => &["tsv"],
+            Format::Markdown => &["md"],
+            Format::AsciiDoc => &["adoc"],
+            Format::Stix => &["stix2"],
+            Format::OpenIoc => &["ioc", "xml"],
+            Format::Loki | Format::Misp | Format::Json => &[],
+        }
+    }
+
+    /// What it is, for `--help`.
+    fn about(self) -> &'static str {
+        match self {
+            Format::Text => "one value per line, prose, report text",
+            Format::Loki => "LOKI IOC files: value;comment lines",
+            Format::Csv => "CSV or TSV, with or without a header",
+            Format::Markdown => "pipe tables, code blocks, prose",
+            Format::AsciiDoc => "|=== tables, literals, ---- blocks",
+            Format::Stix => "STIX 2.0 or 2.1 bundles",
+            Format::Misp => "MISP events and attribute searches",
+            Format::OpenIoc => "OpenIOC 1.x XML",
+            Format::Json => "other JSON and JSON Lines, by the keys that name an indicator",
+        }
+    }
+}
+
+/// The parser of `--format`: a [`Format`]'s name or alias, in any case. Unlike clap's default
+/// for a `FromStr` type, it lists the names for `--help`.
+#[derive(Debug, Clone, Copy)]
+pub struct FormatParser;
+
+impl clap::builder::TypedValueParser for FormatParser {
+    type Value = Format;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Format, clap::Error> {
+        // Clap's own error for a `FromStr` type, naming the expected formats.
+        clap::builder::StringValueParser::new()
+            .try_map(|s| s.parse::<Format>())
+            .parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(Format::ALL.into_iter().map(|f| {
+            let help = match f.aliases() {
+                [] => f.about().to_owned(),
+                aliases => format!("{} (also: {})", f.about(), aliases.join(", ")),
+            };
+            clap::builder::PossibleValue::new(f.as_str())
+                .aliases(f.aliases())
+                .help(help)
+        })))
+    }
 }
 
 impl fmt::Display for Format {
@@ -107,18 +170,9 @@ impl FromStr for Format {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim().to_ascii_lowercase();
-        let alias = match s.as_str() {
-            "txt" | "plain" => "text",
-            "tsv" => "csv",
-            "md" => "markdown",
-            "adoc" => "asciidoc",
-            "stix2" => "stix",
-            "ioc" | "xml" => "openioc",
-            other => other,
-        };
         Format::ALL
             .into_iter()
-            .find(|f| f.as_str() == alias)
+            .find(|f| f.as_str() == s || f.aliases().contains(&s.as_str()))
             .ok_or_else(|| {
                 let names: Vec<_> = Format::ALL.iter().map(|f| f.as_str()).collect();
                 format!(

@@ -29,8 +29,9 @@ pub struct Cli {
 /// Options every command takes (before or after the command name).
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// Configuration file [default: vtriage.toml in the working directory, when present]
-    #[arg(long, global = true, value_name = "FILE")]
+    /// Configuration file [default: $XDG_CONFIG_HOME/vtriage/vtriage.toml, that is
+    /// ~/.config/vtriage/vtriage.toml, when present; never one in the working directory]
+    #[arg(long, global = true, value_name = "FILE", env = "VTRIAGE_CONFIG")]
     pub config: Option<PathBuf>,
     /// The database: a SQLite file, or a postgres:// URL [env: VTRIAGE_DB] [default: the
     /// configuration file's `db` (relative to the working directory, not to the file), else

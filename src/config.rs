@@ -319,8 +319,8 @@ pub fn secs(s: f64) -> Duration {
 }
 
 impl Config {
-    /// Loads the configuration: defaults, then `file` (or `vtriage.toml` in the working
-    /// directory when present), then the environment.
+    /// Loads the configuration: defaults, then `file` (or [`default_file`] when present), then
+    /// the environment.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
         Self::load_with_env(file, std::env::vars())
     }
@@ -330,10 +330,18 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> anyhow::Result<Config> {
-        let default_file = PathBuf::from("vtriage.toml");
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let var = |name: &str| {
+            env.iter()
+                .find(|(n, v)| n == name && !v.is_empty())
+                .map(|(_, v)| v.as_str())
+        };
         let path = match file {
             Some(p) => Some(p.to_path_buf()),
-            None => default_file.exists().then_some(default_file),
+            None => {
+                warn_of_working_directory_file();
+                default_file(var("XDG_CONFIG_HOME"), var("HOME")).filter(|f| f.exists())
+            }
         };
         let text = match &path {
             Some(p) => {
@@ -410,8 +418,13 @@ impl Config {
     }
 }
 
+/// `VTRIAGE_` variables that are not settings: the configuration file's name, and those of the
+/// test scripts (`scripts/postgres`, `scripts/test`).
+const NOT_SETTINGS: [&str; 4] = ["CONFIG", "TEST_", "PG_", "SKIP_PG"];
+
 /// Applies one environment variable to the TOML table, if it is one of ours (returns whether it
-/// was). An empty one is taken as unset, as `VTRIAGE_DB= vtriage status` means.
+/// was; an unknown `VTRIAGE_` variable is an error). An empty one is taken as unset, as
+/// `VTRIAGE_DB= vtriage status` means.
 fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> anyhow::Result<bool> {
     if value.is_empty() {
         return Ok(false);
@@ -424,8 +437,12 @@ fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> anyhow::Result
             let Some(rest) = name.strip_prefix("VTRIAGE_") else {
                 return Ok(false);
             };
-            let Some((section, key)) = rest.split_once('_') else {
+            if NOT_SETTINGS.iter().any(|p| rest.starts_with(p)) {
                 return Ok(false);
+            }
+            let unknown = || anyhow::anyhow!("{name} is not a setting of vtriage (see README)");
+            let Some((section, key)) = rest.split_once('_') else {
+                return Err(unknown());
             };
             let section = section.to_ascii_lowercase();
             const SECTIONS: [&str; 8] = [
@@ -438,8 +455,9 @@ fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> anyhow::Result
                 "daemon",
                 "ingest",
             ];
+            // A misspelt section (`VTRIAGE_UPLOADS_FILES=never`) must not leave uploads on.
             let Some(section) = SECTIONS.into_iter().find(|s| *s == section) else {
-                return Ok(false);
+                return Err(unknown());
             };
             (Some(section), key.to_ascii_lowercase())
         }
@@ -476,6 +494,29 @@ fn holds_api_key(file: &toml::Table) -> bool {
         .is_some()
 }
 
+/// The configuration file read when none is named: `$XDG_CONFIG_HOME/vtriage/vtriage.toml`
+/// (`~/.config/vtriage/vtriage.toml`). Never one in the working directory: the folder a
+/// command is pointed at (`cd downloads && vtriage scan .`) must not be able to turn uploads
+/// on or send the API key to another server.
+pub fn default_file(xdg_config_home: Option<&str>, home: Option<&str>) -> Option<PathBuf> {
+    let dir = match (xdg_config_home, home) {
+        (Some(xdg), _) => PathBuf::from(xdg),
+        (None, Some(home)) => Path::new(home).join(".config"),
+        (None, None) => return None,
+    };
+    Some(dir.join("vtriage").join("vtriage.toml"))
+}
+
+/// Earlier versions read `vtriage.toml` in the working directory: say that it no longer is.
+fn warn_of_working_directory_file() {
+    if Path::new("vtriage.toml").is_file() {
+        tracing::warn!(
+            "vtriage.toml in the working directory is not read (a folder being triaged must not \
+             configure its triage): pass --config vtriage.toml to use it"
+        );
+    }
+}
+
 /// A key in a file that others can read is a key others have.
 fn warn_if_readable_by_others(path: &Path) {
     #[cfg(unix)]
@@ -501,6 +542,34 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn the_default_file_is_the_users_never_the_working_directorys() {
+        assert_eq!(
+            default_file(Some("/x/conf"), Some("/home/a")),
+            Some(PathBuf::from("/x/conf/vtriage/vtriage.toml"))
+        );
+        assert_eq!(
+            default_file(None, Some("/home/a")),
+            Some(PathBuf::from("/home/a/.config/vtriage/vtriage.toml"))
+        );
+        assert_eq!(default_file(None, None), None);
+    }
+
+    #[test]
+    fn a_misspelt_variable_is_an_error_and_the_test_scripts_are_not_settings() {
+        for name in ["VTRIAGE_UPLOADS_FILES", "VTRIAGE_NOSECTION"] {
+            let err = Config::load_with_env(None, env(&[(name, "never")])).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
+        let scripts = [
+            ("VTRIAGE_TEST_PG", "postgres://localhost/x"),
+            ("VTRIAGE_SKIP_PG", "1"),
+            ("VTRIAGE_PG_PORT", "5433"),
+            ("VTRIAGE_CONFIG", "/etc/vtriage/vtriage.toml"),
+        ];
+        assert!(Config::load_with_env(None, env(&scripts)).is_ok());
     }
 
     #[test]

@@ -370,3 +370,37 @@ fn a_config_file_with_a_key_readable_by_others_gets_a_warning() {
         assert!(!leaks(text.as_bytes()), "the warning names no key");
     }
 }
+
+/// A `vtriage.toml` in the working directory (inside a folder being triaged) configures nothing:
+/// it could turn uploads on or send the key elsewhere. The user's own file, or one named, does.
+#[test]
+fn a_config_file_in_the_working_directory_is_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("vtriage.toml"), "db = \"from-cwd.db\"\n").unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let status = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_vtriage"))
+            .env_remove("RUST_LOG")
+            .env_remove("VTRIAGE_DB")
+            .env_remove("VTRIAGE_CONFIG")
+            .env_remove("XDG_CONFIG_HOME")
+            .env("HOME", home.path())
+            .args(args)
+            .arg("status")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let implicit = status(&[]);
+    assert!(implicit.contains("vtriage.toml in the working directory is not read"));
+    assert!(implicit.contains("no database at vtriage.db"), "{implicit}");
+    let named = status(&["--config", "vtriage.toml"]);
+    assert!(named.contains("no database at from-cwd.db"), "{named}");
+    assert!(!named.contains("is not read"), "{named}");
+    let users = home.path().join(".config/vtriage");
+    std::fs::create_dir_all(&users).unwrap();
+    std::fs::write(users.join("vtriage.toml"), "db = \"from-home.db\"\n").unwrap();
+    let own = status(&[]);
+    assert!(own.contains("no database at from-home.db"), "{own}");
+}

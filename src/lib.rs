@@ -28,6 +28,7 @@ pub mod report;
 pub mod scan;
 pub mod sim;
 pub mod status;
+pub mod stopping;
 pub mod store;
 pub mod terminal;
 pub mod verdict;

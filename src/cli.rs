@@ -430,10 +430,7 @@ async fn ingest(args: IngestArgs, global: &GlobalArgs) -> anyhow::Result<i32> {
         Err(crate::pipeline::Interrupted::Shutdown)
     } else {
         pipeline.spawn_workers_for(&ids).await;
-        let bar = scan::progress_bar(ids.len() as u64, "triaging");
-        let drained = pipeline.drain(&ids, |done, _| bar.set_position(done)).await;
-        bar.finish_and_clear();
-        drained
+        crate::progress::drain_showing_progress(&pipeline, &ids).await
     };
     pipeline.shutdown().await;
     let outcome = scan::ScanOutcome {
@@ -464,7 +461,7 @@ async fn queue_showing_progress(
 ) -> Result<lists::QueuedList, lists::ListError> {
     use std::sync::atomic::{AtomicU64, Ordering};
     let read = std::sync::Arc::new(AtomicU64::new(0));
-    let spinner = scan::spinner();
+    let spinner = crate::progress::spinner();
     let name = file.display().to_string();
     // Nothing to show off a terminal: no task waking to show it.
     let shown = (!spinner.is_hidden()).then(|| {

@@ -23,6 +23,7 @@ pub mod ingest;
 pub mod lists;
 pub mod lookup;
 pub mod pipeline;
+pub mod progress;
 pub mod quota;
 pub mod report;
 pub mod scan;

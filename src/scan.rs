@@ -2,7 +2,6 @@
 //! verdict, and summarise.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use futures_util::StreamExt;
@@ -180,10 +179,7 @@ pub async fn scan(
         Err(Interrupted::Shutdown)
     } else {
         pipeline.spawn_workers_for(&ids).await;
-        let bar = progress_bar(ids.len() as u64, "triaging");
-        let drained = pipeline.drain(&ids, |done, _| bar.set_position(done)).await;
-        bar.finish_and_clear();
-        drained
+        crate::progress::drain_showing_progress(pipeline, &ids).await
     };
     pipeline.shutdown().await;
     let interrupted = match drained {
@@ -219,7 +215,7 @@ struct Hashed {
 /// Hashes `files`, several at once, until `stop` is cancelled: then the hashes under way are
 /// dropped, which stops them.
 async fn hash_files(files: Vec<PathBuf>, allow_submit: bool, stop: &CancellationToken) -> Hashed {
-    let bar = progress_bar(files.len() as u64, "hashing");
+    let bar = crate::progress::progress_bar(files.len() as u64, "hashing");
     let parallel = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -263,32 +259,6 @@ async fn hash_files(files: Vec<PathBuf>, allow_submit: bool, stop: &Cancellation
     }
     bar.finish_and_clear();
     out
-}
-
-/// A spinner for work of unknown length, on a terminal only (hidden otherwise); its message says
-/// how far the work got.
-pub fn spinner() -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let spinner = indicatif::ProgressBar::new_spinner();
-    spinner.enable_steady_tick(std::time::Duration::from_millis(100));
-    spinner
-}
-
-/// A progress bar on a terminal; hidden otherwise (logs and pipes stay clean).
-pub fn progress_bar(len: u64, what: &'static str) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(len);
-    let style =
-        indicatif::ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} ({eta} left)")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> ");
-    bar.set_style(style);
-    bar.set_message(what);
-    bar
 }
 
 /// The summary table printed at the end of a scan (`noun`: what the results are). Names and

@@ -682,7 +682,8 @@ async fn ingest(quick: bool, f: &mut Failures) {
         config.ingest.skip_private_ips = false;
         let store = vtriage::pipeline::open_store(&config).await.unwrap();
         let started = Instant::now();
-        let queued_list = vtriage::lists::queue(&*store, &list, None, &config)
+        let never = CancellationToken::new();
+        let queued_list = vtriage::lists::queue(&*store, &list, None, &config, &never)
             .await
             .unwrap();
         ours.push(started.elapsed().as_secs_f64());

@@ -1,5 +1,6 @@
 //! The command line: argument definitions and the dispatch to the library. Exit codes follow
-//! clamscan: 0 nothing malicious, 1 something malicious, 2 an error kept the run from finishing.
+//! clamscan: 0 nothing malicious, 1 something malicious, 2 an error kept the run from finishing;
+//! 130 or 143 when a second SIGINT or SIGTERM ended the process at once ([`shutdown_signal`]).
 
 use std::path::PathBuf;
 
@@ -213,30 +214,64 @@ pub fn load_config(global: &GlobalArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-/// A token cancelled on SIGINT or SIGTERM.
+/// A token cancelled on SIGINT or SIGTERM, for a shutdown that lets work in flight finish (or
+/// go back to the queue). A second signal ends the process at once, with the exit status of a
+/// process that signal killed (130 for SIGINT, 143 for SIGTERM): the user who presses Ctrl-C
+/// again does not want to wait, and what was in flight is returned to the queue by the next
+/// process on the database (the rescuer), as after a crash.
 pub fn shutdown_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
+    let mut signals = StopSignals::new();
     tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down (signal received)");
+        signals.next().await;
+        tracing::info!("shutting down (signal received; another one stops at once)");
         cancel.cancel();
+        let status = signals.next().await;
+        tracing::warn!("stopping at once (second signal); unfinished work stays queued");
+        std::process::exit(status);
     });
     token
 }
 
-async fn wait_for_signal() {
+/// SIGINT and SIGTERM as they arrive: listened to from the start, so that none is missed
+/// between two waits.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> StopSignals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            StopSignals {
+                interrupt: signal(SignalKind::interrupt()).expect("SIGINT handler"),
+                terminate: signal(SignalKind::terminate()).expect("SIGTERM handler"),
+            }
+        }
+        #[cfg(not(unix))]
+        StopSignals {}
+    }
+
+    /// Waits for the next signal; returns the exit status of a process it kills.
+    async fn next(&mut self) -> i32 {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => 130,
+                _ = self.terminate.recv() => 143,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            130
         }
     }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Runs a parsed command line; returns the exit code.
@@ -368,10 +403,14 @@ async fn ingest(args: IngestArgs, global: &GlobalArgs) -> anyhow::Result<i32> {
         Some(p) => p.store.clone(),
         None => crate::pipeline::open_store(&config).await?,
     };
+    // Without --wait no handler is installed: SIGINT ends the process as it always did.
+    let stop = pipeline
+        .as_ref()
+        .map_or_else(CancellationToken::new, |p| p.stop.clone());
     let mut ids = Vec::new();
     let mut queued = lists::Queued::default();
     for file in &args.files {
-        match queue_showing_progress(&*store, file, args.format, &config).await {
+        match queue_showing_progress(&*store, file, args.format, &config, &stop).await {
             Ok(list) => {
                 eprint!("{}", lists::describe(&list.list, args.verbose_rejects));
                 ids.extend(list.ids);
@@ -380,6 +419,10 @@ async fn ingest(args: IngestArgs, global: &GlobalArgs) -> anyhow::Result<i32> {
             Err(e @ lists::ListError::Read { .. }) => {
                 eprintln!("vtriage: {e}");
                 unreadable += 1;
+            }
+            Err(e @ lists::ListError::Stopped { .. }) => {
+                eprintln!("vtriage: {e}; what was queued before stays queued");
+                break;
             }
             Err(lists::ListError::Store(e)) => return Err(e.into()),
         }
@@ -393,10 +436,13 @@ async fn ingest(args: IngestArgs, global: &GlobalArgs) -> anyhow::Result<i32> {
     };
     ids.sort_unstable();
     ids.dedup();
-    pipeline.spawn_workers_for(&ids).await;
-    let bar = scan::progress_bar(ids.len() as u64, "triaging");
-    let drained = pipeline.drain(&ids, |done, _| bar.set_position(done)).await;
-    bar.finish_and_clear();
+    // Interrupted while the lists were read: no worker starts.
+    let drained = if stop.is_cancelled() {
+        Err(crate::pipeline::Interrupted::Shutdown)
+    } else {
+        pipeline.spawn_workers_for(&ids).await;
+        crate::progress::drain_showing_progress(&pipeline, &ids).await
+    };
     pipeline.shutdown().await;
     let outcome = scan::ScanOutcome {
         results: pipeline.store.results(&ids).await?,
@@ -422,10 +468,11 @@ async fn queue_showing_progress(
     file: &std::path::Path,
     format: Option<crate::ingest::Format>,
     config: &Config,
+    stop: &CancellationToken,
 ) -> Result<lists::QueuedList, lists::ListError> {
     use std::sync::atomic::{AtomicU64, Ordering};
     let read = std::sync::Arc::new(AtomicU64::new(0));
-    let spinner = scan::spinner();
+    let spinner = crate::progress::spinner();
     let name = file.display().to_string();
     // Nothing to show off a terminal: no task waking to show it.
     let shown = (!spinner.is_hidden()).then(|| {
@@ -438,7 +485,7 @@ async fn queue_showing_progress(
             }
         })
     });
-    let queued = lists::queue_counting(store, file, format, config, read).await;
+    let queued = lists::queue_counting(store, file, format, config, read, stop).await;
     if let Some(shown) = shown {
         shown.abort();
     }

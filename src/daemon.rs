@@ -161,18 +161,34 @@ pub async fn run(pipeline: &Pipeline, watched: &Watched) -> anyhow::Result<()> {
     if let Some(e) = &failed {
         tracing::error!(error = format!("{e:#}"), "stopping the daemon");
     }
-    pipeline.shutdown().await;
-    while let Some(done) = tasks.join_next().await {
-        if let Ok(Err(e)) = done {
-            tracing::warn!(error = format!("{e:#}"), "a watcher stopped with an error");
-        }
-    }
+    let grace = crate::config::secs(pipeline.config.daemon.shutdown_grace_secs);
+    tokio::join!(pipeline.shutdown(), stop_tasks(tasks, grace));
     if let Some(e) = failed {
         return Err(e);
     }
     match pipeline.worker.fatal.is_cancelled() {
         true => anyhow::bail!("{}", pipeline.fatal_reason()),
         false => Ok(()),
+    }
+}
+
+/// Waits up to `grace` for the watchers and queuers to stop (they stop at the signal, between
+/// two blocks of a file or a list), then aborts those that did not: what they had not queued
+/// was not recorded either, so the next start reads it again.
+async fn stop_tasks(mut tasks: JoinSet<anyhow::Result<()>>, grace: Duration) {
+    let joined = tokio::time::timeout(grace, async {
+        while let Some(done) = tasks.join_next().await {
+            if let Ok(Err(e)) = done {
+                tracing::warn!(error = format!("{e:#}"), "a watcher stopped with an error");
+            }
+        }
+    })
+    .await;
+    if joined.is_err() {
+        tracing::warn!(
+            "the watchers did not stop within the grace period; what they had not queued is read again at the next start"
+        );
+        tasks.shutdown().await;
     }
 }
 
@@ -233,7 +249,8 @@ fn seen(file: &SettledFile) -> FileSeen {
     }
 }
 
-/// Hashes settled files (several at once, on blocking threads) and queues them in batches.
+/// Hashes settled files (several at once, on blocking threads) and queues them in batches,
+/// until the watcher stops or `stop` is cancelled.
 async fn queue_dropped_files(
     mut rx: mpsc::Receiver<SettledFile>,
     store: Arc<dyn Store>,
@@ -249,8 +266,15 @@ async fn queue_dropped_files(
     let mut later = ReadLater::default();
     let mut batch = Vec::new();
     let mut open = true;
+    let mut stopping = false;
     while open || !hashing.is_empty() {
         tokio::select! {
+            // Files being hashed are dropped, which stops their hashing: not recorded as seen,
+            // they are read again at the next start.
+            _ = stop.cancelled(), if !stopping => {
+                (stopping, open) = (true, false);
+                hashing.abort_all();
+            }
             file = rx.recv(), if open && hashing.len() < parallel => match file {
                 Some(file) => { hashing.spawn(hash_one(file, Duration::ZERO)); }
                 None => open = false,
@@ -377,7 +401,8 @@ async fn flush(
     batch.clear();
 }
 
-/// Ingests each settled IOC list and queues its indicators with their provenance.
+/// Ingests each settled IOC list and queues its indicators with their provenance, until the
+/// watcher stops or `stop` is cancelled (a list being read then stops part way).
 async fn queue_lists(
     mut rx: mpsc::Receiver<SettledFile>,
     store: Arc<dyn Store>,
@@ -387,6 +412,7 @@ async fn queue_lists(
     let mut later = ReadLater::default();
     loop {
         let (file, waited) = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
             file = rx.recv() => match file {
                 Some(file) => (file, Duration::ZERO),
                 None => return Ok(()),
@@ -401,7 +427,7 @@ async fn queue_lists(
         // Like the drop directory: a database that refuses a batch is retried (queueing a list
         // again only adds its provenance to what is already queued).
         let queued = until_the_database_takes_it(
-            || lists::queue(&*store, &file.path, None, &config),
+            || lists::queue(&*store, &file.path, None, &config, &stop),
             |e| matches!(e, lists::ListError::Store(_)),
             |e| tracing::error!(error = %e, list = %file.path.display(), "cannot queue a list; retrying"),
             &stop,
@@ -424,10 +450,11 @@ async fn queue_lists(
             // Gone before it could be read, as a dropped file may be: nothing to ingest.
             Err(lists::ListError::Read { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound => {}
-            // Refused until the daemon stopped: not recorded as read, so read at the next start.
-            Err(e @ lists::ListError::Store(_)) => {
+            // Stopped part way, or refused until the daemon stopped: not recorded as read, so
+            // read again whole at the next start.
+            Err(e @ (lists::ListError::Store(_) | lists::ListError::Stopped { .. })) => {
                 tracing::warn!(error = %e, list = %file.path.display(),
-                    "stopping with a list not queued; it is read again at the next start");
+                    "stopping with a list not wholly queued; it is read again at the next start");
             }
             Err(e) => {
                 if waited.is_zero() {

@@ -5,43 +5,60 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
-/// The lower-case hex SHA-256 of the file at `path`.
+use crate::stopping::StopAt;
+
+/// The lower-case hex SHA-256 of the file at `path`. Dropping the future (a stop during a scan,
+/// a job released at shutdown) stops the hashing at the next block: the blocking thread would
+/// otherwise read on through gigabytes nobody waits for, and the process would wait for it to
+/// exit.
 pub async fn sha256_file(path: &Path) -> std::io::Result<String> {
     let path: PathBuf = path.to_owned();
-    tokio::task::spawn_blocking(move || sha256_file_blocking(&path))
+    let stop = CancellationToken::new();
+    let _stop_when_dropped = stop.clone().drop_guard();
+    tokio::task::spawn_blocking(move || sha256_until(&path, stop))
         .await
         .map_err(std::io::Error::other)?
 }
 
 /// The same, on the calling thread.
 pub fn sha256_file_blocking(path: &Path) -> std::io::Result<String> {
-    sha256_of(&mut std::fs::File::open(path)?)
+    sha256_until(path, CancellationToken::new())
+}
+
+/// The digest of the file at `path`, unless `stop` is cancelled first.
+fn sha256_until(path: &Path, stop: CancellationToken) -> std::io::Result<String> {
+    sha256_of(&mut std::fs::File::open(path)?, stop)
 }
 
 /// Opens the file at `path` and hashes it: the open file (rewound) and its SHA-256. Uploading
 /// from that file, not from the path, sends the content that was hashed even if the path is
-/// replaced (by a symlink, another file) meanwhile.
+/// replaced (by a symlink, another file) meanwhile. Dropping the future stops the hashing, as
+/// [`sha256_file`]'s.
 pub async fn open_and_hash(path: &Path) -> std::io::Result<(std::fs::File, String)> {
     let path: PathBuf = path.to_owned();
+    let stop = CancellationToken::new();
+    let _stop_when_dropped = stop.clone().drop_guard();
     tokio::task::spawn_blocking(move || {
-        use std::io::{Seek, SeekFrom};
+        use std::io::Seek;
         let mut file = std::fs::File::open(&path)?;
-        let sha256 = sha256_of(&mut file)?;
-        file.seek(SeekFrom::Start(0))?;
+        let sha256 = sha256_of(&mut file, stop)?;
+        file.rewind()?;
         Ok((file, sha256))
     })
     .await
     .map_err(std::io::Error::other)?
 }
 
-/// The SHA-256 of what is left to read of `file`.
-fn sha256_of(file: &mut std::fs::File) -> std::io::Result<String> {
+/// The SHA-256 of what is left to read of `file`, unless `stop` is cancelled first.
+fn sha256_of(file: &mut std::fs::File, stop: CancellationToken) -> std::io::Result<String> {
     let mut hasher = Sha256::new();
     // A MiB at a time; a small file gets a buffer of its own size instead of a zeroed MiB.
     let size = file.metadata().map_or(0, |m| m.len());
     let len = usize::try_from(size).unwrap_or(usize::MAX);
     let mut buf = vec![0u8; len.saturating_add(1).min(1 << 20)];
+    let mut file = StopAt::new(file, stop);
     loop {
         let n = file.read(&mut buf)?;
         if n == 0 {
@@ -81,6 +98,32 @@ mod tests {
         assert_eq!(
             sha256_file_blocking(&abc).unwrap(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    /// A hash given up (its future dropped) ends its blocking thread: the runtime, which waits
+    /// for blocking threads when it shuts down, is not held by the rest of a large file.
+    #[test]
+    fn a_hash_given_up_stops_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.bin");
+        // Sparse: 4 GiB of zeros to read, none on disk; seconds of hashing.
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(4 << 30)
+            .unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let given_up = runtime.block_on(async {
+            let hashing = sha256_file(&big);
+            tokio::time::timeout(std::time::Duration::from_millis(100), hashing).await
+        });
+        assert!(given_up.is_err(), "hashed 4 GiB in 100 ms?");
+        let started = std::time::Instant::now();
+        drop(runtime);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "the runtime waited {:?} for the hash",
+            started.elapsed()
         );
     }
 }

@@ -13,10 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, UploadPolicy};
 use crate::indicator::Kind;
 use crate::ingest::{self, Format, Summary};
+use crate::stopping::{self, StopAt};
 use crate::store::{Enqueued, NewJob, Store, now_millis};
 use crate::terminal::escape_control;
 
@@ -48,6 +50,12 @@ pub enum ListError {
     /// The database refused a batch; queueing the list again is safe (it only adds provenance).
     #[error(transparent)]
     Store(#[from] crate::store::Error),
+    /// Reading stopped part way (shutdown); the batches queued before stay queued.
+    #[error("stopped reading {path} part way")]
+    Stopped {
+        /// The list.
+        path: String,
+    },
 }
 
 impl ListError {
@@ -75,6 +83,17 @@ pub fn parse(
     path: &Path,
     format: Option<Format>,
     config: &Config,
+    emit: impl FnMut(NewJob),
+) -> Result<ParsedList, ListError> {
+    parse_until(path, format, config, &CancellationToken::new(), emit)
+}
+
+/// [`parse`], which stops reading once `stop` is cancelled ([`ListError::Stopped`]).
+fn parse_until(
+    path: &Path,
+    format: Option<Format>,
+    config: &Config,
+    stop: &CancellationToken,
     mut emit: impl FnMut(NewJob),
 ) -> Result<ParsedList, ListError> {
     let options = ingest::Options {
@@ -99,12 +118,17 @@ pub fn parse(
         });
     };
     let summary = if is_stdin {
-        ingest::parse_reader(&source, std::io::stdin().lock(), format, &options, to_job)
+        let stdin = StopAt::new(std::io::stdin().lock(), stop.clone());
+        ingest::parse_reader(&source, stdin, format, &options, to_job)
     } else {
-        ingest::parse_path(path, format, &options, to_job)
+        std::fs::File::open(path).and_then(|file| {
+            let file = StopAt::new(file, stop.clone());
+            ingest::parse_reader(&ingest::list_name(path), file, format, &options, to_job)
+        })
     };
     match summary {
         Ok(summary) => Ok(ParsedList { source, summary }),
+        Err(e) if stopping::is_stopped(&e) => Err(ListError::Stopped { path: source }),
         Err(e) => Err(ListError::Read {
             path: source,
             source: e,
@@ -123,13 +147,16 @@ pub struct QueuedList {
 }
 
 /// Parses the list at `path` and queues its indicators while it reads, [`BATCH`] at a time.
+/// Once `stop` is cancelled, reading stops at the next block ([`ListError::Stopped`]): the
+/// batches queued before stay queued, and the list should be read again whole later.
 pub async fn queue(
     store: &dyn Store,
     path: &Path,
     format: Option<Format>,
     config: &Config,
+    stop: &CancellationToken,
 ) -> Result<QueuedList, ListError> {
-    queue_counting(store, path, format, config, Arc::default()).await
+    queue_counting(store, path, format, config, Arc::default(), stop).await
 }
 
 /// [`queue`], counting in `read` the indicators read so far (for a progress display).
@@ -139,24 +166,32 @@ pub async fn queue_counting(
     format: Option<Format>,
     config: &Config,
     read: Arc<AtomicU64>,
+    stop: &CancellationToken,
 ) -> Result<QueuedList, ListError> {
     // The parser fills a batch while the store writes the one before (and one more may wait).
     let (tx, rx) = mpsc::channel::<Vec<NewJob>>(1);
     let parser = {
-        let (path, config) = (path.to_owned(), config.clone());
+        let (path, config, stop) = (path.to_owned(), config.clone(), stop.clone());
+        let read = read.clone();
         tokio::task::spawn_blocking(move || {
             let mut batch = Vec::with_capacity(BATCH);
-            let parsed = parse(&path, format, &config, |job| {
+            let hand_over = |full: Vec<NewJob>| {
+                // Once stopped, the rest is only read to its end (a JSON document, read whole
+                // before the stop, is parsed to its end), not queued. Sending fails once the
+                // store gave up: the rest of the list is then only read, too.
+                if !stop.is_cancelled() {
+                    let _ = tx.blocking_send(full);
+                }
+            };
+            let parsed = parse_until(&path, format, &config, &stop, |job| {
                 read.fetch_add(1, Ordering::Relaxed);
                 batch.push(job);
                 if batch.len() == BATCH {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                    // Fails once the store gave up: the rest of the list is then only read.
-                    let _ = tx.blocking_send(full);
+                    hand_over(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
                 }
             });
             if !batch.is_empty() {
-                let _ = tx.blocking_send(batch);
+                hand_over(batch);
             }
             parsed
         })
@@ -164,7 +199,7 @@ pub async fn queue_counting(
     // Dropping the receiver (the store gave up) lets the parser finish.
     let (max_age, max_attempts) = (config.verdict.max_age_ms(), config.daemon.max_attempts);
     let stored = store
-        .enqueue_batches(rx, now_millis(), max_age, max_attempts)
+        .enqueue_batches(rx, now_millis(), max_age, max_attempts, stop)
         .await;
     let parsed = parser.await.map_err(|e| ListError::Read {
         path: path.display().to_string(),
@@ -173,6 +208,14 @@ pub async fn queue_counting(
     let mut ids = Vec::new();
     let mut counts = Queued::default();
     counts.add_all(stored?, &mut ids);
+    // A stop cuts the list short in the parser or in the store: it is whole only if every
+    // indicator read was queued.
+    let whole = parsed.is_ok() && ids.len() as u64 == read.load(Ordering::Relaxed);
+    if stop.is_cancelled() && !whole {
+        return Err(ListError::Stopped {
+            path: path.display().to_string(),
+        });
+    }
     Ok(QueuedList {
         list: parsed?,
         ids,
@@ -340,7 +383,8 @@ mod tests {
             .await
             .unwrap();
         let read = Arc::new(AtomicU64::new(0));
-        let queued = queue_counting(&store, &list, None, &Config::default(), read.clone())
+        let stop = CancellationToken::new();
+        let queued = queue_counting(&store, &list, None, &Config::default(), read.clone(), &stop)
             .await
             .unwrap();
         assert_eq!(queued.ids.len(), 2, "the repeated domain is one indicator");

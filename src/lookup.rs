@@ -145,9 +145,7 @@ pub async fn lookup(
 /// be used again). Returns why it stopped early, if it did.
 pub async fn work(pipeline: &Pipeline, ids: &[i64]) -> Option<String> {
     pipeline.spawn_workers_for(ids).await;
-    let bar = crate::scan::progress_bar(ids.len() as u64, "triaging");
-    let drained = pipeline.drain(ids, |done, _| bar.set_position(done)).await;
-    bar.finish_and_clear();
+    let drained = crate::progress::drain_showing_progress(pipeline, ids).await;
     pipeline.shutdown().await;
     match drained {
         Ok(()) => None,

@@ -2,11 +2,11 @@
 //! verdict, and summarise.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use futures_util::StreamExt;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::indicator::Kind;
 use crate::pipeline::{Interrupted, Pipeline};
@@ -69,16 +69,22 @@ pub struct Collected {
     pub errors: Vec<InputError>,
     /// FIFOs, sockets and devices met inside a folder: listed, not triaged.
     pub skipped: Vec<InputError>,
+    /// The walk stopped part way (shutdown).
+    pub stopped: bool,
 }
 
 /// The regular files under `paths` (folders recursively; symbolic links inside folders are
 /// not followed), with the paths that could not be walked. A path given that is not a regular
 /// file (a FIFO, a device) is an error, as a missing one is: the user asked for it; inside a
-/// folder it is only skipped.
-pub fn collect_files(paths: &[PathBuf]) -> Collected {
+/// folder it is only skipped. Stops part way once `stop` is cancelled.
+pub fn collect_files(paths: &[PathBuf], stop: &CancellationToken) -> Collected {
     let mut found = Collected::default();
     for root in paths {
         for entry in walkdir::WalkDir::new(root).follow_links(false) {
+            if stop.is_cancelled() {
+                found.stopped = true;
+                return found;
+            }
             let e = match entry {
                 Ok(e) => e,
                 Err(err) => {
@@ -145,38 +151,17 @@ pub async fn scan(
         files,
         mut errors,
         skipped,
-    } = collect_files(&roots);
-    let bar = progress_bar(files.len() as u64, "hashing");
-    let parallel = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    let mut hashed = futures_util::stream::iter(files)
-        .map(|path| async move {
-            let digest = crate::hashing::sha256_file(&path).await;
-            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            (path, size, digest)
-        })
-        .buffered(parallel);
+        stopped: walk_stopped,
+    } = collect_files(&roots, &pipeline.stop);
     let allow_submit =
         allow_upload || pipeline.config.upload.files == crate::config::UploadPolicy::Unknown;
-    let mut jobs = Vec::new();
-    while let Some((path, size, digest)) = hashed.next().await {
-        bar.inc(1);
-        match digest {
-            Ok(sha256) => jobs.push(NewJob {
-                kind: Kind::File,
-                indicator: sha256,
-                allow_submit,
-                path: Some(FileSeen::at(crate::store::path_text(&path), size)),
-                source: None,
-            }),
-            Err(e) => errors.push(InputError {
-                path: path.display().to_string(),
-                error: e.to_string(),
-            }),
-        }
-    }
-    bar.finish_and_clear();
+    let Hashed {
+        jobs,
+        errors: unreadable,
+        stopped: hashing_stopped,
+    } = hash_files(files, allow_submit, &pipeline.stop).await;
+    errors.extend(unreadable);
+    let stopped = walk_stopped || hashing_stopped;
 
     let (mut ids, _) = crate::lists::enqueue(&*pipeline.store, &jobs, &pipeline.config)
         .await
@@ -189,13 +174,21 @@ pub async fn scan(
     ids.sort_unstable();
     ids.dedup();
 
-    pipeline.spawn_workers_for(&ids).await;
-    let bar = progress_bar(ids.len() as u64, "triaging");
-    let drained = pipeline.drain(&ids, |done, _| bar.set_position(done)).await;
-    bar.finish_and_clear();
+    // Stopped before every file was hashed: what was hashed stays queued, and no worker starts.
+    let drained = if stopped {
+        Err(Interrupted::Shutdown)
+    } else {
+        pipeline.spawn_workers_for(&ids).await;
+        crate::progress::drain_showing_progress(pipeline, &ids).await
+    };
     pipeline.shutdown().await;
     let interrupted = match drained {
         Ok(()) => None,
+        Err(Interrupted::Shutdown) if stopped => Some(
+            "interrupted before every file was hashed; those not hashed were not queued (scan \
+             them again), the others stay queued for the next run"
+                .into(),
+        ),
         Err(Interrupted::Shutdown) if allow_submit => Some(
             "interrupted; unfinished files stay queued for the next run, allowed to be uploaded \
              (scan them again without --upload to withdraw that)"
@@ -214,30 +207,63 @@ pub async fn scan(
     })
 }
 
-/// A spinner for work of unknown length, on a terminal only (hidden otherwise); its message says
-/// how far the work got.
-pub fn spinner() -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let spinner = indicatif::ProgressBar::new_spinner();
-    spinner.enable_steady_tick(std::time::Duration::from_millis(100));
-    spinner
+/// What [`hash_files`] made of the files.
+struct Hashed {
+    /// A job for each file hashed.
+    jobs: Vec<NewJob>,
+    /// The files that could not be read.
+    errors: Vec<InputError>,
+    /// Stopped before every file was hashed (shutdown).
+    stopped: bool,
 }
 
-/// A progress bar on a terminal; hidden otherwise (logs and pipes stay clean).
-pub fn progress_bar(len: u64, what: &'static str) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
+/// Hashes `files`, several at once, until `stop` is cancelled: then the hashes under way are
+/// dropped, which stops them.
+async fn hash_files(files: Vec<PathBuf>, allow_submit: bool, stop: &CancellationToken) -> Hashed {
+    let bar = crate::progress::progress_bar(files.len() as u64, "hashing");
+    let parallel = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let mut hashed = futures_util::stream::iter(files)
+        .map(|path| async move {
+            let digest = crate::hashing::sha256_file(&path).await;
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            (path, size, digest)
+        })
+        .buffered(parallel);
+    let mut out = Hashed {
+        jobs: Vec::new(),
+        errors: Vec::new(),
+        stopped: false,
+    };
+    loop {
+        let next = tokio::select! {
+            next = hashed.next() => next,
+            _ = stop.cancelled() => {
+                out.stopped = true;
+                break;
+            }
+        };
+        let Some((path, size, digest)) = next else {
+            break;
+        };
+        bar.inc(1);
+        match digest {
+            Ok(sha256) => out.jobs.push(NewJob {
+                kind: Kind::File,
+                indicator: sha256,
+                allow_submit,
+                path: Some(FileSeen::at(crate::store::path_text(&path), size)),
+                source: None,
+            }),
+            Err(e) => out.errors.push(InputError {
+                path: path.display().to_string(),
+                error: e.to_string(),
+            }),
+        }
     }
-    let bar = indicatif::ProgressBar::new(len);
-    let style =
-        indicatif::ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} ({eta} left)")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> ");
-    bar.set_style(style);
-    bar.set_message(what);
-    bar
+    bar.finish_and_clear();
+    out
 }
 
 /// The summary table printed at the end of a scan (`noun`: what the results are). Names and
@@ -372,7 +398,10 @@ mod tests {
         std::os::unix::fs::symlink(folder.join("regular.txt"), &link).unwrap();
         std::os::unix::fs::symlink(folder.join("regular.txt"), folder.join("inner.lnk")).unwrap();
 
-        let found = collect_files(&[given, "/dev/null".into(), folder.clone(), link.clone()]);
+        let found = collect_files(
+            &[given, "/dev/null".into(), folder.clone(), link.clone()],
+            &CancellationToken::new(),
+        );
         assert_eq!(
             found.files,
             [folder.join("regular.txt"), link],

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use backends::Backend;
+use tokio_util::sync::CancellationToken;
 use vtriage::indicator::Kind;
 use vtriage::store::{
     Clock, Enqueued, FileSeen, MaySubmit, NewJob, QuotaDecision, QuotaLimits, Retried, Snooze,
@@ -42,6 +43,11 @@ fn clean(now: i64) -> VerdictRecord {
         md5: Some("b".repeat(32)),
         ..VerdictRecord::bare(Verdict::Clean, now)
     }
+}
+
+/// A stop token never cancelled.
+fn never() -> CancellationToken {
+    CancellationToken::new()
 }
 
 async fn register(store: &dyn Store, owner: &str, now: i64) {
@@ -723,7 +729,7 @@ async fn batches_from_a_channel_are_queued_in_order(db: Backend) {
         ..hash_job(&format!("{i:064x}"))
     };
     let (tx, rx) = tokio::sync::mpsc::channel(1);
-    let queueing = tokio::spawn(async move { s.enqueue_batches(rx, T0, DAY, 5).await });
+    let queueing = tokio::spawn(async move { s.enqueue_batches(rx, T0, DAY, 5, &never()).await });
     tx.send(vec![job(1, 1), job(2, 2), job(1, 3)])
         .await
         .unwrap();
@@ -753,7 +759,7 @@ async fn batches_from_a_channel_are_queued_in_order(db: Backend) {
 async fn a_list_that_arrives_slowly_holds_no_lock_while_it_waits(db: Backend) {
     let s = db.store.clone();
     let (tx, rx) = tokio::sync::mpsc::channel(1);
-    let queueing = tokio::spawn(async move { s.enqueue_batches(rx, T0, DAY, 5).await });
+    let queueing = tokio::spawn(async move { s.enqueue_batches(rx, T0, DAY, 5, &never()).await });
     tx.send(vec![hash_job(&"1".repeat(64))]).await.unwrap();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     while db.rows("jobs").await < 1 {
@@ -779,6 +785,33 @@ async fn a_list_that_arrives_slowly_holds_no_lock_while_it_waits(db: Backend) {
     drop(tx);
     assert_eq!(queueing.await.unwrap().unwrap().len(), 2);
     assert_eq!(db.rows("jobs").await, 4);
+}
+
+/// A stop (shutdown while a list is read) ends the queueing of its batches: what was queued
+/// stays, and fewer outcomes than jobs sent say the list was not queued whole.
+async fn a_stop_ends_the_queueing_of_batches_keeping_what_was_queued(db: Backend) {
+    let s = db.store.clone();
+    let stop = CancellationToken::new();
+    let stopping = stop.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let queueing = tokio::spawn(async move { s.enqueue_batches(rx, T0, DAY, 5, &stopping).await });
+    tx.send(vec![hash_job(&"1".repeat(64))]).await.unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while db.rows("jobs").await < 1 {
+        assert!(tokio::time::Instant::now() < deadline, "never committed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The list is not over (the sender is kept): the stop alone ends the wait for more.
+    stop.cancel();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(10), queueing)
+        .await
+        .expect("stopped at once")
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.len(), 1);
+    let late = tx.send(vec![hash_job(&"2".repeat(64))]).await;
+    assert!(late.is_err(), "nothing is taken after the stop");
+    assert_eq!(db.rows("jobs").await, 1);
 }
 
 /// The files last seen under a directory, with what they looked like: the latest sighting of
@@ -1063,6 +1096,7 @@ on_both_backends!(
     concurrent_enqueues_of_the_same_indicators_make_one_job_each,
     batches_from_a_channel_are_queued_in_order,
     a_list_that_arrives_slowly_holds_no_lock_while_it_waits,
+    a_stop_ends_the_queueing_of_batches_keeping_what_was_queued,
     files_seen_under_a_directory_are_its_latest_sightings,
     files_whose_jobs_a_restart_would_change_are_left_out,
     lists_read_are_those_without_a_job_to_change,

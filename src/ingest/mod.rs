@@ -337,11 +337,14 @@ pub fn parse_path(
     emit: impl FnMut(Found),
 ) -> std::io::Result<Summary> {
     let file = std::fs::File::open(path)?;
-    let name = path
-        .file_name()
+    parse_reader(&list_name(path), file, format, opts, emit)
+}
+
+/// The name [`parse_path`] gives the list at `path` (its extension helps detect the format).
+pub fn list_name(path: &Path) -> String {
+    path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    parse_reader(&name, file, format, opts, emit)
+        .unwrap_or_default()
 }
 
 /// How much of its start a list is checked for NUL bytes, like git's 8000.

@@ -44,6 +44,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::indicator::Kind;
 use crate::verdict::{Stats, Verdict, VerdictRecord};
@@ -416,14 +417,17 @@ pub trait Store: Send + Sync + 'static {
     /// Enqueues the batches as they arrive, as [`Store::enqueue`] does each, and returns what
     /// enqueueing each job did, in order. A store may commit several batches together (SQLite
     /// does, while they keep coming). On an error, the batches committed before it stay queued.
+    /// Once `stop` is cancelled it stops, between two batches or (SQLite) within one, keeping
+    /// what it queued: then fewer outcomes than jobs sent come back.
     async fn enqueue_batches(
         &self,
         batches: tokio::sync::mpsc::Receiver<Vec<NewJob>>,
         now: Millis,
         max_age_ms: i64,
         max_attempts: u32,
+        stop: &CancellationToken,
     ) -> Result<Vec<(i64, Enqueued)>, Error> {
-        enqueue_each(self, batches, now, max_age_ms, max_attempts).await
+        enqueue_each(self, batches, now, max_age_ms, max_attempts, stop).await
     }
 
     /// Claims up to `n` due jobs for `owner`, polls first, then in schedule order.
@@ -723,19 +727,32 @@ pub(crate) enum Requeue {
     Fresh,
 }
 
-/// [`Store::enqueue_batches`] as one [`Store::enqueue`] per batch.
+/// [`Store::enqueue_batches`] as one [`Store::enqueue`] per batch, until `stop`.
 async fn enqueue_each<S: Store + ?Sized>(
     store: &S,
     mut batches: tokio::sync::mpsc::Receiver<Vec<NewJob>>,
     now: Millis,
     max_age_ms: i64,
     max_attempts: u32,
+    stop: &CancellationToken,
 ) -> Result<Vec<(i64, Enqueued)>, Error> {
     let mut out = Vec::new();
-    while let Some(batch) = batches.recv().await {
+    while let Some(batch) = next_batch(&mut batches, stop).await {
         out.extend(store.enqueue(&batch, now, max_age_ms, max_attempts).await?);
     }
     Ok(out)
+}
+
+/// The next batch of a list, none once the list ends or `stop` is cancelled.
+async fn next_batch(
+    batches: &mut tokio::sync::mpsc::Receiver<Vec<NewJob>>,
+    stop: &CancellationToken,
+) -> Option<Vec<NewJob>> {
+    tokio::select! {
+        biased;
+        _ = stop.cancelled() => None,
+        batch = batches.recv() => batch,
+    }
 }
 
 /// The rows of [`Store::lists_read_under`]'s query: path, size, mtime and inode.

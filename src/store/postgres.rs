@@ -24,6 +24,7 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
+use tokio_util::sync::CancellationToken;
 
 use super::sqlite::{compress, decompress, periods};
 use super::{
@@ -512,8 +513,9 @@ impl Store for PgStore {
         now: Millis,
         max_age_ms: i64,
         max_attempts: u32,
+        stop: &CancellationToken,
     ) -> Result<Vec<(i64, Enqueued)>, Error> {
-        let queued = super::enqueue_each(self, batches, now, max_age_ms, max_attempts).await;
+        let queued = super::enqueue_each(self, batches, now, max_age_ms, max_attempts, stop).await;
         self.fold_counts_or_warn().await;
         queued
     }

@@ -23,6 +23,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Connection as _, Row, SqlitePool};
 use tokio::sync::{OnceCell, mpsc};
+use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::Checkpoints;
 use super::enqueue::{Enqueueing, Enqueuer};
@@ -801,13 +802,14 @@ impl Store for SqliteStore {
         now: Millis,
         max_age_ms: i64,
         max_attempts: u32,
+        stop: &CancellationToken,
     ) -> Result<Vec<(i64, Enqueued)>, Error> {
         let how = Enqueueing {
             now,
             max_age_ms,
             max_attempts,
         };
-        self.enqueuer().await?.batches(batches, how).await
+        self.enqueuer().await?.batches(batches, how, stop).await
     }
 
     async fn claim_as(

@@ -166,8 +166,9 @@ impl Queueing<'_> {
         how: Enqueueing,
         out: &mut Vec<(i64, Enqueued)>,
     ) -> Result<(), Error> {
-        // Prepared once per call (a chunk of a batch): looking a statement up in the cache hashes its text, which
-        // for two statements per job was a few per cent of a large list's time.
+        // Prepared once per call (a chunk of a batch): looking a statement up in the cache
+        // hashes its text, which for two statements per job was a few per cent of a large
+        // list's time.
         let mut statements = Statements {
             insert: self.tx.prepare_cached(INSERT_JOB).map_err(database_error)?,
             source: self

@@ -288,7 +288,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 config.upload.files = UploadPolicy::Unknown;
             }
             let pipeline = Pipeline::open(config, shutdown_signal()).await?;
-            let outcome = scan::scan(&pipeline, &args.paths, args.upload).await?;
+            let outcome = scan::scan(&pipeline, &args.paths).await?;
             if args.json {
                 println!(
                     "{}",

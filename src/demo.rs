@@ -50,7 +50,7 @@ pub async fn run(global: &GlobalArgs) -> anyhow::Result<i32> {
             config.upload.files
         );
         let pipeline = Pipeline::open(config, crate::cli::shutdown_signal()).await?;
-        let outcome = scan::scan(&pipeline, &[samples], false).await?;
+        let outcome = scan::scan(&pipeline, &[samples]).await?;
         print!("{}", scan::summary_table(&outcome, "file contents"));
         return Ok(outcome.exit_code());
     }
@@ -80,7 +80,7 @@ pub async fn run(global: &GlobalArgs) -> anyhow::Result<i32> {
         samples.display()
     );
     let pipeline = Pipeline::open(config, CancellationToken::new()).await?;
-    let outcome = scan::scan(&pipeline, &[samples], true).await?;
+    let outcome = scan::scan(&pipeline, &[samples]).await?;
     print!("{}", scan::summary_table(&outcome, "file contents"));
     let stats = simulator.stats();
     println!("\nrequests the simulator answered (quota: 4 per second in this demo):");

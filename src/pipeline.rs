@@ -268,7 +268,8 @@ impl Pipeline {
     /// the queue (a daemon's backlog would otherwise keep the command waiting for hours at a
     /// public key's pace).
     pub async fn spawn_workers_for(&self, ids: &[i64]) {
-        if let Err(e) = self.store.put_first(ids).await {
+        let may = MaySubmit::of(&self.config.upload);
+        if let Err(e) = self.store.put_first(ids, may).await {
             tracing::warn!(error = %e, "cannot put the awaited jobs first; they keep their turn");
         }
         self.spawn_workers();

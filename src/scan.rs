@@ -134,12 +134,10 @@ pub fn collect_files(paths: &[PathBuf], stop: &CancellationToken) -> Collected {
     found
 }
 
-/// Scans `paths`: hash, enqueue, work until done. `allow_upload` is `scan --upload`.
-pub async fn scan(
-    pipeline: &Pipeline,
-    paths: &[PathBuf],
-    allow_upload: bool,
-) -> anyhow::Result<ScanOutcome> {
+/// Scans `paths`: hash, enqueue, work until done. Unknown files are uploaded when the
+/// pipeline's `[upload] files` allows it (`scan --upload` sets it for its run): the jobs' own
+/// permission and the process's policy are then one.
+pub async fn scan(pipeline: &Pipeline, paths: &[PathBuf]) -> anyhow::Result<ScanOutcome> {
     // Stored as absolute paths, as the daemon's are: where a file was seen must not depend on
     // where `scan` ran, and one file scanned by two spellings is one sighting. A path that does
     // not resolve stays as given, to be named in its error.
@@ -153,8 +151,7 @@ pub async fn scan(
         skipped,
         stopped: walk_stopped,
     } = collect_files(&roots, &pipeline.stop);
-    let allow_submit =
-        allow_upload || pipeline.config.upload.files == crate::config::UploadPolicy::Unknown;
+    let allow_submit = pipeline.config.upload.files == crate::config::UploadPolicy::Unknown;
     let Hashed {
         jobs,
         errors: unreadable,

@@ -179,7 +179,7 @@ async fn awaited_jobs_are_claimed_first(db: Backend) {
         .iter()
         .map(|(id, _)| *id)
         .collect();
-    s.put_first(&ids[2..]).await.unwrap();
+    s.put_first(&ids[2..], MaySubmit::ANY).await.unwrap();
     let first = s.claim("w1", 1, T0, 1000).await.unwrap().pop().unwrap();
     assert_eq!(first.id, ids[2]);
     // The quota ran out: back to the queue, still before the older jobs.

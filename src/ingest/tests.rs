@@ -292,7 +292,7 @@ fn a_url_alone_on_its_line_keeps_its_last_character_and_one_in_a_sentence_does_n
 /// ESET's Q3 2020 report: `http://barbatulus[.]xyz/<MAC address>/home/log/HjwLX.dot` is a
 /// template no request ever used; its host is what to look up.
 /// ESET's Turla README wraps a sentence before its link: the dot after the URL ends the
-/// sentence. A list's lines, even after a line of prose that ends with a colon, stand alone.
+/// sentence. A list's lines stand alone, after a colon, a value with a comment or a heading.
 #[test]
 fn a_url_that_goes_on_with_the_sentence_before_loses_its_full_stop() {
     let (_, found) = run(
@@ -302,14 +302,21 @@ fn a_url_that_goes_on_with_the_sentence_before_loses_its_full_stop() {
           \n\
           Its C&C servers are:\n\
           http://evil.com/?v_id=abc.\n\
-          http://evil.com/a.\n",
+          http://evil.com/a.\n\
+          185.220.101.5 Cobalt Strike team server\n\
+          http://evil.com/gate.php?id=1,2\n\
+          Payload URLs seen in the campaign\n\
+          http://evil.com/?v_id=def.\n",
     );
     assert_eq!(
         values(&found),
         [
             "https://www.welivesecurity.com/wp-content/uploads/2017/08/eset-gazer.pdf",
             "http://evil.com/?v_id=abc.",
-            "http://evil.com/a."
+            "http://evil.com/a.",
+            "185.220.101.5",
+            "http://evil.com/gate.php?id=1,2",
+            "http://evil.com/?v_id=def."
         ]
     );
 }
@@ -336,21 +343,6 @@ fn a_url_template_gives_its_host() {
         br#"{"c2": ["http://evil.example.com/<bot id>/gate"]}"#,
     );
     assert_eq!(values(&found), ["evil.example.com"], "JSON values too");
-}
-
-#[test]
-fn a_file_name_in_a_sentence_is_not_a_domain_unless_defanged_or_alone() {
-    let (_, found) = run(
-        "report.md",
-        b"The dropper runs setup.py, then Invoice.ZIP and notes.one unpack Installer.app.\n\
-          It beacons to evil[.]zip and update.example.sh; see README.md.\n\
-          payload.sh\n",
-    );
-    assert_eq!(
-        values(&found),
-        ["evil.zip", "update.example.sh", "payload.sh"],
-        "names of one label are files in prose; defanged, of two labels or alone they are hosts"
-    );
 }
 
 #[test]

@@ -7,9 +7,7 @@
 //! trailing prose punctuation from each token, classify it, and look for bounded hash-length hex
 //! runs in tokens that are neither indicators nor paths. A value alone on its line (or in its
 //! cell) keeps its last character, unless the line goes on with a sentence of the line before.
-//! In a sentence, a name ending in a file extension that is also a top-level domain
-//! (`setup.py`) is a file unless it was defanged. A backtick span holding a URL is one token,
-//! spaces and all (`` `++http://host/<MAC address>/x++` ``), which classifying then reads as a
+//! A backtick span holding a URL is one token, spaces and all (`` `++http://host/<MAC address>/x++` ``), which classifying then reads as a
 //! URL template.
 
 use std::io::{BufReader, Read};
@@ -92,12 +90,22 @@ pub(crate) fn parse_bytes_as_text(bytes: &[u8], sink: &mut Sink<'_>) -> std::io:
     Ok(())
 }
 
+/// Words after which a sentence wrapped before its link goes on, on the next line, with what it
+/// names: `The white paper is available at` (ESET's READMEs).
+const LEADING_ON: [&str; 11] = [
+    "at", "by", "from", "here", "in", "into", "of", "on", "see", "to", "via",
+];
+
 /// Whether a line of prose stops mid-sentence, its next line going on with it: words that end
-/// in a word (`The white paper is available at`), not a list item, table row or heading.
+/// with one of [`LEADING_ON`] (not a list of values with a comment, nor a heading), not a list
+/// item or table row.
 fn ends_mid_sentence(line: &str) -> bool {
     let t = line.trim();
-    t.ends_with(|c: char| c.is_alphanumeric())
-        && t.split_whitespace().nth(2).is_some()
+    let mut words = t.split_whitespace().rev();
+    words
+        .next()
+        .is_some_and(|last| LEADING_ON.iter().any(|w| last.eq_ignore_ascii_case(w)))
+        && words.nth(1).is_some()
         && !t.starts_with(['#', '|', '-', '*', '+', '=', '.', '['])
         && !t.contains("://")
 }
@@ -184,7 +192,7 @@ pub fn is_separator(c: char) -> bool {
 
 /// Extracts every indicator of a free-text fragment; returns how many values were taken or
 /// deliberately skipped. `in_sentence` when the fragment goes on with a sentence begun before
-/// it: then no value in it stands alone, and punctuation after one is the sentence's.
+/// it: then no value in it stands alone, and a full stop after one is the sentence's.
 pub(crate) fn extract(
     fragment: &str,
     n: usize,
@@ -205,8 +213,7 @@ pub(crate) fn extract(
         .find_map(|marker| item.strip_prefix(marker))
         .unwrap_or(item);
     let lone = trim_lone(item);
-    if !in_sentence
-        && let Some((scheme, _)) = lone.split_once("://")
+    if let Some((scheme, _)) = lone.split_once("://")
         && !scheme.is_empty()
         && scheme.bytes().all(|b| b.is_ascii_alphabetic())
         && !lone.contains(char::is_whitespace)
@@ -214,7 +221,7 @@ pub(crate) fn extract(
         && let Some(query) = lone.find('?')
         && lone.find([',', ';', '|']).is_some_and(|sep| sep > query)
     {
-        return take(lone, true, fragment, n, sink, flavor) as usize;
+        return take(lone, true, n, sink, flavor) as usize;
     }
     let mut taken = 0;
     // A value standing alone (a line of a list, a cell) keeps its last character: prose
@@ -223,7 +230,7 @@ pub(crate) fn extract(
     let alone = |raw: &str| !in_sentence && raw.len() == whole;
     if !s.contains('`') {
         for_each_token(&s, |raw| {
-            taken += take(raw, alone(raw), fragment, n, sink, flavor) as usize
+            taken += take(raw, alone(raw), n, sink, flavor) as usize
         });
         return taken;
     }
@@ -233,26 +240,19 @@ pub(crate) fn extract(
         let quoted = i % 2 == 1 && i + 1 < segments.len();
         if quoted && seg.contains("://") {
             let token = seg.trim_matches(|c: char| c == '+' || c.is_whitespace());
-            taken += take(token, true, fragment, n, sink, flavor) as usize;
+            taken += take(token, true, n, sink, flavor) as usize;
         } else {
             for_each_token(seg, |raw| {
-                taken += take(raw, alone(raw), fragment, n, sink, flavor) as usize
+                taken += take(raw, alone(raw), n, sink, flavor) as usize
             });
         }
     }
     taken
 }
 
-/// Takes one raw token of `fragment` (as refanged), `alone` when it is all its line or cell
-/// holds; returns whether it was an indicator (or a deliberate skip).
-fn take(
-    raw: &str,
-    alone: bool,
-    fragment: &str,
-    n: usize,
-    sink: &mut Sink<'_>,
-    flavor: Flavor,
-) -> bool {
+/// Takes one raw token, `alone` when it is all its line or cell holds; returns whether it was
+/// an indicator (or a deliberate skip).
+fn take(raw: &str, alone: bool, n: usize, sink: &mut Sink<'_>, flavor: Flavor) -> bool {
     let trim = |t| {
         let prose = trim_wrappers(t);
         // `...?v_id=abc.` and `...lpp=*-*-*` on a line of their own are the URLs VirusTotal
@@ -307,15 +307,6 @@ fn take(
         }
     }
     let c = classify(t, sink.opts);
-    // `setup.py` or `invoice.zip` in a sentence is a file, not a domain: one written in prose as
-    // an indicator is defanged, or stands on its own line or cell.
-    if !alone
-        && let Classified::Indicator(Indicator::Domain(domain)) = &c
-        && is_file_name(domain)
-        && fragment.contains(t)
-    {
-        return false;
-    }
     if sink.offer(c, n) {
         return true;
     }
@@ -328,19 +319,6 @@ fn take(
         any = true;
     }
     any
-}
-
-/// File extensions that are also top-level domains, and far more often name files in a report
-/// (scripts, archives, sources, OneNote documents, macOS bundles) than hosts.
-const FILE_EXTENSIONS: [&str; 11] = [
-    "app", "cab", "md", "mov", "one", "pl", "py", "rs", "sh", "so", "zip",
-];
-
-/// Whether a (lower-case) domain reads as a file name: one name and one of [`FILE_EXTENSIONS`].
-fn is_file_name(domain: &str) -> bool {
-    domain
-        .split_once('.')
-        .is_some_and(|(_, extension)| FILE_EXTENSIONS.contains(&extension))
 }
 
 /// ASCII bytes that separate tokens (see [`is_separator`]).

@@ -512,8 +512,11 @@ pub trait Store: Send + Sync + 'static {
     async fn unregister(&self, owner: &str) -> Result<(), Error>;
 
     /// Gives the queued jobs among `ids` the priority [`Step::AWAITED`], which they keep through
-    /// their snoozes (a wait for quota, a poll) until they finish.
-    async fn put_first(&self, ids: &[i64]) -> Result<(), Error>;
+    /// their snoozes (a wait for quota, a poll) until they finish. A permission to submit that
+    /// `may` (the waiting process's policy) does not give is withdrawn: the process waits for
+    /// them, so it must be able to claim them (a `recheck --wait` of jobs another run queued to
+    /// upload would otherwise wait forever), and the latest request's permission wins anyway.
+    async fn put_first(&self, ids: &[i64], may: MaySubmit) -> Result<(), Error>;
 
     /// A path of a file job that can be read for an upload (most recently seen first).
     async fn file_paths(&self, job_id: i64) -> Result<Vec<String>, Error>;

@@ -760,12 +760,18 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn put_first(&self, ids: &[i64]) -> Result<(), Error> {
-        sqlx::query("UPDATE jobs SET priority = $2 WHERE id = ANY($1) AND state = 'available'")
-            .bind(ids)
-            .bind(Step::AWAITED as i32)
-            .execute(&self.pool)
-            .await?;
+    async fn put_first(&self, ids: &[i64], may: MaySubmit) -> Result<(), Error> {
+        let (files, urls) = may.kinds();
+        sqlx::query(
+            "UPDATE jobs SET priority = $2, allow_submit = allow_submit AND kind IN ($3, $4)
+             WHERE id = ANY($1) AND state = 'available'",
+        )
+        .bind(ids)
+        .bind(Step::AWAITED as i32)
+        .bind(files)
+        .bind(urls)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

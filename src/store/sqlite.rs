@@ -1045,15 +1045,18 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn put_first(&self, ids: &[i64]) -> Result<(), Error> {
+    async fn put_first(&self, ids: &[i64], may: MaySubmit) -> Result<(), Error> {
+        let (files, urls) = may.kinds();
         for chunk in ids.chunks(RESULTS_CHUNK) {
             let chunk = serde_json::to_string(chunk).map_err(|e| Error::Encode(Box::new(e)))?;
             sqlx::query(
-                "UPDATE jobs SET priority = ?2
+                "UPDATE jobs SET priority = ?2, allow_submit = allow_submit AND kind IN (?3, ?4)
                  WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'available'",
             )
             .bind(chunk)
             .bind(Step::AWAITED)
+            .bind(files)
+            .bind(urls)
             .execute(&self.write)
             .await?;
         }

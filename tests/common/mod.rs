@@ -92,13 +92,19 @@ impl World {
             .unwrap()
     }
 
-    /// Runs `vtriage scan` (the library function) on `paths`.
+    /// Runs `vtriage scan` (the library function) on `paths`, as `scan --upload` when `upload`.
     pub async fn scan(&self, paths: &[&Path], upload: bool) -> vtriage::scan::ScanOutcome {
-        let pipeline = self.pipeline().await;
+        let mut config = self.config.clone();
+        if upload {
+            config.upload.files = UploadPolicy::Unknown;
+        }
+        let pipeline = Pipeline::open(config, CancellationToken::new())
+            .await
+            .unwrap();
         let paths: Vec<PathBuf> = paths.iter().map(|p| p.to_path_buf()).collect();
         tokio::time::timeout(
             Duration::from_secs(60),
-            vtriage::scan::scan(&pipeline, &paths, upload),
+            vtriage::scan::scan(&pipeline, &paths),
         )
         .await
         .expect("scan finished in time")

@@ -502,8 +502,14 @@ async fn a_process_that_may_not_submit_leaves_jobs_that_may_be_submitted(db: Bac
     let claimed = s.claim_as("w", 10, T0, 1000, never).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].step, Step::Poll);
-    let url = s.claim_as("w", 10, T0, 1000, MaySubmit::ANY).await.unwrap();
-    assert_eq!(url[0].kind, Kind::Url);
+    // A process waiting for the URL (`recheck --wait`) puts it first and withdraws what its
+    // own policy does not give: it can then work it rather than wait forever.
+    let waited = [job(Kind::Url, "http://y.test/", true)];
+    let url_id = s.enqueue(&waited, T0, DAY, 5).await.unwrap()[0].0;
+    s.put_first(&[url_id], never).await.unwrap();
+    let url = s.claim_as("w", 10, T0, 1000, never).await.unwrap();
+    assert_eq!(url.len(), 1);
+    assert_eq!((url[0].id, url[0].allow_submit), (url_id, false));
 }
 
 async fn a_failed_recheck_keeps_the_earlier_verdict(db: Backend) {

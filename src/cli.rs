@@ -36,7 +36,8 @@ pub struct GlobalArgs {
     pub config: Option<PathBuf>,
     /// The database: a SQLite file, or a postgres:// URL [env: VTRIAGE_DB] [default: the
     /// configuration file's `db` (relative to the working directory, not to the file), else
-    /// vtriage.db]
+    /// ~/.local/share/vtriage/vtriage.db ($XDG_DATA_HOME/vtriage/vtriage.db); never one in the
+    /// working directory unless named]
     #[arg(long, global = true, value_name = "PATH")]
     pub db: Option<String>,
     /// Log format on standard error
@@ -114,8 +115,8 @@ pub enum Command {
     /// Print the verdicts in the database: a table, JSON, JSON lines, CSV or a STIX 2.1 bundle,
     /// filtered and sorted (read-only; safe while a daemon runs).
     ///
-    /// The database can also be queried directly: `sqlite3 vtriage.db "select * from v_report"`
-    /// (see docs/schema.md).
+    /// The database can also be queried directly: `sqlite3 ~/.local/share/vtriage/vtriage.db
+    /// "select * from v_report"` (see docs/schema.md).
     Report(crate::report::ReportArgs),
     /// Triage the given hashes, URLs, domains and IP addresses now and print them like `report`.
     ///

@@ -364,6 +364,16 @@ impl Config {
             None => toml::Table::new(),
         };
         let mut table = file_table.clone();
+        if !table.contains_key("db")
+            && let Some(db) = default_database(var("XDG_DATA_HOME"), var("HOME"))
+        {
+            // Best effort: opening the database names the directory if it is still missing.
+            if let Some(dir) = db.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            warn_of_working_directory_database(&db);
+            table.insert("db".into(), db.display().to_string().into());
+        }
         let mut applied = Vec::new();
         for (name, value) in env {
             if apply_env(&mut table, &name, &value)? {
@@ -507,6 +517,33 @@ pub fn default_file(xdg_config_home: Option<&str>, home: Option<&str>) -> Option
     Some(dir.join("vtriage").join("vtriage.toml"))
 }
 
+/// The database used when none is named: `$XDG_DATA_HOME/vtriage/vtriage.db`
+/// (`~/.local/share/vtriage/vtriage.db`). Not one in the working
+/// directory: a folder being triaged could hold a database whose stored verdicts call its
+/// malware clean, with no request made. `vtriage.db` in the working directory when there is no
+/// home.
+pub fn default_database(xdg_data_home: Option<&str>, home: Option<&str>) -> Option<PathBuf> {
+    let dir = match (xdg_data_home, home) {
+        (Some(xdg), _) => PathBuf::from(xdg),
+        (None, Some(home)) => Path::new(home).join(".local").join("share"),
+        (None, None) => return None,
+    };
+    Some(dir.join("vtriage").join("vtriage.db"))
+}
+
+/// Earlier versions kept the database in the working directory: say that one there is not used.
+fn warn_of_working_directory_database(default: &Path) {
+    let here = Path::new("vtriage.db");
+    let same = |a: &Path, b: &Path| a.canonicalize().ok() == b.canonicalize().ok();
+    if here.is_file() && !same(here, default) {
+        tracing::warn!(
+            "vtriage.db in the working directory is not used (the database is {}): pass \
+             --db vtriage.db to use it",
+            default.display()
+        );
+    }
+}
+
 /// Earlier versions read `vtriage.toml` in the working directory: say that it no longer is.
 fn warn_of_working_directory_file() {
     if Path::new("vtriage.toml").is_file() {
@@ -555,6 +592,23 @@ mod tests {
             Some(PathBuf::from("/home/a/.config/vtriage/vtriage.toml"))
         );
         assert_eq!(default_file(None, None), None);
+    }
+
+    #[test]
+    fn the_default_database_is_the_users_never_the_working_directorys() {
+        let home = tempfile::tempdir().unwrap();
+        let home_dir = home.path().to_str().unwrap();
+        let c = Config::load_with_env(None, env(&[("HOME", home_dir)])).unwrap();
+        let expected = home.path().join(".local/share/vtriage/vtriage.db");
+        assert_eq!(c.db, expected.display().to_string());
+        assert!(expected.parent().unwrap().is_dir(), "its directory is made");
+        let named = env(&[("HOME", home_dir), ("VTRIAGE_DB", "/srv/v.db")]);
+        assert_eq!(Config::load_with_env(None, named).unwrap().db, "/srv/v.db");
+        assert_eq!(
+            default_database(Some("/x/data"), Some("/home/a")),
+            Some(PathBuf::from("/x/data/vtriage/vtriage.db"))
+        );
+        assert_eq!(default_database(None, None), None);
     }
 
     #[test]

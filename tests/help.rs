@@ -67,7 +67,8 @@ fn db_says_that_the_configuration_file_comes_before_its_default() {
     assert!(
         text.contains(
             "[default: the configuration file's `db` (relative to the working directory, not to \
-             the file), else vtriage.db]"
+             the file), else ~/.local/share/vtriage/vtriage.db ($XDG_DATA_HOME/vtriage/vtriage.db); \
+             never one in the working directory unless named]"
         ),
         "{text}"
     );

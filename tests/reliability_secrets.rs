@@ -394,7 +394,9 @@ fn a_config_file_in_the_working_directory_is_not_read() {
     };
     let implicit = status(&[]);
     assert!(implicit.contains("vtriage.toml in the working directory is not read"));
-    assert!(implicit.contains("no database at vtriage.db"), "{implicit}");
+    let users_db = home.path().join(".local/share/vtriage/vtriage.db");
+    let users_db = format!("no database at {}", users_db.display());
+    assert!(implicit.contains(&users_db), "{implicit}");
     let named = status(&["--config", "vtriage.toml"]);
     assert!(named.contains("no database at from-cwd.db"), "{named}");
     assert!(!named.contains("is not read"), "{named}");

@@ -29,44 +29,54 @@ pub fn sha256_file_blocking(path: &Path) -> std::io::Result<String> {
 
 /// The digest of the file at `path`, unless `stop` is cancelled first.
 fn sha256_until(path: &Path, stop: CancellationToken) -> std::io::Result<String> {
-    sha256_of(&mut std::fs::File::open(path)?, stop)
+    Ok(sha256_of(&mut std::fs::File::open(path)?, stop)?.0)
 }
 
-/// Opens the file at `path` and hashes it: the open file (rewound) and its SHA-256. Uploading
-/// from that file, not from the path, sends the content that was hashed even if the path is
-/// replaced (by a symlink, another file) meanwhile. Dropping the future stops the hashing, as
-/// [`sha256_file`]'s.
-pub async fn open_and_hash(path: &Path) -> std::io::Result<(std::fs::File, String)> {
+/// A file opened and hashed: the file, rewound, its SHA-256 and the bytes it had.
+#[derive(Debug)]
+pub struct HashedFile {
+    pub file: std::fs::File,
+    pub sha256: String,
+    pub len: u64,
+}
+
+/// Opens the file at `path` and hashes it. Uploading from that file, not from the path, sends
+/// the content that was hashed even if the path is replaced (by a symlink, another file)
+/// meanwhile. Dropping the future stops the hashing, as [`sha256_file`]'s.
+pub async fn open_and_hash(path: &Path) -> std::io::Result<HashedFile> {
     let path: PathBuf = path.to_owned();
     let stop = CancellationToken::new();
     let _stop_when_dropped = stop.clone().drop_guard();
     tokio::task::spawn_blocking(move || {
         use std::io::Seek;
         let mut file = std::fs::File::open(&path)?;
-        let sha256 = sha256_of(&mut file, stop)?;
+        let (sha256, len) = sha256_of(&mut file, stop)?;
         file.rewind()?;
-        Ok((file, sha256))
+        Ok(HashedFile { file, sha256, len })
     })
     .await
     .map_err(std::io::Error::other)?
 }
 
-/// The SHA-256 of what is left to read of `file`, unless `stop` is cancelled first.
-fn sha256_of(file: &mut std::fs::File, stop: CancellationToken) -> std::io::Result<String> {
+/// The SHA-256 of what is left to read of `file`, and how many bytes that was, unless `stop` is
+/// cancelled first.
+fn sha256_of(file: &mut std::fs::File, stop: CancellationToken) -> std::io::Result<(String, u64)> {
     let mut hasher = Sha256::new();
     // A MiB at a time; a small file gets a buffer of its own size instead of a zeroed MiB.
     let size = file.metadata().map_or(0, |m| m.len());
     let len = usize::try_from(size).unwrap_or(usize::MAX);
     let mut buf = vec![0u8; len.saturating_add(1).min(1 << 20)];
     let mut file = StopAt::new(file, stop);
+    let mut read = 0u64;
     loop {
         let n = file.read(&mut buf)?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
+        read += n as u64;
     }
-    Ok(hex(&hasher.finalize()))
+    Ok((hex(&hasher.finalize()), read))
 }
 
 /// Lower-case hex of bytes.

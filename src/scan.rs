@@ -181,18 +181,19 @@ pub async fn scan(pipeline: &Pipeline, paths: &[PathBuf]) -> anyhow::Result<Scan
     pipeline.shutdown().await;
     let interrupted = match drained {
         Ok(()) => None,
-        Err(Interrupted::Shutdown) if stopped => Some(
-            "interrupted before every file was hashed; those not hashed were not queued (scan \
-             them again), the others stay queued for the next run"
-                .into(),
-        ),
-        Err(Interrupted::Shutdown) if allow_submit => Some(
-            "interrupted; unfinished files stay queued for the next run, allowed to be uploaded \
-             (scan them again without --upload to withdraw that)"
-                .into(),
-        ),
         Err(Interrupted::Shutdown) => {
-            Some("interrupted; unfinished files stay queued for the next run".into())
+            let mut said = if stopped {
+                "interrupted before every file was hashed; those not hashed were not queued (scan \
+                 them again), the others stay queued for the next run"
+                    .to_owned()
+            } else {
+                "interrupted; unfinished files stay queued for the next run".to_owned()
+            };
+            if allow_submit {
+                said +=
+                    ", allowed to be uploaded (scan them again without --upload to withdraw that)";
+            }
+            Some(said)
         }
         Err(e) => Some(e.to_string()),
     };

@@ -63,13 +63,6 @@ pub struct SharedClaims {
     claimed: tokio::sync::Mutex<VecDeque<Job>>,
 }
 
-impl Default for SharedClaims {
-    /// Claims for a process that may submit anything a job allows (tests, benchmarks).
-    fn default() -> SharedClaims {
-        SharedClaims::new(MaySubmit::ANY)
-    }
-}
-
 impl SharedClaims {
     /// Claims for a process that may submit what `may` says.
     pub fn new(may: MaySubmit) -> SharedClaims {
@@ -374,23 +367,26 @@ impl Worker {
             }
             Kind::Domain | Kind::Ip => return unknown(now, "VirusTotal does not know it"),
         };
+        // An earlier submission was interrupted before VirusTotal's answer was recorded. Until
+        // VirusTotal has had every chance to show the object, assume it did receive it (even if
+        // the permission to submit was withdrawn since: waiting submits nothing).
+        let confirming = job.submitted_at.map(|started| now - started);
+        if let Some(waited) = confirming
+            && waited < (self.config.poll.give_up_after_secs * 1000.0) as i64
+        {
+            return self.wait_for_analysis(
+                job,
+                Step::Lookup,
+                "an interrupted submission is being confirmed",
+            );
+        }
         if !job.allow_submit {
             return unknown(
                 now,
                 format!("VirusTotal does not know it; not submitted ({setting} = \"never\")"),
             );
         }
-        if let Some(started) = job.submitted_at {
-            // An earlier submission was interrupted before VirusTotal's answer was recorded. Until
-            // VirusTotal has had every chance to show the object, assume it did receive it.
-            let waited = now - started;
-            if waited < (self.config.poll.give_up_after_secs * 1000.0) as i64 {
-                return self.wait_for_analysis(
-                    job,
-                    Step::Lookup,
-                    "an interrupted submission is being confirmed",
-                );
-            }
+        if let Some(waited) = confirming {
             tracing::warn!(
                 waited_ms = waited,
                 "an interrupted submission never reached VirusTotal; submitting again"
@@ -436,8 +432,8 @@ impl Worker {
             // Uploaded from the file hashed here, not opened again by its path after the quota
             // wait: what is sent is what was checked.
             match crate::hashing::open_and_hash(&path).await {
-                Ok((file, digest)) if digest == job.indicator => {
-                    found = Some((path, file));
+                Ok(hashed) if hashed.sha256 == job.indicator => {
+                    found = Some((path, hashed));
                     break;
                 }
                 Ok(_) => {}
@@ -450,7 +446,7 @@ impl Worker {
         // No copy to upload: too large, unreadable for now (tried again), or every copy written
         // over since it was hashed (looking it up again would find nothing new; the new content
         // is a file of its own).
-        let Some((path, file)) = found else {
+        let Some((path, hashed)) = found else {
             return match (too_large, unreadable) {
                 (Some(size), _) => unknown(
                     now,
@@ -466,10 +462,7 @@ impl Worker {
                 ),
             };
         };
-        let upload = match vt::UploadFile::new(&path, file, Some(job.indicator.clone())) {
-            Ok(upload) => upload,
-            Err(e) => return Outcome::Retry(e.to_string()),
-        };
+        let upload = vt::UploadFile::hashed(&path, hashed.file, hashed.sha256, hashed.len);
         let (shown, size) = (crate::store::path_text(&path), upload.size);
         let mark = || -> BoxFuture<'_, bool> {
             Box::pin(async {
@@ -487,12 +480,12 @@ impl Worker {
         {
             Ok(analysis) => self.first_poll(analysis.id),
             Err(vt::Error::TooLarge { .. }) => {
-                unknown(now, "VirusTotal refused the upload as too large")
+                unknown(now_millis(), "VirusTotal refused the upload as too large")
             }
             Err(vt::Error::Changed(_)) => unknown(
                 now_millis(),
-                "VirusTotal does not know it; not uploaded: the file changed while it was sent, \
-                 and the upload was cut off (the new content is a file of its own)",
+                "VirusTotal does not know it; not uploaded: the file changed after it was hashed \
+                 (the new content is a file of its own)",
             ),
             Err(e) => self.failure(job, e),
         }

@@ -663,7 +663,7 @@ async fn workers_of_one_process_share_their_claims(db: Backend) {
     let jobs: Vec<NewJob> = (0..5).map(|i| hash_job(&format!("{i:064x}"))).collect();
     db.store.enqueue(&jobs, T0, DAY, 5).await.unwrap();
     register(&*db.store, "w", T0).await;
-    let claims = Arc::new(vtriage::worker::SharedClaims::default());
+    let claims = Arc::new(vtriage::worker::SharedClaims::new(MaySubmit::ANY));
     let mut workers = Vec::new();
     for _ in 0..12 {
         let (claims, store) = (claims.clone(), db.store.clone());

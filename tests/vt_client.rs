@@ -1135,3 +1135,21 @@ async fn a_submission_that_could_not_connect_is_retried() {
     assert_eq!(fake.count(), 1, "the URL must be submitted exactly once");
     assert!(gate.acquired.load(Ordering::SeqCst) >= 2);
 }
+
+/// Bytes that do not hash to the SHA-256 they were hashed to (written over as they stream) cut
+/// the upload off before its end: the server never receives a whole request.
+#[tokio::test]
+async fn an_upload_whose_bytes_stop_matching_their_hash_is_cut_off() {
+    let fake = Fake::start(|_, _| json(200, fixture("post-files-2019.virustotalx.json"))).await;
+    let (client, _gate) = client(&fake);
+    let dir = tempfile::tempdir().unwrap();
+    let path = temp_file(&dir, "sample.bin", 1000);
+    let file = std::fs::File::open(&path).unwrap();
+    let upload = vtriage::vt::UploadFile::hashed(&path, file, "0".repeat(64), 1000);
+    let err = client
+        .upload_file_with(&upload, 10_000, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Changed(_)), "{err:?}");
+    assert!(fake.seen().is_empty(), "no request arrived whole");
+}

@@ -430,7 +430,9 @@ pub trait Store: Send + Sync + 'static {
         enqueue_each(self, batches, now, max_age_ms, max_attempts, stop).await
     }
 
-    /// Claims up to `n` due jobs for `owner`, polls first, then in schedule order.
+    /// Claims up to `n` due jobs for `owner`, polls first, then in schedule order, whatever
+    /// they may submit: for tests and tools. Workers claim with [`Store::claim_as`] and their
+    /// process's policy.
     async fn claim(
         &self,
         owner: &str,

@@ -135,24 +135,44 @@ pub struct UploadFile {
     /// upload is cut off before its end, so VirusTotal never receives other content under the
     /// job's hash ([`Error::Changed`]).
     pub sha256: Option<String>,
+    /// Its modification time when hashed: a file written since is not sent at all.
+    modified: Option<std::time::SystemTime>,
 }
 
 impl UploadFile {
-    /// `file`, opened at `path` (and hashed to `sha256`, when given).
-    pub fn new(path: &Path, file: std::fs::File, sha256: Option<String>) -> Result<Self, Error> {
-        let size = file.metadata().map_err(|e| io_error(path, e))?.len();
-        Ok(UploadFile {
+    /// `file`, opened at `path` and hashed: `size` bytes of SHA-256 `sha256`.
+    pub fn hashed(path: &Path, file: std::fs::File, sha256: String, size: u64) -> Self {
+        let modified = file.metadata().and_then(|m| m.modified()).ok();
+        UploadFile {
             path: path.to_owned(),
             file,
             size,
+            sha256: Some(sha256),
+            modified,
+        }
+    }
+
+    /// Opens the file at `path`, to send whatever it holds.
+    pub fn open(path: &Path, sha256: Option<String>) -> Result<Self, Error> {
+        let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
+        let meta = file.metadata().map_err(|e| io_error(path, e))?;
+        Ok(UploadFile {
+            path: path.to_owned(),
+            file,
+            size: meta.len(),
             sha256,
+            modified: meta.modified().ok(),
         })
     }
 
-    /// Opens the file at `path`.
-    pub fn open(path: &Path, sha256: Option<String>) -> Result<Self, Error> {
-        let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
-        Self::new(path, file, sha256)
+    /// Whether the file still looks as it did when hashed (its length and modification time):
+    /// one written to during the quota wait is not sent at all. (Only a hashed file is checked.)
+    fn unchanged(&self) -> bool {
+        self.sha256.is_none()
+            || self
+                .file
+                .metadata()
+                .is_ok_and(|m| m.len() == self.size && m.modified().ok() == self.modified)
     }
 
     /// The file, read from its start.
@@ -676,11 +696,19 @@ impl Client {
                     .request(Method::POST, url)
                     .multipart(form)
                     .timeout(timeout);
-                if let Some(called_off) = Self::call_off(before_sending).await {
+                let refused = if upload.unchanged() {
+                    Self::call_off(before_sending).await
+                } else {
+                    Some(Failure {
+                        error: Error::Changed(path.to_owned()),
+                        nothing_sent: true,
+                    })
+                };
+                if let Some(refused) = refused {
                     if let Some(grant) = grant {
                         self.gate.unsent(grant).await;
                     }
-                    return Err(called_off);
+                    return Err(refused);
                 }
                 let reply = self.exchange(&label, request).await;
                 if let Some(grant) = grant {

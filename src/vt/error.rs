@@ -99,9 +99,10 @@ pub enum Error {
     #[error("the submission was called off before it was sent")]
     CalledOff,
 
-    /// The file changed while it was uploaded: the upload was cut off before its end, so
-    /// VirusTotal received nothing whole. Never retried: the new content is another file.
-    #[error("{}: the file changed while it was uploaded; the upload was cut off", .0.display())]
+    /// The file changed after it was hashed: it was not sent, or its upload was cut off before
+    /// its end, so VirusTotal received nothing whole. Never retried: the new content is another
+    /// file.
+    #[error("{}: the file changed after it was hashed; it was not uploaded", .0.display())]
     Changed(PathBuf),
 
     /// A local file could not be read or written.

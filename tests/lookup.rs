@@ -115,6 +115,37 @@ async fn a_fresh_stored_verdict_costs_no_request_and_a_stale_one_costs_one() {
     assert_eq!(hits(&w, "GET /files/{id}"), 2, "stale: one request");
 }
 
+/// A file uploaded by `scan --upload` keeps that permission; a `recheck --wait` under the default
+/// policy (never upload) still works it, rather than wait forever for a job it may not claim.
+#[tokio::test]
+async fn recheck_wait_under_a_stricter_policy_works_jobs_queued_to_upload() {
+    let w = world().await;
+    let file = w.file("sample.bin", b"unknown to VirusTotal, uploaded once");
+    let scanned = w.scan(&[&file], true).await;
+    assert_eq!(w.sim.stats().uploads.len(), 1, "{scanned:?}");
+    let pipeline = w.pipeline().await;
+    let selection = Recheck {
+        verdicts: vec![],
+        kinds: vec![Kind::File],
+        older_than: now_millis() + 1,
+    };
+    let queued = lookup::reopen(&*pipeline.store, &selection, true)
+        .await
+        .unwrap();
+    assert_eq!(queued.reopened, 1);
+    let worked = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        lookup::work(&pipeline, &queued.ids),
+    );
+    assert!(
+        worked
+            .await
+            .expect("worked, not waited for forever")
+            .is_none()
+    );
+    assert_eq!(w.sim.stats().uploads.len(), 1, "no second upload");
+}
+
 /// A verdict is checked when VirusTotal answered, not when its job was claimed: with one request
 /// a second, the second answer comes a second after the first.
 #[tokio::test]

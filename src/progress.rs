@@ -98,6 +98,8 @@ pub struct TimeLeft {
     used: QuotaUsage,
     /// When the command started waiting.
     started: Instant,
+    /// Jobs already done when first described: answered by stored verdicts, at no request.
+    done_at_start: Option<u64>,
     /// The estimate made when the count of jobs done last changed: that count, when, and the
     /// estimate.
     last: Option<(u64, Instant, Estimate)>,
@@ -119,6 +121,7 @@ impl TimeLeft {
             limits,
             used,
             started: Instant::now(),
+            done_at_start: None,
             last: None,
         }
     }
@@ -129,10 +132,11 @@ impl TimeLeft {
         if done >= total {
             return "done".into();
         }
+        let done_at_start = *self.done_at_start.get_or_insert(done);
         let (at, estimate) = match self.last {
             Some((counted, at, estimate)) if counted == done => (at, estimate),
             _ => {
-                let estimate = self.estimate(done, total, now, now_ms);
+                let estimate = self.estimate(done, done_at_start, total, now, now_ms);
                 self.last = estimate.map(|e| (done, now, e));
                 match estimate {
                     Some(estimate) => (now, estimate),
@@ -154,19 +158,27 @@ impl TimeLeft {
     }
 
     /// The longer of the quota's estimate and the rate seen so far; none before either says.
-    fn estimate(&self, done: u64, total: u64, now: Instant, now_ms: Millis) -> Option<Estimate> {
+    /// Jobs done since `done_at_start` each spent one request at least.
+    fn estimate(
+        &self,
+        done: u64,
+        done_at_start: u64,
+        total: u64,
+        now: Instant,
+        now_ms: Millis,
+    ) -> Option<Estimate> {
         let left = total.saturating_sub(done);
-        // Each job done spent one request at least.
+        let worked = done.saturating_sub(done_at_start);
         let used = QuotaUsage {
-            today: self.used.today + done,
-            this_month: self.used.this_month + done,
+            today: self.used.today + worked,
+            this_month: self.used.this_month + worked,
             ..self.used
         };
         let by_quota = self
             .limits
             .as_ref()
             .map(|limits| Duration::from_secs(eta(left, limits, &used, now_ms)));
-        let seen = (done > 0).then(|| (now - self.started).mul_f64(left as f64 / done as f64));
+        let seen = (worked > 0).then(|| (now - self.started).mul_f64(left as f64 / worked as f64));
         match (by_quota, seen) {
             (Some(quota), Some(seen)) if seen > quota => Some(Estimate {
                 left: seen,
@@ -233,6 +245,28 @@ mod tests {
         assert_eq!(time_left.describe(6, 6, at(60.3), 60_300), "done");
     }
 
+    /// Jobs answered by stored verdicts before the first look spent no request: 450 of 500
+    /// spent today and 90 of 100 jobs answered at once leave 10 requests, which fit today (not
+    /// "about 12 h", the next day's).
+    #[test]
+    fn jobs_answered_at_once_spent_no_quota() {
+        let limits = Limits {
+            daily: 500,
+            ..public_key()
+        };
+        let used = QuotaUsage {
+            today: 450,
+            this_month: 450,
+            ..QuotaUsage::default()
+        };
+        let mut time_left = TimeLeft::new(Some(limits), used);
+        let noon = 12 * 3600 * 1000;
+        assert_eq!(
+            time_left.describe(90, 100, time_left.started, noon),
+            "about 3 min left at 4 requests/min"
+        );
+    }
+
     /// The daily cap counts too: with 498 of 500 requests spent today, the third of three jobs
     /// waits for the next UTC day.
     #[test]
@@ -267,11 +301,9 @@ mod tests {
             let mut time_left = TimeLeft::new(limits.clone(), QuotaUsage::default());
             let start = time_left.started;
             let at = |secs: u64| start + Duration::from_secs(secs);
+            let first = time_left.describe(0, 4, at(0), 0);
             if limits.is_none() {
-                assert_eq!(
-                    time_left.describe(0, 4, at(0), 0),
-                    "estimating the time left"
-                );
+                assert_eq!(first, "estimating the time left");
             }
             assert_eq!(time_left.describe(2, 4, at(20), 0), "about 20 s left");
             assert_eq!(

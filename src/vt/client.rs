@@ -129,7 +129,7 @@ pub struct UploadFile {
     /// Where it was opened, for its name on VirusTotal and for messages.
     pub path: PathBuf,
     file: std::fs::File,
-    /// Its size when opened: the bytes sent.
+    /// The bytes sent: those hashed, or its size when opened.
     pub size: u64,
     /// The SHA-256 the bytes sent must have: if the file is written to while it is sent, the
     /// upload is cut off before its end, so VirusTotal never receives other content under the
@@ -153,14 +153,14 @@ impl UploadFile {
     }
 
     /// Opens the file at `path`, to send whatever it holds.
-    pub fn open(path: &Path, sha256: Option<String>) -> Result<Self, Error> {
+    pub fn open(path: &Path) -> Result<Self, Error> {
         let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
         let meta = file.metadata().map_err(|e| io_error(path, e))?;
         Ok(UploadFile {
             path: path.to_owned(),
             file,
             size: meta.len(),
-            sha256,
+            sha256: None,
             modified: meta.modified().ok(),
         })
     }
@@ -380,7 +380,7 @@ impl Client {
     /// refused locally with [`Error::TooLarge`]. Never repeated once the server may have
     /// received it.
     pub async fn upload_file(&self, path: &Path, max_size: u64) -> Result<AnalysisRef, Error> {
-        self.upload_file_with(&UploadFile::open(path, None)?, max_size, None)
+        self.upload_file_with(&UploadFile::open(path)?, max_size, None)
             .await
     }
 
@@ -428,7 +428,7 @@ impl Client {
         upload_url: &str,
         path: &Path,
     ) -> Result<AnalysisRef, Error> {
-        let file = UploadFile::open(path, None)?;
+        let file = UploadFile::open(path)?;
         self.upload(parse_upload_url(upload_url)?, false, &file, None)
             .await
     }

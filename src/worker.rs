@@ -842,10 +842,13 @@ pub fn verdict_of_analysis(analysis: &Analysis, config: &Config) -> VerdictRecor
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::config::PollConfig;
+
     #[test]
     fn refused_claims_are_told_once_per_reason_and_waited_on_longer() {
         let idle = Duration::from_millis(200);
-        let mut refused = super::RefusedClaims::default();
+        let mut refused = RefusedClaims::default();
         assert_eq!(refused.wait(idle), idle);
         assert!(refused.refused("database or disk is full"));
         assert!(!refused.refused("database or disk is full"));
@@ -866,9 +869,6 @@ mod tests {
             "told again after a recovery"
         );
     }
-
-    use super::*;
-    use crate::config::PollConfig;
 
     fn clock(first_delay_secs: f64) -> PollClock {
         PollClock::new(&PollConfig {

@@ -312,6 +312,8 @@ impl Worker {
     async fn process(&self, job: &Job) -> Outcome {
         match job.step {
             Step::Lookup => self.lookup(job).await,
+            // Looked up before, unknown: submit it (or say why not) without asking again.
+            Step::Upload => self.unknown(job).await,
             Step::Poll => self.poll(job).await,
         }
     }
@@ -392,9 +394,25 @@ impl Worker {
                 "an interrupted submission never reached VirusTotal; submitting again"
             );
         }
-        match job.kind {
+        let submitted = match job.kind {
             Kind::File => self.upload(job).await,
             _ => self.submit_url(job).await,
+        };
+        // Stopped before it was sent (a shutdown or the daily budget during the quota wait): the
+        // lookup's answer is kept as the job's step, so that the next claim does not pay for it
+        // again.
+        match submitted {
+            Outcome::Release => Outcome::Snooze(Snooze {
+                until: now_millis(),
+                step: Step::Upload,
+                analysis_id: None,
+                polls: 0,
+            }),
+            Outcome::Snooze(snooze) if snooze.step == Step::Lookup => Outcome::Snooze(Snooze {
+                step: Step::Upload,
+                ..snooze
+            }),
+            submitted => submitted,
         }
     }
 

@@ -630,7 +630,8 @@ async fn malformed_replies_each_get_a_clear_outcome_and_the_work_goes_on() {
 }
 
 /// A submission is marked as started only once its quota is granted: a stop while it still waits
-/// for the gate (a public key's minute) leaves no interrupted upload to confirm for an hour.
+/// for the gate (a public key's minute) leaves no interrupted upload to confirm for an hour, and
+/// keeps the lookup's answer, so that the next run uploads without asking again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_while_an_upload_waits_for_quota_leaves_no_upload_mark() {
     let mut world = World::new(World::fast_sim()).await.allow_uploads();
@@ -657,6 +658,29 @@ async fn a_stop_while_an_upload_waits_for_quota_leaves_no_upload_mark() {
     assert_eq!(state, "available", "handed back for the next run");
     assert_eq!(submitted_at, None, "nothing was sent: no upload to confirm");
     assert!(world.sim.stats().uploads.is_empty());
+
+    // The lookup's answer was kept: the next run uploads without asking again.
+    let step: String = sqlx::query_scalar("SELECT step FROM jobs")
+        .fetch_one(pipeline.sqlite.as_deref().unwrap().read_pool())
+        .await
+        .unwrap();
+    assert_eq!(step, "upload");
+    world.config.quota.requests = 1000;
+    world.config.quota.window_secs = 1.0;
+    let next = self::pipeline(&world).await;
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM jobs")
+        .fetch_all(next.sqlite.as_deref().unwrap().read_pool())
+        .await
+        .unwrap();
+    let results = work_through(&next, &ids).await;
+    assert!(results[0].verdict.is_some(), "{results:?}");
+    let stats = world.sim.stats();
+    assert_eq!(stats.uploads.len(), 1, "{stats:?}");
+    assert_eq!(
+        stats.requests.get("GET /files/{id}"),
+        Some(&1),
+        "one lookup in all: {stats:?}"
+    );
 }
 
 /// A file written over after it was queued: the old content's job ends at once, `unknown`, with

@@ -490,6 +490,23 @@ async fn a_process_that_may_not_submit_leaves_jobs_that_may_be_submitted(db: Bac
     let claimed = s.claim_as("w", 10, T0, 1000, files_only).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].kind, Kind::File);
+    // Stopped before its upload was sent: it keeps the lookup's answer, and still needs a
+    // process that may upload.
+    let upload = Snooze {
+        until: T0,
+        step: Step::Upload,
+        analysis_id: None,
+        polls: 0,
+    };
+    assert!(s.snooze(&claimed[0], &upload, T0).await.unwrap());
+    assert!(
+        s.claim_as("w", 10, T0, 1000, never)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let claimed = s.claim_as("w", 10, T0, 1000, files_only).await.unwrap();
+    assert_eq!(claimed[0].step, Step::Upload);
     // Submitted, then polled: a poll is anyone's.
     let file = &claimed[0];
     let poll = Snooze {

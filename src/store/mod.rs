@@ -65,6 +65,9 @@ pub type Clock = std::sync::Arc<dyn Fn() -> Millis + Send + Sync>;
 pub enum Step {
     /// Look the indicator up (and submit it when unknown and allowed).
     Lookup,
+    /// Submit it: its lookup found nothing, and the submission was stopped before it was sent
+    /// (a shutdown during the quota wait), so the next claim need not pay for the lookup again.
+    Upload,
     /// Poll the analysis of a submission.
     Poll,
 }
@@ -74,15 +77,17 @@ impl Step {
     pub fn as_str(self) -> &'static str {
         match self {
             Step::Lookup => "lookup",
+            Step::Upload => "upload",
             Step::Poll => "poll",
         }
     }
 
-    /// Claim order when requests are scarce: an analysis that is due is polled before any new
-    /// lookup, so a large backlog cannot starve the verdicts already paid for.
+    /// Claim order when requests are scarce: an analysis that is due is polled (and a
+    /// submission whose lookup was paid for is sent) before any new lookup, so a large backlog
+    /// cannot starve the verdicts already paid for.
     pub fn priority(self) -> i64 {
         match self {
-            Step::Poll => 2,
+            Step::Poll | Step::Upload => 2,
             Step::Lookup => 1,
         }
     }
@@ -92,10 +97,10 @@ impl Step {
     pub const AWAITED: i64 = 3;
 
     fn parse(s: &str) -> Step {
-        if s == "poll" {
-            Step::Poll
-        } else {
-            Step::Lookup
+        match s {
+            "poll" => Step::Poll,
+            "upload" => Step::Upload,
+            _ => Step::Lookup,
         }
     }
 }

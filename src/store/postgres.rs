@@ -36,7 +36,7 @@ use crate::indicator::Kind;
 use crate::verdict::{Stats, Verdict, VerdictRecord};
 
 /// The schema, oldest first (see `migrations/postgres/`).
-const MIGRATIONS: [(i64, &str, &str); 8] = [
+const MIGRATIONS: [(i64, &str, &str); 9] = [
     (
         1,
         "queue",
@@ -76,6 +76,11 @@ const MIGRATIONS: [(i64, &str, &str); 8] = [
         8,
         "worker limits",
         include_str!("../../migrations/postgres/0008_worker_limits.sql"),
+    ),
+    (
+        9,
+        "upload step",
+        include_str!("../../migrations/postgres/0009_upload_step.sql"),
     ),
 ];
 

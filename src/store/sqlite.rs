@@ -37,7 +37,7 @@ use crate::indicator::Kind;
 use crate::verdict::{Verdict, VerdictRecord};
 
 /// The schema, oldest first (see `migrations/sqlite/`).
-const MIGRATIONS: [(i64, &str, &str); 11] = [
+const MIGRATIONS: [(i64, &str, &str); 12] = [
     (
         1,
         "queue",
@@ -92,6 +92,11 @@ const MIGRATIONS: [(i64, &str, &str); 11] = [
         11,
         "worker limits",
         include_str!("../../migrations/sqlite/0011_worker_limits.sql"),
+    ),
+    (
+        12,
+        "upload step",
+        include_str!("../../migrations/sqlite/0012_upload_step.sql"),
     ),
 ];
 
@@ -1859,10 +1864,10 @@ mod tests {
         assert!(cannot_write(&write), "{write}");
     }
 
-    /// Migration 5 rebuilds `jobs` under the rows that refer to it, and 6 rebuilds `sources` and
-    /// `file_paths` without rowids: a database written before them keeps every job under its
-    /// id, with its sources, paths, verdict and counts, and the rebuilt tables still refuse what
-    /// their constraints forbid.
+    /// Migrations 5 and 12 rebuild `jobs` under the rows that refer to it, and 6 rebuilds
+    /// `sources` and `file_paths` without rowids: a database written before them keeps every
+    /// job under its id, with its sources, paths, verdict and counts, and the rebuilt tables
+    /// still refuse what their constraints forbid.
     #[tokio::test]
     async fn rebuilding_tables_keeps_every_job_and_what_refers_to_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -1941,12 +1946,22 @@ mod tests {
         let counts = store.counts().await.unwrap();
         assert_eq!(counts.by_state["running"]["domain"], 1);
         assert!(!counts.by_state.contains_key("available"));
+        // Migration 12's step, counted as the others.
+        let upload = Snooze {
+            until: 10,
+            step: Step::Upload,
+            analysis_id: None,
+            polls: 0,
+        };
+        assert!(store.snooze(&claimed[0], &upload, 10).await.unwrap());
+        let counts = store.counts().await.unwrap();
+        assert_eq!(counts.remaining_by_step.get("upload"), Some(&1));
         // The constraints, now written with OR, still refuse what they refused.
         for bad in [
             "INSERT INTO jobs (kind, indicator, max_attempts, scheduled_at, created_at, updated_at)
              VALUES ('mutex', 'x', 5, 1, 1, 1)",
             "UPDATE jobs SET state = 'lost' WHERE id = 7",
-            "UPDATE jobs SET step = 'upload' WHERE id = 7",
+            "UPDATE jobs SET step = 'submit' WHERE id = 7",
         ] {
             let refused = sqlx::query(bad).execute(&store.write).await;
             assert!(

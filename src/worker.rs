@@ -394,13 +394,17 @@ impl Worker {
                 "an interrupted submission never reached VirusTotal; submitting again"
             );
         }
+        // Recorded before the quota wait, so that a crash during it costs no second lookup; a
+        // database that refuses only loses that saving.
+        if job.step == Step::Lookup && !self.store.mark_unknown(job, now).await.unwrap_or(true) {
+            return Outcome::Release;
+        }
         let submitted = match job.kind {
             Kind::File => self.upload(job).await,
             _ => self.submit_url(job).await,
         };
         // Stopped before it was sent (a shutdown or the daily budget during the quota wait): the
-        // lookup's answer is kept as the job's step, so that the next claim does not pay for it
-        // again.
+        // lookup's answer stays the job's step (the claimed `job` still says `Lookup`).
         match submitted {
             Outcome::Release => Outcome::Snooze(Snooze {
                 until: now_millis(),

@@ -649,6 +649,12 @@ async fn a_stop_while_an_upload_waits_for_quota_leaves_no_upload_mark() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // Recorded before the wait: a crash now would not cost the next run its lookup either.
+    let (state, step): (String, String) = sqlx::query_as("SELECT state, step FROM jobs")
+        .fetch_one(pipeline.sqlite.as_deref().unwrap().read_pool())
+        .await
+        .unwrap();
+    assert_eq!((state.as_str(), step.as_str()), ("running", "upload"));
     pipeline.shutdown().await;
     let (state, submitted_at): (String, Option<i64>) =
         sqlx::query_as("SELECT state, submitted_at FROM jobs")

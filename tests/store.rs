@@ -490,6 +490,14 @@ async fn a_process_that_may_not_submit_leaves_jobs_that_may_be_submitted(db: Bac
     let claimed = s.claim_as("w", 10, T0, 1000, files_only).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].kind, Kind::File);
+    // Its lookup found nothing: the answer is kept before the upload's quota wait.
+    assert!(s.mark_unknown(&claimed[0], T0).await.unwrap());
+    let counts = s.counts().await.unwrap();
+    assert_eq!(
+        counts.remaining_by_step.get("upload"),
+        Some(&1),
+        "{counts:?}"
+    );
     // Stopped before its upload was sent: it keeps the lookup's answer, and still needs a
     // process that may upload.
     let upload = Snooze {

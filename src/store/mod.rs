@@ -462,6 +462,11 @@ pub trait Store: Send + Sync + 'static {
     /// Extends the lease of a running job; false when the lease was lost.
     async fn extend_lease(&self, job: &Job, until: Millis) -> Result<bool, Error>;
 
+    /// Records that the job's lookup found nothing, so its next step is [`Step::Upload`]: a stop
+    /// or a crash before the submission is sent then costs the next run no second lookup. False
+    /// when the job is no longer this worker's.
+    async fn mark_unknown(&self, job: &Job, now: Millis) -> Result<bool, Error>;
+
     /// Records that an upload/submission is about to start (committed before it starts); false
     /// when the job is no longer this worker's, or no longer allowed to be submitted.
     async fn mark_submitting(&self, job: &Job, now: Millis) -> Result<bool, Error>;

@@ -582,6 +582,21 @@ impl Store for PgStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn mark_unknown(&self, job: &Job, now: Millis) -> Result<bool, Error> {
+        let sql = format!(
+            "UPDATE jobs SET step = 'upload', priority = GREATEST(priority, {}), updated_at = $3
+             WHERE {FENCE}",
+            Step::Upload.priority()
+        );
+        let done = sqlx::query(AssertSqlSafe(sql))
+            .bind(job.id)
+            .bind(&job.owner)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn mark_submitting(&self, job: &Job, now: Millis) -> Result<bool, Error> {
         let sql = format!(
             "UPDATE jobs SET submitted_at = $3, updated_at = $3 WHERE {FENCE} AND allow_submit"

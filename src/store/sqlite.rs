@@ -845,6 +845,12 @@ impl Store for SqliteStore {
         self.fenced_update(job, SET, until).await
     }
 
+    async fn mark_unknown(&self, job: &Job, now: Millis) -> Result<bool, Error> {
+        // The priority of `Step::Upload`.
+        const SET: &str = "step = 'upload', priority = MAX(priority, 2), updated_at = ?3";
+        self.fenced_update(job, SET, now).await
+    }
+
     async fn mark_submitting(&self, job: &Job, now: Millis) -> Result<bool, Error> {
         // The fence of `fenced_update`, and the permission, which a later enqueue may withdraw.
         let (id, owner) = (job.id, job.owner.clone());

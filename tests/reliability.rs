@@ -629,26 +629,43 @@ async fn malformed_replies_each_get_a_clear_outcome_and_the_work_goes_on() {
     );
 }
 
+/// Waits until the simulator has answered `n` API requests (10 s at most).
+async fn answered(world: &World, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while world.sim.stats().api_requests < n {
+        assert!(Instant::now() < deadline, "{n} requests answered in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A world whose one unknown file, `content` at `name`, has been looked up, and whose upload
+/// now waits for the quota's next window, `window_secs` away: the world, its pipeline (workers
+/// running), the file's path and its job's id.
+async fn upload_waiting_for_quota(
+    window_secs: f64,
+    name: &str,
+    content: &[u8],
+) -> (World, Arc<Pipeline>, PathBuf, Vec<i64>) {
+    let mut world = World::new(World::fast_sim()).await.allow_uploads();
+    world.config.quota.requests = 1;
+    world.config.quota.window_secs = window_secs;
+    let path = world.file(name, content);
+    let pipeline = pipeline(&world).await;
+    let ids = queue(&pipeline, &[file_job(&path, content)], 5).await;
+    pipeline.spawn_workers();
+    // The lookup spends the window's one request; the upload then waits for the next window.
+    answered(&world, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (world, pipeline, path, ids)
+}
+
 /// A submission is marked as started only once its quota is granted: a stop while it still waits
 /// for the gate (a public key's minute) leaves no interrupted upload to confirm for an hour, and
 /// keeps the lookup's answer, so that the next run uploads without asking again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_while_an_upload_waits_for_quota_leaves_no_upload_mark() {
-    let mut world = World::new(World::fast_sim()).await.allow_uploads();
-    world.config.quota.requests = 1;
-    world.config.quota.window_secs = 60.0;
     let content = b"unknown to VirusTotal, waiting for quota";
-    let path = world.file("wait.bin", content);
-    let pipeline = pipeline(&world).await;
-    queue(&pipeline, &[file_job(&path, content)], 5).await;
-    pipeline.spawn_workers();
-    // The lookup spends the window's one request; the upload then waits for the next window.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while world.sim.stats().api_requests < 1 {
-        assert!(Instant::now() < deadline, "the lookup was made");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut world, pipeline, _, ids) = upload_waiting_for_quota(60.0, "wait.bin", content).await;
     // Recorded before the wait: a crash now would not cost the next run its lookup either.
     let (state, step): (String, String) = sqlx::query_as("SELECT state, step FROM jobs")
         .fetch_one(pipeline.sqlite.as_deref().unwrap().read_pool())
@@ -674,10 +691,6 @@ async fn a_stop_while_an_upload_waits_for_quota_leaves_no_upload_mark() {
     world.config.quota.requests = 1000;
     world.config.quota.window_secs = 1.0;
     let next = self::pipeline(&world).await;
-    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM jobs")
-        .fetch_all(next.sqlite.as_deref().unwrap().read_pool())
-        .await
-        .unwrap();
     let results = work_through(&next, &ids).await;
     assert!(results[0].verdict.is_some(), "{results:?}");
     let stats = world.sim.stats();
@@ -714,30 +727,14 @@ async fn a_file_written_over_before_its_upload_costs_one_lookup() {
     assert!(stats.uploads.is_empty());
 }
 
-/// Waits until the simulator has answered `n` API requests (10 s at most).
-async fn answered(world: &World, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while world.sim.stats().api_requests < n {
-        assert!(Instant::now() < deadline, "{n} requests answered in time");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// The path of a file whose upload waits for quota is replaced by a symlink to a secret: what
 /// was hashed is uploaded, from the file opened before the wait, never what the path now names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_path_replaced_while_the_upload_waits_sends_what_was_hashed() {
-    let mut world = World::new(World::fast_sim()).await.allow_uploads();
-    world.config.quota.requests = 1;
-    world.config.quota.window_secs = 2.0;
     let content = b"the sample that was dropped";
-    let path = world.file("drop/sample.bin", content);
+    let (world, pipeline, path, ids) =
+        upload_waiting_for_quota(2.0, "drop/sample.bin", content).await;
     let secret = world.file("secret.txt", b"TOP SECRET, outside the drop directory");
-    let pipeline = pipeline(&world).await;
-    let ids = queue(&pipeline, &[file_job(&path, content)], 5).await;
-    pipeline.spawn_workers();
-    answered(&world, 1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     std::fs::remove_file(&path).unwrap();
     std::os::unix::fs::symlink(&secret, &path).unwrap();
     let results = work_through(&pipeline, &ids).await;
@@ -750,16 +747,9 @@ async fn a_path_replaced_while_the_upload_waits_sends_what_was_hashed() {
 /// verdict for the wrong file). One written while it streams is cut off before its end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_written_while_it_is_uploaded_is_not_uploaded() {
-    let mut world = World::new(World::fast_sim()).await.allow_uploads();
-    world.config.quota.requests = 1;
-    world.config.quota.window_secs = 2.0;
     let content = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
-    let path = world.file("drop/invoice.exe", content);
-    let pipeline = pipeline(&world).await;
-    let ids = queue(&pipeline, &[file_job(&path, content)], 5).await;
-    pipeline.spawn_workers();
-    answered(&world, 1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (world, pipeline, path, ids) =
+        upload_waiting_for_quota(2.0, "drop/invoice.exe", content).await;
     std::fs::write(&path, b"benign text written over the same file, in place").unwrap();
     let results = work_through(&pipeline, &ids).await;
     let verdict = results[0].verdict.as_ref().unwrap();

@@ -308,6 +308,26 @@ fn job_from_row(row: &PgRow, owner: &str) -> Job {
 }
 
 impl PgStore {
+    /// Runs one fenced `UPDATE jobs SET {set}` (binds: id, owner, `value` as $3), on rows that
+    /// also meet `also` (`""` or ` AND ...`); returns whether the lease still held (and `also`
+    /// was met).
+    async fn fenced_update(
+        &self,
+        job: &Job,
+        set: &str,
+        also: &str,
+        value: Millis,
+    ) -> Result<bool, Error> {
+        let sql = format!("UPDATE jobs SET {set} WHERE {FENCE}{also}");
+        let done = sqlx::query(AssertSqlSafe(sql))
+            .bind(job.id)
+            .bind(&job.owner)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// A transaction holding the quota lock of `key_id`, the one `take_quota` takes (see
     /// migrations/postgres), so that no grant is judged while the key's rows change.
     async fn quota_locked(
@@ -572,42 +592,20 @@ impl Store for PgStore {
     }
 
     async fn extend_lease(&self, job: &Job, until: Millis) -> Result<bool, Error> {
-        let sql = format!("UPDATE jobs SET lease_expires_at = $3 WHERE {FENCE}");
-        let done = sqlx::query(AssertSqlSafe(sql))
-            .bind(job.id)
-            .bind(&job.owner)
-            .bind(until)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        self.fenced_update(job, "lease_expires_at = $3", "", until)
+            .await
     }
 
     async fn mark_unknown(&self, job: &Job, now: Millis) -> Result<bool, Error> {
-        let sql = format!(
-            "UPDATE jobs SET step = 'upload', priority = GREATEST(priority, {}), updated_at = $3
-             WHERE {FENCE}",
-            Step::Upload.priority()
-        );
-        let done = sqlx::query(AssertSqlSafe(sql))
-            .bind(job.id)
-            .bind(&job.owner)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        // The priority of `Step::Upload`.
+        const SET: &str = "step = 'upload', priority = GREATEST(priority, 2), updated_at = $3";
+        self.fenced_update(job, SET, "", now).await
     }
 
     async fn mark_submitting(&self, job: &Job, now: Millis) -> Result<bool, Error> {
-        let sql = format!(
-            "UPDATE jobs SET submitted_at = $3, updated_at = $3 WHERE {FENCE} AND allow_submit"
-        );
-        let done = sqlx::query(AssertSqlSafe(sql))
-            .bind(job.id)
-            .bind(&job.owner)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        // The permission too, which a later enqueue may withdraw.
+        const SET: &str = "submitted_at = $3, updated_at = $3";
+        self.fenced_update(job, SET, " AND allow_submit", now).await
     }
 
     async fn snooze(&self, job: &Job, snooze: &Snooze, now: Millis) -> Result<bool, Error> {
@@ -686,18 +684,9 @@ impl Store for PgStore {
     }
 
     async fn release(&self, job: &Job, now: Millis) -> Result<bool, Error> {
-        let sql = format!(
-            "UPDATE jobs SET state = 'available', attempt = GREATEST(attempt - 1, 0), lease_owner = NULL,
-                 lease_expires_at = NULL, updated_at = $3
-             WHERE {FENCE}"
-        );
-        let done = sqlx::query(AssertSqlSafe(sql))
-            .bind(job.id)
-            .bind(&job.owner)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        const SET: &str = "state = 'available', attempt = GREATEST(attempt - 1, 0),
+             lease_owner = NULL, lease_expires_at = NULL, updated_at = $3";
+        self.fenced_update(job, SET, "", now).await
     }
 
     async fn rescue(&self, now: Millis) -> Result<u64, Error> {

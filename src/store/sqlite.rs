@@ -329,12 +329,14 @@ impl SqliteStore {
         Ok(&self.threads().await?.grouped)
     }
 
-    /// Runs one fenced `UPDATE jobs SET {set}` (binds: id, owner, `value` as ?3) with the next
-    /// group of writes; returns whether the lease still held.
+    /// Runs one fenced `UPDATE jobs SET {set}` (binds: id, owner, `value` as ?3), on rows that
+    /// also meet `also` (`""` or ` AND ...`), with the next group of writes; returns whether the
+    /// lease still held (and `also` was met).
     async fn fenced_update(
         &self,
         job: &Job,
         set: &'static str,
+        also: &'static str,
         value: Millis,
     ) -> Result<bool, Error> {
         let (id, owner) = (job.id, job.owner.clone());
@@ -342,7 +344,7 @@ impl SqliteStore {
             .await?
             .write(move |conn| {
                 let mut update =
-                    conn.prepare_cached(&format!("UPDATE jobs SET {set} WHERE {FENCE}"))?;
+                    conn.prepare_cached(&format!("UPDATE jobs SET {set} WHERE {FENCE}{also}"))?;
                 Ok(update.execute(params![id, owner, value])? == 1)
             })
             .await
@@ -842,28 +844,19 @@ impl Store for SqliteStore {
 
     async fn extend_lease(&self, job: &Job, until: Millis) -> Result<bool, Error> {
         const SET: &str = "lease_expires_at = ?3";
-        self.fenced_update(job, SET, until).await
+        self.fenced_update(job, SET, "", until).await
     }
 
     async fn mark_unknown(&self, job: &Job, now: Millis) -> Result<bool, Error> {
         // The priority of `Step::Upload`.
         const SET: &str = "step = 'upload', priority = MAX(priority, 2), updated_at = ?3";
-        self.fenced_update(job, SET, now).await
+        self.fenced_update(job, SET, "", now).await
     }
 
     async fn mark_submitting(&self, job: &Job, now: Millis) -> Result<bool, Error> {
-        // The fence of `fenced_update`, and the permission, which a later enqueue may withdraw.
-        let (id, owner) = (job.id, job.owner.clone());
-        self.grouped()
-            .await?
-            .write(move |conn| {
-                let mut update = conn.prepare_cached(&format!(
-                    "UPDATE jobs SET submitted_at = ?3, updated_at = ?3
-                     WHERE {FENCE} AND allow_submit"
-                ))?;
-                Ok(update.execute(params![id, owner, now])? == 1)
-            })
-            .await
+        // The permission too, which a later enqueue may withdraw.
+        const SET: &str = "submitted_at = ?3, updated_at = ?3";
+        self.fenced_update(job, SET, " AND allow_submit", now).await
     }
 
     async fn snooze(&self, job: &Job, snooze: &Snooze, now: Millis) -> Result<bool, Error> {
@@ -951,7 +944,7 @@ impl Store for SqliteStore {
     async fn release(&self, job: &Job, now: Millis) -> Result<bool, Error> {
         const SET: &str = "state = 'available', attempt = MAX(attempt - 1, 0), lease_owner = NULL,
              lease_expires_at = NULL, updated_at = ?3";
-        self.fenced_update(job, SET, now).await
+        self.fenced_update(job, SET, "", now).await
     }
 
     async fn rescue(&self, now: Millis) -> Result<u64, Error> {

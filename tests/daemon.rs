@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{KEY, World, sha256};
+use common::{World, exits_within, send, sha256};
 use tokio_util::sync::CancellationToken;
 use vtriage::daemon::{self, Watched};
 use vtriage::demo::EICAR;
@@ -349,16 +349,16 @@ async fn sigterm_then_restart_finishes_everything_without_a_second_upload() {
     let mut first = run("0.2");
     // Mid-run: some uploads done, analyses in flight.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    sigterm(first.id());
-    let status = wait_child(&mut first, Duration::from_secs(10)).await;
+    send("TERM", &first);
+    let status = exits_within(&mut first, Duration::from_secs(10), "the daemon").await;
     assert_eq!(status.code(), Some(0), "SIGTERM is a clean exit");
     let mut second = run("1");
     let store = vtriage::store::sqlite::SqliteStore::open(Path::new(&world.config.db))
         .await
         .unwrap();
     wait_for_verdicts(&store, 21, Duration::from_secs(60)).await;
-    sigterm(second.id());
-    wait_child(&mut second, Duration::from_secs(10)).await;
+    send("TERM", &second);
+    exits_within(&mut second, Duration::from_secs(10), "the daemon").await;
     let stats = world.sim.stats();
     assert_eq!(
         stats.uploads.len(),
@@ -377,33 +377,9 @@ async fn sigterm_then_restart_finishes_everything_without_a_second_upload() {
 
 /// The `vtriage` binary on this world's database and simulator, files settling in 200 ms.
 fn vtriage(world: &World) -> std::process::Command {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_vtriage"));
-    cmd.env("VT_API_KEY", KEY)
-        .env("VTRIAGE_DB", &world.config.db)
-        .env("VTRIAGE_API_URL", world.sim.base_url())
-        .env("VTRIAGE_WATCH_SETTLE_MS", "200");
+    let mut cmd = world.command();
+    cmd.env("VTRIAGE_WATCH_SETTLE_MS", "200");
     cmd
-}
-
-fn sigterm(pid: u32) {
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-}
-
-async fn wait_child(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            panic!("the daemon did not exit within {limit:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// A drop directory given as a relative path is stored absolute: the paths are read again for
@@ -434,8 +410,8 @@ async fn a_relative_drop_directory_is_stored_absolute() {
         .await
         .unwrap();
     wait_for_verdicts(&store, 1, Duration::from_secs(20)).await;
-    sigterm(daemon.id());
-    wait_child(&mut daemon, Duration::from_secs(10)).await;
+    send("TERM", &daemon);
+    exits_within(&mut daemon, Duration::from_secs(10), "the daemon").await;
     let paths: Vec<String> = sqlx::query_scalar("SELECT path FROM file_paths")
         .fetch_all(store.read_pool())
         .await

@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{KEY, World, sha256};
+use common::{World, sha256};
 use vtriage::sim::{EngineStats, Known, KnownFile, KnownHost, KnownUrl};
 
 fn known_world_config() -> vtriage::sim::SimConfig {
@@ -39,11 +39,8 @@ fn known_world_config() -> vtriage::sim::SimConfig {
 }
 
 fn vtriage(world: &World) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vtriage"));
-    cmd.env("VT_API_KEY", KEY)
-        .env("VTRIAGE_DB", &world.config.db)
-        .env("VTRIAGE_API_URL", world.sim.base_url())
-        .env("VTRIAGE_QUOTA_REQUESTS", "1000")
+    let mut cmd = world.command();
+    cmd.env("VTRIAGE_QUOTA_REQUESTS", "1000")
         .env("VTRIAGE_QUOTA_WINDOW_SECS", "1")
         .current_dir(world.dir.path());
     cmd

@@ -5,10 +5,10 @@ mod common;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{KEY, World};
+use common::{World, exits_within, send};
 use vtriage::store::Store;
 use vtriage::store::sqlite::SqliteStore;
 
@@ -18,11 +18,8 @@ const LARGE: u64 = 8 << 30;
 
 /// The `vtriage` binary on this world's database and simulator, files settling in 200 ms.
 fn vtriage(world: &World) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vtriage"));
-    cmd.env("VT_API_KEY", KEY)
-        .env("VTRIAGE_DB", &world.config.db)
-        .env("VTRIAGE_API_URL", world.sim.base_url())
-        .env("VTRIAGE_WATCH_SETTLE_MS", "200")
+    let mut cmd = world.command();
+    cmd.env("VTRIAGE_WATCH_SETTLE_MS", "200")
         .stdin(Stdio::null())
         .stderr(Stdio::null());
     cmd
@@ -31,31 +28,6 @@ fn vtriage(world: &World) -> Command {
 /// A sparse file of `len` bytes of zeros.
 fn sparse(path: &Path, len: u64) {
     std::fs::File::create(path).unwrap().set_len(len).unwrap();
-}
-
-/// Sends `signal` (`INT`, `TERM`) to `child`.
-fn send(signal: &str, child: &Child) {
-    let sent = Command::new("kill")
-        .args([&format!("-{signal}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success(), "kill -{signal}");
-}
-
-/// Waits for `child` to exit; kills it and fails after `limit`.
-async fn exits_within(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what}: still running {limit:?} after the signal");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn open_store(world: &World) -> SqliteStore {

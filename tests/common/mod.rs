@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use vtriage::config::{ApiKey, Config, UploadPolicy};
@@ -72,6 +73,15 @@ impl World {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, content).unwrap();
         path
+    }
+
+    /// The `vtriage` binary on this world's database and simulator, with the test key.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vtriage"));
+        cmd.env("VT_API_KEY", KEY)
+            .env("VTRIAGE_DB", &self.config.db)
+            .env("VTRIAGE_API_URL", self.sim.base_url());
+        cmd
     }
 
     /// The folder `file` writes into.
@@ -143,6 +153,31 @@ pub async fn wait_all_finished(
             "not finished after {limit:?}: {counts:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends `signal` (`INT`, `TERM`) to `child`.
+pub fn send(signal: &str, child: &Child) {
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -{signal}");
+}
+
+/// Waits for `child` to exit; kills it and fails after `limit`.
+pub async fn exits_within(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running {limit:?} after the signal");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

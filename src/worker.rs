@@ -394,29 +394,25 @@ impl Worker {
                 "an interrupted submission never reached VirusTotal; submitting again"
             );
         }
-        // Recorded before the quota wait, so that a crash during it costs no second lookup; a
-        // database that refuses only loses that saving.
-        if job.step == Step::Lookup && !self.store.mark_unknown(job, now).await.unwrap_or(true) {
-            return Outcome::Release;
-        }
-        let submitted = match job.kind {
+        // Recorded before the quota wait, so that a stop or a crash during it costs no second
+        // lookup (a database that refuses only loses that saving). From here on the job is at
+        // that step, and so is a snooze of it (the daily budget spent).
+        let marked;
+        let job = if job.step == Step::Lookup {
+            if !self.store.mark_unknown(job, now).await.unwrap_or(true) {
+                return Outcome::Release;
+            }
+            marked = Job {
+                step: Step::Upload,
+                ..job.clone()
+            };
+            &marked
+        } else {
+            job
+        };
+        match job.kind {
             Kind::File => self.upload(job).await,
             _ => self.submit_url(job).await,
-        };
-        // Stopped before it was sent (a shutdown or the daily budget during the quota wait): the
-        // lookup's answer stays the job's step (the claimed `job` still says `Lookup`).
-        match submitted {
-            Outcome::Release => Outcome::Snooze(Snooze {
-                until: now_millis(),
-                step: Step::Upload,
-                analysis_id: None,
-                polls: 0,
-            }),
-            Outcome::Snooze(snooze) if snooze.step == Step::Lookup => Outcome::Snooze(Snooze {
-                step: Step::Upload,
-                ..snooze
-            }),
-            submitted => submitted,
         }
     }
 

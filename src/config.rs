@@ -509,26 +509,31 @@ fn holds_api_key(file: &toml::Table) -> bool {
 /// command is pointed at (`cd downloads && vtriage scan .`) must not be able to turn uploads
 /// on or send the API key to another server.
 pub fn default_file(xdg_config_home: Option<&str>, home: Option<&str>) -> Option<PathBuf> {
-    let dir = match (xdg_config_home, home) {
-        (Some(xdg), _) => PathBuf::from(xdg),
-        (None, Some(home)) => Path::new(home).join(".config"),
-        (None, None) => return None,
-    };
-    Some(dir.join("vtriage").join("vtriage.toml"))
+    users_own(xdg_config_home, home, ".config", "vtriage.toml")
 }
 
 /// The database used when none is named: `$XDG_DATA_HOME/vtriage/vtriage.db`
-/// (`~/.local/share/vtriage/vtriage.db`). Not one in the working
-/// directory: a folder being triaged could hold a database whose stored verdicts call its
+/// (`~/.local/share/vtriage/vtriage.db`). Not one in the working directory: a folder being triaged could hold a database whose stored verdicts call its
 /// malware clean, with no request made. `vtriage.db` in the working directory when there is no
 /// home.
 pub fn default_database(xdg_data_home: Option<&str>, home: Option<&str>) -> Option<PathBuf> {
-    let dir = match (xdg_data_home, home) {
+    users_own(xdg_data_home, home, ".local/share", "vtriage.db")
+}
+
+/// `name` in vtriage's folder of an XDG base directory: `$XDG_..._HOME`, else `under_home` in
+/// the home directory; none without either.
+fn users_own(
+    xdg: Option<&str>,
+    home: Option<&str>,
+    under_home: &str,
+    name: &str,
+) -> Option<PathBuf> {
+    let base = match (xdg, home) {
         (Some(xdg), _) => PathBuf::from(xdg),
-        (None, Some(home)) => Path::new(home).join(".local").join("share"),
+        (None, Some(home)) => Path::new(home).join(under_home),
         (None, None) => return None,
     };
-    Some(dir.join("vtriage").join("vtriage.db"))
+    Some(base.join("vtriage").join(name))
 }
 
 /// Earlier versions kept the database in the working directory: say that one there is not used.

@@ -513,9 +513,9 @@ pub fn default_file(xdg_config_home: Option<&str>, home: Option<&str>) -> Option
 }
 
 /// The database used when none is named: `$XDG_DATA_HOME/vtriage/vtriage.db`
-/// (`~/.local/share/vtriage/vtriage.db`). Not one in the working directory: a folder being triaged could hold a database whose stored verdicts call its
-/// malware clean, with no request made. `vtriage.db` in the working directory when there is no
-/// home.
+/// (`~/.local/share/vtriage/vtriage.db`). Not one in the working directory: a folder being
+/// triaged could hold a database whose stored verdicts call its malware clean, with no request
+/// made. `vtriage.db` in the working directory when there is no home.
 pub fn default_database(xdg_data_home: Option<&str>, home: Option<&str>) -> Option<PathBuf> {
     users_own(xdg_data_home, home, ".local/share", "vtriage.db")
 }

@@ -20,7 +20,6 @@ use crate::indicator::Kind;
 use crate::lists;
 use crate::pipeline::Pipeline;
 use crate::store::{FileSeen, NewJob, Store, now_millis};
-use crate::verdict::Verdict;
 use crate::watch::{self, SettledFile};
 
 /// Files (or indicators) queued per transaction.
@@ -122,8 +121,8 @@ pub async fn run(pipeline: &Pipeline, watched: &Watched) -> anyhow::Result<()> {
         ));
         tracing::info!(dir = %dir.display(), "watching the lists directory");
     }
-    // Analyses that outlived `give_up_after_secs` stay `pending`; they are polled again now
-    // and then, without ever failing.
+    // Analyses that outlived `give_up_after_secs` stay `pending`; they are polled again, ever
+    // less often (`Store::recheck_pending`), without ever failing.
     let (store, every) = (
         pipeline.store.clone(),
         crate::config::secs(pipeline.config.poll.max_interval_secs),
@@ -135,9 +134,8 @@ pub async fn run(pipeline: &Pipeline, watched: &Watched) -> anyhow::Result<()> {
                 _ = tokio::time::sleep(every) => {}
                 _ = stop2.cancelled() => return Ok(()),
             }
-            let older_than = now_millis() - every.as_millis() as i64;
             if let Err(e) = store
-                .recheck(&[Verdict::Pending], &[], older_than, now_millis())
+                .recheck_pending(every.as_millis() as i64, now_millis())
                 .await
             {
                 tracing::warn!(error = %e, "cannot requeue pending analyses");

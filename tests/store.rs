@@ -562,6 +562,65 @@ async fn a_failed_recheck_keeps_the_earlier_verdict(db: Backend) {
     assert_eq!(r[0].verdict.as_ref().unwrap().verdict, Verdict::Clean);
 }
 
+/// The daemon polls a `pending` analysis again once half its age has passed since its last
+/// check (never sooner than the gap it is given), so one that never finishes costs ever fewer
+/// polls rather than one every few minutes for ever.
+async fn pending_analyses_are_polled_again_ever_less_often(db: Backend) {
+    const MINUTE: i64 = 60_000;
+    const GAP: i64 = 5 * MINUTE;
+    let s = db.store.clone();
+    register(&*s, "w", T0).await;
+    let url = NewJob {
+        kind: Kind::Url,
+        indicator: "http://x.test/".into(),
+        allow_submit: true,
+        path: None,
+        source: None,
+    };
+    s.enqueue(&[url], T0, DAY, 5).await.unwrap();
+    let job = s.claim("w", 1, T0, 1000).await.unwrap().pop().unwrap();
+    assert!(s.mark_submitting(&job, T0).await.unwrap());
+    let poll = Snooze {
+        until: T0,
+        step: Step::Poll,
+        analysis_id: Some("an-analysis".into()),
+        polls: 0,
+    };
+    assert!(s.snooze(&job, &poll, T0).await.unwrap());
+    let pending = |at| VerdictRecord::noted(Verdict::Pending, "analysis not finished", at);
+    // Given up on an hour after the submission, then polled again at 1.5 and 2.25 hours.
+    let mut checked = T0 + 60 * MINUTE;
+    for wait in [30 * MINUTE, 45 * MINUTE] {
+        let job = s.claim("w", 1, checked, 1000).await.unwrap().pop().unwrap();
+        assert_eq!(
+            (job.step, job.analysis_id.as_deref()),
+            (Step::Poll, Some("an-analysis"))
+        );
+        assert!(s.complete(&job, &pending(checked), checked).await.unwrap());
+        let due = checked + wait;
+        assert_eq!(s.recheck_pending(GAP, due - 1).await.unwrap(), 0);
+        assert_eq!(s.recheck_pending(GAP, due).await.unwrap(), 1);
+        checked = due;
+    }
+    // An object VirusTotal shows unanalysed that this tool never submitted counts from when it
+    // was queued; a minute old, it still waits the whole gap.
+    s.enqueue(&[hash_job(&"c".repeat(64))], checked, DAY, 5)
+        .await
+        .unwrap();
+    let jobs = s.claim("w", 2, checked, 1000).await.unwrap();
+    assert_eq!(jobs.len(), 2);
+    for job in &jobs {
+        assert!(
+            s.complete(job, &pending(checked + MINUTE), checked + MINUTE)
+                .await
+                .unwrap()
+        );
+    }
+    let due = checked + MINUTE + GAP;
+    assert_eq!(s.recheck_pending(GAP, due - 1).await.unwrap(), 0);
+    assert_eq!(s.recheck_pending(GAP, due).await.unwrap(), 1);
+}
+
 async fn submission_intent_survives_a_restart(db: Backend) {
     let s = db.store.clone();
     register(&*s, "w", T0).await;
@@ -1119,6 +1178,7 @@ on_both_backends!(
     the_latest_enqueue_decides_whether_a_file_may_be_uploaded,
     a_process_that_may_not_submit_leaves_jobs_that_may_be_submitted,
     a_failed_recheck_keeps_the_earlier_verdict,
+    pending_analyses_are_polled_again_ever_less_often,
     submission_intent_survives_a_restart,
     the_quota_ledger_never_grants_more_than_the_window_allows,
     a_pause_holds_every_request_of_the_key,

@@ -589,6 +589,13 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> Result<u64, Error>;
 
+    /// Reopens the `pending` verdicts (the daemon's periodic re-check) whose last check is at least
+    /// half their age ago, and at least `min_gap_ms`. The age counts from the submission, or else
+    /// from when the job was queued. So an analysis that never finishes costs a poll at about
+    /// 1.5, 2.25, 3.4... times its age at the give-up, seven polls the first day and ever fewer, where a
+    /// fixed gap of five minutes would cost 288 a day for ever. Returns how many were reopened.
+    async fn recheck_pending(&self, min_gap_ms: i64, now: Millis) -> Result<u64, Error>;
+
     /// Atomically checks the quota of `key_id` and, if a request fits, records it at the time
     /// `clock` tells. The clock is read once the backend holds the key's lock: a time read
     /// before waiting for the lock would be stale by the wait, and the requests granted after

@@ -499,6 +499,15 @@ impl PgStore {
     }
 }
 
+/// Reopens jobs for a re-check (`$2` is now): a `pending` analysis is polled again (at a poll's
+/// priority), anything else looked up again.
+const REOPEN_FOR_RECHECK: &str = "UPDATE jobs SET state = 'available', attempt = 0,
+         scheduled_at = $2, updated_at = $2, finished_at = NULL, last_error = NULL,
+         step = CASE WHEN analysis_id IS NOT NULL AND
+             (SELECT verdict FROM verdicts WHERE job_id = jobs.id) = 'pending' THEN 'poll' ELSE 'lookup' END,
+         priority = CASE WHEN analysis_id IS NOT NULL AND
+             (SELECT verdict FROM verdicts WHERE job_id = jobs.id) = 'pending' THEN 2 ELSE 1 END";
+
 #[async_trait]
 impl Store for PgStore {
     async fn close(&self) {
@@ -1002,24 +1011,37 @@ impl Store for PgStore {
         // Empty filters mean "all"; arrays keep the statement fixed.
         let verdicts: Vec<&str> = verdicts.iter().map(|v| v.as_str()).collect();
         let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
-        let done = sqlx::query(
-            "UPDATE jobs SET state = 'available', attempt = 0, scheduled_at = $2, updated_at = $2,
-                 finished_at = NULL, last_error = NULL,
-                 step = CASE WHEN analysis_id IS NOT NULL AND
-                     (SELECT verdict FROM verdicts WHERE job_id = jobs.id) = 'pending' THEN 'poll' ELSE 'lookup' END,
-                 priority = CASE WHEN analysis_id IS NOT NULL AND
-                     (SELECT verdict FROM verdicts WHERE job_id = jobs.id) = 'pending' THEN 2 ELSE 1 END
+        let sql = format!(
+            "{REOPEN_FOR_RECHECK}
              WHERE id IN (SELECT j.id FROM jobs j JOIN verdicts v ON v.job_id = j.id
                           WHERE j.state IN ('completed', 'discarded') AND v.checked_at < $1
                             AND (cardinality($3::text[]) = 0 OR v.verdict = ANY($3))
-                            AND (cardinality($4::text[]) = 0 OR j.kind = ANY($4)))",
-        )
-        .bind(older_than)
-        .bind(now)
-        .bind(&verdicts)
-        .bind(&kinds)
-        .execute(&self.pool)
-        .await?;
+                            AND (cardinality($4::text[]) = 0 OR j.kind = ANY($4)))"
+        );
+        let done = sqlx::query(AssertSqlSafe(sql))
+            .bind(older_than)
+            .bind(now)
+            .bind(&verdicts)
+            .bind(&kinds)
+            .execute(&self.pool)
+            .await?;
+        self.fold_counts_or_warn().await;
+        Ok(done.rows_affected())
+    }
+
+    async fn recheck_pending(&self, min_gap_ms: i64, now: Millis) -> Result<u64, Error> {
+        let sql = format!(
+            "{REOPEN_FOR_RECHECK}
+             WHERE id IN (SELECT j.id FROM jobs j JOIN verdicts v ON v.job_id = j.id
+                          WHERE j.state IN ('completed', 'discarded') AND v.verdict = 'pending'
+                            AND v.checked_at <= $2 - GREATEST($1,
+                                (v.checked_at - COALESCE(j.submitted_at, j.created_at)) / 2))"
+        );
+        let done = sqlx::query(AssertSqlSafe(sql))
+            .bind(min_gap_ms)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
         self.fold_counts_or_warn().await;
         Ok(done.rows_affected())
     }

@@ -66,7 +66,7 @@ pub enum UploadPolicy {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// The database: a SQLite path (default `vtriage.db`).
+    /// The database: a SQLite path (default [`default_database`]) or a PostgreSQL URL.
     pub db: String,
     /// How to reach VirusTotal.
     pub virustotal: VtConfig,
@@ -367,10 +367,8 @@ impl Config {
         if !table.contains_key("db")
             && let Some(db) = default_database(var("XDG_DATA_HOME"), var("HOME"))
         {
-            // Best effort: opening the database names the directory if it is still missing.
-            if let Some(dir) = db.parent() {
-                let _ = std::fs::create_dir_all(dir);
-            }
+            // Its directory is made when the database is first written (`pipeline`), not by
+            // commands that only read.
             warn_of_working_directory_database(&db);
             table.insert("db".into(), db.display().to_string().into());
         }
@@ -520,6 +518,15 @@ pub fn default_database(xdg_data_home: Option<&str>, home: Option<&str>) -> Opti
     users_own(xdg_data_home, home, ".local/share", "vtriage.db")
 }
 
+/// Whether `db` is the [`default_database`] of this process's environment: its directory is
+/// made when missing, where a database named elsewhere needs its directory (a typo is not made
+/// into one).
+pub fn is_default_database(db: &str) -> bool {
+    let var = |name| std::env::var(name).ok().filter(|v| !v.is_empty());
+    default_database(var("XDG_DATA_HOME").as_deref(), var("HOME").as_deref())
+        .is_some_and(|default| Path::new(db) == default)
+}
+
 /// `name` in vtriage's folder of an XDG base directory: `$XDG_..._HOME`, else `under_home` in
 /// the home directory; none without either.
 fn users_own(
@@ -606,7 +613,8 @@ mod tests {
         let c = Config::load_with_env(None, env(&[("HOME", home_dir)])).unwrap();
         let expected = home.path().join(".local/share/vtriage/vtriage.db");
         assert_eq!(c.db, expected.display().to_string());
-        assert!(expected.parent().unwrap().is_dir(), "its directory is made");
+        // Made when the database is first written, not by commands that only read.
+        assert!(!home.path().join(".local").exists());
         let named = env(&[("HOME", home_dir), ("VTRIAGE_DB", "/srv/v.db")]);
         assert_eq!(Config::load_with_env(None, named).unwrap().db, "/srv/v.db");
         assert_eq!(

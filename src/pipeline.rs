@@ -131,11 +131,15 @@ pub async fn open_database(config: &Config) -> anyhow::Result<OpenedStore> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.is_dir()
     {
-        bail!(
-            "cannot open the database {}: there is no directory {}",
-            config.db,
-            dir.display()
-        );
+        if !crate::config::is_default_database(&config.db) {
+            bail!(
+                "cannot open the database {}: there is no directory {}",
+                config.db,
+                dir.display()
+            );
+        }
+        make_private_dir(dir)
+            .with_context(|| format!("cannot make the directory {}", dir.display()))?;
     }
     // sqlx's message already holds its source's: the chain would say it twice.
     let store = SqliteStore::open(path)
@@ -146,6 +150,16 @@ pub async fn open_database(config: &Config) -> anyhow::Result<OpenedStore> {
         store: sqlite.clone(),
         sqlite: Some(sqlite),
     })
+}
+
+/// Makes `dir` and its missing parents, readable by its owner only (the XDG rule for a data
+/// directory; it will hold what was triaged).
+fn make_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// A database URL without its password.

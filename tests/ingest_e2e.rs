@@ -299,6 +299,36 @@ async fn a_database_in_a_missing_directory_names_the_directory() {
     );
 }
 
+/// The default database's directory (`~/.local/share/vtriage`) is made, private, by the first
+/// command that writes the database; a command that only reads leaves the home as it was.
+#[tokio::test]
+async fn the_default_database_directory_is_made_by_the_first_write_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let world = World::new(World::fast_sim()).await;
+    let home = world.dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let run = |args: &[&str]| {
+        vtriage(&world)
+            .env_remove("VTRIAGE_DB")
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("XDG_CONFIG_HOME")
+            .env("HOME", &home)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    assert_eq!(run(&["status"]).status.code(), Some(2));
+    assert!(!home.join(".local").exists(), "status made a directory");
+    let out = run(&["ingest", "-"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let dir = home.join(".local/share/vtriage");
+    assert!(dir.join("vtriage.db").is_file());
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+    assert_eq!(run(&["status"]).status.code(), Some(0));
+}
+
 /// With `--log-format json`, the error that stops a command is a JSON line too, so that a log
 /// shipper does not lose the one line that matters.
 #[tokio::test]

@@ -357,7 +357,7 @@ impl Worker {
     async fn unknown(&self, job: &Job) -> Outcome {
         let now = now_millis();
         // Whoever queued the job last decided, under their policy, whether it may be submitted;
-        // this process claims such a job only if its own policy allows that too (`MaySubmit`).
+        // this process submits it only if its own policy allows that too (`MaySubmit`).
         let setting = match job.kind {
             Kind::File => "upload.files",
             Kind::Url => "upload.urls",
@@ -387,6 +387,19 @@ impl Worker {
                 now,
                 format!("VirusTotal does not know it; not submitted ({setting} = \"never\")"),
             );
+        }
+        if !self.claims.may.allows(job.kind) {
+            // The lookup's answer is kept, at step `upload` (which this process does not claim),
+            // for a process that may: it will not pay for the lookup again.
+            if job.step == Step::Lookup {
+                let _ = self.store.mark_unknown(job, now).await;
+            }
+            tracing::info!(
+                job = job.id,
+                "VirusTotal does not know it; left to a process that may submit it \
+                 ({setting} = \"unknown\")"
+            );
+            return Outcome::Release;
         }
         if let Some(waited) = confirming {
             tracing::warn!(

@@ -766,29 +766,51 @@ async fn a_file_written_while_it_is_uploaded_is_not_uploaded() {
 }
 
 /// A process whose policy forbids uploads (the default) never uploads, even a file another
-/// run queued with `--upload`: that job waits for a process that may upload it.
+/// run queued with `--upload`. It does look such files up: one VirusTotal knows gets its
+/// verdict, and an unknown one waits, with the lookup's answer kept, for a process that may
+/// upload it, which then uploads it without looking it up again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_process_that_may_not_upload_leaves_what_others_queued_to_upload() {
-    let world = World::new(World::fast_sim()).await;
-    let content = b"queued by an interrupted scan --upload";
-    let path = world.file("cases/doc.bin", content);
-    let pipeline = pipeline(&world).await;
-    let allowed = queue(&pipeline, &[file_job(&path, content)], 5).await;
-    let own = NewJob {
-        allow_submit: false,
-        ..file_job(&path, b"this run's own file")
-    };
-    let mine = queue(&pipeline, &[own], 5).await;
-    let results = work_through(&pipeline, &mine).await;
-    assert!(results[0].verdict.is_some());
-    let left = pipeline.store.results(&allowed).await.unwrap();
-    assert_eq!(left[0].state, "available", "{left:?}");
+async fn a_process_that_may_not_upload_looks_up_what_others_queued_to_upload() {
+    let known = b"known to VirusTotal, queued to upload too";
+    let mut world = World::new(SimConfig {
+        known: Known {
+            files: vec![KnownFile::clean_content(known)],
+            ..Known::default()
+        },
+        ..World::fast_sim()
+    })
+    .await;
+    let unknown = b"queued by an interrupted scan --upload";
+    let jobs = [
+        file_job(&world.file("cases/doc.bin", unknown), unknown),
+        file_job(&world.file("cases/known.bin", known), known),
+    ];
+    let strict = pipeline(&world).await;
+    let ids = queue(&strict, &jobs, 5).await;
+    strict.spawn_workers();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let counts = strict.store.counts().await.unwrap();
+        let known_done = strict.store.results(&ids[1..]).await.unwrap()[0]
+            .verdict
+            .is_some();
+        if known_done && counts.remaining_by_step.get("upload") == Some(&1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{counts:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    strict.shutdown().await;
     let stats = world.sim.stats();
     assert!(stats.uploads.is_empty(), "{stats:?}");
-    assert_eq!(
-        stats.api_requests, 1,
-        "only this run's own lookup: {stats:?}"
-    );
+    assert_eq!(stats.api_requests, 2, "a lookup each: {stats:?}");
+    world.config.upload.files = UploadPolicy::Unknown;
+    let results = work_through(&*pipeline(&world).await, &ids[..1]).await;
+    let verdict = results[0].verdict.as_ref().unwrap();
+    assert_eq!(verdict.verdict.as_str(), "clean", "{verdict:?}");
+    let stats = world.sim.stats();
+    assert_eq!(stats.uploads.len(), 1, "{stats:?}");
+    assert_eq!(stats.requests.get("GET /files/{id}"), Some(&2), "{stats:?}");
 }
 
 /// Of two copies, one written over with a file over the upload limit: the intact one is

@@ -453,7 +453,9 @@ async fn the_latest_enqueue_decides_whether_a_file_may_be_uploaded(db: Backend) 
 
 /// A process claims a job that may be submitted only when its own policy allows that too; polls
 /// (already submitted) and jobs that may not be submitted are anyone's.
-async fn a_process_that_may_not_submit_leaves_jobs_that_may_be_submitted(db: Backend) {
+async fn a_process_that_may_not_submit_looks_up_jobs_that_may_be_and_leaves_the_submission(
+    db: Backend,
+) {
     let s = db.store.clone();
     register(&*s, "w", T0).await;
     let job = |kind, indicator: &str, allow| NewJob {
@@ -480,23 +482,38 @@ async fn a_process_that_may_not_submit_leaves_jobs_that_may_be_submitted(db: Bac
         files: false,
         urls: false,
     };
+    // Anyone may look a job up, whatever may follow.
     let claimed = s.claim_as("w", 10, T0, 1000, never).await.unwrap();
     let kinds: Vec<Kind> = claimed.iter().map(|j| j.kind).collect();
-    assert_eq!(kinds, [Kind::Domain]);
+    assert_eq!(kinds, [Kind::File, Kind::Url, Kind::Domain]);
+    let url_id = claimed[1].id;
+    // The lookups found the file and the URL unknown: the answers are kept, and the jobs left
+    // to a process that may submit them.
+    for job in &claimed[..2] {
+        assert!(s.mark_unknown(job, T0).await.unwrap());
+        assert!(s.release(job, T0).await.unwrap());
+    }
+    let counts = s.counts().await.unwrap();
+    assert_eq!(
+        counts.remaining_by_step.get("upload"),
+        Some(&2),
+        "{counts:?}"
+    );
+    assert!(
+        s.claim_as("w", 10, T0, 1000, never)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let files_only = MaySubmit {
         files: true,
         urls: false,
     };
     let claimed = s.claim_as("w", 10, T0, 1000, files_only).await.unwrap();
     assert_eq!(claimed.len(), 1);
-    assert_eq!(claimed[0].kind, Kind::File);
-    // Its lookup found nothing: the answer is kept before the upload's quota wait.
-    assert!(s.mark_unknown(&claimed[0], T0).await.unwrap());
-    let counts = s.counts().await.unwrap();
     assert_eq!(
-        counts.remaining_by_step.get("upload"),
-        Some(&1),
-        "{counts:?}"
+        (claimed[0].kind, claimed[0].step),
+        (Kind::File, Step::Upload)
     );
     // Stopped before its upload was sent: it keeps the lookup's answer, and still needs a
     // process that may upload.
@@ -528,13 +545,14 @@ async fn a_process_that_may_not_submit_leaves_jobs_that_may_be_submitted(db: Bac
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].step, Step::Poll);
     // A process waiting for the URL (`recheck --wait`) puts it first and withdraws what its
-    // own policy does not give: it can then work it rather than wait forever.
-    let waited = [job(Kind::Url, "http://y.test/", true)];
-    let url_id = s.enqueue(&waited, T0, DAY, 5).await.unwrap()[0].0;
+    // own policy does not give: it can then finish it (`unknown`) rather than wait forever.
     s.put_first(&[url_id], never).await.unwrap();
     let url = s.claim_as("w", 10, T0, 1000, never).await.unwrap();
     assert_eq!(url.len(), 1);
-    assert_eq!((url[0].id, url[0].allow_submit), (url_id, false));
+    assert_eq!(
+        (url[0].id, url[0].step, url[0].allow_submit),
+        (url_id, Step::Upload, false)
+    );
 }
 
 async fn a_failed_recheck_keeps_the_earlier_verdict(db: Backend) {
@@ -1176,7 +1194,7 @@ on_both_backends!(
     fresh_verdicts_are_reused_and_stale_ones_reopened,
     an_unknown_file_is_reopened_when_uploads_become_allowed,
     the_latest_enqueue_decides_whether_a_file_may_be_uploaded,
-    a_process_that_may_not_submit_leaves_jobs_that_may_be_submitted,
+    a_process_that_may_not_submit_looks_up_jobs_that_may_be_and_leaves_the_submission,
     a_failed_recheck_keeps_the_earlier_verdict,
     pending_analyses_are_polled_again_ever_less_often,
     submission_intent_survives_a_restart,

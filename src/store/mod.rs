@@ -106,8 +106,10 @@ impl Step {
 }
 
 /// What a process's own policy lets it submit to VirusTotal. A job carries the permission of
-/// whoever queued it; a process claims it only when its own policy allows that too, so a
-/// process configured never to upload never does, whatever others queued.
+/// whoever queued it. Any process may look it up and poll it, but one whose own policy does not
+/// allow the submission too leaves it, once found unknown, at step `upload`, which it does not
+/// claim: so a process configured never to upload never does, whatever others queued, and the
+/// lookup is paid once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MaySubmit {
     /// Unknown files may be uploaded (`[upload] files = "unknown"`, `scan --upload`).
@@ -132,8 +134,17 @@ impl MaySubmit {
         }
     }
 
-    /// The kinds of job a claim may take with a permission to submit, as two SQL parameters
-    /// (`kind IN (?, ?)`; an empty string matches no kind).
+    /// Whether a job of `kind` that may be submitted may be submitted by this process.
+    pub fn allows(self, kind: Kind) -> bool {
+        match kind {
+            Kind::File => self.files,
+            Kind::Url => self.urls,
+            Kind::Hash | Kind::Domain | Kind::Ip => false,
+        }
+    }
+
+    /// The kinds of job a claim may take at step `upload` with a permission to submit, as two
+    /// SQL parameters (`kind IN (?, ?)`; an empty string matches no kind).
     fn kinds(self) -> (&'static str, &'static str) {
         (
             if self.files { "file" } else { "" },

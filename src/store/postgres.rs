@@ -567,7 +567,7 @@ impl Store for PgStore {
         // with a daemon is theirs (`bool_or` of no rows is NULL: a job with no path is
         // anyone's). Without a daemon there, anyone may look it up: a known file gets its
         // verdict; one to upload fails here, and that host's daemon reads it again when it
-        // starts (a failed job is not taken as queued). A job that may be submitted is left to
+        // starts (a failed job is not taken as queued). A job to submit (step `upload`) is left to
         // processes whose own policy allows that too (`MaySubmit`).
         let (files, urls) = may.kinds();
         let rows = sqlx::query(
@@ -576,7 +576,7 @@ impl Store for PgStore {
                    AND (SELECT bool_or(p.host IN ('', $5)
                                        OR p.host NOT IN (SELECT host FROM workers))
                         FROM file_paths p WHERE p.job_id = jobs.id) IS NOT FALSE
-                   AND (NOT allow_submit OR step = 'poll' OR kind IN ($6, $7))
+                   AND (NOT allow_submit OR step <> 'upload' OR kind IN ($6, $7))
                  ORDER BY priority DESC, scheduled_at, id LIMIT $4
                  FOR UPDATE SKIP LOCKED),
              claimed AS (

@@ -147,15 +147,16 @@ const FENCE: &str = "id = ?1 AND lease_owner = ?2 AND state = 'running'";
 /// Jobs per statement of [`Store::results`].
 const RESULTS_CHUNK: usize = 10_000;
 
-/// Claims up to ?4 due jobs for ?1 until ?2 (now: ?3), the most urgent first, but for jobs that
-/// may be submitted, of kinds other than ?5 and ?6 ([`super::MaySubmit::kinds`]). `LIMIT ?4 + 0`,
+/// Claims up to ?4 due jobs for ?1 until ?2 (now: ?3), the most urgent first, but for jobs at
+/// step `upload` that may be submitted, of kinds other than ?5 and ?6
+/// ([`super::MaySubmit::kinds`]). `LIMIT ?4 + 0`,
 /// not `LIMIT ?4`: SQLite plans with a bare LIMIT parameter's value, so every new value made it
 /// compile the statement (and its triggers) again, 5 % of the pipeline's CPU; the plan is the
 /// same either way (the claimable index gives the order).
 const CLAIM: &str = "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_expires_at = ?2,
          attempt = attempt + 1, updated_at = ?3
      WHERE id IN (SELECT id FROM jobs WHERE state = 'available' AND scheduled_at <= ?3
-                    AND (NOT allow_submit OR step = 'poll' OR kind IN (?5, ?6))
+                    AND (NOT allow_submit OR step <> 'upload' OR kind IN (?5, ?6))
                   ORDER BY priority DESC, scheduled_at, id LIMIT ?4 + 0)
      RETURNING id, kind, indicator, step, attempt, max_attempts, allow_submit, submitted_at,
                analysis_id, polls";

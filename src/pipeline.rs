@@ -205,8 +205,8 @@ impl Pipeline {
                 &dead_local_workers(&*store, &host).await,
             )
             .await?;
-        let limits = crate::status::Limits::of(&config.quota).to_json();
-        store.describe_worker(&owner, &limits).await?;
+        let registration = crate::status::Registration::of(&config).to_json();
+        store.describe_worker(&owner, &registration).await?;
         let rescued = store.rescue(now_millis()).await?;
         if rescued > 0 {
             tracing::info!(rescued, "returned jobs of stopped workers to the queue");

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, QuotaConfig};
+use crate::indicator::Kind;
 use crate::store::sqlite::periods;
-use crate::store::{Millis, QueueCounts, QuotaUsage, Store, WorkerInfo, now_millis};
+use crate::store::{MaySubmit, Millis, QueueCounts, QuotaUsage, Store, WorkerInfo, now_millis};
 use crate::terminal::escape_control;
 
 /// Everything `status` shows.
@@ -17,6 +18,10 @@ pub struct Status {
     pub queue: QueueCounts,
     /// Jobs not finished yet.
     pub remaining: u64,
+    /// Of those, jobs unknown to VirusTotal that no running process may submit (with none
+    /// running, that this command's configuration may not): they wait for one that may, and
+    /// are left out of the ETA.
+    pub waiting_to_submit: u64,
     /// Jobs finished.
     pub finished: u64,
     /// Quota use of the key, when one is known.
@@ -90,8 +95,30 @@ impl Limits {
             from_daemons: false,
         }
     }
+}
 
-    /// As a worker registers them ([`Store::describe_worker`]).
+/// What a worker process registers about itself ([`Store::describe_worker`]), for `status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Registration {
+    /// Its quota limits.
+    #[serde(flatten)]
+    pub limits: Limits,
+    /// What its upload policy lets it submit. Absent from what older processes registered:
+    /// read as anything.
+    #[serde(default)]
+    pub may_submit: Option<MaySubmit>,
+}
+
+impl Registration {
+    /// The registration of a process of this configuration.
+    pub fn of(config: &Config) -> Registration {
+        Registration {
+            limits: Limits::of(&config.quota),
+            may_submit: Some(MaySubmit::of(&config.upload)),
+        }
+    }
+
+    /// As JSON, for [`Store::describe_worker`].
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("plain numbers")
     }
@@ -123,15 +150,31 @@ pub async fn gather(store: &dyn Store, config: &Config) -> anyhow::Result<Status
         .collect();
     // The daemons' limits decide the pace, whatever this command was configured with (run
     // elsewhere, or without the daemons' configuration file).
-    let limits = workers
+    let running: Vec<Registration> = workers
         .iter()
         .filter(|w| !w.stopped)
-        .find_map(|w| serde_json::from_str::<Limits>(w.info.limits.as_deref()?).ok())
-        .map(|l| Limits {
+        .filter_map(|w| serde_json::from_str(w.info.limits.as_deref()?).ok())
+        .collect();
+    let limits = running
+        .first()
+        .map(|r| Limits {
             from_daemons: true,
-            ..l
+            ..r.limits.clone()
         })
         .unwrap_or_else(|| Limits::of(&config.quota));
+    let may_submit = match &running[..] {
+        [] => MaySubmit::of(&config.upload),
+        running => running
+            .iter()
+            .map(|r| r.may_submit.unwrap_or(MaySubmit::ANY))
+            .fold(MaySubmit::NONE, MaySubmit::or),
+    };
+    let waiting_to_submit = queue
+        .to_submit_by_kind
+        .iter()
+        .filter(|(kind, _)| !kind.parse::<Kind>().is_ok_and(|k| may_submit.allows(k)))
+        .map(|(_, n)| n)
+        .sum::<u64>();
     let window_ms = (limits.window_secs * 1000.0) as i64;
     let key_id = match &config.virustotal.api_key {
         Some(key) => Some(key.fingerprint()),
@@ -148,8 +191,8 @@ pub async fn gather(store: &dyn Store, config: &Config) -> anyhow::Result<Status
             first_secs: first_ms / 1000.0,
             second_secs: second_ms / 1000.0,
         });
-    // Every unfinished job needs at least one more request (a lookup or a poll).
-    let requests_needed = remaining;
+    // Every unfinished job needs at least one more request (a lookup, an upload or a poll).
+    let requests_needed = remaining - waiting_to_submit;
     // A key without limits goes as fast as VirusTotal and the machines answer: the last
     // minute's pace is the best guess of the next.
     let verdicts_last_minute = if limits.unlimited {
@@ -158,8 +201,8 @@ pub async fn gather(store: &dyn Store, config: &Config) -> anyhow::Result<Status
         None
     };
     let eta_secs = match verdicts_last_minute {
-        Some(0) => (remaining == 0).then_some(0),
-        Some(per_min) => Some((remaining * 60).div_ceil(per_min)),
+        Some(0) => (requests_needed == 0).then_some(0),
+        Some(per_min) => Some((requests_needed * 60).div_ceil(per_min)),
         None => Some(eta(
             requests_needed,
             &limits,
@@ -170,6 +213,7 @@ pub async fn gather(store: &dyn Store, config: &Config) -> anyhow::Result<Status
     Ok(Status {
         queue,
         remaining,
+        waiting_to_submit,
         finished,
         quota,
         limits,
@@ -361,29 +405,37 @@ pub fn render(s: &Status) -> String {
         None => out += "quota: no requests recorded yet\n",
     }
     let per_min = f64::from(s.limits.requests) * 60.0 / s.limits.window_secs;
+    let backlog = s.remaining - s.waiting_to_submit;
     match (s.eta_secs, s.verdicts_last_minute) {
-        _ if s.remaining == 0 => out += "backlog: none\n",
+        _ if backlog == 0 => out += "backlog: none\n",
         (Some(eta), Some(pace)) => {
             out += &format!(
                 "backlog: {}, about {} at the last minute's pace ({pace} verdicts/min)\n",
-                jobs(s.remaining),
+                jobs(backlog),
                 human_duration(eta)
             )
         }
         (None, _) => {
             out += &format!(
                 "backlog: {}, none finished in the last minute (no quota limits)\n",
-                jobs(s.remaining)
+                jobs(backlog)
             )
         }
         (Some(eta), None) => {
             out += &format!(
                 "backlog: {}, about {} at {} requests/min\n",
-                jobs(s.remaining),
+                jobs(backlog),
                 human_duration(eta),
                 (per_min * 10.0).round() / 10.0
             )
         }
+    }
+    if s.waiting_to_submit > 0 {
+        out += &format!(
+            "waiting: {} unknown to VirusTotal, for a process that may submit them \
+             ([upload] files or urls = \"unknown\", or scan --upload)\n",
+            jobs(s.waiting_to_submit)
+        );
     }
     if let Some(p) = s.poll_delays {
         out += &format!(
@@ -555,20 +607,68 @@ mod tests {
         );
     }
 
-    /// Daemons that registered their limits before `monthly` existed are still read.
+    /// Daemons that registered their limits before `monthly` and `may_submit` existed are still
+    /// read.
     #[test]
-    fn limits_registered_without_a_monthly_cap_are_read() {
+    fn registrations_without_a_monthly_cap_or_an_upload_policy_are_read() {
         let old = r#"{"unlimited":false,"requests":4,"window_secs":60.0,"daily":500,"from_daemons":false}"#;
-        let limits: Limits = serde_json::from_str(old).unwrap();
-        assert_eq!(limits, Limits::of(&Config::default().quota));
-        let mut quota = Config::default().quota;
-        quota.monthly = Some(15_500);
-        let json = Limits::of(&quota).to_json();
+        let old: Registration = serde_json::from_str(old).unwrap();
+        assert_eq!(old.limits, Limits::of(&Config::default().quota));
+        assert_eq!(old.may_submit, None);
+        let mut config = Config::default();
+        config.quota.monthly = Some(15_500);
+        let json = Registration::of(&config).to_json();
         assert!(json.contains(r#""monthly":15500"#), "{json}");
+        let new: Registration = serde_json::from_str(&json).unwrap();
         assert_eq!(
-            serde_json::from_str::<Limits>(&json).unwrap().monthly,
-            Some(15_500)
+            (new.limits.monthly, new.may_submit),
+            (Some(15_500), Some(MaySubmit::NONE))
         );
+    }
+
+    /// A file left at step `upload` waits for a process that may upload it: while none runs
+    /// (or, with none running, this configuration may not), `status` says so and leaves it out
+    /// of the backlog and its ETA.
+    #[tokio::test]
+    async fn jobs_no_process_may_submit_are_shown_waiting_and_left_out_of_the_eta() {
+        let (_dir, store) = new_store().await;
+        let now = now_millis();
+        let job = crate::store::NewJob {
+            kind: Kind::File,
+            indicator: "a".repeat(64),
+            allow_submit: true,
+            path: None,
+            source: None,
+        };
+        store.enqueue(&[job], now, 0, 8).await.unwrap();
+        let claimed = store.claim("w", 1, now, 60_000).await.unwrap();
+        assert!(store.mark_unknown(&claimed[0], now).await.unwrap());
+        assert!(store.release(&claimed[0], now).await.unwrap());
+        let mut config = Config::default();
+        let status = gather(&store, &config).await.unwrap();
+        assert_eq!((status.waiting_to_submit, status.eta_secs), (1, Some(0)));
+        let text = render(&status);
+        assert!(text.contains("backlog: none\n"), "{text}");
+        assert!(
+            text.contains("waiting: 1 job unknown to VirusTotal, for a process that may submit"),
+            "{text}"
+        );
+        // A process of this configuration may upload it.
+        config.upload.files = crate::config::UploadPolicy::Unknown;
+        let status = gather(&store, &config).await.unwrap();
+        assert_eq!((status.waiting_to_submit, status.eta_secs), (0, Some(15)));
+        // So may a running one, whatever this command's configuration.
+        let (me, host) = (std::process::id(), crate::store::this_host());
+        store
+            .heartbeat("d", &host, me, now, 30_000, &[])
+            .await
+            .unwrap();
+        store
+            .describe_worker("d", &Registration::of(&config).to_json())
+            .await
+            .unwrap();
+        let status = gather(&store, &Config::default()).await.unwrap();
+        assert_eq!(status.waiting_to_submit, 0);
     }
 
     /// The quota line names the monthly cap when there is one; one job is one job.
@@ -601,8 +701,9 @@ mod tests {
     #[tokio::test]
     async fn the_running_daemons_limits_are_the_ones_shown() {
         let (_dir, store) = new_store().await;
-        let mut daemons = Config::default().quota;
-        (daemons.requests, daemons.daily, daemons.monthly) = (1000, 1_000_000, Some(20_000_000));
+        let mut daemons = Config::default();
+        let quota = &mut daemons.quota;
+        (quota.requests, quota.daily, quota.monthly) = (1000, 1_000_000, Some(20_000_000));
         let now = now_millis();
         let me = std::process::id();
         let host = crate::store::this_host();
@@ -611,7 +712,7 @@ mod tests {
             .await
             .unwrap();
         store
-            .describe_worker("d", &Limits::of(&daemons).to_json())
+            .describe_worker("d", &Registration::of(&daemons).to_json())
             .await
             .unwrap();
         let status = gather(&store, &Config::default()).await.unwrap();

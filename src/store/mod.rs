@@ -110,7 +110,7 @@ impl Step {
 /// allow the submission too leaves it, once found unknown, at step `upload`, which it does not
 /// claim: so a process configured never to upload never does, whatever others queued, and the
 /// lookup is paid once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct MaySubmit {
     /// Unknown files may be uploaded (`[upload] files = "unknown"`, `scan --upload`).
     pub files: bool,
@@ -124,6 +124,20 @@ impl MaySubmit {
         files: true,
         urls: true,
     };
+
+    /// Nothing.
+    pub const NONE: MaySubmit = MaySubmit {
+        files: false,
+        urls: false,
+    };
+
+    /// What either may submit.
+    pub fn or(self, other: MaySubmit) -> MaySubmit {
+        MaySubmit {
+            files: self.files || other.files,
+            urls: self.urls || other.urls,
+        }
+    }
 
     /// What `upload` allows.
     pub fn of(upload: &crate::config::UploadConfig) -> MaySubmit {
@@ -321,10 +335,31 @@ pub struct QueueCounts {
     pub by_verdict: BTreeMap<String, u64>,
     /// Available jobs by step (what remains to be spent).
     pub remaining_by_step: BTreeMap<String, u64>,
+    /// Available jobs at step `upload`, by kind: unknown to VirusTotal, to be submitted by a
+    /// process that may ([`MaySubmit`]).
+    pub to_submit_by_kind: BTreeMap<String, u64>,
     /// The oldest job not finished yet: (indicator, created_at).
     pub oldest_pending: Option<(String, Millis)>,
     /// Most recent errors: (indicator, error, at).
     pub last_errors: Vec<(String, String, Millis)>,
+}
+
+impl QueueCounts {
+    /// Counts `n` jobs of `kind` in `state` at `step` (a row of `job_counts`).
+    fn add(&mut self, state: String, kind: String, step: &str, n: u64) {
+        if state == "available" || state == "running" {
+            *self.remaining_by_step.entry(step.to_owned()).or_default() += n;
+        }
+        if state == "available" && step == Step::Upload.as_str() {
+            *self.to_submit_by_kind.entry(kind.clone()).or_default() += n;
+        }
+        *self
+            .by_state
+            .entry(state)
+            .or_default()
+            .entry(kind)
+            .or_default() += n;
+    }
 }
 
 /// The result of one job, for `scan` summaries.

@@ -964,15 +964,7 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         for (state, kind, step, n) in rows {
-            if state == "available" || state == "running" {
-                *counts.remaining_by_step.entry(step).or_default() += n as u64;
-            }
-            *counts
-                .by_state
-                .entry(state)
-                .or_default()
-                .entry(kind)
-                .or_default() += n as u64;
+            counts.add(state, kind, &step, n as u64);
         }
         let rows: Vec<(String, i64)> = sqlx::query_as(
             "SELECT verdict, SUM(n)::BIGINT FROM (

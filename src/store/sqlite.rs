@@ -1252,30 +1252,18 @@ impl Store for SqliteStore {
         let mut counts = QueueCounts::default();
         // Counts kept by triggers (migration 0003) and by the enqueuer: a few dozen rows, however
         // large the queue.
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT state, kind, SUM(n) FROM job_counts WHERE n > 0 GROUP BY state, kind",
-        )
-        .fetch_all(&self.read)
-        .await?;
-        for (state, kind, n) in rows {
-            counts
-                .by_state
-                .entry(state)
-                .or_default()
-                .insert(kind, n as u64);
+        let rows: Vec<(String, String, String, i64)> =
+            sqlx::query_as("SELECT state, kind, step, n FROM job_counts WHERE n > 0")
+                .fetch_all(&self.read)
+                .await?;
+        for (state, kind, step, n) in rows {
+            counts.add(state, kind, &step, n as u64);
         }
         let rows: Vec<(String, i64)> =
             sqlx::query_as("SELECT verdict, n FROM verdict_counts WHERE n > 0")
                 .fetch_all(&self.read)
                 .await?;
         counts.by_verdict = rows.into_iter().map(|(v, n)| (v, n as u64)).collect();
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT step, SUM(n) FROM job_counts WHERE state IN ('available', 'running')
-             GROUP BY step HAVING SUM(n) > 0",
-        )
-        .fetch_all(&self.read)
-        .await?;
-        counts.remaining_by_step = rows.into_iter().map(|(s, n)| (s, n as u64)).collect();
         // Ids grow with creation, so the first unfinished id is the oldest (`jobs_by_state`).
         counts.oldest_pending = sqlx::query_as(
             "SELECT indicator, created_at FROM jobs

@@ -298,7 +298,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let pipeline = Pipeline::open(config, shutdown_signal()).await?;
             let outcome = scan::scan(&pipeline, &args.paths).await?;
             let output = scan::Output::chosen(args.json, args.format);
-            scan::print(&*pipeline.store, &outcome, output, "file contents").await?;
+            scan::print_outcome(&*pipeline.store, &outcome, output, "file contents").await?;
             Ok(outcome.exit_code())
         }
         Command::Ingest(args) => ingest(args, &cli.global).await,
@@ -452,7 +452,7 @@ async fn ingest(args: IngestArgs, global: &GlobalArgs) -> anyhow::Result<i32> {
         ..scan::ScanOutcome::default()
     };
     let output = scan::Output::chosen(args.json, None);
-    scan::print(&*pipeline.store, &outcome, output, "indicators").await?;
+    scan::print_outcome(&*pipeline.store, &outcome, output, "indicators").await?;
     Ok(if unreadable > 0 {
         2
     } else {

@@ -28,7 +28,7 @@ pub struct InputError {
 #[derive(Debug, Default)]
 pub struct ScanOutcome {
     /// One result per distinct content: what the table and the exit status are made of. JSON
-    /// and CSV print `report`'s record of each instead ([`print`]).
+    /// and CSV print `report`'s record of each instead ([`print_outcome`]).
     pub results: Vec<JobResult>,
     /// Files that could not be read, and paths given that are not regular files.
     pub errors: Vec<InputError>,
@@ -99,7 +99,7 @@ struct Document<'a> {
 
 /// Prints `outcome` on standard output as `output` says (`noun`: what the results are, for the
 /// table). The records are read from `store`, as `report` reads them.
-pub async fn print(
+pub async fn print_outcome(
     store: &dyn Store,
     outcome: &ScanOutcome,
     output: Output,

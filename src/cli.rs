@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
@@ -140,9 +139,16 @@ pub struct ScanArgs {
     /// Upload files VirusTotal does not know (irreversible: they become visible to VirusTotal's customers)
     #[arg(long)]
     pub upload: bool,
-    /// Print the results as JSON instead of a table
-    #[arg(long)]
+    /// Print one JSON document instead of a table: {"results", "errors", "skipped",
+    /// "interrupted"}, the results being `report`'s records
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// Output format: table (a verdict per content, then the files that could not be read or
+    /// were skipped), or json, jsonl, csv or stix (`report`'s records, as `report --format`
+    /// prints them; unreadable and skipped files and an interruption then go to standard error)
+    /// [default: table]
+    #[arg(long, short = 'f', value_enum, hide_possible_values = true)]
+    pub format: Option<crate::report::Format>,
 }
 
 /// `vtriage ingest`
@@ -157,7 +163,8 @@ pub struct IngestArgs {
     /// Print what would be queued (one line per indicator) and queue nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// With --dry-run: JSON lines {"type","value","source"}; with --wait: JSON results
+    /// With --dry-run: JSON lines {"type","value","source"}; with --wait: one JSON document
+    /// {"results", "errors", "skipped", "interrupted"}, the results being `report`'s records
     #[arg(long)]
     pub json: bool,
     /// Work the queue until every ingested indicator has a verdict, then print them
@@ -290,14 +297,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             let pipeline = Pipeline::open(config, shutdown_signal()).await?;
             let outcome = scan::scan(&pipeline, &args.paths).await?;
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&outcome).context("cannot print JSON")?
-                );
-            } else {
-                print!("{}", scan::summary_table(&outcome, "file contents"));
-            }
+            let output = scan::Output::chosen(args.json, args.format);
+            scan::print_outcome(&*pipeline.store, &outcome, output, "file contents").await?;
             Ok(outcome.exit_code())
         }
         Command::Ingest(args) => ingest(args, &cli.global).await,
@@ -450,11 +451,8 @@ async fn ingest(args: IngestArgs, global: &GlobalArgs) -> anyhow::Result<i32> {
         interrupted: drained.err().map(|e| e.to_string()),
         ..scan::ScanOutcome::default()
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&outcome)?);
-    } else {
-        print!("{}", scan::summary_table(&outcome, "indicators"));
-    }
+    let output = scan::Output::chosen(args.json, None);
+    scan::print_outcome(&*pipeline.store, &outcome, output, "indicators").await?;
     Ok(if unreadable > 0 {
         2
     } else {

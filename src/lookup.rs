@@ -182,16 +182,9 @@ pub async fn run(
     let pipeline = Pipeline::open(config, stop).await?;
     let outcome = lookup(&pipeline, &indicators).await?;
     let format = args.format.unwrap_or_else(Format::default_for_stdout);
-    let filter = Filter {
-        query: ReportQuery {
-            jobs: outcome.ids.clone(),
-            verdicts: format.default_verdicts(),
-            ..ReportQuery::default()
-        },
-        path: None,
-    };
     let out = io::BufWriter::new(io::stdout());
-    let written = report::write(report::records(&*pipeline.store, &filter), format, out).await;
+    let records = report::records_of_jobs(&*pipeline.store, &outcome.ids, format);
+    let written = report::write(records, format, out).await;
     let written = match written {
         Ok(w) => w,
         Err(report::Error::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => Written::default(),

@@ -4,13 +4,14 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::indicator::Kind;
 use crate::pipeline::{Interrupted, Pipeline};
-use crate::store::{FileSeen, JobResult, NewJob};
+use crate::report::{self, Format, Record};
+use crate::store::{FileSeen, JobResult, NewJob, Store};
 use crate::terminal::escape_control;
 use crate::verdict::Verdict;
 
@@ -24,9 +25,10 @@ pub struct InputError {
 }
 
 /// What a scan found.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default)]
 pub struct ScanOutcome {
-    /// One result per distinct content.
+    /// One result per distinct content: what the table and the exit status are made of. JSON
+    /// and CSV print `report`'s record of each instead ([`print_outcome`]).
     pub results: Vec<JobResult>,
     /// Files that could not be read, and paths given that are not regular files.
     pub errors: Vec<InputError>,
@@ -54,6 +56,88 @@ impl ScanOutcome {
             0
         }
     }
+}
+
+/// How `scan` and `ingest --wait` print what they found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// The summary table ([`summary_table`]): the verdicts, the files that could not be read,
+    /// those skipped, and why the run stopped early.
+    Table,
+    /// `--json`: one document, `{"results", "errors", "skipped", "interrupted"}`, whose results
+    /// are `report`'s records.
+    Document,
+    /// `report`'s records in this format, alone as `report` prints them; the files that could
+    /// not be read, those skipped and why the run stopped early go to standard error.
+    Records(Format),
+}
+
+impl Output {
+    /// The output `--json` or `--format` ask for: the summary table unless told otherwise (it
+    /// lists what could not be read; `report` and `lookup` have nothing of the kind to list).
+    pub fn chosen(json: bool, format: Option<Format>) -> Output {
+        match (json, format) {
+            (true, _) => Output::Document,
+            (false, None | Some(Format::Table)) => Output::Table,
+            (false, Some(format)) => Output::Records(format),
+        }
+    }
+}
+
+/// The `--json` document.
+#[derive(Serialize)]
+struct Document<'a> {
+    /// One `report` record per distinct content (or indicator), in job order.
+    results: Vec<Record>,
+    /// Files that could not be read, and paths given that are not regular files.
+    errors: &'a [InputError],
+    /// FIFOs, sockets and devices found in folders.
+    skipped: &'a [InputError],
+    /// Why the run stopped early, if it did.
+    interrupted: Option<&'a str>,
+}
+
+/// Prints `outcome` on standard output as `output` says (`noun`: what the results are, for the
+/// table). The records are read from `store`, as `report` reads them.
+pub async fn print_outcome(
+    store: &dyn Store,
+    outcome: &ScanOutcome,
+    output: Output,
+    noun: &str,
+) -> Result<(), report::Error> {
+    let ids: Vec<i64> = outcome.results.iter().map(|r| r.id).collect();
+    match output {
+        Output::Table => print!("{}", summary_table(outcome, noun)),
+        Output::Document => {
+            let document = Document {
+                results: report::records_of_jobs(store, &ids, Format::Json)
+                    .try_collect()
+                    .await?,
+                errors: &outcome.errors,
+                skipped: &outcome.skipped,
+                interrupted: outcome.interrupted.as_deref(),
+            };
+            let text = serde_json::to_string_pretty(&document).map_err(std::io::Error::from)?;
+            println!("{text}");
+        }
+        Output::Records(format) => {
+            let out = std::io::BufWriter::new(std::io::stdout());
+            let records = report::records_of_jobs(store, &ids, format);
+            report::finish_output(report::write(records, format, out).await.map(|_| ()))?;
+            let listed = outcome.errors.iter().map(|e| ("", e));
+            for (what, e) in listed.chain(outcome.skipped.iter().map(|e| ("skipped ", e))) {
+                eprintln!(
+                    "vtriage: {what}{}: {}",
+                    escape_control(&e.path),
+                    escape_control(&e.error)
+                );
+            }
+            if let Some(why) = &outcome.interrupted {
+                eprintln!("vtriage: stopped early: {}", escape_control(why));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Why a FIFO, socket or device is not triaged. It is never opened: reading a FIFO would wait

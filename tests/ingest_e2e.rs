@@ -91,7 +91,7 @@ async fn a_mixed_list_triages_every_kind_with_one_request_per_unique_indicator()
         results
             .iter()
             .find(|r| r["indicator"] == indicator)
-            .map(|r| r["verdict"]["verdict"].as_str().unwrap().to_string())
+            .map(|r| r["verdict"].as_str().unwrap().to_string())
     };
     assert_eq!(verdict(&sha256(b"bad one")).as_deref(), Some("malicious"));
     assert_eq!(
@@ -139,6 +139,37 @@ async fn a_mixed_list_triages_every_kind_with_one_request_per_unique_indicator()
     assert_eq!(status["finished"], 6);
     assert_eq!(status["queue"]["by_verdict"]["malicious"], 2);
     assert_eq!(status["quota"]["today"], 6);
+}
+
+/// `ingest --wait --json` prints, beside what only it has, the records `report` prints: the
+/// same fields and values, with the list and line each indicator came from in `sources`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_wait_prints_the_records_report_prints() {
+    let world = World::new(known_world_config()).await;
+    let list = world.dir.path().join("feed.txt");
+    std::fs::write(&list, "# feed\nevil[.]example[.]net\n8.8.8.8\n").unwrap();
+    let list = list.display().to_string();
+    let (code, json, err) = world.run(&["ingest", "--wait", "--json", &list]);
+    assert_eq!(code, Some(1), "something malicious: {err}");
+    let document: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let records = world.report_records();
+    assert_eq!(document["results"], serde_json::json!(records));
+    assert_eq!(document["interrupted"], serde_json::Value::Null);
+    let sources: Vec<(&str, &serde_json::Value)> = records
+        .iter()
+        .map(|r| (r["indicator"].as_str().unwrap(), &r["sources"]))
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            (
+                "evil.example.net",
+                &serde_json::json!([{"source": list, "line": 2}])
+            ),
+            ("8.8.8.8", &serde_json::json!([{"source": list, "line": 3}])),
+        ]
+    );
+    assert_eq!(records[0]["verdict"], "malicious");
 }
 
 #[tokio::test]

@@ -255,6 +255,29 @@ async fn lookups_are_recorded_from_the_command_line_and_printed_like_report() {
     );
 }
 
+/// The binary's `lookup --format jsonl|csv` prints what `report` prints afterwards, `sources`
+/// (`command line`) included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_prints_the_records_report_prints() {
+    let w = world().await;
+    let (code, jsonl, err) = w.run(&["lookup", "--format", "jsonl", MD5, "evil.example.com"]);
+    assert_eq!(code, Some(1), "something malicious: {err}");
+    let looked_up = common::json_lines(&jsonl);
+    assert_eq!(looked_up, w.report_records());
+    assert_eq!(looked_up.len(), 2);
+    for r in &looked_up {
+        assert_eq!(
+            r["sources"],
+            serde_json::json!([{"source": "command line", "line": 0}])
+        );
+    }
+    assert_eq!(looked_up[0]["verdict"], "malicious");
+
+    let (code, csv, err) = w.run(&["lookup", "--format", "csv", MD5, "evil.example.com"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(csv, w.run(&["report", "--format", "csv"]).1);
+}
+
 #[tokio::test]
 async fn recheck_asks_virustotal_again() {
     let w = world().await;

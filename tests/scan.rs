@@ -405,3 +405,83 @@ fn the_demo_runs_offline_and_finds_the_eicar_file() {
     assert!(stdout.contains("malicious"), "{stdout}");
     assert!(stdout.contains("eicar.com"), "{stdout}");
 }
+
+/// A world whose simulator knows `content` as malicious, with a threat label.
+async fn world_knowing_malicious(content: &[u8]) -> World {
+    let known = Known {
+        files: vec![KnownFile {
+            stats: vtriage::sim::EngineStats::EICAR,
+            label: Some("virus.eicar/test".into()),
+            ..KnownFile::clean_content(content)
+        }],
+        ..Known::default()
+    };
+    World::new(SimConfig {
+        known,
+        ..World::fast_sim()
+    })
+    .await
+}
+
+/// Scripts read `scan --format jsonl|csv` as they read `report`: the same records, field for
+/// field and column for column, `sources` included, for the same files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_prints_the_records_report_prints() {
+    let world = world_knowing_malicious(b"known bad").await;
+    world.file("bad.exe", b"known bad");
+    world.file("new.bin", b"nobody knows this one");
+    let dir = world.files_dir().display().to_string();
+
+    let (code, jsonl, err) = world.run(&["scan", "--format", "jsonl", &dir]);
+    assert_eq!(code, Some(1), "something malicious: {err}");
+    let scanned = common::json_lines(&jsonl);
+    assert_eq!(scanned.len(), 2, "{jsonl}");
+    assert_eq!(scanned, world.report_records());
+    let bad = scanned
+        .iter()
+        .find(|r| r["indicator"] == sha256(b"known bad"))
+        .expect("the malicious file");
+    assert_eq!(bad["verdict"], "malicious");
+    assert_eq!(bad["threat_label"], "virus.eicar/test");
+    assert_eq!(bad["sources"], serde_json::json!([]), "a file has paths");
+    assert!(bad["paths"][0].as_str().unwrap().ends_with("/bad.exe"));
+
+    // Scanned again, every verdict is fresh: the same records, now as CSV.
+    let (code, csv, err) = world.run(&["scan", "--format", "csv", &dir]);
+    assert_eq!(code, Some(1), "{err}");
+    let (_, report_csv, _) = world.run(&["report", "--format", "csv"]);
+    assert_eq!(csv, report_csv);
+    assert!(csv.starts_with("kind,indicator,verdict,state,"), "{csv}");
+}
+
+/// `scan --json` keeps what only a scan has (files it could not read, an interruption) beside
+/// the records `report` prints; `--format jsonl` prints the records alone and names the
+/// unreadable file on standard error. Either way the exit status says it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_json_keeps_its_errors_beside_the_records_report_prints() {
+    let world = world_knowing_malicious(b"known bad").await;
+    let file = world.file("bad.exe", b"known bad").display().to_string();
+    let missing = world.dir.path().join("missing.txt").display().to_string();
+
+    let (code, json, err) = world.run(&["scan", "--json", &file, &missing]);
+    assert_eq!(code, Some(2), "a path could not be read: {err}");
+    let document: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        document["results"],
+        serde_json::json!(world.report_records())
+    );
+    assert_eq!(document["results"][0]["verdict"], "malicious");
+    assert_eq!(document["errors"][0]["path"], missing.as_str());
+    assert_eq!(document["skipped"], serde_json::json!([]));
+    assert_eq!(document["interrupted"], serde_json::Value::Null);
+
+    let (code, jsonl, err) = world.run(&["scan", "--format", "jsonl", &file, &missing]);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(common::json_lines(&jsonl), world.report_records());
+    assert!(err.contains(&format!("vtriage: {missing}: ")), "{err}");
+
+    // Nothing scanned, nothing printed: not every record in the database.
+    let (code, jsonl, err) = world.run(&["scan", "--format", "jsonl", &missing]);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(jsonl, "");
+}

@@ -429,6 +429,36 @@ pub fn records<'a>(
     }
 }
 
+/// Job ids per report query of [`records_of_jobs`]: each id is written into the query's SQL.
+const JOBS_PER_QUERY: usize = 1000;
+
+/// The records of the jobs `ids` (those a `scan`, `lookup` or `ingest --wait` just worked), in
+/// job order, with the verdicts `format` shows by default (a STIX bundle holds only the flagged
+/// ones): what `report` prints of them, so that every command prints one record schema.
+pub fn records_of_jobs<'a>(
+    store: &'a dyn Store,
+    ids: &[i64],
+    format: Format,
+) -> BoxStream<'a, Result<Record, Error>> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    // Queried a slice at a time: a list of a million indicators must not become one statement.
+    // No ids, no query: an empty job filter would select every job.
+    let queries: Vec<ReportQuery> = ids
+        .chunks(JOBS_PER_QUERY)
+        .map(|jobs| ReportQuery {
+            jobs: jobs.to_vec(),
+            verdicts: format.default_verdicts(),
+            ..ReportQuery::default()
+        })
+        .collect();
+    futures_util::stream::iter(queries)
+        .flat_map(move |query| store.report(&query))
+        .map(|row| row.map(Record::from_row).map_err(Error::from))
+        .boxed()
+}
+
 /// What a written report contained.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Written {

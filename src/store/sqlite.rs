@@ -1477,11 +1477,21 @@ impl Store for SqliteStore {
         // work at the same time. The task ends at its next chunk once the stream is dropped.
         let (chunks, mut received) = tokio::sync::mpsc::channel(REPORT_CHUNKS_AHEAD);
         let read = self.read.clone();
+        // Only the range of the jobs asked for, when some are: a `lookup` of three indicators
+        // is then one query, not one per thousand jobs in the database.
+        let asked = (
+            query.jobs.iter().min().copied(),
+            query.jobs.iter().max().copied(),
+        );
         tokio::spawn(async move {
-            let ids: Result<(Option<i64>, Option<i64>), Error> =
-                sqlx::query_as("SELECT MIN(id), MAX(id) FROM jobs")
-                    .fetch_one(&read)
-                    .await;
+            let ids: Result<(Option<i64>, Option<i64>), Error> = match asked {
+                (Some(first), Some(last)) => Ok((Some(first), Some(last))),
+                _ => {
+                    sqlx::query_as("SELECT MIN(id), MAX(id) FROM jobs")
+                        .fetch_one(&read)
+                        .await
+                }
+            };
             let (first, last) = match ids {
                 Ok((first, last)) => (first.unwrap_or(1), last.unwrap_or(0)),
                 Err(e) => {

@@ -84,6 +84,28 @@ impl World {
         cmd
     }
 
+    /// Runs the binary with `args`, with a quota that never makes a test wait; returns its exit
+    /// status, standard output and standard error. (A test calling it needs a multi-threaded
+    /// runtime: the simulator answers while this thread waits.)
+    pub fn run(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        let out = self
+            .command()
+            .env("VTRIAGE_QUOTA_REQUESTS", "1000")
+            .env("VTRIAGE_QUOTA_WINDOW_SECS", "1")
+            .args(args)
+            .output()
+            .unwrap();
+        let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
+        (out.status.code(), text(out.stdout), text(out.stderr))
+    }
+
+    /// `vtriage report --format jsonl` on this world's database: every record.
+    pub fn report_records(&self) -> Vec<serde_json::Value> {
+        let (code, out, err) = self.run(&["report", "--format", "jsonl"]);
+        assert_eq!(code, Some(0), "{err}");
+        json_lines(&out)
+    }
+
     /// The folder `file` writes into.
     pub fn files_dir(&self) -> PathBuf {
         self.dir.path().join("files")
@@ -120,6 +142,13 @@ impl World {
         .expect("scan finished in time")
         .unwrap()
     }
+}
+
+/// The JSON objects of `text`, one a line.
+pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
 }
 
 /// SHA-256 of bytes, hex.

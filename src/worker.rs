@@ -518,7 +518,7 @@ impl Worker {
                 "VirusTotal does not know it; not uploaded: the file changed after it was hashed \
                  (the new content is a file of its own)",
             ),
-            Err(e) => self.failure(job, e),
+            Err(e) => self.submission_failed(job, e).await,
         }
     }
 
@@ -530,8 +530,18 @@ impl Worker {
             .await
         {
             Ok(analysis) => self.first_poll(analysis.id),
-            Err(e) => self.failure(job, e),
+            Err(e) => self.submission_failed(job, e).await,
         }
+    }
+
+    /// A submission that failed. One VirusTotal refused (a 429 when another client shares the
+    /// key) surely did not arrive: its mark is cleared, so that the next claim submits again
+    /// instead of spending lookups, for up to `give_up_after_secs`, confirming it.
+    async fn submission_failed(&self, job: &Job, e: vt::Error) -> Outcome {
+        if e.refused_by_virustotal() {
+            let _ = self.store.unmark_submitting(job, now_millis()).await;
+        }
+        self.failure(job, e)
     }
 
     /// Records that `job`'s submission is about to be sent, its quota granted: from then on, a

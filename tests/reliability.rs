@@ -22,7 +22,7 @@ use vtriage::config::UploadPolicy;
 use vtriage::daemon::{self, Watched};
 use vtriage::indicator::Kind;
 use vtriage::pipeline::Pipeline;
-use vtriage::sim::{Faults, Known, KnownFile, KnownUrl, SimConfig};
+use vtriage::sim::{Faults, Known, KnownFile, KnownUrl, SimConfig, SimQuota};
 use vtriage::store::sqlite::SqliteStore;
 use vtriage::store::{NewJob, Store, now_millis};
 
@@ -811,6 +811,36 @@ async fn a_process_that_may_not_upload_looks_up_what_others_queued_to_upload() {
     let stats = world.sim.stats();
     assert_eq!(stats.uploads.len(), 1, "{stats:?}");
     assert_eq!(stats.requests.get("GET /files/{id}"), Some(&2), "{stats:?}");
+}
+
+/// An upload VirusTotal answers with a 429 (another client sharing the key spent the quota)
+/// surely did not arrive: the next claim uploads again, without spending lookups to confirm an
+/// interrupted upload for `give_up_after_secs` (30 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_refused_with_a_429_is_sent_again_without_lookups_to_confirm_it() {
+    let mut world = World::new(SimConfig {
+        quota: Some(SimQuota {
+            requests: 1,
+            window: Duration::from_secs(2),
+            daily: None,
+            monthly: None,
+        }),
+        ..World::fast_sim()
+    })
+    .await
+    .allow_uploads();
+    world.config.virustotal.retries = 0;
+    let content = b"refused once with a 429";
+    let path = world.file("cases/doc.bin", content);
+    let pipeline = pipeline(&world).await;
+    let ids = queue(&pipeline, &[file_job(&path, content)], 5).await;
+    let results = work_through(&pipeline, &ids).await;
+    let verdict = results[0].verdict.as_ref().unwrap();
+    assert_eq!(verdict.verdict.as_str(), "clean", "{verdict:?}");
+    let stats = world.sim.stats();
+    assert!(stats.quota_rejections > 0, "{stats:?}");
+    assert_eq!(stats.uploads.values().sum::<u64>(), 1, "{stats:?}");
+    assert_eq!(stats.requests.get("GET /files/{id}"), Some(&1), "{stats:?}");
 }
 
 /// Of two copies, one written over with a file over the upload limit: the intact one is

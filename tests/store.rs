@@ -664,6 +664,12 @@ async fn submission_intent_survives_a_restart(db: Backend) {
     let job = s.claim("w2", 1, T0 + 2, 1000).await.unwrap().pop().unwrap();
     assert_eq!(job.submitted_at, Some(T0 + 1));
     assert_eq!(job.analysis_id, None);
+    // A submission VirusTotal refused (a 429) leaves no intent behind.
+    assert!(s.mark_submitting(&job, T0 + 3).await.unwrap());
+    assert!(s.unmark_submitting(&job, T0 + 4).await.unwrap());
+    assert!(s.release(&job, T0 + 4).await.unwrap());
+    let job = s.claim("w2", 1, T0 + 5, 1000).await.unwrap().pop().unwrap();
+    assert_eq!(job.submitted_at, None);
 }
 
 async fn the_quota_ledger_never_grants_more_than_the_window_allows(db: Backend) {

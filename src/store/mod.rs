@@ -517,6 +517,11 @@ pub trait Store: Send + Sync + 'static {
     /// when the job is no longer this worker's, or no longer allowed to be submitted.
     async fn mark_submitting(&self, job: &Job, now: Millis) -> Result<bool, Error>;
 
+    /// Clears that mark when VirusTotal refused the submission (a 429 or another 4xx reply): it
+    /// surely did not arrive, so the next claim submits again without first spending lookups to
+    /// confirm it. False when the job is no longer this worker's.
+    async fn unmark_submitting(&self, job: &Job, now: Millis) -> Result<bool, Error>;
+
     /// Back to `available` without spending an attempt.
     async fn snooze(&self, job: &Job, snooze: &Snooze, now: Millis) -> Result<bool, Error>;
 

@@ -869,6 +869,11 @@ impl Store for SqliteStore {
         self.fenced_update(job, SET, " AND allow_submit", now).await
     }
 
+    async fn unmark_submitting(&self, job: &Job, now: Millis) -> Result<bool, Error> {
+        const SET: &str = "submitted_at = NULL, updated_at = ?3";
+        self.fenced_update(job, SET, "", now).await
+    }
+
     async fn snooze(&self, job: &Job, snooze: &Snooze, now: Millis) -> Result<bool, Error> {
         let (id, owner, snooze) = (job.id, job.owner.clone(), snooze.clone());
         self.grouped()

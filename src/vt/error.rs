@@ -132,6 +132,23 @@ impl Error {
         )
     }
 
+    /// Whether VirusTotal answered with a refusal (a 4xx reply, 429 included): the request
+    /// surely took no effect. A 5xx, a timeout or a dropped connection may have come after it
+    /// did.
+    pub fn refused_by_virustotal(&self) -> bool {
+        match self {
+            Error::NotFound
+            | Error::Auth { .. }
+            | Error::Forbidden { .. }
+            | Error::Quota { .. }
+            | Error::Permanent { .. } => true,
+            // 413 from VirusTotal's front end; refused locally, nothing was sent either.
+            Error::TooLarge { .. } => true,
+            Error::Transient { status, .. } => status.is_some_and(|s| (400..500).contains(&s)),
+            _ => false,
+        }
+    }
+
     /// Whether the key itself is rejected: every worker should stop.
     pub fn is_auth(&self) -> bool {
         matches!(self, Error::Auth { .. })

@@ -220,6 +220,34 @@ fn prose_punctuation_and_typographic_quotes_are_stripped() {
 }
 
 #[test]
+fn words_cut_by_bytes_that_are_not_utf8_are_rejected_not_split() {
+    // Latin-1: ü, é and ï are single bytes that are not UTF-8. Windows-1252 curly quotes
+    // (0x93, 0x94) around a URL still separate it from the prose.
+    let input = b"b\xfccher.de\nm\xfcnchen-bank.com and http://st\xe9phane.example.org/x\n\
+                  caf\xe9.com\nsee \x93http://evil.com/a\x94 now\n";
+    let (summary, found) = run("latin1.txt", input);
+    assert_eq!(values(&found), vec!["http://evil.com/a"]);
+    let rejected: Vec<(usize, &str)> = summary
+        .rejected
+        .iter()
+        .map(|r| (r.line, r.excerpt.as_str()))
+        .collect();
+    assert_eq!(
+        rejected,
+        vec![
+            (1, "b\u{FFFD}cher.de"),
+            (2, "http://st\u{FFFD}phane.example.org/x"),
+            (2, "m\u{FFFD}nchen-bank.com"),
+            (3, "caf\u{FFFD}.com"),
+        ]
+    );
+    assert!(
+        summary.rejected[0].reason.contains("not UTF-8"),
+        "{summary:?}"
+    );
+}
+
+#[test]
 fn zero_width_and_direction_marks_are_removed() {
     let (_, found) = run("z.txt", "ev\u{200b}il[.]com\u{200e}\n".as_bytes());
     assert_eq!(values(&found), vec!["evil.com"]);

@@ -190,6 +190,44 @@ pub fn is_separator(c: char) -> bool {
         || c.is_control()
 }
 
+/// What a lossy decoding put in place of bytes that are not UTF-8.
+const REPLACEMENT: char = '\u{FFFD}';
+
+/// Rejects, and blanks, the words of `s` that bytes lost to the decoding cut in two:
+/// `b\xfccher.de` in a Latin-1 list reads `b\u{FFFD}cher.de`, and with the replacement taken as a
+/// separator its pieces would be other, real names (`cher.de`). A replacement at a word's edge
+/// (a Windows-1252 curly quote around a URL) still separates. Returns how many were rejected.
+fn reject_cut_words(s: &mut String, n: usize, sink: &mut Sink<'_>) -> usize {
+    let cut = |word: &str| {
+        let chars: Vec<char> = word.chars().collect();
+        chars.iter().enumerate().any(|(i, &c)| {
+            let run_end = chars[i..].iter().position(|&c| c != REPLACEMENT);
+            c == REPLACEMENT
+                && i > 0
+                && !is_separator(chars[i - 1])
+                && run_end.is_some_and(|end| !is_separator(chars[i + end]))
+        })
+    };
+    let words: Vec<(usize, usize)> = s
+        .split_whitespace()
+        .filter(|word| cut(word))
+        .map(|word| {
+            let start = word.as_ptr() as usize - s.as_ptr() as usize;
+            (start, start + word.len())
+        })
+        .collect();
+    for &(start, end) in words.iter().rev() {
+        sink.reject(
+            n,
+            "bytes that are not UTF-8 inside a word: the list is in another encoding \
+             (save it as UTF-8)",
+            &s[start..end],
+        );
+        s.replace_range(start..end, " ");
+    }
+    words.len()
+}
+
 /// Extracts every indicator of a free-text fragment; returns how many values were taken or
 /// deliberately skipped. `in_sentence` when the fragment goes on with a sentence begun before
 /// it: then no value in it stands alone, and a full stop after one is the sentence's.
@@ -204,6 +242,10 @@ pub(crate) fn extract(
     if !s.is_ascii() && s.contains(is_invisible) {
         s.to_mut().retain(|c| !is_invisible(c));
     }
+    let cut = match s.contains(REPLACEMENT) {
+        true => reject_cut_words(s.to_mut(), n, sink),
+        false => 0,
+    };
     // A line (or cell, or list item) that is one URL with `,` `;` or `|` in its query
     // (`?a=1,2`) is taken whole: there they belong to the URL. Before a `?` they separate values
     // (`http://evil.com/a,1.2.3.4`, LOKI's `url;75`).
@@ -221,9 +263,9 @@ pub(crate) fn extract(
         && let Some(query) = lone.find('?')
         && lone.find([',', ';', '|']).is_some_and(|sep| sep > query)
     {
-        return take(lone, true, n, sink, flavor) as usize;
+        return cut + take(lone, true, n, sink, flavor) as usize;
     }
-    let mut taken = 0;
+    let mut taken = cut;
     // A value standing alone (a line of a list, a cell) keeps its last character: prose
     // punctuation only follows a value inside a sentence.
     let whole = s.trim().len();

@@ -248,6 +248,39 @@ fn words_cut_by_bytes_that_are_not_utf8_are_rejected_not_split() {
 }
 
 #[test]
+fn hex_runs_of_no_hash_length_are_rejected_with_their_line() {
+    let cut_short = &SHA256[..63];
+    let run_together = format!("{SHA256}ab");
+    let input =
+        format!("{cut_short}\nsha256,comment\n{run_together},x\nsee {cut_short} here\n{SHA256}\n");
+    let (summary, found) = run("hashes.txt", input.as_bytes());
+    assert_eq!(values(&found), vec![SHA256]);
+    let rejected: Vec<(usize, &str)> = summary
+        .rejected
+        .iter()
+        .map(|r| (r.line, r.reason.as_str()))
+        .collect();
+    let why = |n| {
+        format!(
+            "{n} hex digits: not an MD5 (32), SHA-1 (40) or SHA-256 (64); cut short, or run together?"
+        )
+    };
+    assert_eq!(
+        rejected,
+        vec![
+            (1, why(63).as_str()),
+            (3, why(66).as_str()),
+            (4, why(63).as_str())
+        ]
+    );
+    let csv = format!("sha256,comment\n{cut_short},t\n{SHA256},ok\n");
+    let (summary, found) = run("hashes.csv", csv.as_bytes());
+    assert_eq!(values(&found), vec![SHA256]);
+    assert_eq!(summary.rejected.len(), 1, "{:?}", summary.rejected);
+    assert_eq!(summary.rejected[0].line, 2);
+}
+
+#[test]
 fn zero_width_and_direction_marks_are_removed() {
     let (_, found) = run("z.txt", "ev\u{200b}il[.]com\u{200e}\n".as_bytes());
     assert_eq!(values(&found), vec!["evil.com"]);

@@ -355,6 +355,20 @@ fn take(raw: &str, alone: bool, n: usize, sink: &mut Sink<'_>, flavor: Flavor) -
     if t.contains('/') || t.len() < 32 {
         return false;
     }
+    // A run of hex digits of no hash's length is a hash cut short, or two run together: said,
+    // not dropped without a word (its cell or line may hold nothing else).
+    if t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        sink.reject(
+            n,
+            format!(
+                "{} hex digits: not an MD5 (32), SHA-1 (40) or SHA-256 (64); cut short, or run \
+                 together?",
+                t.len()
+            ),
+            t,
+        );
+        return true;
+    }
     let mut any = false;
     for h in hex_runs(t) {
         sink.offer(Classified::Indicator(Indicator::Hash(h)), n);

@@ -376,7 +376,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
 /// with --wait, 1 when something is malicious.
 async fn ingest(args: IngestArgs, global: &GlobalArgs) -> anyhow::Result<i32> {
     let config = load_config(global)?;
-    let mut unreadable = 0;
+    // Lists that could not be read, or that the database refused (a full disk): the others
+    // are still read and queued, and the exit status is 2.
+    let mut failed = 0;
     if args.dry_run {
         let mut out = std::io::stdout().lock();
         for file in &args.files {
@@ -391,11 +393,11 @@ async fn ingest(args: IngestArgs, global: &GlobalArgs) -> anyhow::Result<i32> {
                 Ok(list) => eprint!("{}", lists::describe(&list, args.verbose_rejects)),
                 Err(e) => {
                     eprintln!("vtriage: {e}");
-                    unreadable += 1;
+                    failed += 1;
                 }
             }
         }
-        return Ok(if unreadable > 0 { 2 } else { 0 });
+        return Ok(if failed > 0 { 2 } else { 0 });
     }
     let pipeline = match args.wait {
         true => Some(Pipeline::open(config.clone(), shutdown_signal()).await?),
@@ -420,13 +422,21 @@ async fn ingest(args: IngestArgs, global: &GlobalArgs) -> anyhow::Result<i32> {
             }
             Err(e @ lists::ListError::Read { .. }) => {
                 eprintln!("vtriage: {e}");
-                unreadable += 1;
+                failed += 1;
             }
             Err(e @ lists::ListError::Stopped { .. }) => {
                 eprintln!("vtriage: {e}; what was queued before stays queued");
                 break;
             }
-            Err(lists::ListError::Store(e)) => return Err(e.into()),
+            Err(lists::ListError::Store(e)) => {
+                eprintln!(
+                    "vtriage: {}: the database {} refused its indicators: {e}; what was queued \
+                     before stays queued, and ingesting it again is safe",
+                    crate::terminal::escape_control(&file.display().to_string()),
+                    crate::pipeline::database_shown(&config),
+                );
+                failed += 1;
+            }
         }
     }
     eprintln!(
@@ -434,7 +444,7 @@ async fn ingest(args: IngestArgs, global: &GlobalArgs) -> anyhow::Result<i32> {
         queued.new, queued.reopened, queued.queued, queued.fresh
     );
     let Some(pipeline) = pipeline else {
-        return Ok(if unreadable > 0 { 2 } else { 0 });
+        return Ok(if failed > 0 { 2 } else { 0 });
     };
     ids.sort_unstable();
     ids.dedup();
@@ -453,11 +463,7 @@ async fn ingest(args: IngestArgs, global: &GlobalArgs) -> anyhow::Result<i32> {
     };
     let output = scan::Output::chosen(args.json, None);
     scan::print_outcome(&*pipeline.store, &outcome, output, "indicators").await?;
-    Ok(if unreadable > 0 {
-        2
-    } else {
-        outcome.exit_code()
-    })
+    Ok(if failed > 0 { 2 } else { outcome.exit_code() })
 }
 
 /// [`lists::queue`], with a spinner on a terminal counting the indicators read (a million-line

@@ -262,11 +262,15 @@ pub fn describe(list: &ParsedList, verbose: bool) -> String {
         s.rejected.len().min(crate::ingest::sink::LINES_NAMED)
     };
     for r in &s.rejected[..shown] {
+        // A line too long to keep has no excerpt.
+        let excerpt = match r.excerpt.is_empty() {
+            true => String::new(),
+            false => format!(" ({})", r.excerpt),
+        };
         out += &format!(
-            "  rejected {source}:{}: {} ({})\n",
+            "  rejected {source}:{}: {}{excerpt}\n",
             r.line,
             escape_control(&r.reason),
-            r.excerpt
         );
     }
     if shown < s.rejected.len() {
@@ -389,5 +393,27 @@ mod tests {
             .unwrap();
         assert_eq!(queued.ids.len(), 2, "the repeated domain is one indicator");
         assert_eq!(read.load(Ordering::Relaxed), 2);
+    }
+
+    /// A rejected line is shown with its excerpt; one too long to keep, without empty brackets.
+    #[test]
+    fn rejected_lines_are_shown_with_their_excerpt_if_any() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("iocs.txt");
+        let long = "x".repeat(crate::ingest::MAX_LINE + 1);
+        std::fs::write(&list, format!("readme.txt\n{long}\n")).unwrap();
+        let parsed = parse(&list, None, &Config::default(), |_| {}).unwrap();
+        let text = describe(&parsed, false);
+        let source = list.display();
+        assert!(
+            text.contains(&format!(
+                "rejected {source}:1: not an indicator (readme.txt)\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("rejected {source}:2: line too long\n")),
+            "{text}"
+        );
     }
 }

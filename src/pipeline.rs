@@ -162,6 +162,15 @@ fn make_private_dir(dir: &Path) -> std::io::Result<()> {
         .create(dir)
 }
 
+/// The database as messages name it: the SQLite path, or the PostgreSQL URL without its
+/// password.
+pub fn database_shown(config: &Config) -> String {
+    match is_postgres_url(&config.db) {
+        true => redact(&config.db),
+        false => config.db.clone(),
+    }
+}
+
 /// A database URL without its password.
 fn redact(url: &str) -> String {
     match url::Url::parse(url) {
@@ -195,6 +204,12 @@ impl Pipeline {
         .with_retry(retry_policy(&config.virustotal))
         .with_requests_in_flight(config.virustotal.requests_in_flight);
         let (owner, host, pid) = owner_name();
+        let in_database = || {
+            format!(
+                "cannot register in the database {}",
+                database_shown(&config)
+            )
+        };
         store
             .heartbeat(
                 &owner,
@@ -204,10 +219,14 @@ impl Pipeline {
                 STALE_MS,
                 &dead_local_workers(&*store, &host).await,
             )
-            .await?;
+            .await
+            .with_context(in_database)?;
         let registration = crate::status::Registration::of(&config).to_json();
-        store.describe_worker(&owner, &registration).await?;
-        let rescued = store.rescue(now_millis()).await?;
+        store
+            .describe_worker(&owner, &registration)
+            .await
+            .with_context(in_database)?;
+        let rescued = store.rescue(now_millis()).await.with_context(in_database)?;
         if rescued > 0 {
             tracing::info!(rescued, "returned jobs of stopped workers to the queue");
         }

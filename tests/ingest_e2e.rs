@@ -330,6 +330,50 @@ async fn a_database_in_a_missing_directory_names_the_directory() {
     );
 }
 
+/// A list the database refuses (a full disk, here a trigger standing in for one) is named, and
+/// the lists after it are still queued; the exit status says one failed.
+#[tokio::test]
+async fn a_list_the_database_refuses_is_named_and_the_next_ones_are_queued() {
+    let world = World::new(World::fast_sim()).await;
+    let created = vtriage(&world)
+        .args(["ingest", "-"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(created.status.code(), Some(0));
+    let db = rusqlite::Connection::open(&world.config.db).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER full_disk BEFORE INSERT ON jobs WHEN NEW.indicator = 'refused.example.com'
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full (simulated)'); END;",
+    )
+    .unwrap();
+    let refused = world.file("refused.txt", b"refused.example.com\n");
+    let next = world.file("next.txt", b"next.example.com\n");
+    let out = vtriage(&world)
+        .arg("ingest")
+        .args([&refused, &next])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!(
+            "{}: the database {} refused its indicators",
+            refused.display(),
+            world.config.db
+        )) && said.contains("(simulated)"),
+        "{said}"
+    );
+    let queued: Vec<String> = db
+        .prepare("SELECT indicator FROM jobs")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(queued, ["next.example.com"]);
+}
+
 /// The default database's directory (`~/.local/share/vtriage`) is made, private, by the first
 /// command that writes the database; a command that only reads leaves the home as it was.
 #[tokio::test]

@@ -310,21 +310,25 @@ impl Worker {
     }
 
     async fn process(&self, job: &Job) -> Outcome {
-        match job.step {
+        let outcome = match job.step {
             Step::Lookup => self.lookup(job).await,
             // Looked up before, unknown: submit it (or say why not) without asking again.
             Step::Upload => self.unknown(job).await,
             Step::Poll => self.poll(job).await,
-        }
+        };
+        with_own_hash(job, outcome)
     }
 
     async fn lookup(&self, job: &Job) -> Outcome {
         let now = now_millis();
         if matches!(job.kind, Kind::File | Kind::Hash) {
             let since = now - self.config.verdict.max_age_ms();
+            // A hash cannot be uploaded, nor a file without the permission: VirusTotal not
+            // knowing the content a moment ago answers them as well as asking again would.
+            let unknown_will_do = job.kind == Kind::Hash || !job.allow_submit;
             if let Ok(Some(mut v)) = self
                 .store
-                .fresh_verdict_for_hash(&job.indicator, since)
+                .fresh_verdict_for_hash(&job.indicator, since, unknown_will_do)
                 .await
             {
                 v.note = Some("stored verdict of the same content reused".into());
@@ -810,6 +814,29 @@ impl PollClock {
             (gap * 1.5f64.powi(polls.saturating_sub(1).min(60) as i32)).min(self.max_interval_ms)
         };
         delay.max(1.0) as Millis
+    }
+}
+
+/// A verdict on a file's content that VirusTotal gave no hash for (it does not know the file)
+/// keeps the hash it was asked under, so that the same content asked for as a file or as a
+/// listed hash is answered from it ([`Store::fresh_verdict_for_hash`]).
+fn with_own_hash(job: &Job, outcome: Outcome) -> Outcome {
+    match outcome {
+        Outcome::Complete(mut v)
+            if matches!(job.kind, Kind::File | Kind::Hash)
+                && v.sha256.is_none()
+                && v.md5.is_none()
+                && v.sha1.is_none() =>
+        {
+            let hash = Some(job.indicator.clone());
+            match job.indicator.len() {
+                32 => v.md5 = hash,
+                40 => v.sha1 = hash,
+                _ => v.sha256 = hash,
+            }
+            Outcome::Complete(v)
+        }
+        other => other,
     }
 }
 

@@ -73,6 +73,25 @@ async fn look(w: &World, args: &[&str]) -> (lookup::LookupOutcome, Vec<Record>) 
     (outcome, records)
 }
 
+/// A content VirusTotal does not know costs one lookup whether it is asked for as a hash or as
+/// a file that may not be uploaded: the stored `unknown` answers the other.
+#[tokio::test]
+async fn an_unknown_content_is_looked_up_once_as_a_hash_and_as_a_file() {
+    let w = world().await;
+    let (first, second) = (b"nobody uploaded this".as_slice(), b"nor this".as_slice());
+    let (_, records) = look(&w, &[&common::sha256(first)]).await;
+    assert_eq!(records[0].verdict, Some(Verdict::Unknown), "{records:?}");
+    let scanned = w.scan(&[&w.file("first.bin", first)], false).await;
+    let verdict = scanned.results[0].verdict.as_ref().unwrap();
+    assert_eq!(verdict.verdict, Verdict::Unknown, "{verdict:?}");
+    assert_eq!(hits(&w, "GET /files/{id}"), 1);
+    // The other way round.
+    w.scan(&[&w.file("second.bin", second)], false).await;
+    let (_, records) = look(&w, &[&common::sha256(second)]).await;
+    assert_eq!(records[0].verdict, Some(Verdict::Unknown), "{records:?}");
+    assert_eq!(hits(&w, "GET /files/{id}"), 2);
+}
+
 #[test]
 fn defanged_indicators_are_refanged_and_typos_are_refused() {
     let found = parse(&[

@@ -375,12 +375,31 @@ async fn fresh_verdicts_are_reused_and_stale_ones_reopened(db: Backend) {
     );
     // The same content under another hash (md5) is answered from the stored verdict.
     let found = s
-        .fresh_verdict_for_hash(&"b".repeat(32), T0 - 1)
+        .fresh_verdict_for_hash(&"b".repeat(32), T0 - 1, false)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(found.verdict, Verdict::Clean);
     assert_eq!(found.stats.unwrap().undetected, 70);
+    // A content VirusTotal does not know answers only those who would not upload it.
+    s.enqueue(&[hash_job(&"c".repeat(40))], T0, DAY, 5)
+        .await
+        .unwrap();
+    let job = s.claim("w", 1, T0, 1000).await.unwrap().pop().unwrap();
+    let unknown = VerdictRecord {
+        sha1: Some("c".repeat(40)),
+        ..VerdictRecord::bare(Verdict::Unknown, T0)
+    };
+    assert!(s.complete(&job, &unknown, T0).await.unwrap());
+    let c = "c".repeat(40);
+    assert!(
+        s.fresh_verdict_for_hash(&c, T0 - 1, false)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let found = s.fresh_verdict_for_hash(&c, T0 - 1, true).await.unwrap();
+    assert_eq!(found.map(|v| v.verdict), Some(Verdict::Unknown));
 }
 
 async fn an_unknown_file_is_reopened_when_uploads_become_allowed(db: Backend) {

@@ -609,11 +609,13 @@ pub trait Store: Send + Sync + 'static {
     /// Saves what this process learned of when to poll, for the next one to start from.
     async fn save_poll_estimates(&self, estimates: (f64, f64), now: Millis) -> Result<(), Error>;
 
-    /// A fresh verdict for a file known under any of its hashes, if one is stored.
+    /// A fresh verdict for a file known under any of its hashes, if one is stored; an
+    /// `unknown` one too when `unknown_will_do` (the asker would not upload the file anyway).
     async fn fresh_verdict_for_hash(
         &self,
         hash: &str,
         since: Millis,
+        unknown_will_do: bool,
     ) -> Result<Option<VerdictRecord>, Error>;
 
     /// Results of the given jobs, in the order given (ids of no job are skipped). Their

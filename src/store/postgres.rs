@@ -899,16 +899,19 @@ impl Store for PgStore {
         &self,
         hash: &str,
         since: Millis,
+        unknown_will_do: bool,
     ) -> Result<Option<VerdictRecord>, Error> {
         let sql = format!(
             "SELECT {VERDICT_COLUMNS} FROM verdicts v
              WHERE (v.sha256 = $1 OR v.md5 = $1 OR v.sha1 = $1) AND v.checked_at >= $2
-               AND v.verdict IN ('malicious', 'suspicious', 'clean')
+               AND (v.verdict IN ('malicious', 'suspicious', 'clean')
+                    OR ($3 AND v.verdict = 'unknown'))
              ORDER BY v.checked_at DESC LIMIT 1"
         );
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(hash)
             .bind(since)
+            .bind(unknown_will_do)
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.and_then(|r| verdict_from_row(&r, 0)))

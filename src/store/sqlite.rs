@@ -1179,6 +1179,7 @@ impl Store for SqliteStore {
         &self,
         hash: &str,
         since: Millis,
+        unknown_will_do: bool,
     ) -> Result<Option<VerdictRecord>, Error> {
         // The unary `+` keeps the planner on the three hash indexes: left to itself it walks
         // `verdicts_by_verdict` through every recent verdict, once per lookup.
@@ -1191,10 +1192,13 @@ impl Store for SqliteStore {
                 conn.prepare_cached(&format!(
                     "SELECT {VERDICT_COLUMNS} FROM verdicts v
                      WHERE (v.sha256 = ?1 OR v.md5 = ?1 OR v.sha1 = ?1) AND +v.checked_at >= ?2
-                       AND +v.verdict IN ('malicious', 'suspicious', 'clean')
+                       AND (+v.verdict IN ('malicious', 'suspicious', 'clean')
+                            OR (?3 AND +v.verdict = 'unknown'))
                      ORDER BY v.checked_at DESC LIMIT 1"
                 ))?
-                .query_row(params![hash, since], |r| Ok(verdict_from_row(r, 0)))
+                .query_row(params![hash, since, unknown_will_do], |r| {
+                    Ok(verdict_from_row(r, 0))
+                })
                 .optional()
                 .map(Option::flatten)
             })

@@ -25,6 +25,7 @@ pub mod lookup;
 pub mod pipeline;
 pub mod progress;
 pub mod quota;
+pub mod recurring;
 pub mod report;
 pub mod scan;
 pub mod sim;

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, VtConfig, secs};
 use crate::quota::{Gate, Limiter, Unlimited};
+use crate::recurring::Recurring;
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{MaySubmit, Store, WorkerInfo, now_millis};
@@ -282,7 +283,10 @@ impl Pipeline {
                     None => Ok(()),
                 };
                 if let Err(e) = beat.and(rescued.map(|_| ())).and(saved) {
-                    tracing::warn!(error = %e, "housekeeping failed; will retry");
+                    static SAID: Recurring = Recurring::every(crate::recurring::EVERY);
+                    if let Some(recurred) = SAID.say(&e.to_string()) {
+                        tracing::warn!(error = %e, recurred, "housekeeping failed; will retry");
+                    }
                 }
             }
         });

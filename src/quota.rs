@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::QuotaConfig;
+use crate::recurring::Recurring;
 use crate::store::{Millis, QuotaDecision, QuotaLimits, Store, now_millis};
 
 /// Why a request may not be made now, beyond waiting for the sliding window.
@@ -303,7 +304,10 @@ impl Gate for Limiter {
                     }
                     Err(e) => {
                         // The ledger is unreachable (disk full, locked): no request without it.
-                        tracing::warn!(error = %e, "quota ledger unavailable; waiting before the next request");
+                        static SAID: Recurring = Recurring::every(crate::recurring::EVERY);
+                        if let Some(recurred) = SAID.say(&e.to_string()) {
+                            tracing::warn!(error = %e, recurred, "quota ledger unavailable; waiting before the next request");
+                        }
                         sleep_until(now_millis() + 1000, &self.shutdown).await?;
                     }
                 }

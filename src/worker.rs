@@ -24,6 +24,7 @@ use tracing::Instrument;
 use crate::config::{Config, secs};
 use crate::indicator::Kind;
 use crate::quota::Denied;
+use crate::recurring::Recurring;
 use crate::store::{Job, MaySubmit, Millis, Retried, Snooze, Step, Store, now_millis};
 use crate::verdict::{Verdict, VerdictRecord};
 use crate::vt::{self, Analysis, AnalysisStatus, Object};
@@ -234,7 +235,10 @@ impl Worker {
             let Err(e) = self.apply(job, outcome).await else {
                 return;
             };
-            tracing::error!(error = %e, "could not record the outcome; trying again");
+            static SAID: Recurring = Recurring::every(crate::recurring::EVERY);
+            if let Some(recurred) = SAID.say(&e.to_string()) {
+                tracing::error!(error = %e, recurred, "could not record the outcome; trying again");
+            }
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = stop.cancelled() => {

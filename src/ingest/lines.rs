@@ -8,19 +8,21 @@ use super::MAX_LINE;
 
 /// One physical line.
 pub enum Line<'a> {
-    /// The bytes of the line, without `\n` or a trailing `\r`.
+    /// The bytes of the line, without its end (`\n`, `\r\n` or `\r`).
     Bytes(&'a [u8]),
     /// The line was longer than [`MAX_LINE`]; its bytes were discarded.
     TooLong,
 }
 
-/// Splits a reader into lines (`\n`, `\r\n`, or a mix), skipping over any line longer than
-/// [`MAX_LINE`] without keeping it.
+/// Splits a reader into lines (`\n`, `\r\n`, the old Macintosh's lone `\r`, or a mix), skipping
+/// over any line longer than [`MAX_LINE`] without keeping it.
 pub struct Lines<R> {
     reader: R,
     buf: Vec<u8>,
     number: usize,
     done: bool,
+    /// The line before ended with a `\r` that ended a buffer too: a `\n` next is its `\r\n`.
+    after_cr: bool,
 }
 
 impl<R: BufRead> Lines<R> {
@@ -30,6 +32,7 @@ impl<R: BufRead> Lines<R> {
             buf: Vec::new(),
             number: 0,
             done: false,
+            after_cr: false,
         }
     }
 
@@ -50,10 +53,23 @@ impl<R: BufRead> Lines<R> {
                 }
                 break;
             }
+            if std::mem::take(&mut self.after_cr) && chunk[0] == b'\n' {
+                self.reader.consume(1);
+                continue;
+            }
             saw_any = true;
-            let (take, end) = match memchr(b'\n', chunk) {
-                Some(i) => (i, true),
-                None => (chunk.len(), false),
+            // The line's bytes, whether it ends here, and the bytes of its end.
+            let (take, end, ending) = match chunk.iter().position(|&b| b == b'\n' || b == b'\r') {
+                Some(i) if chunk[i] == b'\n' => (i, true, 1),
+                Some(i) => match chunk.get(i + 1) {
+                    Some(b'\n') => (i, true, 2),
+                    Some(_) => (i, true, 1),
+                    None => {
+                        self.after_cr = true;
+                        (i, true, 1)
+                    }
+                },
+                None => (chunk.len(), false, 0),
             };
             if !too_long {
                 if self.buf.len() + take > MAX_LINE {
@@ -63,7 +79,7 @@ impl<R: BufRead> Lines<R> {
                     self.buf.extend_from_slice(&chunk[..take]);
                 }
             }
-            self.reader.consume(if end { take + 1 } else { take });
+            self.reader.consume(take + ending);
             if end {
                 break;
             }
@@ -72,19 +88,12 @@ impl<R: BufRead> Lines<R> {
         if too_long {
             return Ok(Some((self.number, Line::TooLong)));
         }
-        if self.buf.last() == Some(&b'\r') {
-            self.buf.pop();
-        }
         let mut bytes = self.buf.as_slice();
         if self.number == 1 {
             bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
         }
         Ok(Some((self.number, Line::Bytes(bytes))))
     }
-}
-
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
 }
 
 /// Decodes a line; invalid UTF-8 is replaced (U+FFFD) and reported through `lossy`.
@@ -121,6 +130,20 @@ mod tests {
                 Some(b"b".to_vec()),
                 Some(b"c".to_vec())
             ]
+        );
+    }
+
+    #[test]
+    fn old_macintosh_line_ends_are_line_ends_even_across_buffers() {
+        // The reader's buffer holds 16 bytes: the `\r\n` after the second line is split.
+        let got = collect(b"a\rb\rccccccccccc\r\nd\r\re");
+        let lines: Vec<&[u8]> = vec![b"a", b"b", b"ccccccccccc", b"d", b"", b"e"];
+        assert_eq!(
+            got,
+            lines
+                .into_iter()
+                .map(|l| Some(l.to_vec()))
+                .collect::<Vec<_>>()
         );
     }
 

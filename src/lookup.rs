@@ -6,9 +6,11 @@
 //! This module parses command-line indicators and drives the pipeline; it does not talk to
 //! VirusTotal itself (the workers do).
 
+use std::collections::HashMap;
 use std::io;
 
 use clap::Args;
+use futures_util::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -183,8 +185,22 @@ pub async fn run(
     let outcome = lookup(&pipeline, &indicators).await?;
     let format = args.format.unwrap_or_else(Format::default_for_stdout);
     let out = io::BufWriter::new(io::stdout());
-    let records = report::records_of_jobs(&*pipeline.store, &outcome.ids, format);
-    let written = report::write(records, format, out).await;
+    // In the order given (the store gives them in job order): a few indicators, held at once.
+    let mut records: Vec<report::Record> =
+        report::records_of_jobs(&*pipeline.store, &outcome.ids, format)
+            .try_collect()
+            .await?;
+    let mut given = HashMap::new();
+    for (i, id) in outcome.ids.iter().enumerate() {
+        given.entry(*id).or_insert(i);
+    }
+    records.sort_by_key(|r| given.get(&r.job_id).copied());
+    let written = report::write(
+        futures_util::stream::iter(records.into_iter().map(Ok)),
+        format,
+        out,
+    )
+    .await;
     let written = match written {
         Ok(w) => w,
         Err(report::Error::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => Written::default(),

@@ -295,6 +295,14 @@ async fn lookup_prints_the_records_report_prints() {
     let (code, csv, err) = w.run(&["lookup", "--format", "csv", MD5, "evil.example.com"]);
     assert_eq!(code, Some(1), "{err}");
     assert_eq!(csv, w.run(&["report", "--format", "csv"]).1);
+    // In the order given, whatever the order they were first queued in.
+    let (_, jsonl, err) = w.run(&["lookup", "--format", "jsonl", "evil.example.com", MD5]);
+    let looked_up = common::json_lines(&jsonl);
+    assert_eq!(looked_up.len(), 2, "{err}");
+    assert_eq!(
+        looked_up[0]["indicator"], "evil.example.com",
+        "{looked_up:?}"
+    );
 }
 
 #[tokio::test]

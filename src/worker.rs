@@ -117,7 +117,8 @@ enum Outcome {
     Snooze(Snooze),
     /// Failed this time; try again later (counts as an attempt).
     Retry(String),
-    /// Give the job back untouched (shutdown).
+    /// Give the job back without spending an attempt (shutdown, or left to a process that may
+    /// submit it).
     Release,
     /// Give the job back and stop every worker (the key was refused).
     Fatal(String),

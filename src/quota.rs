@@ -153,17 +153,23 @@ impl Unlimited {
 impl Gate for Unlimited {
     fn acquire(&self) -> GateFuture<'_, Result<Grant, Denied>> {
         Box::pin(async move {
-            loop {
-                if self.shutdown.is_cancelled() {
-                    return Err(Denied::ShuttingDown);
+            let mut waits = Waits::of_this_task();
+            let acquired = async {
+                loop {
+                    if self.shutdown.is_cancelled() {
+                        return Err(Denied::ShuttingDown);
+                    }
+                    let paused = self.counts.paused_until.load(Ordering::Relaxed);
+                    if paused <= now_millis() {
+                        self.counts.unsaved.fetch_add(1, Ordering::AcqRel);
+                        return Ok(Grant::unrecorded());
+                    }
+                    waits.sleep_until(paused, &self.shutdown).await?;
                 }
-                let paused = self.counts.paused_until.load(Ordering::Relaxed);
-                if paused <= now_millis() {
-                    self.counts.unsaved.fetch_add(1, Ordering::AcqRel);
-                    return Ok(Grant::unrecorded());
-                }
-                sleep_until(paused, &self.shutdown).await?;
             }
+            .await;
+            waits.over().await;
+            acquired
         })
     }
 
@@ -246,6 +252,62 @@ impl Limiter {
     }
 }
 
+/// Told when a request waits for quota, by the gate of the task that set it ([`QUOTA_WAITS`]):
+/// the worker holding a job meanwhile does not charge it an attempt while it only waits.
+pub trait WaitWatcher: Send + Sync {
+    /// The request waits for quota from now on.
+    fn waiting(&self) -> GateFuture<'_, ()>;
+    /// The wait is over (granted, or given up).
+    fn waited(&self) -> GateFuture<'_, ()>;
+}
+
+tokio::task_local! {
+    /// The watcher of this task's quota waits, if it set one.
+    pub static QUOTA_WAITS: Arc<dyn WaitWatcher>;
+}
+
+/// Waits shorter than this are not told: a crash within one is unlikely, and telling costs the
+/// job two writes.
+const TOLD_WAIT_MS: Millis = 1000;
+
+/// The quota waits of one request, told to the task's [`WaitWatcher`].
+struct Waits {
+    watcher: Option<Arc<dyn WaitWatcher>>,
+    told: bool,
+}
+
+impl Waits {
+    fn of_this_task() -> Waits {
+        Waits {
+            watcher: QUOTA_WAITS.try_with(Arc::clone).ok(),
+            told: false,
+        }
+    }
+
+    /// [`sleep_until`], telling the watcher first when the wait is long.
+    async fn sleep_until(
+        &mut self,
+        at: Millis,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Denied> {
+        if !self.told
+            && at - now_millis() >= TOLD_WAIT_MS
+            && let Some(watcher) = &self.watcher
+        {
+            watcher.waiting().await;
+            self.told = true;
+        }
+        sleep_until(at, shutdown).await
+    }
+
+    /// The request has its answer from the gate.
+    async fn over(self) {
+        if let (true, Some(watcher)) = (self.told, &self.watcher) {
+            watcher.waited().await;
+        }
+    }
+}
+
 /// Sleeps until `at`, unless `shutdown` comes first.
 async fn sleep_until(at: Millis, shutdown: &CancellationToken) -> Result<(), Denied> {
     let wait = (at - now_millis()).max(0) as u64;
@@ -272,15 +334,17 @@ fn record_pause(store: Arc<dyn Store>, key_id: String, until: Millis) {
 impl Gate for Limiter {
     fn acquire(&self) -> GateFuture<'_, Result<Grant, Denied>> {
         Box::pin(async move {
-            loop {
-                if self.shutdown.is_cancelled() {
-                    return Err(Denied::ShuttingDown);
-                }
-                let paused = self.paused_until.load(Ordering::Relaxed);
-                if paused > now_millis() {
-                    sleep_until(paused, &self.shutdown).await?;
-                    continue;
-                }
+            let mut waits = Waits::of_this_task();
+            let acquired = async {
+                loop {
+                    if self.shutdown.is_cancelled() {
+                        return Err(Denied::ShuttingDown);
+                    }
+                    let paused = self.paused_until.load(Ordering::Relaxed);
+                    if paused > now_millis() {
+                        waits.sleep_until(paused, &self.shutdown).await?;
+                        continue;
+                    }
                 match self
                     .store
                     .take_quota(&self.key_id, &self.limits, Arc::new(now_millis))
@@ -291,7 +355,7 @@ impl Gate for Limiter {
                             recorded_at: Some(at),
                         });
                     }
-                    Ok(QuotaDecision::WaitUntil(at)) => sleep_until(at, &self.shutdown).await?,
+                    Ok(QuotaDecision::WaitUntil(at)) => waits.sleep_until(at, &self.shutdown).await?,
                     Ok(QuotaDecision::Exhausted(at)) => {
                         let denied = Denied::Exhausted {
                             until: UNIX_EPOCH + Duration::from_millis(at as u64),
@@ -308,10 +372,14 @@ impl Gate for Limiter {
                         if let Some(recurred) = SAID.say(&e.to_string()) {
                             tracing::warn!(error = %e, recurred, "quota ledger unavailable; waiting before the next request");
                         }
-                        sleep_until(now_millis() + 1000, &self.shutdown).await?;
+                        waits.sleep_until(now_millis() + 1000, &self.shutdown).await?;
                     }
                 }
             }
+            }
+            .await;
+            waits.over().await;
+            acquired
         })
     }
 

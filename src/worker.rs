@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -23,7 +23,7 @@ use tracing::Instrument;
 
 use crate::config::{Config, secs};
 use crate::indicator::Kind;
-use crate::quota::Denied;
+use crate::quota::{Denied, QUOTA_WAITS, WaitWatcher};
 use crate::recurring::Recurring;
 use crate::store::{Job, MaySubmit, Millis, Retried, Snooze, Step, Store, now_millis};
 use crate::verdict::{Verdict, VerdictRecord};
@@ -103,6 +103,40 @@ impl SharedClaims {
         let mine = jobs.pop_front();
         claimed.extend(jobs);
         Ok(mine)
+    }
+}
+
+/// A job's attempt, given back while its requests only wait for quota and charged again after:
+/// a process killed during the wait leaves the job as it was (waiting is never an attempt),
+/// while one killed working on it still charges it, so that a job that kills its process every
+/// time ends (`Store::rescue`).
+struct ChargedWhileWorking {
+    store: Arc<dyn Store>,
+    job: Job,
+    /// The attempt is given back (a request waits for quota).
+    given_back: AtomicBool,
+}
+
+impl ChargedWhileWorking {
+    /// Charges the attempt again, if it was given back.
+    async fn charge(&self) {
+        if self.given_back.swap(false, Ordering::SeqCst) {
+            let _ = self.store.count_attempt(&self.job, true).await;
+        }
+    }
+}
+
+impl WaitWatcher for ChargedWhileWorking {
+    fn waiting(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Ok(true) = self.store.count_attempt(&self.job, false).await {
+                self.given_back.store(true, Ordering::SeqCst);
+            }
+        })
+    }
+
+    fn waited(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.charge())
     }
 }
 
@@ -199,8 +233,13 @@ impl Worker {
     pub async fn work_on(&self, job: Job, stop: &CancellationToken) {
         let lease_ms = (self.config.daemon.lease_secs * 1000.0) as i64;
         let grace = secs(self.config.daemon.shutdown_grace_secs);
+        let charged = Arc::new(ChargedWhileWorking {
+            store: self.store.clone(),
+            job: job.clone(),
+            given_back: AtomicBool::new(false),
+        });
         let outcome = {
-            let work = self.process(&job);
+            let work = QUOTA_WAITS.scope(charged.clone(), self.process(&job));
             tokio::pin!(work);
             let mut heartbeat =
                 tokio::time::interval(Duration::from_millis((lease_ms / 3).max(100) as u64));
@@ -224,6 +263,8 @@ impl Worker {
                 }
             }
         };
+        // Work dropped during a quota wait did not take its attempt back.
+        charged.charge().await;
         self.record(&job, &outcome, lease_ms, stop).await;
     }
 

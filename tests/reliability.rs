@@ -843,6 +843,57 @@ async fn an_upload_refused_with_a_429_is_sent_again_without_lookups_to_confirm_i
     assert_eq!(stats.requests.get("GET /files/{id}"), Some(&1), "{stats:?}");
 }
 
+/// A job whose request waits for quota is not charged an attempt meanwhile: a process killed
+/// during the wait (a daemon in a crash loop under a tight quota) leaves it as it was, rather
+/// than `failed` after `max_attempts` crashes. It is charged again once its request may go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_is_not_charged_an_attempt_while_it_waits_for_quota() {
+    let mut world = World::new(World::fast_sim()).await;
+    (world.config.quota.requests, world.config.quota.window_secs) = (1, 3.0);
+    world.config.daemon.workers = 2;
+    let pipeline = pipeline(&world).await;
+    let hash = |c: char| NewJob {
+        kind: Kind::Hash,
+        indicator: c.to_string().repeat(64),
+        allow_submit: false,
+        path: None,
+        source: None,
+    };
+    let ids = queue(&pipeline, &[hash('a'), hash('b')], 5).await;
+    pipeline.spawn_workers();
+    let sqlite = pipeline.sqlite.clone().expect("a SQLite pipeline");
+    let running = || async {
+        sqlx::query_as::<_, (i64, i64)>("SELECT id, attempt FROM jobs WHERE state = 'running'")
+            .fetch_all(sqlite.read_pool())
+            .await
+            .unwrap()
+    };
+    // One lookup is granted at once; the other waits for the next window, uncharged.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let waiting = loop {
+        let jobs = running().await;
+        if jobs.len() == 1 && jobs[0].1 == 0 {
+            break jobs[0].0;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no job waits uncharged: {jobs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    tokio::time::timeout(Duration::from_secs(20), pipeline.drain(&ids, |_, _| {}))
+        .await
+        .expect("finished in time")
+        .unwrap();
+    pipeline.shutdown().await;
+    let attempt: i64 = sqlx::query_scalar("SELECT attempt FROM jobs WHERE id = ?1")
+        .bind(waiting)
+        .fetch_one(sqlite.read_pool())
+        .await
+        .unwrap();
+    assert_eq!(attempt, 1, "charged once its request went");
+}
+
 /// Of two copies, one written over with a file over the upload limit: the intact one is
 /// uploaded, rather than the job ending "over the limit".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -347,6 +347,26 @@ async fn a_job_abandoned_too_often_is_discarded_as_failed(db: Backend) {
     assert_eq!(r[0].verdict.as_ref().unwrap().verdict, Verdict::Failed);
 }
 
+/// The same, but abandoned while it only waited for quota (its attempt given back): it is
+/// returned to the queue, not discarded, and charged again when next claimed.
+async fn a_job_abandoned_while_it_waits_for_quota_is_not_charged(db: Backend) {
+    let s = db.store.clone();
+    s.enqueue(&[hash_job(&"f".repeat(64))], T0, DAY, 1)
+        .await
+        .unwrap();
+    register(&*s, "w", T0).await;
+    let job = s.claim("w", 1, T0, 10).await.unwrap().pop().unwrap();
+    assert!(s.count_attempt(&job, false).await.unwrap());
+    assert_eq!(s.rescue(T0 + 100).await.unwrap(), 1);
+    assert_eq!(s.results(&[job.id]).await.unwrap()[0].state, "available");
+    let again = s.claim("w", 1, T0 + 100, 10).await.unwrap().pop().unwrap();
+    assert_eq!(again.attempt, 1);
+    assert!(s.count_attempt(&again, false).await.unwrap());
+    assert!(s.count_attempt(&again, true).await.unwrap());
+    assert_eq!(s.rescue(T0 + 200).await.unwrap(), 1);
+    assert_eq!(s.results(&[job.id]).await.unwrap()[0].state, "discarded");
+}
+
 async fn fresh_verdicts_are_reused_and_stale_ones_reopened(db: Backend) {
     let s = db.store.clone();
     register(&*s, "w", T0).await;
@@ -1217,6 +1237,7 @@ on_both_backends!(
     unfinished_names_the_queued_and_running_jobs_among_those_asked,
     jobs_of_a_worker_that_died_are_rescued_at_once,
     a_job_abandoned_too_often_is_discarded_as_failed,
+    a_job_abandoned_while_it_waits_for_quota_is_not_charged,
     fresh_verdicts_are_reused_and_stale_ones_reopened,
     an_unknown_file_is_reopened_when_uploads_become_allowed,
     the_latest_enqueue_decides_whether_a_file_may_be_uploaded,

@@ -517,6 +517,11 @@ pub trait Store: Send + Sync + 'static {
     /// when the job is no longer this worker's, or no longer allowed to be submitted.
     async fn mark_submitting(&self, job: &Job, now: Millis) -> Result<bool, Error>;
 
+    /// Counts this claim of `job` as an attempt again (`counted`), or not while it only waits for
+    /// quota: a process killed during the wait then leaves the job uncharged. False when the job
+    /// is no longer this worker's.
+    async fn count_attempt(&self, job: &Job, counted: bool) -> Result<bool, Error>;
+
     /// Clears that mark when VirusTotal refused the submission (a 429 or another 4xx reply): it
     /// surely did not arrive, so the next claim submits again without first spending lookups to
     /// confirm it. False when the job is no longer this worker's.

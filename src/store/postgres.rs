@@ -617,6 +617,15 @@ impl Store for PgStore {
         self.fenced_update(job, SET, " AND allow_submit", now).await
     }
 
+    async fn count_attempt(&self, job: &Job, counted: bool) -> Result<bool, Error> {
+        let attempt = match counted {
+            true => job.attempt,
+            false => job.attempt.saturating_sub(1),
+        };
+        const SET: &str = "attempt = $3";
+        self.fenced_update(job, SET, "", i64::from(attempt)).await
+    }
+
     async fn unmark_submitting(&self, job: &Job, now: Millis) -> Result<bool, Error> {
         const SET: &str = "submitted_at = NULL, updated_at = $3";
         self.fenced_update(job, SET, "", now).await

@@ -150,24 +150,28 @@ impl Unlimited {
     }
 }
 
+impl Unlimited {
+    /// [`Gate::acquire`], its waits told to `waits`.
+    async fn acquire_telling(&self, waits: &mut Waits) -> Result<Grant, Denied> {
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Err(Denied::ShuttingDown);
+            }
+            let paused = self.counts.paused_until.load(Ordering::Relaxed);
+            if paused <= now_millis() {
+                self.counts.unsaved.fetch_add(1, Ordering::AcqRel);
+                return Ok(Grant::unrecorded());
+            }
+            waits.sleep_until(paused, &self.shutdown).await?;
+        }
+    }
+}
+
 impl Gate for Unlimited {
     fn acquire(&self) -> GateFuture<'_, Result<Grant, Denied>> {
         Box::pin(async move {
             let mut waits = Waits::of_this_task();
-            let acquired = async {
-                loop {
-                    if self.shutdown.is_cancelled() {
-                        return Err(Denied::ShuttingDown);
-                    }
-                    let paused = self.counts.paused_until.load(Ordering::Relaxed);
-                    if paused <= now_millis() {
-                        self.counts.unsaved.fetch_add(1, Ordering::AcqRel);
-                        return Ok(Grant::unrecorded());
-                    }
-                    waits.sleep_until(paused, &self.shutdown).await?;
-                }
-            }
-            .await;
+            let acquired = self.acquire_telling(&mut waits).await;
             waits.over().await;
             acquired
         })
@@ -331,53 +335,65 @@ fn record_pause(store: Arc<dyn Store>, key_id: String, until: Millis) {
     });
 }
 
+impl Limiter {
+    /// [`Gate::acquire`], its waits told to `waits`.
+    async fn acquire_telling(&self, waits: &mut Waits) -> Result<Grant, Denied> {
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Err(Denied::ShuttingDown);
+            }
+            let paused = self.paused_until.load(Ordering::Relaxed);
+            if paused > now_millis() {
+                waits.sleep_until(paused, &self.shutdown).await?;
+                continue;
+            }
+            match self
+                .store
+                .take_quota(&self.key_id, &self.limits, Arc::new(now_millis))
+                .await
+            {
+                Ok(QuotaDecision::Granted(at)) => {
+                    return Ok(Grant {
+                        recorded_at: Some(at),
+                    });
+                }
+                Ok(QuotaDecision::WaitUntil(at)) => {
+                    waits.sleep_until(at, &self.shutdown).await?;
+                }
+                Ok(QuotaDecision::Exhausted(at)) => {
+                    let denied = Denied::Exhausted {
+                        until: UNIX_EPOCH + Duration::from_millis(at as u64),
+                    };
+                    // Else a command waiting for its verdicts would wait without a word.
+                    if self.exhausted_until.swap(at, Ordering::Relaxed) != at {
+                        tracing::warn!("{denied}; the work waits until then");
+                    }
+                    return Err(denied);
+                }
+                Err(e) => {
+                    // The ledger is unreachable (disk full, locked): no request without it.
+                    static SAID: Recurring = Recurring::every(crate::recurring::EVERY);
+                    if let Some(recurred) = SAID.say(&e.to_string()) {
+                        tracing::warn!(
+                            error = %e,
+                            recurred,
+                            "quota ledger unavailable; waiting before the next request"
+                        );
+                    }
+                    waits
+                        .sleep_until(now_millis() + 1000, &self.shutdown)
+                        .await?;
+                }
+            }
+        }
+    }
+}
+
 impl Gate for Limiter {
     fn acquire(&self) -> GateFuture<'_, Result<Grant, Denied>> {
         Box::pin(async move {
             let mut waits = Waits::of_this_task();
-            let acquired = async {
-                loop {
-                    if self.shutdown.is_cancelled() {
-                        return Err(Denied::ShuttingDown);
-                    }
-                    let paused = self.paused_until.load(Ordering::Relaxed);
-                    if paused > now_millis() {
-                        waits.sleep_until(paused, &self.shutdown).await?;
-                        continue;
-                    }
-                match self
-                    .store
-                    .take_quota(&self.key_id, &self.limits, Arc::new(now_millis))
-                    .await
-                {
-                    Ok(QuotaDecision::Granted(at)) => {
-                        return Ok(Grant {
-                            recorded_at: Some(at),
-                        });
-                    }
-                    Ok(QuotaDecision::WaitUntil(at)) => waits.sleep_until(at, &self.shutdown).await?,
-                    Ok(QuotaDecision::Exhausted(at)) => {
-                        let denied = Denied::Exhausted {
-                            until: UNIX_EPOCH + Duration::from_millis(at as u64),
-                        };
-                        // Else a command waiting for its verdicts would wait without a word.
-                        if self.exhausted_until.swap(at, Ordering::Relaxed) != at {
-                            tracing::warn!("{denied}; the work waits until then");
-                        }
-                        return Err(denied);
-                    }
-                    Err(e) => {
-                        // The ledger is unreachable (disk full, locked): no request without it.
-                        static SAID: Recurring = Recurring::every(crate::recurring::EVERY);
-                        if let Some(recurred) = SAID.say(&e.to_string()) {
-                            tracing::warn!(error = %e, recurred, "quota ledger unavailable; waiting before the next request");
-                        }
-                        waits.sleep_until(now_millis() + 1000, &self.shutdown).await?;
-                    }
-                }
-            }
-            }
-            .await;
+            let acquired = self.acquire_telling(&mut waits).await;
             waits.over().await;
             acquired
         })

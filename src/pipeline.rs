@@ -172,16 +172,31 @@ pub fn database_shown(config: &Config) -> String {
     }
 }
 
-/// A database URL without its password.
+/// A database URL without its password, whether in its user part (`user:secret@`) or in a
+/// parameter (`?password=secret`, which PostgreSQL's clients accept too).
 fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        Ok(u) => u.to_string(),
-        Err(_) => "(unparsable URL)".into(),
+    let Ok(mut u) = url::Url::parse(url) else {
+        return "(unparsable URL)".into();
+    };
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
     }
+    let secret = |name: &str| name.eq_ignore_ascii_case("password") || name == "sslpassword";
+    if u.query_pairs().any(|(name, _)| secret(&name)) {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if secret(&name) {
+                    "***".into()
+                } else {
+                    value.into_owned()
+                };
+                (name.into_owned(), value)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
 }
 
 impl Pipeline {
@@ -438,5 +453,35 @@ fn retry_policy(c: &VtConfig) -> vt::RetryPolicy {
         max_retries: c.retries,
         min_delay: secs(c.retry_min_delay_secs),
         max_delay: secs(c.retry_max_delay_secs),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A password is masked wherever the URL holds it.
+    #[test]
+    fn database_urls_are_shown_without_their_password() {
+        for (url, shown) in [
+            (
+                "postgres://vt:s3cret@db.internal:5432/vtriage",
+                "postgres://vt:***@db.internal:5432/vtriage",
+            ),
+            (
+                "postgres://db.internal/vtriage?user=vt&password=s3cret&sslmode=require",
+                "postgres://db.internal/vtriage?user=vt&password=***&sslmode=require",
+            ),
+            (
+                "postgresql://db/v?sslpassword=s3cret",
+                "postgresql://db/v?sslpassword=***",
+            ),
+            (
+                "postgres://db.internal/vtriage",
+                "postgres://db.internal/vtriage",
+            ),
+        ] {
+            assert_eq!(redact(url), shown);
+        }
     }
 }

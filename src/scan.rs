@@ -249,7 +249,7 @@ pub async fn scan(pipeline: &Pipeline, paths: &[PathBuf]) -> anyhow::Result<Scan
         .map_err(|e| {
             anyhow::anyhow!(
                 "cannot queue the files in the database {}: {e}; nothing was triaged",
-                pipeline.config.db
+                crate::pipeline::database_shown(&pipeline.config)
             )
         })?;
     ids.sort_unstable();

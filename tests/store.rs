@@ -1260,6 +1260,51 @@ on_both_backends!(
     poll_estimates_are_kept_for_the_next_process,
 );
 
+/// PostgreSQL: an enqueue that waits for a completion holding the job's lock sees the verdict
+/// written with it (fresh: no request), not a finished job without one (reopened: a lookup
+/// paid twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enqueue_racing_a_completion_sees_its_verdict() {
+    let Some(db) = Backend::postgres().await else {
+        return;
+    };
+    let backends::Concrete::Postgres(pg) = &db.kind else {
+        unreachable!("a PostgreSQL backend")
+    };
+    let s = db.store.clone();
+    register(&*s, "w", T0).await;
+    let job = hash_job(&"d".repeat(64));
+    s.enqueue(std::slice::from_ref(&job), T0, DAY, 5)
+        .await
+        .unwrap();
+    let claimed = s.claim("w", 1, T0, 60_000).await.unwrap().pop().unwrap();
+    // A completion as `finish` writes it, its transaction held open while the enqueue comes.
+    let mut completing = pg.pool().begin().await.unwrap();
+    sqlx::query("UPDATE jobs SET state = 'completed', finished_at = $2 WHERE id = $1")
+        .bind(claimed.id)
+        .bind(T0)
+        .execute(&mut *completing)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO verdicts (job_id, verdict, checked_at) VALUES ($1, 'clean', $2)")
+        .bind(claimed.id)
+        .bind(T0)
+        .execute(&mut *completing)
+        .await
+        .unwrap();
+    let racing = tokio::spawn({
+        let s = s.clone();
+        async move { s.enqueue(&[job], T0 + 1000, DAY, 5).await.unwrap() }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !racing.is_finished(),
+        "the enqueue waits for the job's lock"
+    );
+    completing.commit().await.unwrap();
+    assert_eq!(racing.await.unwrap()[0], (claimed.id, Enqueued::Fresh));
+}
+
 /// The reporting views read the same on both backends: the columns `sqlite3` users see are the
 /// ones `psql` users see, with the same text formats.
 async fn the_report_view_reads_the_same_on_both_backends(db: Backend) {

@@ -361,9 +361,8 @@ impl PgStore {
                 // Locks the job row: a concurrent enqueue of the same indicator waits, then sees
                 // what this one decided.
                 let existing = sqlx::query(
-                    "SELECT j.id, j.state, j.allow_submit, j.analysis_id, v.verdict, v.checked_at
-                     FROM jobs j LEFT JOIN verdicts v ON v.job_id = j.id
-                     WHERE j.kind = $1 AND j.indicator = $2 FOR UPDATE OF j",
+                    "SELECT id, state, allow_submit, analysis_id FROM jobs
+                     WHERE kind = $1 AND indicator = $2 FOR UPDATE",
                 )
                 .bind(job.kind.as_str())
                 .bind(&job.indicator)
@@ -391,8 +390,22 @@ impl PgStore {
                         None => continue,
                     }
                 };
-                let id: i64 = row.get(0);
-                let known = (row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
+                let (id, state): (i64, String) = (row.get(0), row.get(1));
+                // The verdict of a finished job, read by a statement of its own, after the lock:
+                // one that waited for a completion holding the lock still sees, under READ
+                // COMMITTED, the verdict as it was when it began (none), and would take a verdict
+                // written a moment ago for a missing one, reopen the job and pay for a lookup.
+                let verdict: Option<(String, Millis)> = match state.as_str() {
+                    "completed" | "discarded" => {
+                        sqlx::query_as("SELECT verdict, checked_at FROM verdicts WHERE job_id = $1")
+                            .bind(id)
+                            .fetch_optional(&mut *tx)
+                            .await?
+                    }
+                    _ => None,
+                };
+                let (verdict, checked_at) = verdict.unzip();
+                let known = (state, row.get(2), row.get(3), verdict, checked_at);
                 match super::requeue(known, job.allow_submit, now - max_age_ms) {
                     Requeue::Queued { permission_changes } => {
                         if permission_changes {

@@ -15,7 +15,7 @@ use crate::quota::{Gate, Limiter, Unlimited};
 use crate::recurring::Recurring;
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{MaySubmit, Store, WorkerInfo, now_millis};
+use crate::store::{MaySubmit, Millis, Store, WorkerInfo, now_millis};
 use crate::vt;
 use crate::worker::{PollClock, SharedClaims, Worker};
 
@@ -153,6 +153,40 @@ pub async fn open_database(config: &Config) -> anyhow::Result<OpenedStore> {
     })
 }
 
+/// Whether this process may take other workers for dead. After a silence of its own longer
+/// than a worker may keep ([`STALE_MS`]: the database was down, or out of reach), the others
+/// most likely were silenced too: they get as long again to come back before they are dropped
+/// and their jobs rescued (a file only their host holds handed to a host that cannot read it).
+#[derive(Debug)]
+struct Silence {
+    /// The last heartbeat the database took.
+    last_heard: Millis,
+    /// When the database took one again after a long silence.
+    back_since: Millis,
+}
+
+impl Silence {
+    fn new(now: Millis) -> Silence {
+        Silence {
+            last_heard: now,
+            back_since: now - STALE_MS,
+        }
+    }
+
+    /// Whether, at `now`, silent workers may be taken for dead.
+    fn settled(&mut self, now: Millis) -> bool {
+        if now - self.last_heard > STALE_MS {
+            self.back_since = now;
+        }
+        now - self.back_since >= STALE_MS
+    }
+
+    /// The database took a heartbeat at `now`.
+    fn heard(&mut self, now: Millis) {
+        self.last_heard = now;
+    }
+}
+
 /// Makes `dir` and its missing parents, readable by its owner only (the XDG rule for a data
 /// directory; it will hold what was triaged).
 fn make_private_dir(dir: &Path) -> std::io::Result<()> {
@@ -283,16 +317,26 @@ impl Pipeline {
         let stop = self.stop.clone();
         let clock = self.worker.poll_clock.clone();
         self.tasks.lock().expect("task set").spawn(async move {
+            let mut silence = Silence::new(now_millis());
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(HEARTBEAT) => {}
                     _ = stop.cancelled() => return,
                 }
+                let now = now_millis();
+                let settled = silence.settled(now);
+                let stale_ms = if settled { STALE_MS } else { i64::MAX };
                 let dead = dead_local_workers(&*store, &host).await;
                 let beat = store
-                    .heartbeat(&owner, &host, pid, now_millis(), STALE_MS, &dead)
+                    .heartbeat(&owner, &host, pid, now, stale_ms, &dead)
                     .await;
-                let rescued = store.rescue(now_millis()).await;
+                if beat.is_ok() {
+                    silence.heard(now);
+                }
+                let rescued = match settled {
+                    true => store.rescue(now_millis()).await,
+                    false => Ok(0),
+                };
                 let saved = match clock.take_learned() {
                     Some(learned) => store.save_poll_estimates(learned, now_millis()).await,
                     None => Ok(()),
@@ -459,6 +503,22 @@ fn retry_policy(c: &VtConfig) -> vt::RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// After its own silence, a process waits as long again before it takes others for dead.
+    #[test]
+    fn after_a_silence_others_get_as_long_to_come_back() {
+        let mut silence = Silence::new(0);
+        assert!(silence.settled(2_000));
+        silence.heard(2_000);
+        // The database is down from 2 s to 40 s: no heartbeat is heard.
+        assert!(silence.settled(20_000));
+        let back = 40_000;
+        assert!(!silence.settled(back));
+        silence.heard(back);
+        assert!(!silence.settled(back + STALE_MS - 1));
+        silence.heard(back + STALE_MS - 1);
+        assert!(silence.settled(back + STALE_MS));
+    }
 
     /// A password is masked wherever the URL holds it.
     #[test]

@@ -140,6 +140,9 @@ impl WaitWatcher for ChargedWhileWorking {
     }
 }
 
+/// How long a file to upload that only other hosts hold is left before it is claimed again.
+const OTHER_HOSTS_WAIT_MS: Millis = 5 * 60 * 1000;
+
 /// What to do with a job after one claim.
 #[derive(Debug)]
 enum Outcome {
@@ -495,6 +498,17 @@ impl Worker {
             })
             .collect();
         if copies.is_empty() {
+            // Another host's copy: that host's daemon uploads it (claimed here while it seemed
+            // gone: down, or cut off from the database), however long it takes to come back.
+            if self.store.seen_on_other_hosts(job.id).await.unwrap_or(true) {
+                tracing::info!("no copy of the file on this host; left to a host that saw it");
+                return Outcome::Snooze(Snooze {
+                    until: now + OTHER_HOSTS_WAIT_MS,
+                    step: job.step,
+                    analysis_id: None,
+                    polls: job.polls,
+                });
+            }
             return Outcome::Discard(VerdictRecord::failed(
                 "no copy of the file is left on this host to upload",
                 now,

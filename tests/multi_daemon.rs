@@ -363,3 +363,72 @@ async fn three_daemons_share_one_queue_and_one_quota_and_survive_a_kill() {
     store.close().await;
     eprintln!("three daemons, {distinct} items: {:?}", started.elapsed());
 }
+
+/// A file only another host saw, claimed here while that host's daemon seemed gone (down, or
+/// cut off from the database for longer than a worker may stay silent), is left for that host
+/// rather than failed: its daemon, running all along, would never queue it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_only_another_host_saw_waits_for_it_instead_of_failing() {
+    use tokio_util::sync::CancellationToken;
+    use vtriage::config::{ApiKey, Config, UploadPolicy};
+    use vtriage::indicator::Kind;
+    use vtriage::pipeline::Pipeline;
+    use vtriage::sim::SimConfig;
+    use vtriage::store::{FileSeen, NewJob, now_millis};
+
+    let Some(db) = PgDatabase::create().await else {
+        return;
+    };
+    let sim = vtriage::sim::spawn(SimConfig {
+        api_keys: vec![KEY.into()],
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let content = b"seen on host b only";
+    let elsewhere = PgStore::open(&db.url).await.unwrap().on_host("host-b");
+    let file = NewJob {
+        kind: Kind::File,
+        indicator: sha256_hex(content),
+        allow_submit: true,
+        path: Some(FileSeen::at("/drop/b.bin", content.len() as u64)),
+        source: None,
+    };
+    let ids = elsewhere
+        .enqueue(&[file], now_millis(), 86_400_000, 5)
+        .await
+        .unwrap();
+    let mut config = Config {
+        db: db.url.clone(),
+        ..Config::default()
+    };
+    config.virustotal.api_url = sim.base_url();
+    config.virustotal.api_key = Some(ApiKey::new(KEY));
+    (config.quota.requests, config.quota.window_secs) = (1000, 1.0);
+    config.upload.files = UploadPolicy::Unknown;
+    let pipeline = Pipeline::open(config, CancellationToken::new())
+        .await
+        .unwrap();
+    pipeline.spawn_workers();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let left = loop {
+        let row: (String, String, i64) =
+            sqlx::query_as("SELECT state, step, scheduled_at FROM jobs WHERE id = $1")
+                .bind(ids[0].0)
+                .fetch_one(elsewhere.pool())
+                .await
+                .unwrap();
+        if row.0 != "running" && row.1 == "upload" {
+            break row;
+        }
+        assert!(Instant::now() < deadline, "not looked up in time: {row:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    pipeline.shutdown().await;
+    assert_eq!(left.0, "available", "left for host b, not failed: {left:?}");
+    assert!(
+        left.2 > now_millis(),
+        "and not claimed again at once: {left:?}"
+    );
+    assert!(sim.stats().uploads.is_empty());
+}

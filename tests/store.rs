@@ -1449,6 +1449,9 @@ async fn a_file_job_is_claimed_on_a_host_that_saw_the_file() {
         .unwrap();
     assert_eq!(paths(&a, ids[0]).await, ["/drop/only-on-a.exe"]);
     assert!(paths(&b, ids[0]).await.is_empty());
+    // b cannot upload a's file: it waits for a (`seen_on_other_hosts`), rather than failing.
+    assert!(b.seen_on_other_hosts(ids[0]).await.unwrap());
+    assert!(!a.seen_on_other_hosts(ids[0]).await.unwrap());
     assert_eq!(paths(&b, ids[1]).await, ["/drop/on-both.exe"]);
     let results = b.results(&ids[..2]).await.unwrap();
     assert!(results[0].paths.is_empty());

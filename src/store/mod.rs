@@ -558,8 +558,8 @@ pub trait Store: Send + Sync + 'static {
     /// (or discards them when attempts are used up). Returns how many.
     async fn rescue(&self, now: Millis) -> Result<u64, Error>;
 
-    /// Registers or refreshes a worker process; drops workers silent for `stale_ms` and those
-    /// named in `dead` (local processes that no longer exist).
+    /// Registers or refreshes a worker process; drops workers silent for `stale_ms` (none with
+    /// `i64::MAX`) and those named in `dead` (local processes that no longer exist).
     async fn heartbeat(
         &self,
         owner: &str,
@@ -588,6 +588,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// A path of a file job that can be read for an upload (most recently seen first).
     async fn file_paths(&self, job_id: i64) -> Result<Vec<String>, Error>;
+
+    /// Whether another host saw the file of a job (PostgreSQL; SQLite has one host).
+    async fn seen_on_other_hosts(&self, job_id: i64) -> Result<bool, Error> {
+        let _ = job_id;
+        Ok(false)
+    }
 
     /// The files last seen at paths under `dir` (a prefix of the paths as stored) with their
     /// modification time and inode, whose jobs a restart would not change: queued or running,

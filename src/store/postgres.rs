@@ -579,9 +579,9 @@ impl Store for PgStore {
         // queueing behind each other's row locks. A job whose every path is on other hosts
         // with a daemon is theirs (`bool_or` of no rows is NULL: a job with no path is
         // anyone's). Without a daemon there, anyone may look it up: a known file gets its
-        // verdict; one to upload fails here, and that host's daemon reads it again when it
-        // starts (a failed job is not taken as queued). A job to submit (step `upload`) is left to
-        // processes whose own policy allows that too (`MaySubmit`).
+        // verdict; one to upload waits for that host (`Store::seen_on_other_hosts`). A job to
+        // submit (step `upload`) is left to processes whose own policy allows that too
+        // (`MaySubmit`).
         let (files, urls) = may.kinds();
         let rows = sqlx::query(
             "WITH picked AS (
@@ -828,6 +828,16 @@ impl Store for PgStore {
         .bind(job_id)
         .bind(&*self.host)
         .fetch_all(&self.pool)
+        .await
+    }
+
+    async fn seen_on_other_hosts(&self, job_id: i64) -> Result<bool, Error> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM file_paths WHERE job_id = $1 AND host NOT IN ('', $2))",
+        )
+        .bind(job_id)
+        .bind(&*self.host)
+        .fetch_one(&self.pool)
         .await
     }
 

@@ -374,6 +374,29 @@ async fn a_list_the_database_refuses_is_named_and_the_next_ones_are_queued() {
     assert_eq!(queued, ["next.example.com"]);
 }
 
+/// A PostgreSQL server that refuses the connection is said at once (not after the pool's two
+/// minutes of patience), and without the password.
+#[tokio::test]
+async fn a_postgresql_server_that_refuses_is_said_at_once() {
+    let world = World::new(World::fast_sim()).await;
+    let mut status = vtriage(&world)
+        .env("VTRIAGE_DB", "postgres://vt:s3cret@127.0.0.1:1/vtriage")
+        .arg("status")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ended =
+        common::exits_within(&mut status, std::time::Duration::from_secs(20), "status").await;
+    assert_eq!(ended.code(), Some(2));
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut status.stderr.take().unwrap(), &mut said).unwrap();
+    assert!(
+        said.contains("postgres://vt:***@127.0.0.1:1/vtriage"),
+        "{said}"
+    );
+    assert!(!said.contains("s3cret"), "{said}");
+}
+
 /// The default database's directory (`~/.local/share/vtriage`) is made, private, by the first
 /// command that writes the database; a command that only reads leaves the home as it was.
 #[tokio::test]

@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row};
 use tokio_util::sync::CancellationToken;
 
 use super::sqlite::{compress, decompress, periods};
@@ -110,6 +110,9 @@ const FENCE: &str = "id = $1 AND lease_owner = $2 AND state = 'running'";
 /// uses; the quota's are hashes of key ids).
 const FOLD_LOCK: i64 = 0x7674_7269_6167_6501;
 
+/// How long opening the database waits for the server's first answer.
+const FIRST_ANSWER: Duration = Duration::from_secs(15);
+
 /// How often a transaction chosen as a deadlock victim is run again before the error is
 /// returned.
 const DEADLOCK_RETRIES: u32 = 5;
@@ -120,6 +123,20 @@ impl PgStore {
     /// database-wide lock.
     pub async fn open(url: &str) -> Result<PgStore, Error> {
         let options = PgConnectOptions::from_str(url)?.application_name("vtriage");
+        // One connection first, on a short leash: a server that refuses or never answers is
+        // said at once, not after the pool's patience (which is for a busy server).
+        let first = tokio::time::timeout(FIRST_ANSWER, PgConnection::connect_with(&options))
+            .await
+            .map_err(|_| {
+                Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the server did not answer within {} s",
+                        FIRST_ANSWER.as_secs()
+                    ),
+                ))
+            })??;
+        let _ = first.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(120))

@@ -1383,6 +1383,26 @@ async fn stores_opening_a_new_database_at_once_all_succeed() {
     }
 }
 
+/// PostgreSQL over TLS: `sslmode=require` in the URL encrypts the connection (the test server
+/// has a self-signed certificate: `scripts/postgres`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_connections_can_be_encrypted() {
+    use vtriage::store::postgres::PgStore;
+    let Some(db) = backends::PgDatabase::create().await else {
+        return;
+    };
+    let separator = if db.url.contains('?') { '&' } else { '?' };
+    let store = PgStore::open(&format!("{}{separator}sslmode=require", db.url))
+        .await
+        .unwrap();
+    let encrypted: bool =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert!(encrypted);
+}
+
 /// With one PostgreSQL database for several hosts, a file job goes to a daemon on a host that saw
 /// the file, since only there can it be read for an upload; an indicator goes to any daemon. When
 /// no daemon runs on a host that saw it, any daemon may look it up.

@@ -1383,24 +1383,58 @@ async fn stores_opening_a_new_database_at_once_all_succeed() {
     }
 }
 
-/// PostgreSQL over TLS: `sslmode=require` in the URL encrypts the connection (the test server
-/// has a self-signed certificate: `scripts/postgres`).
+/// PostgreSQL over TLS: `sslmode=require` in the URL encrypts the connection, and
+/// `verify-full` checks the server's certificate too (the test server's comes from a CA of
+/// `scripts/postgres`, `VTRIAGE_TEST_PG_CA`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgresql_connections_can_be_encrypted() {
+async fn postgresql_connections_can_be_encrypted_and_the_server_verified() {
     use vtriage::store::postgres::PgStore;
     let Some(db) = backends::PgDatabase::create().await else {
         return;
     };
+    let Ok(ca) = std::env::var("VTRIAGE_TEST_PG_CA") else {
+        eprintln!("skipped: VTRIAGE_TEST_PG_CA not set (scripts/postgres sets it)");
+        return;
+    };
     let separator = if db.url.contains('?') { '&' } else { '?' };
-    let store = PgStore::open(&format!("{}{separator}sslmode=require", db.url))
-        .await
-        .unwrap();
-    let encrypted: bool =
-        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-            .fetch_one(store.pool())
+    for tls in [
+        "sslmode=require".to_string(),
+        format!("sslmode=verify-full&sslrootcert={ca}"),
+    ] {
+        let store = PgStore::open(&format!("{}{separator}{tls}", db.url))
             .await
-            .unwrap();
-    assert!(encrypted);
+            .unwrap_or_else(|e| panic!("{tls}: {e}"));
+        let encrypted: bool =
+            sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert!(encrypted, "{tls}");
+    }
+    // Against another CA, the server's certificate is refused (openssl, as scripts/postgres).
+    let dir = tempfile::tempdir().unwrap();
+    let other_ca = dir.path().join("other-ca.pem");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=another-ca", "-keyout"])
+        .arg(dir.path().join("other-ca.key"))
+        .arg("-out")
+        .arg(&other_ca)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let url = format!(
+        "{}{separator}sslmode=verify-full&sslrootcert={}",
+        db.url,
+        other_ca.display()
+    );
+    let refused = PgStore::open(&url)
+        .await
+        .err()
+        .expect("another CA's trust refused");
+    assert!(refused.to_string().contains("certificate"), "{refused}");
 }
 
 /// With one PostgreSQL database for several hosts, a file job goes to a daemon on a host that saw

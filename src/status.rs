@@ -191,8 +191,11 @@ pub async fn gather(store: &dyn Store, config: &Config) -> anyhow::Result<Status
             first_secs: first_ms / 1000.0,
             second_secs: second_ms / 1000.0,
         });
-    // Every unfinished job needs at least one more request (a lookup, an upload or a poll).
-    let requests_needed = remaining - waiting_to_submit;
+    // Every unfinished job needs at least one more request (a lookup or a poll); one at step
+    // `upload` that will be worked, two (the upload, then a poll).
+    let backlog = remaining - waiting_to_submit;
+    let to_submit = queue.to_submit_by_kind.values().sum::<u64>() - waiting_to_submit;
+    let requests_needed = backlog + to_submit;
     // A key without limits goes as fast as VirusTotal and the machines answer: the last
     // minute's pace is the best guess of the next.
     let verdicts_last_minute = if limits.unlimited {
@@ -201,8 +204,8 @@ pub async fn gather(store: &dyn Store, config: &Config) -> anyhow::Result<Status
         None
     };
     let eta_secs = match verdicts_last_minute {
-        Some(0) => (requests_needed == 0).then_some(0),
-        Some(per_min) => Some((requests_needed * 60).div_ceil(per_min)),
+        Some(0) => (backlog == 0).then_some(0),
+        Some(per_min) => Some((backlog * 60).div_ceil(per_min)),
         None => Some(eta(
             requests_needed,
             &limits,
@@ -653,10 +656,11 @@ mod tests {
             text.contains("waiting: 1 job unknown to VirusTotal, for a process that may submit"),
             "{text}"
         );
-        // A process of this configuration may upload it.
+        // A process of this configuration may upload it: two requests, the upload and a poll.
         config.upload.files = crate::config::UploadPolicy::Unknown;
         let status = gather(&store, &config).await.unwrap();
-        assert_eq!((status.waiting_to_submit, status.eta_secs), (0, Some(15)));
+        assert_eq!((status.waiting_to_submit, status.requests_needed), (0, 2));
+        assert_eq!(status.eta_secs, Some(30));
         // So may a running one, whatever this command's configuration.
         let (me, host) = (std::process::id(), crate::store::this_host());
         store

@@ -139,7 +139,9 @@ impl PgStore {
         let _ = first.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(8)
-            .acquire_timeout(Duration::from_secs(120))
+            // Patience for a busy pool, not for an outage: a daemon cut off from the server
+            // says so (and its loops back off) within half a minute rather than two.
+            .acquire_timeout(Duration::from_secs(30))
             // No pool maintenance task, whose loop can spin a core for good in sqlx 0.9.0 (see
             // SqliteStore::open). A broken connection is still found when it is next acquired.
             .idle_timeout(None)

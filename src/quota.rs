@@ -170,7 +170,7 @@ impl Unlimited {
 impl Gate for Unlimited {
     fn acquire(&self) -> GateFuture<'_, Result<Grant, Denied>> {
         Box::pin(async move {
-            let mut waits = Waits::of_this_task();
+            let mut waits = Waits::default();
             let acquired = self.acquire_telling(&mut waits).await;
             waits.over().await;
             acquired
@@ -274,39 +274,34 @@ tokio::task_local! {
 /// job two writes.
 const TOLD_WAIT_MS: Millis = 1000;
 
-/// The quota waits of one request, told to the task's [`WaitWatcher`].
+/// The quota waits of one request, told to the task's [`WaitWatcher`] (looked up only when a
+/// long wait comes: most requests never wait).
+#[derive(Default)]
 struct Waits {
-    watcher: Option<Arc<dyn WaitWatcher>>,
-    told: bool,
+    /// The watcher told of a wait, once one was.
+    told: Option<Arc<dyn WaitWatcher>>,
 }
 
 impl Waits {
-    fn of_this_task() -> Waits {
-        Waits {
-            watcher: QUOTA_WAITS.try_with(Arc::clone).ok(),
-            told: false,
-        }
-    }
-
-    /// [`sleep_until`], telling the watcher first when the wait is long.
+    /// [`sleep_until`], telling the task's watcher first when the wait is long.
     async fn sleep_until(
         &mut self,
         at: Millis,
         shutdown: &CancellationToken,
     ) -> Result<(), Denied> {
-        if !self.told
+        if self.told.is_none()
             && at - now_millis() >= TOLD_WAIT_MS
-            && let Some(watcher) = &self.watcher
+            && let Ok(watcher) = QUOTA_WAITS.try_with(Arc::clone)
         {
             watcher.waiting().await;
-            self.told = true;
+            self.told = Some(watcher);
         }
         sleep_until(at, shutdown).await
     }
 
     /// The request has its answer from the gate.
     async fn over(self) {
-        if let (true, Some(watcher)) = (self.told, &self.watcher) {
+        if let Some(watcher) = self.told {
             watcher.waited().await;
         }
     }
@@ -392,7 +387,7 @@ impl Limiter {
 impl Gate for Limiter {
     fn acquire(&self) -> GateFuture<'_, Result<Grant, Denied>> {
         Box::pin(async move {
-            let mut waits = Waits::of_this_task();
+            let mut waits = Waits::default();
             let acquired = self.acquire_telling(&mut waits).await;
             waits.over().await;
             acquired

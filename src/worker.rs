@@ -56,7 +56,7 @@ pub struct Worker {
 /// asking, so none waits here longer than it takes that worker to get the lock.
 #[derive(Debug)]
 pub struct SharedClaims {
-    /// What this process may submit: it claims no job it could not finish by its own policy.
+    /// What this process may submit: it claims no job at step `upload` it may not submit.
     may: MaySubmit,
     /// Workers inside [`SharedClaims::next`].
     asking: AtomicUsize,

@@ -130,6 +130,14 @@ async fn work_through(pipeline: &Pipeline, ids: &[i64]) -> Vec<vtriage::store::J
     results
 }
 
+/// The job ended `unknown`, its note saying `why`.
+fn assert_unknown_because(result: &vtriage::store::JobResult, why: &str) {
+    let verdict = result.verdict.as_ref().expect("a verdict");
+    assert_eq!(verdict.verdict.as_str(), "unknown", "{verdict:?}");
+    let note = verdict.note.as_deref().unwrap_or_default();
+    assert!(note.contains(why), "{verdict:?}");
+}
+
 /// A job for the file at `path` whose content was `hashed`, to upload if VirusTotal does not
 /// know it.
 fn file_job(path: &Path, hashed: &[u8]) -> NewJob {
@@ -712,16 +720,7 @@ async fn a_file_written_over_before_its_upload_costs_one_lookup() {
     let pipeline = pipeline(&world).await;
     let ids = queue(&pipeline, &[file_job(&path, old)], 5).await;
     let results = work_through(&pipeline, &ids).await;
-    let verdict = results[0].verdict.as_ref().unwrap();
-    assert_eq!(verdict.verdict.as_str(), "unknown", "{verdict:?}");
-    assert!(
-        verdict
-            .note
-            .as_deref()
-            .unwrap_or_default()
-            .contains("changed"),
-        "{verdict:?}"
-    );
+    assert_unknown_because(&results[0], "changed");
     let stats = world.sim.stats();
     assert_eq!(stats.api_requests, 1, "{stats:?}");
     assert!(stats.uploads.is_empty());
@@ -752,16 +751,7 @@ async fn a_file_written_while_it_is_uploaded_is_not_uploaded() {
         upload_waiting_for_quota(2.0, "drop/invoice.exe", content).await;
     std::fs::write(&path, b"benign text written over the same file, in place").unwrap();
     let results = work_through(&pipeline, &ids).await;
-    let verdict = results[0].verdict.as_ref().unwrap();
-    assert_eq!(verdict.verdict.as_str(), "unknown", "{verdict:?}");
-    assert!(
-        verdict
-            .note
-            .as_deref()
-            .unwrap_or_default()
-            .contains("changed after it was hashed"),
-        "{verdict:?}"
-    );
+    assert_unknown_because(&results[0], "changed after it was hashed");
     assert!(world.sim.stats().uploads.is_empty());
 }
 

@@ -24,10 +24,15 @@ fn at(t: i64) -> Clock {
 }
 
 fn hash_job(indicator: &str) -> NewJob {
+    job(Kind::Hash, indicator, false)
+}
+
+/// A job for `indicator`, that may be submitted if `allow_submit`.
+fn job(kind: Kind, indicator: &str, allow_submit: bool) -> NewJob {
     NewJob {
-        kind: Kind::Hash,
+        kind,
         indicator: indicator.into(),
-        allow_submit: false,
+        allow_submit,
         path: None,
         source: None,
     }
@@ -426,11 +431,8 @@ async fn an_unknown_file_is_reopened_when_uploads_become_allowed(db: Backend) {
     let s = db.store.clone();
     register(&*s, "w", T0).await;
     let file = |allow| NewJob {
-        kind: Kind::File,
-        indicator: "9".repeat(64),
-        allow_submit: allow,
         path: Some(FileSeen::at("/drop/x.exe", 10)),
-        source: None,
+        ..job(Kind::File, &"9".repeat(64), allow)
     };
     s.enqueue(&[file(false)], T0, DAY, 5).await.unwrap();
     let job = s.claim("w", 1, T0, 1000).await.unwrap().pop().unwrap();
@@ -463,11 +465,8 @@ async fn the_latest_enqueue_decides_whether_a_file_may_be_uploaded(db: Backend) 
     let s = db.store.clone();
     register(&*s, "w", T0).await;
     let file = |allow| NewJob {
-        kind: Kind::File,
-        indicator: "8".repeat(64),
-        allow_submit: allow,
         path: Some(FileSeen::at("/cases/x.exe", 10)),
-        source: None,
+        ..job(Kind::File, &"8".repeat(64), allow)
     };
     s.enqueue(&[file(true)], T0, DAY, 5).await.unwrap();
     assert_eq!(
@@ -497,13 +496,6 @@ async fn a_process_that_may_not_submit_looks_up_jobs_that_may_be_and_leaves_the_
 ) {
     let s = db.store.clone();
     register(&*s, "w", T0).await;
-    let job = |kind, indicator: &str, allow| NewJob {
-        kind,
-        indicator: indicator.into(),
-        allow_submit: allow,
-        path: None,
-        source: None,
-    };
     let sha = "7".repeat(64);
     s.enqueue(
         &[
@@ -628,13 +620,7 @@ async fn pending_analyses_are_polled_again_ever_less_often(db: Backend) {
     const GAP: i64 = 5 * MINUTE;
     let s = db.store.clone();
     register(&*s, "w", T0).await;
-    let url = NewJob {
-        kind: Kind::Url,
-        indicator: "http://x.test/".into(),
-        allow_submit: true,
-        path: None,
-        source: None,
-    };
+    let url = job(Kind::Url, "http://x.test/", true);
     s.enqueue(&[url], T0, DAY, 5).await.unwrap();
     let job = s.claim("w", 1, T0, 1000).await.unwrap().pop().unwrap();
     assert!(s.mark_submitting(&job, T0).await.unwrap());
@@ -682,15 +668,11 @@ async fn pending_analyses_are_polled_again_ever_less_often(db: Backend) {
 async fn submission_intent_survives_a_restart(db: Backend) {
     let s = db.store.clone();
     register(&*s, "w", T0).await;
-    let mut job = NewJob {
-        kind: Kind::Url,
-        indicator: "http://x.test/".into(),
-        allow_submit: true,
-        path: None,
-        source: None,
+    let url = NewJob {
+        source: Some(("cli".into(), 0)),
+        ..job(Kind::Url, "http://x.test/", true)
     };
-    job.source = Some(("cli".into(), 0));
-    s.enqueue(&[job], T0, DAY, 5).await.unwrap();
+    s.enqueue(&[url], T0, DAY, 5).await.unwrap();
     let job = s.claim("w", 1, T0, 1000).await.unwrap().pop().unwrap();
     assert!(s.mark_submitting(&job, T0 + 1).await.unwrap());
     db.close().await;

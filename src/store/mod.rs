@@ -494,8 +494,8 @@ pub trait Store: Send + Sync + 'static {
         self.claim_as(owner, n, now, lease_ms, MaySubmit::ANY).await
     }
 
-    /// [`Store::claim`] for a process that may submit only what `may` says: a job whose lookup
-    /// could end in a submission it may not make is left to a process that may.
+    /// [`Store::claim`] for a process that may submit only what `may` says: a job at step
+    /// `upload` it may not submit is left to a process that may (any process looks jobs up).
     async fn claim_as(
         &self,
         owner: &str,
@@ -590,8 +590,7 @@ pub trait Store: Send + Sync + 'static {
     async fn file_paths(&self, job_id: i64) -> Result<Vec<String>, Error>;
 
     /// Whether another host saw the file of a job (PostgreSQL; SQLite has one host).
-    async fn seen_on_other_hosts(&self, job_id: i64) -> Result<bool, Error> {
-        let _ = job_id;
+    async fn seen_on_other_hosts(&self, _job_id: i64) -> Result<bool, Error> {
         Ok(false)
     }
 
